@@ -10,18 +10,24 @@ import click
 from onepiece_hpc import __version__
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.cli.bench import bench
+from onepiece_hpc.cli.export_cmd import export_cmd
+from onepiece_hpc.cli.inspect_cmd import inspect_cmd
+from onepiece_hpc.cli.run import run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onepiece")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """Staged diffusion generation: job files in, HDF5 out."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"verbose": verbose}
 
 
-cli.add_command(bench)
+for command in (run, inspect_cmd, export_cmd, bench):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""runtime layer."""
+"""Running jobs: preparation (validate everything first), the monolithic reference path, progress."""

@@ -1,1 +1,1 @@
-"""spec layer."""
+"""Job files -> validated, immutable job descriptions; prompt sources; item keys and work units."""

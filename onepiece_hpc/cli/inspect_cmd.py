@@ -1,0 +1,44 @@
+"""`onepiece inspect`: what an output file holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from onepiece_hpc.store.reader import open_output, summary
+
+
+def _render(info: dict) -> str:
+    lines = [
+        f"{info['file']}",
+        f"  job        {info['job_name']}  ({info['provenance'].get('model_ref', '?')}, "
+        f"{info['dtype']}, microbatch {info['microbatch']})",
+        f"  items      {info['items_done']}/{info['items_total']} done"
+        + ("  (complete)" if info["complete"] else f"  ({info['items_total'] - info['items_done']} missing)"),
+    ]
+    for name, ds in info["outputs"].items():
+        lines.append(f"  outputs    /outputs/{name}  {' x '.join(map(str, ds['shape']))}  {ds['dtype']}")
+    means = {k: v for k, v in info["mean_seconds_per_item"].items() if v is not None}
+    if means:
+        lines.append("  per item   " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in means.items()))
+    if info["commit_rate_items_per_s"]:
+        lines.append(f"  rate       {info['commit_rate_items_per_s']:.2f} items/s")
+    prov = info["provenance"]
+    lines.append(f"  made by    onepiece {prov.get('package_version')}, torch {prov.get('torch_version')}, "
+                 f"diffusers {prov.get('diffusers_version')} on {prov.get('host')}")
+    for run in info["runs"]:
+        lines.append(f"  run        {run['started_at']} .. {run['finished_at'] or '(not closed)'}  "
+                     f"{run['mode']} on {run['host']}: {run['status']}, {run['items_committed']} items")
+    return "\n".join(lines)
+
+
+@click.command("inspect")
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def inspect_cmd(output: Path, as_json: bool) -> None:
+    """Summarise OUTPUT: items done and missing, shapes, timings, provenance, runs."""
+    with open_output(output) as file:
+        info = summary(file, output)
+    click.echo(json.dumps(info, indent=2) if as_json else _render(info))

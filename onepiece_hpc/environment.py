@@ -1,0 +1,20 @@
+"""The one place that reads environment variables; everything below receives plain values."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where built-in models are written once: $ONEPIECE_CACHE, else the XDG cache folder."""
+    explicit = os.environ.get("ONEPIECE_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "onepiece-hpc"
+
+
+def is_interactive(stream) -> bool:
+    """True when progress can be drawn live (a terminal), False for log files and pipes."""
+    return hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") != "dumb"

@@ -1,0 +1,101 @@
+"""The adapter interface the runtime talks to: stages, their components and their outputs."""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from onepiece_hpc.spec.job import GenParams, Stage
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and dtype of one tensor a stage emits for a work unit (sizes ring slots)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # a torch dtype name: "float32", "bfloat16", "int64", "uint8", ...
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count * torch.empty((), dtype=getattr(torch, self.dtype)).element_size()
+
+
+@dataclass(frozen=True)
+class UnitInput:
+    """What a stage knows about the work unit it runs: its items' prompts, seeds and params."""
+
+    unit: int
+    items: tuple[int, ...]
+    prompts: tuple[str, ...]
+    negative_prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    params: GenParams
+
+    def generators(self) -> list[torch.Generator]:
+        """One CPU generator per item, seeded with the item's own seed."""
+        return [torch.Generator("cpu").manual_seed(seed) for seed in self.seeds]
+
+
+class StageRunner(Protocol):
+    """A loaded stage: tensors of the previous stage in, this stage's tensors out."""
+
+    def __call__(self, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in what precision a stage runs."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+
+def read_config(folder: Path, component: str) -> dict:
+    """A component's config.json (or scheduler_config.json) as a dict, without loading weights."""
+    for name in ("config.json", "scheduler_config.json", "tokenizer_config.json"):
+        path = folder / component / name
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return {}
+
+
+class ModelAdapter(abc.ABC):
+    """One diffusers pipeline family, split into encode -> denoise -> decode."""
+
+    #: diffusers pipeline class names this adapter handles (model_index.json's _class_name)
+    pipeline_classes: tuple[str, ...] = ()
+    #: what the decode stage produces: "image" (N x H x W x 3) or "video" (N x T x H x W x 3)
+    output_kind: str = "image"
+
+    def __init__(self, folder: Path, index: dict) -> None:
+        self.folder = folder
+        self.index = index
+
+    @abc.abstractmethod
+    def components(self, stage: Stage) -> tuple[str, ...]:
+        """The pipeline components (model_index.json keys) the stage loads; others stay unloaded."""
+
+    @abc.abstractmethod
+    def output_specs(self, stage: Stage, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+        """The tensors the stage emits for a unit of `batch` items."""
+
+    @abc.abstractmethod
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this (VAE factor times patch size)."""
+
+    @abc.abstractmethod
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) the model was configured for, used when the job gives none."""
+
+    @abc.abstractmethod
+    def load(self, stage: Stage, placement: Placement) -> StageRunner:
+        """Load only the stage's components and return its runner."""

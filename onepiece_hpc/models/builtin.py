@@ -1,0 +1,53 @@
+"""Built-in models: built once from configs with a fixed seed, saved, then loaded like any folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from onepiece_hpc.models.pixart import tiny as tiny_pixart
+from onepiece_hpc.models.stable_diffusion import tiny as tiny_sd
+
+log = logging.getLogger(__name__)
+
+BUILTIN_SEED = 20261122
+#: bump a model's version when its builder changes, so caches built earlier are not reused
+BUILTINS: dict[str, tuple[int, Callable]] = {
+    "tiny-sd": (1, tiny_sd.build),
+    "tiny-pixart": (1, tiny_pixart.build),
+}
+
+
+def builtin_folder(name: str, cache: Path) -> Path:
+    """The pipeline folder of built-in model `name`, building and saving it on first use.
+
+    Concurrent first uses (several ranks) are safe: each builds in a private temporary folder
+    and the first rename wins; the others discard theirs.
+    """
+    version, build = BUILTINS[name]
+    folder = cache / "models" / f"{name}-v{version}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    log.info("building built-in model %s into %s", name, folder)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(BUILTIN_SEED)
+            pipeline = build()
+        pipeline.save_pretrained(staging, safe_serialization=True)
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            if not (folder / "model_index.json").is_file():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder

@@ -1,0 +1,105 @@
+"""What every diffusers-pipeline adapter shares: partial loading, size rules, the VAE decode."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
+
+from onepiece_hpc.models.base import ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, read_config
+from onepiece_hpc.spec.job import GenParams, Stage
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] to uint8, rounding exactly as diffusers' numpy_to_pil does."""
+    return (images * 255).round().astype("uint8")
+
+
+class DiffusersPipelineAdapter(ModelAdapter):
+    """A pipeline with a text encoder, a latent denoiser and an AutoencoderKL-style VAE."""
+
+    pipeline_class: type[DiffusionPipeline]
+    denoiser: str  # "unet" or "transformer"
+    text_components: tuple[str, ...] = ("text_encoder", "tokenizer")
+
+    def components(self, stage: Stage) -> tuple[str, ...]:
+        if stage is Stage.ENCODE:
+            return self.text_components
+        if stage is Stage.DENOISE:
+            return (self.denoiser, "scheduler")
+        return ("vae",)
+
+    # -- sizes ------------------------------------------------------------------------------
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(read_config(self.folder, "vae").get("block_out_channels", [0] * 4)) - 1)
+
+    def latent_channels(self) -> int:
+        return int(read_config(self.folder, self.denoiser).get("in_channels", 4))
+
+    def patch_size(self) -> int:
+        return int(read_config(self.folder, self.denoiser).get("patch_size") or 1)
+
+    def size_multiple(self) -> int:
+        return self.vae_scale_factor() * self.patch_size()
+
+    def default_size(self) -> tuple[int, int]:
+        sample = read_config(self.folder, self.denoiser).get("sample_size", 64)
+        sample = sample if isinstance(sample, (list, tuple)) else (sample, sample)
+        factor = self.vae_scale_factor()
+        return int(sample[0]) * factor, int(sample[1]) * factor
+
+    def latent_spec(self, params: GenParams, batch: int, dtype: torch.dtype) -> TensorSpec:
+        factor = self.vae_scale_factor()
+        shape = (batch, self.latent_channels(), params.height // factor, params.width // factor)
+        return TensorSpec("latents", shape, str(dtype).removeprefix("torch."))
+
+    def output_specs(self, stage: Stage, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+        if stage is Stage.ENCODE:
+            return self.encode_specs(params, batch, dtype)
+        if stage is Stage.DENOISE:
+            return (self.latent_spec(params, batch, dtype),)
+        return (TensorSpec("images", (batch, params.height, params.width, 3), "uint8"),)
+
+    def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+        raise NotImplementedError
+
+    # -- loading ----------------------------------------------------------------------------
+    def load_pipeline(self, stage: Stage, placement: Placement) -> DiffusionPipeline:
+        """The pipeline with only `stage`'s components loaded; the rest are None."""
+        wanted = set(self.components(stage))
+        skipped = {name: None for name in self.index if not name.startswith("_") and name not in wanted}
+        pipe = self.pipeline_class.from_pretrained(self.folder, dtype=placement.dtype, **skipped)
+        pipe.to(placement.device)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.vae_scale_factor = self.vae_scale_factor()
+        for module in pipe.components.values():
+            if isinstance(module, torch.nn.Module):
+                module.eval()
+        return pipe
+
+    def load(self, stage: Stage, placement: Placement) -> StageRunner:
+        pipe = self.load_pipeline(stage, placement)
+        if stage is Stage.ENCODE:
+            return lambda unit, inputs: self.encode(pipe, placement, unit)
+        if stage is Stage.DENOISE:
+            return lambda unit, inputs: self.denoise(pipe, placement, unit, inputs)
+        processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor())
+        return lambda unit, inputs: self.decode(pipe, processor, unit, inputs)
+
+    # -- stages -----------------------------------------------------------------------------
+    def encode(self, pipe: DiffusionPipeline, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def denoise(self, pipe: DiffusionPipeline, placement: Placement, unit: UnitInput,
+                inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def decode(self, pipe: DiffusionPipeline, processor: VaeImageProcessor, unit: UnitInput,
+               inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        vae = pipe.vae
+        latents = inputs["latents"].to(vae.device, vae.dtype)
+        image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+        images = processor.postprocess(image, output_type="np", do_denormalize=[True] * image.shape[0])
+        return {"images": torch.from_numpy(to_uint8(images))}

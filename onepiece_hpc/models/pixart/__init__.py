@@ -1,0 +1,1 @@
+"""The PixArt family (DiT denoiser, T5 text encoder, AutoencoderKL)."""

@@ -1,0 +1,76 @@
+"""PixArt-alpha and PixArt-sigma: T5 encode -> DiT denoise -> VAE decode."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import PixArtAlphaPipeline
+
+from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
+from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter
+from onepiece_hpc.spec.job import GenParams
+
+#: PixArt-alpha's default; PixArt-sigma uses 300 (set per folder below)
+ALPHA_MAX_SEQUENCE = 120
+SIGMA_MAX_SEQUENCE = 300
+
+
+class PixArtAdapter(DiffusersPipelineAdapter):
+    pipeline_classes = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
+    pipeline_class = PixArtAlphaPipeline
+    denoiser = "transformer"
+
+    def __init__(self, folder, index) -> None:
+        super().__init__(folder, index)
+        if index.get("_class_name") == "PixArtSigmaPipeline":
+            from diffusers import PixArtSigmaPipeline
+
+            self.pipeline_class = PixArtSigmaPipeline
+            self.max_sequence = SIGMA_MAX_SEQUENCE
+        else:
+            self.max_sequence = ALPHA_MAX_SEQUENCE
+
+    def uses_guidance(self, params: GenParams) -> bool:
+        return params.guidance > 1
+
+    def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+        width = int(read_config(self.folder, "text_encoder").get("d_model", 4096))
+        name = str(dtype).removeprefix("torch.")
+        specs = [TensorSpec("prompt_embeds", (batch, self.max_sequence, width), name),
+                 TensorSpec("prompt_attention_mask", (batch, self.max_sequence), "int64")]
+        if self.uses_guidance(params):
+            specs += [TensorSpec("negative_prompt_embeds", (batch, self.max_sequence, width), name),
+                      TensorSpec("negative_prompt_attention_mask", (batch, self.max_sequence), "int64")]
+        return tuple(specs)
+
+    @torch.no_grad()
+    def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
+        guided = self.uses_guidance(unit.params)
+        embeds, mask, negative, negative_mask = pipe.encode_prompt(
+            list(unit.prompts), guided, negative_prompt=list(unit.negative_prompts),
+            device=placement.device, clean_caption=False, max_sequence_length=self.max_sequence,
+        )
+        out = {"prompt_embeds": embeds, "prompt_attention_mask": mask}
+        if guided:
+            out |= {"negative_prompt_embeds": negative, "negative_prompt_attention_mask": negative_mask}
+        return out
+
+    @torch.no_grad()
+    def denoise(self, pipe, placement: Placement, unit: UnitInput,
+                inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        params = unit.params
+        on_device = {name: tensor.to(placement.device) for name, tensor in inputs.items()}
+        latents = pipe(
+            negative_prompt=None,
+            num_inference_steps=params.steps,
+            guidance_scale=params.guidance,
+            height=params.height,
+            width=params.width,
+            generator=unit.generators(),
+            output_type="latent",
+            return_dict=False,
+            use_resolution_binning=False,
+            clean_caption=False,
+            max_sequence_length=self.max_sequence,
+            **on_device,
+        )[0]
+        return {"latents": latents}

@@ -1,0 +1,1 @@
+"""The Stable Diffusion family (UNet denoiser, CLIP text encoder, AutoencoderKL)."""

@@ -1,0 +1,62 @@
+"""Stable Diffusion 1.x/2.x: CLIP encode -> UNet denoise -> VAE decode."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
+from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter
+from onepiece_hpc.spec.job import GenParams
+
+
+class StableDiffusionAdapter(DiffusersPipelineAdapter):
+    pipeline_classes = ("StableDiffusionPipeline",)
+    pipeline_class = StableDiffusionPipeline
+    denoiser = "unet"
+
+    def uses_guidance(self, params: GenParams) -> bool:
+        """Classifier-free guidance, decided as the pipeline decides it."""
+        return params.guidance > 1 and read_config(self.folder, "unet").get("time_cond_proj_dim") is None
+
+    def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+        length = int(read_config(self.folder, "tokenizer").get("model_max_length", 77))
+        width = int(read_config(self.folder, "text_encoder").get("hidden_size", 768))
+        name = str(dtype).removeprefix("torch.")
+        specs = [TensorSpec("prompt_embeds", (batch, length, width), name)]
+        if self.uses_guidance(params):
+            specs.append(TensorSpec("negative_prompt_embeds", (batch, length, width), name))
+        return tuple(specs)
+
+    @torch.no_grad()
+    def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
+        guided = self.uses_guidance(unit.params)
+        positive, negative = pipe.encode_prompt(
+            list(unit.prompts), placement.device, 1, guided, negative_prompt=list(unit.negative_prompts),
+        )
+        out = {"prompt_embeds": positive}
+        if guided:
+            out["negative_prompt_embeds"] = negative
+        return out
+
+    @torch.no_grad()
+    def denoise(self, pipe, placement: Placement, unit: UnitInput,
+                inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        params = unit.params
+        latents = pipe(
+            prompt_embeds=inputs["prompt_embeds"].to(placement.device),
+            negative_prompt_embeds=_optional(inputs, "negative_prompt_embeds", placement),
+            num_inference_steps=params.steps,
+            guidance_scale=params.guidance,
+            height=params.height,
+            width=params.width,
+            generator=unit.generators(),
+            output_type="latent",
+            return_dict=False,
+        )[0]
+        return {"latents": latents}
+
+
+def _optional(inputs: dict[str, torch.Tensor], name: str, placement: Placement) -> torch.Tensor | None:
+    tensor = inputs.get(name)
+    return None if tensor is None else tensor.to(placement.device)

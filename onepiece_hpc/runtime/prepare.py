@@ -1,0 +1,86 @@
+"""Everything checked before work starts: job file, prompts, model, sizes, output, device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from onepiece_hpc.errors import UserError
+from onepiece_hpc.models.base import Placement
+from onepiece_hpc.models.source import ModelSource, resolve_model
+from onepiece_hpc.spec.job import Job, Stage
+from onepiece_hpc.spec.loader import load_job
+from onepiece_hpc.spec.plan import Plan, plan_job
+from onepiece_hpc.store.output import OutputLayout, check_writable
+from onepiece_hpc.store.provenance import Provenance, collect
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job ready to run: validated, planned, with its model and output described."""
+
+    plan: Plan
+    model: ModelSource
+    placement: Placement
+    layout: OutputLayout
+    output: Path
+    provenance: Provenance
+
+    @property
+    def job(self) -> Job:
+        return self.plan.job
+
+
+def _placement(job: Job, problems: list[str]) -> Placement | None:
+    has_cuda = torch.cuda.is_available()
+    if job.device == "cuda" and not has_cuda:
+        problems.append(f"{job.where('device')}: device is cuda but no GPU is visible; "
+                        "fix: use device: auto or cpu, or run on a GPU node")
+        return None
+    device = torch.device("cuda" if job.device == "cuda" or (job.device == "auto" and has_cuda) else "cpu")
+    dtype_name = job.dtype if job.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+    return Placement(device=device, dtype=getattr(torch, dtype_name))
+
+
+def _size(job: Job, model: ModelSource, problems: list[str]) -> tuple[int, int] | None:
+    default_h, default_w = model.adapter.default_size()
+    height = job.height or default_h
+    width = job.width or default_w
+    multiple = model.adapter.size_multiple()
+    ok = True
+    for field, value in (("height", height), ("width", width)):
+        if value % multiple:
+            lower = max(multiple, value - value % multiple)
+            problems.append(
+                f"{job.where('params.' + field)}: field 'params.{field}' is {value}, not a multiple of "
+                f"{multiple} (this model's size factor); fix: use {lower} or {lower + multiple}"
+            )
+            ok = False
+    return (height, width) if ok else None
+
+
+def prepare(job_path: Path, output: Path | None, cache: Path) -> Prepared:
+    """Validate and plan the job; raise UserError listing every problem found."""
+    problems: list[str] = []
+    job = load_job(job_path, problems)
+    if job is None:
+        raise UserError(problems, headline=f"{job_path}: the job file has {len(problems)} problem(s):")
+    out = (output.absolute() if output else job.output)
+    check_writable(out, problems)
+    placement = _placement(job, problems)
+    model = resolve_model(job.model, cache, job.where("model"), problems)
+    size = _size(job, model, problems) if model else None
+    plan = None
+    if model and size and placement:
+        dtype_name = str(placement.dtype).removeprefix("torch.")
+        plan = plan_job(job, model.identity, size, dtype_name, problems)
+    if problems or plan is None:
+        raise UserError(problems, headline=f"{job_path}: {len(problems)} problem(s) found; nothing was run:")
+    decode_spec = model.adapter.output_specs(Stage.DECODE, plan.items[0].params, 1, placement.dtype)[0]
+    layout = OutputLayout(kind=model.adapter.output_kind, item_shape=decode_spec.shape[1:])
+    provenance = collect(job.source_text, str(job.source), model.ref, model.identity, model.config_hash,
+                         model.pipeline_class)
+    return Prepared(plan=plan, model=model, placement=placement, layout=layout, output=out,
+                    provenance=provenance)

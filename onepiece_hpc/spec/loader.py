@@ -1,0 +1,142 @@
+"""Job file -> Job: read safely, validate every field, report every problem together."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from onepiece_hpc.spec.job import FIELD_HINTS, SEED_MAX, Job, JobFields, Stage
+from onepiece_hpc.spec.prompts import read_prompts
+from onepiece_hpc.spec.yaml_source import YamlDocument, parse_yaml
+
+OUTPUT_SUFFIXES = (".h5", ".hdf5")
+
+
+def _fields_of(model: type[BaseModel], path: tuple) -> list[str]:
+    for part in path:
+        annotation = model.model_fields.get(str(part))
+        if annotation is None or not (isinstance(annotation.annotation, type)
+                                      and issubclass(annotation.annotation, BaseModel)):
+            return []
+        model = annotation.annotation
+    return list(model.model_fields)
+
+
+def _describe(doc: YamlDocument, error: dict) -> str:
+    loc = tuple(str(p) for p in error["loc"])
+    field = ".".join(loc)
+    line = doc.line_of(field)
+    where = f"{doc.path}:{line}" if line else str(doc.path)
+    kind = error["type"]
+    if kind == "missing":
+        hint = FIELD_HINTS.get(field, "see the job file reference in README.md")
+        return f"{where}: required field '{field}' is missing; fix: add it ({hint})"
+    if kind == "extra_forbidden":
+        valid = _fields_of(JobFields, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        did_you = f" (did you mean '{close[0]}'?)" if close else ""
+        return (f"{where}: unknown field '{field}'{did_you}; fix: remove it or use one of: "
+                f"{', '.join(valid)}")
+    got = error.get("input")
+    hint = FIELD_HINTS.get(field)
+    msg = error["msg"]
+    text = f"{where}: field '{field}': {msg[:1].lower()}{msg[1:]} (got {got!r})"
+    return f"{text}; fix: {hint}" if hint else text
+
+
+def _read_document(path: Path, problems: list[str]) -> YamlDocument | None:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        problems.append(f"{path}: job file not found")
+        return None
+    except IsADirectoryError:
+        problems.append(f"{path}: is a folder; give the path of a job file (.yaml)")
+        return None
+    except OSError as err:
+        problems.append(f"{path}: cannot read the job file ({err.strerror})")
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(f"{path}: not UTF-8 text; fix: save the job file as UTF-8")
+        return None
+    try:
+        doc = parse_yaml(path, text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        reason = getattr(err, "problem", None) or str(err)
+        problems.append(f"{path}{line}: not valid YAML ({reason}); fix the syntax at that line")
+        return None
+    if not isinstance(doc.data, dict):
+        problems.append(f"{path}: a job file must be a YAML mapping (name: ..., model: ..., prompts: ...)")
+        return None
+    return doc
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def load_job(path: Path, problems: list[str]) -> Job | None:
+    """Validate the job file at `path`; every problem found is appended to `problems`."""
+    path = Path(path).absolute()
+    start = len(problems)
+    doc = _read_document(path, problems)
+    if doc is None:
+        return None
+    try:
+        fields = JobFields.model_validate(doc.data)
+    except ValidationError as err:
+        errors = sorted(err.errors(), key=lambda e: doc.line_of(".".join(map(str, e["loc"]))) or 0)
+        problems.extend(_describe(doc, e) for e in errors)
+        fields = None
+    base = path.parent
+    prompts_value = doc.data.get("prompts")
+    records = ()
+    if isinstance(prompts_value, str) and prompts_value:
+        records = read_prompts(_resolve(base, prompts_value), problems)
+    if fields is None:
+        return None
+    if records and fields.seed + len(records) - 1 > SEED_MAX:
+        problems.append(
+            f"{doc.path}:{doc.line_of('seed')}: seed {fields.seed} + {len(records)} items passes {SEED_MAX}; "
+            "fix: use a smaller seed"
+        )
+    output = _resolve(base, fields.output or f"out/{fields.name}.h5")
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        where = f"{doc.path}:{doc.line_of('output')}" if fields.output else str(doc.path)
+        problems.append(f"{where}: field 'output': '{output.name}' must end in .h5 or .hdf5")
+    model = fields.model
+    if not model.startswith("builtin:"):
+        model = str(_resolve(base, model))
+    if len(problems) > start:
+        return None
+    params = fields.params
+    return Job(
+        source=path,
+        source_text=doc.text,
+        name=fields.name,
+        model=model,
+        prompts_path=_resolve(base, fields.prompts),
+        records=records,
+        steps=params.steps,
+        guidance=params.guidance,
+        height=params.height,
+        width=params.width,
+        negative_prompt=params.negative_prompt,
+        seed=fields.seed,
+        microbatch=fields.microbatch,
+        output=output,
+        stages={Stage.ENCODE: fields.stages.encode, Stage.DENOISE: fields.stages.denoise,
+                Stage.DECODE: fields.stages.decode},
+        device=fields.device,
+        dtype=fields.dtype,
+        description=fields.description,
+        field_lines=dict(doc.lines),
+    )
