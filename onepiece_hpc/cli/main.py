@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
 from onepiece_hpc import __version__
-from onepiece_hpc.errors import UserError
 from onepiece_hpc.cli.bench import bench
 from onepiece_hpc.cli.export_cmd import export_cmd
 from onepiece_hpc.cli.inspect_cmd import inspect_cmd
 from onepiece_hpc.cli.run import run
+from onepiece_hpc.errors import UserError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class ReportedUserError(click.ClickException):
+    """A UserError on its way out: printed as 'error: ...' with no traceback, exit code 2."""
+
+    exit_code = UserError.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class OnepieceGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as err:
+            raise ReportedUserError(err.render()) from None
+
+
+@click.group(cls=OnepieceGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onepiece")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.pass_context
@@ -31,20 +47,8 @@ for command in (run, inspect_cmd, export_cmd, bench):
 
 
 def main() -> None:
-    """Console entry point: user mistakes exit 2 with a message and no traceback."""
-    try:
-        cli.main(standalone_mode=False)
-    except UserError as err:
-        click.echo(f"error: {err.render()}", err=True)
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
+    """Console entry point."""
+    cli(prog_name="onepiece")
 
 
 if __name__ == "__main__":

@@ -38,8 +38,17 @@ def check_writable(path: Path, problems: list[str]) -> None:
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        problems.append(f"output {path}: cannot create it, {parent} is not writable; "
+    reason = None
+    if not parent.is_dir():
+        reason = f"{parent} is not a folder"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as err:
+            reason = f"{parent} is not writable ({err.strerror})"
+    if reason:
+        problems.append(f"output {path}: cannot create it, {reason}; "
                         "fix: choose an output path in a folder you can write")
 
 

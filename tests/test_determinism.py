@@ -1,0 +1,69 @@
+"""Invariant 2 on the reference path: the staged split equals diffusers' own full call, bit for bit."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+
+from conftest import invoke, write_job
+
+PROMPTS = ["a red fox in snow", "a lighthouse at dusk", "a bowl of ramen", "an owl on a branch", "a tram"]
+NEGATIVES = ["blurry", "", "text, watermark", "low quality", ""]
+STEPS, GUIDANCE, SIZE = 3, 4.5, 64
+
+
+def _jsonl(seed0: int) -> str:
+    import json
+
+    return "".join(json.dumps({"prompt": p, "negative_prompt": n, "seed": seed0 + 11 * i}) + "\n"
+                   for i, (p, n) in enumerate(zip(PROMPTS, NEGATIVES)))
+
+
+def _reference(folder, prompts, negatives, seeds) -> np.ndarray:
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    extra = {"use_resolution_binning": False, "clean_caption": False} if "PixArt" in type(pipe).__name__ else {}
+    if len(prompts) == 1:
+        generator = torch.Generator("cpu").manual_seed(seeds[0])
+        prompt, negative = prompts[0], negatives[0]
+    else:
+        generator = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        prompt, negative = list(prompts), list(negatives)
+    images = pipe(prompt, negative_prompt=negative, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                  height=SIZE, width=SIZE, generator=generator, output_type="np", **extra).images
+    return (images * 255).round().astype("uint8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-sd", "tiny-pixart"])
+@pytest.mark.parametrize("microbatch", [1, 2])
+def test_output_equals_full_diffusers_call(tmp_path, model_cache, model, microbatch):
+    job = write_job(tmp_path, _jsonl(100), prompt_file="p.jsonl", model=f"builtin:{model}",
+                    microbatch=str(microbatch),
+                    params=f"{{steps: {STEPS}, guidance: {GUIDANCE}, height: {SIZE}, width: {SIZE}}}")
+    result = invoke("run", job, "--monolithic")
+    assert result.code == 0, result.err
+    with h5py.File(tmp_path / "out/t.h5", "r") as f:
+        images = f["outputs/images"][...]
+        seeds = [int(s) for s in f["items"]["seed"]]
+        assert f["done"][...].all()
+    folder = next((model_cache / "models").glob(f"{model}-v*"))
+    for start in range(0, len(PROMPTS), microbatch):
+        stop = min(start + microbatch, len(PROMPTS))
+        expected = _reference(folder, PROMPTS[start:stop], NEGATIVES[start:stop], seeds[start:stop])
+        np.testing.assert_array_equal(images[start:stop], expected, err_msg=f"items {start}..{stop - 1}")
+    assert len({images[i].tobytes() for i in range(len(PROMPTS))}) == len(PROMPTS), "items must differ"
+
+
+@pytest.mark.slow
+def test_same_job_twice_gives_identical_files(tmp_path):
+    first = write_job(tmp_path / "a", PROMPTS)
+    second = write_job(tmp_path / "b", PROMPTS)
+    assert invoke("run", first, "--monolithic").code == 0
+    assert invoke("run", second, "--monolithic").code == 0
+    with h5py.File(tmp_path / "a/out/t.h5", "r") as a, h5py.File(tmp_path / "b/out/t.h5", "r") as b:
+        np.testing.assert_array_equal(a["outputs/images"][...], b["outputs/images"][...])
+        assert a.attrs["job_fingerprint"] == b.attrs["job_fingerprint"]
