@@ -1,0 +1,79 @@
+"""What a user reads back: inspect (text and JSON) and export (PNG files and a manifest)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import invoke, run_cli, write_job
+
+PROMPTS = ["a quiet harbour", "a \"quoted\" prompt; with $(shell) `chars`", "ünïcödé 🌸 prompt"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("finished")
+    job = write_job(folder, PROMPTS, name="my-job")
+    assert invoke("run", job, "--monolithic").code == 0
+    return folder / "out/t.h5"
+
+
+def test_inspect_json_reports_counts_shapes_and_name(finished):
+    proc = run_cli("inspect", finished, "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["items_total"] == info["items_done"] == 3 and info["complete"]
+    assert info["job_name"] == "my-job"
+    assert info["outputs"]["images"]["shape"] == [3, 64, 64, 3]
+    assert info["outputs"]["images"]["chunks"] == [1, 64, 64, 3]
+    assert info["provenance"]["torch_version"] and info["provenance"]["model_ref"] == "builtin:tiny-sd"
+    assert info["runs"][0]["status"] == "completed"
+    assert set(info["mean_seconds_per_item"]) == {"encode", "denoise", "decode", "write"}
+
+
+def test_inspect_text_is_readable(finished):
+    result = invoke("inspect", finished)
+    assert result.code == 0
+    assert "3/3 done" in result.out and "my-job" in result.out and "64 x 64 x 3" in result.out
+
+
+def test_schema_holds_items_provenance_and_timings(finished):
+    with h5py.File(finished, "r") as f:
+        items = f["items"][...]
+        assert [p.decode() for p in items["prompt"]] == PROMPTS
+        assert list(items["seed"]) == [7, 8, 9]
+        assert "prompts: prompts.txt" in f["provenance"].attrs["job_file"]
+        timings = f["timings"][...]
+        assert timings.shape == (3, 4) and np.isfinite(timings).all() and (timings >= 0).all()
+        assert np.isfinite(f["committed_at"][...]).all()
+
+
+def test_export_writes_viewable_pngs_and_manifest(finished, tmp_path):
+    target = tmp_path / "png"
+    result = invoke("export", finished, target)
+    assert result.code == 0, result.err
+    lines = [json.loads(line) for line in (target / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [m["index"] for m in lines] == [0, 1, 2]
+    assert [m["prompt"] for m in lines] == PROMPTS
+    with h5py.File(finished, "r") as f:
+        for entry in lines:
+            image = np.asarray(Image.open(target / entry["file"]))
+            np.testing.assert_array_equal(image, f["outputs/images"][entry["index"]])
+            assert entry["key"] == f["items"]["key"][entry["index"]].decode()
+    again = invoke("export", finished, target)
+    assert again.code == 2 and "not empty" in again.err
+
+
+def test_export_of_partial_output_lists_only_done_items(tmp_path):
+    job = write_job(tmp_path, PROMPTS)
+    assert invoke("run", job, "--monolithic").code == 0
+    with h5py.File(tmp_path / "out/t.h5", "r+") as f:
+        f["done"][1] = 0
+    assert invoke("export", tmp_path / "out/t.h5", tmp_path / "png").code == 0
+    manifest = (tmp_path / "png/manifest.jsonl").read_text().splitlines()
+    assert [json.loads(m)["index"] for m in manifest] == [0, 2]
+    assert json.loads(invoke("inspect", tmp_path / "out/t.h5", "--json").out)["items_done"] == 2
