@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
+from onepiece_hpc.cli.bench_transport import bench_transport
+
 
 @click.group()
 def bench() -> None:
     """Measure throughput against a baseline taken in the same run."""
+
+
+bench.add_command(bench_transport)

@@ -89,6 +89,41 @@ class Channels:
     outbound: dict[int, OutboundChannel] = field(default_factory=dict)
     inbound: dict[int, InboundChannel] = field(default_factory=dict)
 
+    def close(self, policy: WaitPolicy = WaitPolicy(), timeout_s: float = 60.0) -> int:
+        """Close every channel in both directions at once (no ordering deadlock between peers).
+
+        Messages that still arrive are released unread; returns how many were dropped.
+        """
+        dropped = 0
+        try:
+            for channel in self.outbound.values():
+                channel.producer.finish(timeout_s)
+            deadline = time.monotonic() + timeout_s
+            pause = policy.first_sleep_s
+            while True:
+                for channel in self.inbound.values():
+                    while (message := channel.consumer.try_receive()) is not None:
+                        message.release()
+                        dropped += 1
+                pending = [r for r, c in self.outbound.items() if not c.producer.acknowledged()]
+                pending += [r for r, c in self.inbound.items() if not c.consumer.finished]
+                if not pending:
+                    break
+                if time.monotonic() > deadline:
+                    raise SetupError(f"closing channels: ranks {sorted(set(pending))} did not "
+                                     f"finish within {timeout_s:.0f} s; they died or stalled")
+                time.sleep(pause)
+                pause = min(pause * 2, policy.max_sleep_s)
+        finally:
+            for out in self.outbound.values():
+                out.ring.close()
+                out.credits.close()
+            for inn in self.inbound.values():
+                inn.close()
+        if dropped:
+            log.warning("dropped %d messages that arrived while closing", dropped)
+        return dropped
+
 
 def choose_fabric(choice: FabricChoice, same_host: bool, common: set[str]) -> FabricKind:
     """The fabric for one channel; `common` holds the kinds both ends have."""

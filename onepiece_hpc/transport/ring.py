@@ -148,26 +148,38 @@ class Producer:
         self._wait_for_slot(timeout_s)
         return self._write(message)
 
-    def close(self, timeout_s: float | None = None) -> None:
-        """Send end-of-stream and wait until the consumer has released every message."""
+    def finish(self, timeout_s: float | None = None) -> None:
+        """Send end-of-stream (waiting for a free slot) without waiting for the consumer."""
         if self.state is not EndState.OPEN:
             return
         message = self._prepare((), 0, (), b"", MessageKind.CLOSE)
         try:
             self._wait_for_slot(timeout_s)
         except ChannelClosed:
-            self.state = EndState.CLOSED
             return
         self._write(message)
-        poll_until(self._all_released, self._policy, self._credit_timeout, timeout_s=timeout_s,
-                   check_alive=self._check_alive, clock=self._clock, sleep=self._sleep)
         self.state = EndState.CLOSED
+
+    def acknowledged(self) -> bool:
+        """Whether the consumer has closed and released every message (never waits)."""
+        record = self._refresh_credits()
+        return record is not None and record.status is not CreditStatus.OPEN \
+            and self.in_flight == 0
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Send end-of-stream and wait until the consumer has released every message."""
+        self.finish(timeout_s)
+        poll_until(lambda: True if self.acknowledged() else None, self._policy,
+                   self._credit_timeout, timeout_s=timeout_s, check_alive=self._check_alive,
+                   clock=self._clock, sleep=self._sleep)
 
     def _prepare(self, tensors: Mapping[str, np.ndarray] | Sequence[TensorOut], unit_id: int,
                  item_ids: Sequence[int], meta: bytes, kind: MessageKind) -> _Outgoing:
         if self.state is not EndState.OPEN:
             raise ChannelClosed(f"channel to consumer {self.peer.describe()} is {self.state.value}; "
                                 "open a new channel to send more")
+        if kind is MessageKind.CLOSE:
+            return _Outgoing([], (), (), 0, payload_start(header_bytes((), 0, 0)), 0, (), b"", kind)
         outs = [TensorOut.of(n, a) for n, a in tensors.items()] if isinstance(tensors, Mapping) \
             else list(tensors)
         key = (tuple((t.name, t.array.shape, t.dtype) for t in outs), len(item_ids), len(meta))
@@ -239,12 +251,6 @@ class Producer:
             raise ChannelClosed(f"consumer {self.peer.describe()} {reason}; no more messages can "
                                 "be sent on this channel (see that rank's log)")
         return True if self.in_flight < self.layout.slots else None
-
-    def _all_released(self) -> bool | None:
-        record = self._refresh_credits()
-        done = record is not None and record.status is CreditStatus.CLOSED \
-            and self.in_flight == 0
-        return True if done else None
 
     def _wait_for_slot(self, timeout_s: float | None) -> None:
         poll_until(self._probe_slot, self._policy, self._credit_timeout, timeout_s=timeout_s,
