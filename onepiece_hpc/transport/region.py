@@ -28,8 +28,8 @@ class LocalRegion(Protocol):
 class RemoteRegion(Protocol):
     """A peer's memory this rank writes into."""
 
-    def write(self, offset: int, data: np.ndarray) -> None:
-        """Start writing a contiguous uint8 array at `offset`; may complete later."""
+    def write(self, offset: int, data: np.ndarray | bytes) -> None:
+        """Start writing contiguous bytes (uint8 array or bytes) at `offset`; may complete later."""
         ...
 
     def publish(self, offset: int, data: bytes) -> None:
@@ -42,6 +42,7 @@ class ArrayRegion:
 
     def __init__(self, nbytes: int) -> None:
         self._buffer = np.zeros(nbytes, dtype=np.uint8)
+        self._view = memoryview(self._buffer)
 
     @property
     def buffer(self) -> np.ndarray:
@@ -50,8 +51,8 @@ class ArrayRegion:
     def sync(self) -> None:
         return None
 
-    def write(self, offset: int, data: np.ndarray) -> None:
-        self._buffer[offset: offset + len(data)] = data
+    def write(self, offset: int, data: np.ndarray | bytes) -> None:
+        self._view[offset: offset + len(data)] = data
 
     def publish(self, offset: int, data: bytes) -> None:
-        self._buffer[offset: offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self._view[offset: offset + len(data)] = data

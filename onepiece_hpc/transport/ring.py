@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -78,8 +79,7 @@ class TensorOut:
         return cls(name, np.ascontiguousarray(array), chosen)
 
 
-@dataclass(frozen=True)
-class _Outgoing:
+class _Outgoing(NamedTuple):
     """A validated message with its slot layout, ready to be written."""
 
     outs: list[TensorOut]
@@ -224,7 +224,7 @@ class Producer:
                 self._ring.write(at + lo, chunk)
         header = Header(seq, self.layout.channel_id, msg.kind, self.layout.integrity, msg.unit_id,
                         msg.item_ids, msg.meta, msg.specs, msg.offsets, msg.payload_len, crc)
-        self._ring.write(base + STAMP_BYTES, np.frombuffer(encode_header(header), dtype=np.uint8))
+        self._ring.write(base + STAMP_BYTES, encode_header(header))
         self._ring.publish(base, encode_stamp(seq))
         self._next_seq = seq + 1
         return seq
@@ -243,6 +243,8 @@ class Producer:
         return record
 
     def _probe_slot(self) -> bool | None:
+        if self.in_flight < self.layout.slots:
+            return True
         record = self._refresh_credits()
         if record is not None and record.status is not CreditStatus.OPEN:
             self.state = EndState.FAILED if record.status is CreditStatus.FAILED else EndState.CLOSED

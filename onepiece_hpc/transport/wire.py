@@ -318,8 +318,7 @@ class CreditStatus(IntEnum):
     FAILED = 3
 
 
-@dataclass(frozen=True)
-class CreditRecord:
+class CreditRecord(NamedTuple):
     """Written by the consumer into the producer's memory: slots released so far, and status."""
 
     released: int

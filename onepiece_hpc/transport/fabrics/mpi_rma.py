@@ -59,7 +59,7 @@ class RmaPeerRegion:
         self._offset = offset
         self._nbytes = nbytes
 
-    def write(self, offset: int, data: np.ndarray) -> None:
+    def write(self, offset: int, data: np.ndarray | bytes) -> None:
         self._window.Put([data, MPI.BYTE], self._rank,
                          target=(self._offset + offset, len(data), MPI.BYTE))
 

@@ -96,8 +96,10 @@ class _Mapping:
     def __init__(self, fd: int, nbytes: int) -> None:
         self._map = mmap.mmap(fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.buffer = np.frombuffer(self._map, dtype=np.uint8)
+        self.view = memoryview(self.buffer)
 
     def close(self) -> None:
+        self.view.release()
         self.buffer = np.zeros(0, dtype=np.uint8)
         try:
             self._map.close()
@@ -169,11 +171,11 @@ class ShmPeerRegion:
         finally:
             os.close(fd)
 
-    def write(self, offset: int, data: np.ndarray) -> None:
-        self._mapping.buffer[offset: offset + len(data)] = data
+    def write(self, offset: int, data: np.ndarray | bytes) -> None:
+        self._mapping.view[offset: offset + len(data)] = data
 
     def publish(self, offset: int, data: bytes) -> None:
-        self._mapping.buffer[offset: offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self._mapping.view[offset: offset + len(data)] = data
 
     def close(self) -> None:
         self._mapping.close()

@@ -178,8 +178,8 @@ class VerbsPeerRegion:
         self._rkey = rkey
         self._nbytes = nbytes
 
-    def write(self, offset: int, data: np.ndarray) -> None:
-        self._link.staging_view[offset: offset + len(data)] = data
+    def write(self, offset: int, data: np.ndarray | bytes) -> None:
+        self._link.staging_view[offset: offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
         self._link.rdma_write(offset, self._addr + offset, self._rkey, len(data), None)
 
     def publish(self, offset: int, data: bytes) -> None:

@@ -1,0 +1,134 @@
+"""`onepiece bench transport`: ring channels vs mpi4py Send/Recv vs memcpy, in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import click
+
+from onepiece_hpc.errors import UserError
+
+DEFAULT_SIZES = "64K,256K,1M,4M,16M"
+LAUNCH_TIMEOUT_S = 1200
+_UNITS = {"": 1, "K": 1 << 10, "KI": 1 << 10, "M": 1 << 20, "MI": 1 << 20, "G": 1 << 30,
+          "GI": 1 << 30}
+
+
+def parse_sizes(text: str) -> list[int]:
+    """'64K,4M' -> byte counts (K/M/G are binary: 1K = 1024 bytes)."""
+    sizes, problems = [], []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*([KMG]?I?)B?\s*", part.upper())
+        if not match or int(match.group(1)) == 0 or match.group(2) not in _UNITS:
+            problems.append(f"--sizes: {part.strip()!r} is not a size; write e.g. 64K, 4M, 16MiB")
+            continue
+        sizes.append(int(match.group(1)) * _UNITS[match.group(2)])
+    if problems:
+        raise UserError(problems)
+    return sizes
+
+
+def launched_by_mpi() -> bool:
+    """Whether this process is one rank of an MPI launch (mpiexec, or a multi-task srun step)."""
+    env = os.environ
+    if any(k in env for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")):
+        return True
+    return int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1
+
+
+def format_table(records: Sequence[dict[str, object]]) -> str:
+    """A markdown table: GB/s and round trip per fabric and size, with ratios to memcpy and MPI."""
+    by_key = {(r["fabric"], r["bytes"]): r for r in records}
+    lines = ["| size | fabric | GB/s | x memcpy | x MPI | RTT us | RTT / MPI |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for size in sorted({int(r["bytes"]) for r in records}):
+        copy, mpi = by_key.get(("memcpy", size)), by_key.get(("mpi-sendrecv", size))
+        for record in (r for r in records if r["bytes"] == size):
+            gbps, rtt = float(record["gbps"]), float(record["rtt_us"])
+            lines.append(
+                f"| {_human(size)} | {record['fabric']} | {gbps:.2f} | "
+                f"{_ratio(gbps, copy and copy['gbps'])} | {_ratio(gbps, mpi and mpi['gbps'])} | "
+                f"{rtt:.1f} | {_ratio(rtt, mpi and mpi['rtt_us'])} |")
+    return "\n".join(lines)
+
+
+def _ratio(value: float, base: object) -> str:
+    return f"{value / float(base):.2f}" if base else "-"
+
+
+def _human(size: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
+
+
+def _mpiexec() -> str:
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+    if found is None:
+        raise UserError("no mpiexec found next to this Python or on PATH; install an MPI (e.g. the "
+                        "package's local-mpi extra) or launch 2 ranks yourself: "
+                        "srun -n 2 --mpi=pmi2 onepiece bench transport")
+    return found
+
+
+def _launch(argv: Sequence[str]) -> None:
+    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "onepiece_hpc.cli.main", *argv]
+    try:
+        result = subprocess.run(command, timeout=LAUNCH_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as err:
+        raise UserError(f"the benchmark ranks did not finish within {LAUNCH_TIMEOUT_S} s; "
+                        "rerun with fewer --sizes or --trials 1") from err
+    if result.returncode != 0:
+        raise UserError(f"the benchmark ranks failed (exit {result.returncode}); the lines above "
+                        "say why")
+
+
+@click.command("transport")
+@click.option("--sizes", default=DEFAULT_SIZES, show_default=True,
+              help="Message sizes, comma-separated (K, M, G are binary units).")
+@click.option("--slots", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Slots per ring.")
+@click.option("--trials", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Repeats per point; the best is kept.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON record per fabric and size instead of the table.")
+def bench_transport(sizes: str, slots: int, trials: int, as_json: bool) -> None:
+    """One-way GB/s and round-trip latency: ring/shm, ring/mpi-rma, mpi4py Send/Recv, memcpy.
+
+    Run outside MPI it starts 2 ranks with mpiexec; under mpiexec or srun it uses the 2 ranks
+    it was given (same node for ring/shm).
+    """
+    byte_sizes = parse_sizes(sizes)
+    if not launched_by_mpi():
+        argv = ["bench", "transport", "--sizes", sizes, "--slots", str(slots),
+                "--trials", str(trials), *(["--json"] if as_json else [])]
+        _launch(argv)
+        return
+    from mpi4py import MPI
+
+    from onepiece_hpc.transport.benchmark import run_benchmark
+
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() != 2:
+        raise UserError(f"the transport benchmark needs exactly 2 ranks, this launch has "
+                        f"{comm.Get_size()}; use mpiexec -n 2, or srun -n 2 with the --mpi "
+                        "plugin that matches your MPI (pmi2 for MPICH)")
+    progress = None if as_json else (lambda text: click.echo(f"measuring {text}", err=True))
+    records = run_benchmark(comm, byte_sizes, slots=slots, trials=trials, progress=progress)
+    if comm.Get_rank() != 0:
+        return
+    rows = [{"fabric": r.fabric, "bytes": r.bytes, "gbps": round(r.gbps, 3),
+             "rtt_us": round(r.rtt_us, 2)} for r in records]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+    else:
+        click.echo(format_table(rows))
