@@ -19,7 +19,7 @@ def _plan(tmp_path, lines, prompt_file="p.jsonl", **fields):
     problems: list[str] = []
     job = load_job(write_job(tmp_path, lines, prompt_file=prompt_file, prompts=prompt_file, **fields), problems)
     assert job is not None, problems
-    plan = plan_job(job, "model-x", (64, 64), "float32", problems)
+    plan = plan_job(job, "model-x", (64, 64), "cpu/float32/threads=1", problems)
     assert plan is not None, problems
     return plan
 

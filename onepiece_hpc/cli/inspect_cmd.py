@@ -14,7 +14,7 @@ def _render(info: dict) -> str:
     lines = [
         f"{info['file']}",
         f"  job        {info['job_name']}  ({info['provenance'].get('model_ref', '?')}, "
-        f"{info['dtype']}, microbatch {info['microbatch']})",
+        f"{info['execution']}, microbatch {info['microbatch']})",
         f"  items      {info['items_done']}/{info['items_total']} done"
         + ("  (complete)" if info["complete"] else f"  ({info['items_total'] - info['items_done']} missing)"),
     ]

@@ -48,6 +48,8 @@ def run_monolithic(prepared: Prepared,
                    progress: Callable[[int, int], ProgressReporter] | None = None) -> RunSummary:
     """Run every unit not yet done through encode -> denoise -> decode and commit it."""
     plan, adapter, placement = prepared.plan, prepared.model.adapter, prepared.placement
+    if placement.device.type == "cpu":
+        torch.set_num_threads(prepared.job.cpu_threads)
     writer = OutputWriter.open(prepared.output, plan, prepared.layout, prepared.provenance, mode="monolithic")
     status = "failed"
     spent = dict.fromkeys(TIMING_STAGES, 0.0)

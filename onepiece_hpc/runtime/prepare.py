@@ -44,6 +44,12 @@ def _placement(job: Job, problems: list[str]) -> Placement | None:
     return Placement(device=device, dtype=getattr(torch, dtype_name))
 
 
+def execution_tag(job: Job, placement: Placement) -> str:
+    """What, besides the items, decides the output bits: device type, dtype, CPU thread count."""
+    tag = f"{placement.device.type}/{str(placement.dtype).removeprefix('torch.')}"
+    return f"{tag}/threads={job.cpu_threads}" if placement.device.type == "cpu" else tag
+
+
 def _size(job: Job, model: ModelSource, problems: list[str]) -> tuple[int, int] | None:
     default_h, default_w = model.adapter.default_size()
     height = job.height or default_h
@@ -74,8 +80,7 @@ def prepare(job_path: Path, output: Path | None, cache: Path) -> Prepared:
     size = _size(job, model, problems) if model else None
     plan = None
     if model and size and placement:
-        dtype_name = str(placement.dtype).removeprefix("torch.")
-        plan = plan_job(job, model.identity, size, dtype_name, problems)
+        plan = plan_job(job, model.identity, size, execution_tag(job, placement), problems)
     if problems or plan is None:
         raise UserError(problems, headline=f"{job_path}: {len(problems)} problem(s) found; nothing was run:")
     decode_spec = model.adapter.output_specs(Stage.DECODE, plan.items[0].params, 1, placement.dtype)[0]

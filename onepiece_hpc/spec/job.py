@@ -52,6 +52,7 @@ class JobFields(_Strict):
     stages: StagesFields = StagesFields()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    cpu_threads: int = Field(1, ge=1, le=1024)
     description: str = ""
 
 
@@ -64,6 +65,7 @@ FIELD_HINTS: dict[str, str] = {
     "output": "write the path of an .h5 file, e.g. out/NAME.h5",
     "device": "write auto, cpu or cuda",
     "dtype": "write auto, float32, bfloat16 or float16 (auto: float32 on CPU, bfloat16 on GPU)",
+    "cpu_threads": "use a whole number of torch threads per rank on CPU, at least 1",
     "params.steps": "use a whole number of denoising steps, at least 1",
     "params.guidance": "use a number from 0 to 100 (values above 1 enable classifier-free guidance)",
     "params.height": "use a whole number of pixels, a multiple of the model's size factor",
@@ -119,6 +121,7 @@ class Job:
     stages: dict[Stage, int]
     device: str
     dtype: str
+    cpu_threads: int
     description: str
     field_lines: dict[str, int]
 

@@ -137,6 +137,7 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
                 Stage.DECODE: fields.stages.decode},
         device=fields.device,
         dtype=fields.dtype,
+        cpu_threads=fields.cpu_threads,
         description=fields.description,
         field_lines=dict(doc.lines),
     )

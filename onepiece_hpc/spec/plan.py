@@ -44,7 +44,7 @@ class Plan:
 
     job: Job
     model_identity: str
-    dtype: str
+    execution: str  # device, dtype and CPU threads: they change the output bits too
     items: tuple[Item, ...]
     units: tuple[Unit, ...]
     fingerprint: str
@@ -76,7 +76,7 @@ def form_units(items: tuple[Item, ...], microbatch: int) -> tuple[Unit, ...]:
     return tuple(units)
 
 
-def plan_job(job: Job, model_identity: str, size: tuple[int, int], dtype: str,
+def plan_job(job: Job, model_identity: str, size: tuple[int, int], execution: str,
              problems: list[str]) -> Plan | None:
     """Items and units of `job`; duplicate items (same key) are reported as problems."""
     height, width = size
@@ -105,8 +105,8 @@ def plan_job(job: Job, model_identity: str, size: tuple[int, int], dtype: str,
     if len(problems) > start:
         return None
     items_t = tuple(items)
-    digest = hashlib.sha256(f"{model_identity}\0{job.microbatch}\0{dtype}\0".encode())
+    digest = hashlib.sha256(f"{model_identity}\0{job.microbatch}\0{execution}\0".encode())
     for item in items_t:
         digest.update(item.key.encode())
-    return Plan(job=job, model_identity=model_identity, dtype=dtype, items=items_t,
+    return Plan(job=job, model_identity=model_identity, execution=execution, items=items_t,
                 units=form_units(items_t, job.microbatch), fingerprint=digest.hexdigest())

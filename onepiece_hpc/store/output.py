@@ -76,7 +76,7 @@ def _create(path: Path, plan: Plan, layout: OutputLayout, provenance: Provenance
                 "format": s.FORMAT, "format_version": s.FORMAT_VERSION, "job_name": plan.job.name,
                 "job_fingerprint": plan.fingerprint, "model_identity": plan.model_identity,
                 "model_ref": provenance.model_ref, "items_total": n, "output_kind": layout.kind,
-                "microbatch": plan.job.microbatch, "dtype": plan.dtype,
+                "microbatch": plan.job.microbatch, "execution": plan.execution,
             })
             f.create_dataset(s.ITEMS, data=_items_table(plan))
             f.create_dataset(s.DONE, shape=(n,), dtype="u1", dcpl=s.preallocated())[...] = 0
@@ -119,9 +119,9 @@ def _mismatch(f: h5py.File, plan: Plan, path: Path) -> str | None:
         why = "a different model"
     elif int(attrs.get("items_total", -1)) != len(plan.items):
         why = f"{attrs.get('items_total')} items, this job has {len(plan.items)}"
-    elif int(attrs.get("microbatch", -1)) != plan.job.microbatch or attrs.get("dtype") != plan.dtype:
-        why = (f"microbatch {attrs.get('microbatch')} / dtype {attrs.get('dtype')}, this job has "
-               f"{plan.job.microbatch} / {plan.dtype} (both change the output bits)")
+    elif int(attrs.get("microbatch", -1)) != plan.job.microbatch or attrs.get("execution") != plan.execution:
+        why = (f"microbatch {attrs.get('microbatch')}, {attrs.get('execution')}; this job has microbatch "
+               f"{plan.job.microbatch}, {plan.execution} (both change the output bits)")
     else:
         keys = f[s.ITEMS]["key"]
         first = next(i for i, item in enumerate(plan.items) if keys[i].decode() != item.key)

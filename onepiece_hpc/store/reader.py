@@ -88,7 +88,7 @@ def summary(file: h5py.File, path: Path) -> dict:
         "output_kind": _text(file.attrs["output_kind"]),
         "outputs": outputs,
         "microbatch": int(file.attrs["microbatch"]),
-        "dtype": _text(file.attrs["dtype"]),
+        "execution": _text(file.attrs["execution"]),
         "mean_seconds_per_item": mean,
         "commit_rate_items_per_s": rate,
         "provenance": prov,

@@ -1,0 +1,97 @@
+"""Slot format: round trips, sizing, and fuzzed corruption that must never be consumed."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from onepiece_hpc.transport import (
+    CorruptMessage, DType, MessageTooLarge, PeerInfo, RingLayout, TensorOut, TensorSpec,
+    WaitPolicy, slot_bytes_for,
+)
+from onepiece_hpc.transport.balance import pick_consumer
+from onepiece_hpc.transport.fabrics.inproc import inproc_channel
+from onepiece_hpc.transport.region import ArrayRegion
+from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, Consumer, Producer
+from onepiece_hpc.transport.wire import CreditStatus, decode_credit
+from transport_helpers import FakeClock, random_tensors
+
+
+def test_all_dtypes_round_trip_zero_copy() -> None:
+    specs = [TensorSpec("f32", (2, 3), DType.FLOAT32), TensorSpec("f16", (4,), DType.FLOAT16),
+             TensorSpec("bf16", (2, 2, 2), DType.BFLOAT16), TensorSpec("u8", (5,), DType.UINT8),
+             TensorSpec("i64", (3, 1), DType.INT64)]
+    producer, consumer = inproc_channel(RingLayout(2, slot_bytes_for(specs)))
+    arrays = {s.name: np.arange(np.prod(s.shape)).astype(s.dtype.storage).reshape(s.shape)
+              for s in specs}
+    producer.send([TensorOut.of(s.name, arrays[s.name], s.dtype) for s in specs], unit_id=42,
+                  item_ids=[7, 8], meta=b'{"k": 1}')
+    message = consumer.receive(timeout_s=1)
+    assert (message.unit_id, message.item_ids, message.meta) == (42, (7, 8), b'{"k": 1}')
+    assert [s.dtype for s in message.specs] == [s.dtype for s in specs]
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(message.tensors[name], array)
+        assert message.tensors[name].base is not None  # a view on the slot, not a copy
+    message.release()
+
+
+def test_slot_sizing_from_declared_outputs_fits_exactly() -> None:
+    specs = [TensorSpec("latents", (4, 16, 60, 104), DType.BFLOAT16)]
+    slot = slot_bytes_for(specs, max_items=4, max_meta_bytes=0)
+    producer, _ = inproc_channel(RingLayout(2, slot))
+    producer.send({"x": np.zeros(0, np.uint8)})
+    producer.send([TensorOut("latents", np.zeros(specs[0].shape, np.uint16), DType.BFLOAT16)],
+                  item_ids=[1, 2, 3, 4])
+
+
+def test_larger_than_slot_is_refused_naming_both_sizes() -> None:
+    producer, _ = inproc_channel(RingLayout(2, 4096))
+    with pytest.raises(MessageTooLarge, match=r"message of \d+ bytes .*4096-byte slot"):
+        producer.send({"x": np.zeros(8192, np.uint8)})
+
+
+def test_pick_consumer_is_join_the_shortest_queue() -> None:
+    assert pick_consumer([1, 3, 2]) == 1
+    assert pick_consumer([0, 0]) is None
+    assert pick_consumer([2, 2, 2], start=2) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), flips=st.lists(st.tuples(st.integers(0, 10**6),
+                                                               st.integers(1, 255)),
+                                                     min_size=1, max_size=4))
+def test_fuzzed_slot_corruption_is_rejected_never_consumed(seed: int, flips: list) -> None:
+    """Flip bytes anywhere in the written part of a slot: the consumer raises, never returns it."""
+    clock = FakeClock()
+    layout = RingLayout(2, 4096, channel_id=5)
+    data, credits = ArrayRegion(layout.data_bytes), ArrayRegion(CREDIT_REGION_BYTES)
+    peer = PeerInfo(3, "nodeA", 99)
+    policy = WaitPolicy(timeout_s=5, settle_s=0.5)
+    producer = Producer(layout, credits, data, peer, policy, clock=clock, sleep=clock.sleep)
+    consumer = Consumer(layout, data, credits, peer, policy, clock=clock, sleep=clock.sleep)
+    outs = random_tensors(random.Random(seed), 3000)
+    producer.send(outs, unit_id=seed, item_ids=[1])
+    written = int(np.flatnonzero(data.buffer).max(initial=0)) + 1
+    before = data.buffer.copy()
+    for position, xor in flips:
+        data.buffer[position % max(written, 64)] ^= xor
+    if np.array_equal(before, data.buffer):
+        return
+    with pytest.raises(CorruptMessage, match="rank 3 .*nodeA.*not consumed"):
+        consumer.receive(timeout_s=5)
+    assert decode_credit(memoryview(credits.buffer)).status is CreditStatus.FAILED
+
+
+def test_corrupt_credit_record_cannot_create_credits() -> None:
+    layout = RingLayout(2, 1024)
+    producer, consumer = inproc_channel(layout)
+    producer.send({"x": np.ones(4, np.uint8)})
+    consumer.receive(timeout_s=1).release()
+    assert producer.free_slots() == 2
+    credits = producer._credits.buffer  # the producer's own memory, as the fabric sees it
+    credits[0] ^= 0x40
+    assert producer.free_slots() == 2
+    assert producer.in_flight == 0
