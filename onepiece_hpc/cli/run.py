@@ -11,20 +11,6 @@ from onepiece_hpc import environment
 from onepiece_hpc.errors import UserError
 
 
-def quiet_libraries(verbose: int) -> None:
-    """diffusers and transformers print progress bars and advice by default; keep runs readable."""
-    if verbose >= 2:
-        return
-    import transformers.utils.logging as transformers_logging
-
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    import diffusers.utils.logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-
-
 def _print_summary(summary) -> None:
     click.echo(f"{summary.output}: {summary.items_done}/{summary.items_total} items done "
                f"({summary.committed_now} this run, {summary.seconds:.1f} s)")
@@ -38,23 +24,37 @@ def _print_summary(summary) -> None:
 @click.pass_context
 @click.argument("job_file", type=click.Path(path_type=Path))
 @click.option("--monolithic", is_flag=True, help="Run every stage in this one process (the reference path).")
+@click.option("-n", "--ranks", type=int, default=None,
+              help="Run staged on this many local MPI ranks (rank 0 manages; the rest serve stages).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output .h5 file (default: the job file's 'output').")
-def run(ctx: click.Context, job_file: Path, monolithic: bool, output: Path | None) -> None:
+@click.option("--fabric", type=click.Choice(["auto", "shm", "mpi-rma", "verbs"]), default="auto",
+              show_default=True, help="How stage ranks pass tensors (auto: shm on a node, else verbs or mpi-rma).")
+@click.option("--ring-slots", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Units in flight per channel.")
+@click.option("--wait-timeout", type=click.FloatRange(1.0), default=600.0, show_default=True,
+              help="Deadline, in seconds, of any single wait on a peer.")
+def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None, output: Path | None,
+        fabric: str, ring_slots: int, wait_timeout: float) -> None:
     """Generate every item of JOB_FILE that is not yet in its output.
 
     Running the same job again resumes it: only missing items are generated. An output that
     belongs to another job is refused.
     """
-    if not monolithic:
-        raise UserError("the staged runtime (onepiece run JOB -n N) is not available in this version; "
-                        "fix: add --monolithic to run every stage in one process")
+    if monolithic == (ranks is not None):
+        raise UserError("say how to run the job: --monolithic (one process) or -n N (staged, N MPI ranks)")
+    from onepiece_hpc.runtime.quiet import quiet_libraries
+
     quiet_libraries(ctx.obj["verbose"])
     from onepiece_hpc.runtime.monolithic import run_monolithic  # torch and diffusers: import on use
     from onepiece_hpc.runtime.prepare import prepare
     from onepiece_hpc.runtime.progress import ProgressReporter
 
     prepared = prepare(job_file, output, environment.cache_dir())
+    if ranks is not None:
+        _run_staged(prepared, job_file, ranks, output, ["--fabric", fabric, "--ring-slots", str(ring_slots),
+                                                          "--wait-timeout", str(wait_timeout)])
+        return
     interactive = environment.is_interactive(sys.stderr)
 
     def progress(total: int, done: int) -> ProgressReporter:
@@ -67,3 +67,28 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, output: Path | Non
                    "again to resume", err=True)
         sys.exit(130)
     _print_summary(summary)
+
+
+def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags: list[str]) -> None:
+    """Refuse a layout that can't fit before any rank starts; then launch and report."""
+    import os
+
+    from onepiece_hpc.runtime.launch import launch
+    from onepiece_hpc.runtime.layout import plan_layout
+
+    plan_layout(prepared.job, ranks)
+    try:
+        report = launch(job_file, ranks, output, flags, as_root=os.geteuid() == 0)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; finished items are kept in {prepared.output}; run the same command "
+                   "again to resume", err=True)
+        sys.exit(130)
+    status = report["status"]
+    if status == "refused":
+        sys.exit(UserError.exit_code)
+    if status != "completed":
+        if "error" not in report:
+            click.echo(f"error: the ranks ended with exit code {report['exit_code']} before rank 0 could "
+                       f"report (see the messages above); finished items are kept in {prepared.output}; "
+                       "run the same command again to resume", err=True)
+        sys.exit(130 if status == "interrupted" else 1)

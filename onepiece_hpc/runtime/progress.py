@@ -19,14 +19,16 @@ class ProgressReporter:
         self._start = time.monotonic()
         self._start_done = done
         self._last_line = self._start
+        self._note = ""
         self._bar: Progress | None = None
         if interactive:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                TimeRemainingColumn(), console=Console(file=stream), transient=False,
+                TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=Console(file=stream),
+                transient=False,
             )
-            self._task = self._bar.add_task(label, total=total, completed=done, rate="")
+            self._task = self._bar.add_task(label, total=total, completed=done, rate="", note="")
 
     def __enter__(self) -> ProgressReporter:
         if self._bar:
@@ -43,6 +45,12 @@ class ProgressReporter:
         elapsed = time.monotonic() - self._start
         return (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
 
+    def note(self, text: str) -> None:
+        """A short status shown beside the bar (e.g. per-stage busy shares)."""
+        self._note = text
+        if self._bar:
+            self._bar.update(self._task, note=text)
+
     def advance(self, count: int) -> None:
         self.done += count
         if self._bar:
@@ -55,5 +63,6 @@ class ProgressReporter:
         rate = self.rate()
         left = self.total - self.done
         eta = "0s" if left == 0 else (f"{left / rate:.0f}s" if rate > 0 else "?")
-        print(f"{self.label}: {self.done}/{self.total} items done, {rate:.2f} items/s, ETA {eta}",
+        note = f", {self._note}" if self._note else ""
+        print(f"{self.label}: {self.done}/{self.total} items done, {rate:.2f} items/s, ETA {eta}{note}",
               file=self._stream, flush=True)

@@ -16,6 +16,7 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.spec.plan import Plan
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.provenance import Provenance, now_iso
+from onepiece_hpc.store.telemetry import write_telemetry
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,11 @@ class OutputWriter:
         count = int(fresh.sum())
         self.committed_this_run += count
         return count
+
+    def record_telemetry(self, ranks: np.ndarray, samples: np.ndarray, stages: np.ndarray, attrs: dict) -> None:
+        """Store this run's telemetry under /telemetry/run<N> (N: its row in /runs)."""
+        write_telemetry(self._file, self._run_row, ranks, samples, stages, attrs)
+        self._file.flush()
 
     def close(self, status: str) -> None:
         runs = self._file[s.RUNS]

@@ -1,0 +1,71 @@
+"""`onepiece run JOB -n N`: start N local ranks with mpiexec and report how the job ended."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from onepiece_hpc.errors import UserError
+
+
+@dataclass(frozen=True)
+class MpiLauncher:
+    path: str
+    flavor: str  # "mpich" (hydra) or "openmpi"
+
+    def command(self, ranks: int, program: list[str], as_root: bool) -> list[str]:
+        if self.flavor == "openmpi":
+            extra = ["--oversubscribe", *(["--allow-run-as-root"] if as_root else [])]
+        else:
+            # keep the other ranks alive when one dies, so rank 0 can name it before aborting
+            extra = ["-disable-auto-cleanup"]
+        return [self.path, *extra, "-n", str(ranks), *program]
+
+
+def find_mpiexec() -> MpiLauncher:
+    """The mpiexec next to this Python (a pip-installed MPI) first, else the one on PATH."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    path = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if path is None:
+        raise UserError("no mpiexec found (next to this Python or on PATH); fix: pip install mpich, "
+                        "or load your cluster's MPI module, or use --monolithic")
+    try:
+        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise UserError(f"{path} --version failed ({err}); fix: check the MPI installation") from None
+    return MpiLauncher(path, "openmpi" if "Open MPI" in version or "OpenRTE" in version else "mpich")
+
+
+def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str], as_root: bool) -> dict:
+    """Run the ranks to the end; returns rank 0's report. Ctrl-C is passed on to the ranks."""
+    launcher = find_mpiexec()
+    with tempfile.TemporaryDirectory(prefix="onepiece-run-") as scratch:
+        report_path = Path(scratch) / "report.json"
+        program = [sys.executable, "-m", "onepiece_hpc.runtime.rank_main", str(job_file),
+                   "--report", str(report_path), "--expect-ranks", str(ranks), *rank_flags]
+        if output is not None:
+            program += ["--output", str(output)]
+        proc = subprocess.Popen(launcher.command(ranks, program, as_root), start_new_session=True)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    report.setdefault("status", "failed" if code else "completed")
+    report["exit_code"] = code
+    return report

@@ -1,0 +1,110 @@
+"""Control-plane messages between the Node Manager and the stage ranks: typed, encoded as JSON.
+
+Nothing that crosses a rank boundary is unpickled: every message is a small JSON object with a
+"type" field, decoded back into its dataclass with its fields checked.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, fields
+
+
+class RankState(str, enum.Enum):
+    """A stage rank's life: loading its components, serving units, draining its rings, done."""
+
+    LOADING = "loading"
+    SERVING = "serving"
+    DRAINING = "draining"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class WorkRequest:
+    """An encode rank has room for one more unit."""
+
+    rank: int
+
+
+@dataclass(frozen=True)
+class WorkGrant:
+    """The Node Manager's answer: a unit index, or -1 when no work is left."""
+
+    unit: int
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Telemetry a stage rank sends at a fixed interval (and proof that it is alive)."""
+
+    rank: int
+    state: str
+    stage: str
+    unit: int          # the unit in hand, -1 when none
+    units_done: int
+    busy_s: float      # seconds spent running the stage
+    wait_s: float      # seconds spent waiting for input or for credits
+    send_s: float      # seconds spent moving data into rings
+    elapsed_s: float   # seconds since the rank started serving
+    load_s: float      # seconds spent loading components
+    backlog: int       # messages waiting in the rank's inbound rings
+    memory_mb: float   # resident memory (GPU memory in use on GPUs)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A stage rank raised: what, where, on which unit; `peer` names a rank blamed by the error."""
+
+    rank: int
+    host: str
+    stage: str
+    unit: int
+    error: str
+    peer: int = -1
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A stage rank drained everything and closed its outbound channels."""
+
+    rank: int
+    units_done: int
+
+
+MESSAGES = {cls.__name__: cls for cls in (WorkRequest, WorkGrant, Heartbeat, Failure, Finished)}
+MAX_BYTES = 64 * 1024
+
+
+class BadMessage(ValueError):
+    """A control message that is not one of ours (corrupt, truncated, or from elsewhere)."""
+
+
+def encode(message) -> bytes:
+    return json.dumps({"type": type(message).__name__, **asdict(message)}, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes):
+    """The typed message in `raw`; BadMessage if it is anything else."""
+    if len(raw) > MAX_BYTES:
+        raise BadMessage(f"control message of {len(raw)} bytes is larger than {MAX_BYTES}")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadMessage(f"control message is not JSON: {err}") from None
+    cls = MESSAGES.get(data.pop("type", None)) if isinstance(data, dict) else None
+    if cls is None:
+        raise BadMessage(f"unknown control message: {str(raw[:80])}")
+    try:
+        message = cls(**data)
+    except TypeError as err:
+        raise BadMessage(f"{cls.__name__}: {err}") from None
+    for field in fields(cls):
+        value = getattr(message, field.name)
+        ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "str": lambda v: isinstance(v, str)}[field.type](value)
+        if not ok:
+            raise BadMessage(f"{cls.__name__}.{field.name} should be {field.type}, got {value!r}")
+    return message

@@ -1,0 +1,108 @@
+"""One rank of a staged run: prepare, learn the peers, open channels, serve, close."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from onepiece_hpc import environment
+from onepiece_hpc.errors import UserError
+from onepiece_hpc.runtime.control import ControlPlane
+from onepiece_hpc.runtime.layout import NODE_MANAGER, plan_layout
+from onepiece_hpc.runtime.node_manager import NodeManager
+from onepiece_hpc.runtime.peers import RankInfo, me
+from onepiece_hpc.runtime.prepare import Prepared, prepare
+from onepiece_hpc.runtime.progress import ProgressReporter
+from onepiece_hpc.runtime.telemetry import summary_table
+from onepiece_hpc.runtime.tensors import wire_spec
+from onepiece_hpc.runtime.worker import StageWorker
+from onepiece_hpc.spec.job import Stage
+from onepiece_hpc.transport import WaitPolicy, slot_bytes_for
+from onepiece_hpc.transport.connect import FabricChoice, Outbound, open_channels
+from onepiece_hpc.transport.fabrics.registry import build_fabrics, close_fabrics
+
+
+def slot_bytes(prepared: Prepared, stage: Stage) -> int:
+    """Room for the largest message `stage` emits over every distinct unit shape of the job."""
+    plan, adapter, dtype = prepared.plan, prepared.model.adapter, prepared.placement.dtype
+    shapes = {(plan.items[u.start].params, u.size) for u in plan.units}
+    return max(slot_bytes_for([wire_spec(s) for s in adapter.output_specs(stage, params, size, dtype)],
+                              max_items=prepared.job.microbatch)
+               for params, size in shapes)
+
+
+def bind_device(prepared: Prepared, comm) -> Prepared:
+    """One rank per GPU: the node-local rank picks the GPU; on CPU, fix the thread count."""
+    placement = prepared.placement
+    if placement.device.type == "cuda":
+        from mpi4py import MPI
+
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        index = local % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return replace(prepared, placement=replace(placement, device=torch.device("cuda", index)))
+    torch.set_num_threads(prepared.job.cpu_threads)
+    return prepared
+
+
+def write_report(path: Path | None, report: dict) -> None:
+    if path is None:
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def serve_manager(prepared, layout, channels, control, peers, policy, args) -> None:
+    interactive = environment.is_interactive(sys.stderr)
+
+    def progress(total: int, done: int) -> ProgressReporter:
+        return ProgressReporter(total, done, prepared.job.name, sys.stderr, interactive)
+
+    manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
+                          mode=f"{args.mode} -n {len(peers)}")
+    summary = manager.run(progress)
+    print(f"{prepared.output}: {summary.items_done}/{summary.items_total} items done "
+          f"({summary.committed_now} this run, {summary.seconds:.1f} s); {layout.describe()}")
+    print(summary_table(summary.stages))
+    write_report(args.report, {"status": "completed", "summary": asdict(summary)})
+
+
+def run_rank(args: argparse.Namespace, comm) -> None:
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if args.expect_ranks is not None and size != args.expect_ranks:
+        raise UserError(f"MPI started {size} ranks where {args.expect_ranks} were expected: the launcher and "
+                        "the MPI library do not match (e.g. srun --mpi=pmix with an MPICH build); fix: use "
+                        "the --mpi plugin of your MPI (pmi2 for MPICH, pmix for Open MPI) or its mpiexec")
+    prepared = prepare(args.job, args.output, environment.cache_dir())
+    layout = plan_layout(prepared.job, size)
+    mine = me(rank)
+    peers = [RankInfo(*info) for info in comm.allgather((mine.rank, mine.host, mine.pid))]
+    prepared = bind_device(prepared, comm)
+    policy = WaitPolicy(timeout_s=args.wait_timeout)
+    fabrics = build_fabrics(comm, FabricChoice(args.fabric))
+    stage = layout.stage_of(rank)
+    if stage is None:
+        outbound, inbound = [], list(layout.ranks[Stage.DECODE])
+    else:
+        room = slot_bytes(prepared, stage)
+        outbound = [Outbound(r, slots=args.ring_slots, slot_bytes=room) for r in layout.downstream(stage)]
+        inbound = list(layout.upstream(stage))
+    channels = open_channels(comm, fabrics, outbound=outbound, inbound=inbound,
+                             choice=FabricChoice(args.fabric), policy=policy, timeout_s=args.wait_timeout)
+    control = ControlPlane(comm, policy)
+    if rank == NODE_MANAGER:
+        serve_manager(prepared, layout, channels, control, peers, policy, args)
+    else:
+        StageWorker(mine, stage, prepared, layout, channels, control, peers, policy, args.heartbeat).run()
+    channels.close(policy, timeout_s=args.wait_timeout)
+    close_fabrics(fabrics)
+    control.close()
+
+

@@ -1,0 +1,89 @@
+"""The entry point of every rank of a staged run, under mpiexec or srun.
+
+    python -m onepiece_hpc.runtime.rank_main JOB.yaml [--output OUT.h5] [--fabric auto]
+
+Reads like its table of contents: parse the flags, start MPI, silence library chatter, run the
+rank (`runtime.rank`), and turn every way a rank can end into one clear outcome: user errors
+exit 2 on every rank; a failed job is reported once by rank 0, which then aborts all ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from onepiece_hpc.errors import UserError
+from onepiece_hpc.runtime.quiet import quiet_libraries
+from onepiece_hpc.transport.connect import FabricChoice
+
+NODE_MANAGER = 0
+log = logging.getLogger("onepiece.rank")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="onepiece-rank", description=__doc__)
+    parser.add_argument("job", type=Path)
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--fabric", choices=[c.value for c in FabricChoice], default="auto")
+    parser.add_argument("--ring-slots", type=int, default=2, help="slots per channel (units in flight)")
+    parser.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    parser.add_argument("--heartbeat-timeout", type=float, default=60.0,
+                        help="seconds of silence after which a rank on another host counts as dead")
+    parser.add_argument("--wait-timeout", type=float, default=600.0,
+                        help="deadline of any single wait on a peer (credits, set-up, shutdown)")
+    parser.add_argument("--report", type=Path, default=None, help="write a JSON report here (rank 0)")
+    parser.add_argument("--expect-ranks", type=int, default=None,
+                        help="fail unless MPI gives exactly this many ranks (catches a wrong srun --mpi)")
+    parser.add_argument("--mode", default="staged")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
+    from onepiece_hpc.runtime.node_manager import SETTLE_S, JobFailed
+    from onepiece_hpc.runtime.rank import run_rank, write_report
+    from onepiece_hpc.runtime.worker import ManagerGone
+
+    try:
+        run_rank(args, comm)
+    except UserError as err:
+        if rank == NODE_MANAGER:
+            print(f"error: {err.render()}", file=sys.stderr, flush=True)
+            write_report(args.report, {"status": "refused", "error": err.render()})
+        sys.exit(UserError.exit_code)
+    except JobFailed as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        write_report(args.report, {"status": "failed", "error": str(err)})
+        comm.Abort(1)
+    except KeyboardInterrupt:
+        if rank == NODE_MANAGER:
+            print("interrupted; finished items are kept; run the same command again to resume",
+                  file=sys.stderr, flush=True)
+            write_report(args.report, {"status": "interrupted"})
+            comm.Abort(130)
+        os._exit(130)
+    except ManagerGone as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        os._exit(1)
+    except Exception as err:
+        if rank == NODE_MANAGER:
+            print(f"error: rank 0 (Node Manager): {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+            write_report(args.report, {"status": "failed", "error": f"rank 0: {err}"})
+            comm.Abort(1)
+        log.debug("failed; the Node Manager reports it", exc_info=True)
+        time.sleep(SETTLE_S + 30.0)  # the Node Manager aborts the job; leave if it does not
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main()

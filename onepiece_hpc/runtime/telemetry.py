@@ -1,0 +1,78 @@
+"""Telemetry the Node Manager keeps: the latest heartbeat per rank, samples over time, summaries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from onepiece_hpc.runtime.layout import StageLayout
+from onepiece_hpc.runtime.messages import Heartbeat
+from onepiece_hpc.spec.job import Stage
+
+
+@dataclass
+class StageSummary:
+    stage: str
+    ranks: int
+    units: int
+    busy_share: float        # busy seconds over serving seconds, all ranks of the stage
+    mean_service_s: float    # busy seconds per unit
+    wait_share: float        # waiting for input or credits
+    send_share: float        # moving data into rings
+    peak_memory_mb: float
+
+
+@dataclass
+class Telemetry:
+    """Heartbeats as they arrive; `samples` keeps every one for the HDF5 record."""
+
+    layout: StageLayout
+    started: float = field(default_factory=time.monotonic)
+    latest: dict[int, Heartbeat] = field(default_factory=dict)
+    seen_at: dict[int, float] = field(default_factory=dict)
+    peak_memory: dict[int, float] = field(default_factory=dict)
+    samples: list[tuple[float, Heartbeat]] = field(default_factory=list)
+
+    def record(self, beat: Heartbeat) -> None:
+        now = time.monotonic()
+        self.latest[beat.rank] = beat
+        self.seen_at[beat.rank] = now
+        self.peak_memory[beat.rank] = max(self.peak_memory.get(beat.rank, 0.0), beat.memory_mb)
+        self.samples.append((now - self.started, beat))
+
+    def silent_for(self, rank: int) -> float:
+        return time.monotonic() - self.seen_at.get(rank, self.started)
+
+    def stage_summaries(self) -> list[StageSummary]:
+        rows = []
+        for stage in Stage:
+            beats = [self.latest[r] for r in self.layout.ranks[stage] if r in self.latest]
+            serving = sum(b.elapsed_s for b in beats) or float("nan")
+            busy = sum(b.busy_s for b in beats)
+            units = sum(b.units_done for b in beats)
+            rows.append(StageSummary(
+                stage=stage.value, ranks=len(self.layout.ranks[stage]), units=units,
+                busy_share=busy / serving, mean_service_s=busy / units if units else float("nan"),
+                wait_share=sum(b.wait_s for b in beats) / serving,
+                send_share=sum(b.send_s for b in beats) / serving,
+                peak_memory_mb=max((self.peak_memory[r] for r in self.layout.ranks[stage] if r in self.peak_memory),
+                                   default=float("nan")),
+            ))
+        return rows
+
+    def busy_note(self) -> str:
+        """Per-stage busy share for the progress line, e.g. 'encode 12% denoise 97% decode 30%'."""
+        parts = []
+        for row in self.stage_summaries():
+            share = row.busy_share
+            parts.append(f"{row.stage} {share:.0%}" if share == share else f"{row.stage} -")
+        return "busy: " + " ".join(parts)
+
+
+def summary_table(rows: list[StageSummary]) -> str:
+    header = f"{'stage':<8} {'ranks':>5} {'units':>6} {'busy':>6} {'wait':>6} {'send':>6} {'mean s/unit':>12} {'peak MiB':>9}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r.stage:<8} {r.ranks:>5} {r.units:>6} {r.busy_share:>6.0%} {r.wait_share:>6.0%} "
+                     f"{r.send_share:>6.0%} {r.mean_service_s:>12.4f} {r.peak_memory_mb:>9.0f}")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""torch tensors <-> ring messages: the dtype mapping (bfloat16 travels as 2-byte words)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from onepiece_hpc.models.base import TensorSpec as StageTensor
+from onepiece_hpc.transport import DType, TensorOut, TensorSpec
+
+TORCH_TO_WIRE = {
+    torch.float32: DType.FLOAT32,
+    torch.float16: DType.FLOAT16,
+    torch.bfloat16: DType.BFLOAT16,
+    torch.uint8: DType.UINT8,
+    torch.int64: DType.INT64,
+}
+WIRE_TO_TORCH = {wire: dtype for dtype, wire in TORCH_TO_WIRE.items()}
+
+
+def wire_spec(spec: StageTensor) -> TensorSpec:
+    """A stage's declared tensor as the transport sizes it."""
+    return TensorSpec(spec.name, tuple(spec.shape), TORCH_TO_WIRE[getattr(torch, spec.dtype)])
+
+
+def to_wire(tensors: dict[str, torch.Tensor]) -> list[TensorOut]:
+    """Host copies of the tensors, in a form the ring can carry (sorted by name)."""
+    outs = []
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        wire = TORCH_TO_WIRE[tensor.dtype]
+        array = tensor.view(torch.int16).numpy().view(np.uint16) if wire is DType.BFLOAT16 else tensor.numpy()
+        outs.append(TensorOut.of(name, array, wire))
+    return outs
+
+
+def from_wire(arrays: dict[str, np.ndarray], specs) -> dict[str, torch.Tensor]:
+    """Zero-copy torch views of received arrays; valid until the message is released."""
+    dtypes = {spec.name: spec.dtype for spec in specs}
+    out = {}
+    for name, array in arrays.items():
+        wire = dtypes[name]
+        if wire is DType.BFLOAT16:
+            out[name] = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        else:
+            out[name] = torch.from_numpy(array)
+    return out
