@@ -87,7 +87,10 @@ def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags
     if status == "refused":
         sys.exit(UserError.exit_code)
     if status != "completed":
-        if "error" not in report:
+        if report.get("reported_by") == "launcher":
+            click.echo(f"error: {report['error']}. Finished items are kept in {prepared.output}; run the same "
+                       "command again to resume", err=True)
+        elif "error" not in report:
             click.echo(f"error: the ranks ended with exit code {report['exit_code']} before rank 0 could "
                        f"report (see the messages above); finished items are kept in {prepared.output}; "
                        "run the same command again to resume", err=True)

@@ -18,6 +18,7 @@ from onepiece_hpc.runtime.layout import NODE_MANAGER, plan_layout
 from onepiece_hpc.runtime.node_manager import NodeManager
 from onepiece_hpc.runtime.peers import RankInfo, me
 from onepiece_hpc.runtime.prepare import Prepared, prepare
+from onepiece_hpc.runtime.status import RankStatus, StatusFile
 from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.runtime.telemetry import summary_table
 from onepiece_hpc.runtime.tensors import wire_spec
@@ -85,9 +86,11 @@ def run_rank(args: argparse.Namespace, comm) -> None:
     mine = me(rank)
     peers = [RankInfo(*info) for info in comm.allgather((mine.rank, mine.host, mine.pid))]
     prepared = bind_device(prepared, comm)
+    stage = layout.stage_of(rank)
+    status = (StatusFile(args.status_dir, RankStatus(rank, mine.host, mine.pid, stage.value if stage else "manager"))
+              if args.status_dir else None)
     policy = WaitPolicy(timeout_s=args.wait_timeout)
     fabrics = build_fabrics(comm, FabricChoice(args.fabric))
-    stage = layout.stage_of(rank)
     if stage is None:
         outbound, inbound = [], list(layout.ranks[Stage.DECODE])
     else:
@@ -100,7 +103,8 @@ def run_rank(args: argparse.Namespace, comm) -> None:
     if rank == NODE_MANAGER:
         serve_manager(prepared, layout, channels, control, peers, policy, args)
     else:
-        StageWorker(mine, stage, prepared, layout, channels, control, peers, policy, args.heartbeat).run()
+        StageWorker(mine, stage, prepared, layout, channels, control, peers, policy, args.heartbeat,
+                    status).run()
     channels.close(policy, timeout_s=args.wait_timeout)
     close_fabrics(fabrics)
     control.close()

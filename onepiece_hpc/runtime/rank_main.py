@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, default=None, help="write a JSON report here (rank 0)")
     parser.add_argument("--expect-ranks", type=int, default=None,
                         help="fail unless MPI gives exactly this many ranks (catches a wrong srun --mpi)")
+    parser.add_argument("--status-dir", type=Path, default=None,
+                        help="keep a per-rank status file here (for a local launcher that watches)")
     parser.add_argument("--mode", default="staged")
     return parser.parse_args(argv)
 

@@ -17,6 +17,7 @@ from onepiece_hpc.runtime.messages import Failure, Finished, Heartbeat, RankStat
 from onepiece_hpc.runtime.monolithic import unit_input
 from onepiece_hpc.runtime.peers import RankInfo, process_alive, resident_mb
 from onepiece_hpc.runtime.prepare import Prepared
+from onepiece_hpc.runtime.status import StatusFile
 from onepiece_hpc.runtime.tensors import from_wire, to_wire
 from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.transport import WaitPolicy
@@ -50,11 +51,12 @@ class StageWorker:
 
     def __init__(self, me: RankInfo, stage: Stage, prepared: Prepared, layout: StageLayout,
                  channels: Channels, control: ControlPlane, peers: list[RankInfo], policy: WaitPolicy,
-                 heartbeat_s: float) -> None:
+                 heartbeat_s: float, status: StatusFile | None = None) -> None:
         self.me, self.stage, self.prepared, self.layout = me, stage, prepared, layout
         self.channels, self.control, self.policy = channels, control, policy
         self.manager = peers[NODE_MANAGER]
         self.heartbeat_s = heartbeat_s
+        self.status = status
         self.counters = Counters()
         self._stop = threading.Event()
         self._producers = [channels.outbound[r].producer for r in layout.downstream(stage)]
@@ -141,6 +143,8 @@ class StageWorker:
         plan = self.prepared.plan
         unit = plan.units[unit_index]
         self.counters.unit = unit_index
+        if self.status:
+            self.status.update(unit_index)
         request = unit_input(plan, unit)
         t0 = time.monotonic()
         outputs = runner(request, inputs)

@@ -1,0 +1,146 @@
+"""The staged runtime with real MPI ranks: same bits as the reference path, every item once,
+a killed rank named in one clear error, and a resumable output."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import invoke, run_cli, write_job
+
+pytestmark = [pytest.mark.mpi, pytest.mark.slow]
+
+PROMPTS = [f"staged prompt {i}: a {c} house by a lake" for i, c in enumerate(
+    ["red", "blue", "green", "white", "black", "tiny", "huge", "round", "tall"])]
+MIXED = "".join(f'{{"prompt": "{p}", "steps": {2 if i % 3 else 4}}}\n' for i, p in enumerate(PROMPTS))
+
+
+def _shm_segments() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if "onepiece" in name.lower()}
+
+
+def _images(path: Path) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        assert f["done"][...].all(), "every item must be done"
+        return f["outputs/images"][...]
+
+
+CONFIGS = [  # model, stages, microbatch, fabric
+    ("tiny-sd", "{encode: 1, denoise: 1, decode: 1}", 1, "auto"),
+    ("tiny-sd", "{encode: 2, denoise: 2, decode: 2}", 2, "mpi-rma"),
+    ("tiny-pixart", "{encode: 1, denoise: 3, decode: 1}", 2, "shm"),
+    ("tiny-pixart", "{encode: 3, denoise: 1, decode: 2}", 1, "auto"),
+]
+
+
+@pytest.mark.parametrize("model, stages, microbatch, fabric", CONFIGS,
+                         ids=[f"{m}-{s.count('2') and '2' or s.count('3') and '3' or '1'}x-mb{b}-{f}"
+                              for m, s, b, f in CONFIGS])
+def test_staged_equals_monolithic_bit_for_bit(tmp_path, model, stages, microbatch, fabric):
+    params = "{steps: 3, guidance: 4.0, height: 64, width: 64}"
+    common = dict(model=f"builtin:{model}", microbatch=str(microbatch), params=params, prompt_file="p.jsonl",
+                  prompts="p.jsonl")
+    reference = write_job(tmp_path / "mono", MIXED, **common)
+    assert invoke("run", reference, "--monolithic").code == 0
+    staged = write_job(tmp_path / "staged", MIXED, stages=stages, **common)
+    ranks = 1 + sum(int(n) for n in stages.strip("{}").replace(" ", "").split(",") for n in [n.split(":")[1]])
+    before = _shm_segments()
+    proc = run_cli("run", staged, "-n", ranks, "--fabric", fabric, "--wait-timeout", "60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "items done" in proc.stdout and "denoise" in proc.stdout  # the summary table
+    np.testing.assert_array_equal(_images(tmp_path / "staged/out/t.h5"), _images(tmp_path / "mono/out/t.h5"))
+    with h5py.File(tmp_path / "staged/out/t.h5", "r") as f:
+        run = f["runs"][0]
+        assert run["status"].decode() == "completed" and int(run["items_committed"]) == len(PROMPTS)
+        stages_table = f["telemetry/run0/stages"][...]
+        assert [s.decode() for s in stages_table["stage"]] == ["encode", "denoise", "decode"]
+        assert int(stages_table["units"][0]) == int(stages_table["units"][2]) == len(f["items"]["unit"]) // 1 \
+            or int(stages_table["units"][0]) == len(set(f["items"]["unit"]))
+        assert len(f["telemetry/run0/samples"]) > 0
+    assert _shm_segments() <= before, "shared-memory segments left behind"
+
+
+def test_too_many_stage_ranks_is_refused_before_start(tmp_path):
+    job = write_job(tmp_path, PROMPTS, stages="{encode: 2, denoise: 3, decode: 2}")
+    result = invoke("run", job, "-n", "6")
+    assert result.code == 2
+    assert "7 stage ranks" in result.err and "-n 8" in result.err
+    assert not (tmp_path / "out").exists()
+
+
+def _rank_pids(marker: str) -> dict[int, int]:
+    """rank -> pid of the running ranks whose command line mentions `marker`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"onepiece_hpc.runtime.rank_main" in cmdline and marker.encode() in b" ".join(cmdline):
+            for var in environ:
+                if var.startswith((b"PMI_RANK=", b"OMPI_COMM_WORLD_RANK=")):
+                    found[int(var.split(b"=")[1])] = int(entry.name)
+    return found
+
+
+def _done(path: Path) -> int:
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return int(f["done"][...].sum())
+    except (OSError, KeyError):
+        return 0
+
+
+def test_killed_worker_gives_one_clear_error_and_a_resumable_output(tmp_path):
+    prompts = [f"kill test {i}" for i in range(40)]
+    params = "{steps: 8, guidance: 4.0, height: 64, width: 64}"
+    job = write_job(tmp_path / "cut", prompts, params=params, stages="{encode: 1, denoise: 2, decode: 1}")
+    output = tmp_path / "cut/out/t.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "onepiece_hpc.cli.main", "run", str(job), "-n", "5",
+                             "--wait-timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=os.environ.copy(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while _done(output) < 2:
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.05)
+        pids = _rank_pids(str(job))
+        victim = random.Random(len(prompts)).choice(sorted(r for r in pids if r != 0))
+        os.kill(pids[victim], signal.SIGKILL)
+        killed_at = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        noticed = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err[-3000:]
+    stage = {1: "encode", 2: "denoise", 3: "denoise", 4: "decode"}[victim]
+    assert f"rank {victim} on " in errors[0] and f"stage {stage}" in errors[0] and "died" in errors[0], errors[0]
+    assert "resume" in errors[0]
+    assert noticed < 30, f"the failure took {noticed:.0f} s to surface"
+    kept = _done(output)
+    assert 2 <= kept < len(prompts)
+
+    again = run_cli("run", job, "-n", "5", "--wait-timeout", "60")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"({len(prompts) - kept} this run" in again.stdout
+    whole = write_job(tmp_path / "whole", prompts, params=params)
+    assert invoke("run", whole, "--monolithic").code == 0
+    np.testing.assert_array_equal(_images(output), _images(tmp_path / "whole/out/t.h5"))
+    assert not _rank_pids(str(job)), "ranks left running"
