@@ -61,12 +61,13 @@ class DelayedRegion:
 
 
 class FakeClock:
-    """A clock the test advances by hand; sleeping advances it."""
+    """A test clock: each reading advances it 1 us, sleeping advances it by the sleep."""
 
     def __init__(self) -> None:
         self.now = 0.0
 
     def __call__(self) -> float:
+        self.now += 1e-6
         return self.now
 
     def sleep(self, seconds: float) -> None:
