@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from onepiece_hpc.cli.bench_pipeline import bench_pipeline_cmd
 from onepiece_hpc.cli.bench_transport import bench_transport
+from onepiece_hpc.cli.bench_writer import bench_writer_cmd
 
 
 @click.group()
@@ -13,3 +15,5 @@ def bench() -> None:
 
 
 bench.add_command(bench_transport)
+bench.add_command(bench_pipeline_cmd)
+bench.add_command(bench_writer_cmd)

@@ -47,8 +47,12 @@ def find_mpiexec() -> MpiLauncher:
     return MpiLauncher(path, "openmpi" if "Open MPI" in version or "OpenRTE" in version else "mpich")
 
 
-def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str], as_root: bool) -> dict:
-    """Run the ranks to the end; returns rank 0's report. Ctrl-C is passed on to the ranks."""
+def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str], as_root: bool,
+           rank_stdout=None) -> dict:
+    """Run the ranks to the end; returns rank 0's report. Ctrl-C is passed on to the ranks.
+
+    `rank_stdout` redirects what the ranks print (e.g. to stderr when stdout carries JSON).
+    """
     launcher = find_mpiexec()
     with tempfile.TemporaryDirectory(prefix="onepiece-run-") as scratch:
         report_path = Path(scratch) / "report.json"
@@ -59,7 +63,8 @@ def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str
                    "--expect-ranks", str(ranks), *rank_flags]
         if output is not None:
             program += ["--output", str(output)]
-        proc = subprocess.Popen(launcher.command(ranks, program, as_root), start_new_session=True)
+        proc = subprocess.Popen(launcher.command(ranks, program, as_root), start_new_session=True,
+                                stdout=rank_stdout)
         first_dead: list[RankStatus] = []
         try:
             code = _watch(proc, status_dir, first_dead)

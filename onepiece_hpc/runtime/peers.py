@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+PEER_RECORD_BYTES = 512  # fixed-size JSON record a rank contributes to the exchange
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,20 @@ class RankInfo:
 
 def me(rank: int) -> RankInfo:
     return RankInfo(rank=rank, host=socket.gethostname(), pid=os.getpid())
+
+
+def exchange_peers(comm, mine: RankInfo) -> list[RankInfo]:
+    """Every rank's RankInfo, in rank order: one Allgather of fixed-size JSON records (no pickle)."""
+    from mpi4py import MPI
+
+    raw = json.dumps(asdict(mine)).encode()
+    if len(raw) > PEER_RECORD_BYTES:
+        raise ValueError(f"host name too long for the peer exchange: {mine.host[:80]!r}")
+    send = bytearray(raw.ljust(PEER_RECORD_BYTES, b" "))
+    recv = bytearray(PEER_RECORD_BYTES * comm.Get_size())
+    comm.Allgather([send, MPI.BYTE], [recv, MPI.BYTE])
+    records = [json.loads(recv[i:i + PEER_RECORD_BYTES]) for i in range(0, len(recv), PEER_RECORD_BYTES)]
+    return [RankInfo(rank=int(r["rank"]), host=str(r["host"]), pid=int(r["pid"])) for r in records]
 
 
 def process_alive(pid: int) -> bool:

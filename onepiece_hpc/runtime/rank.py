@@ -16,7 +16,7 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.control import ControlPlane
 from onepiece_hpc.runtime.layout import NODE_MANAGER, plan_layout
 from onepiece_hpc.runtime.node_manager import NodeManager
-from onepiece_hpc.runtime.peers import RankInfo, me
+from onepiece_hpc.runtime.peers import exchange_peers, me
 from onepiece_hpc.runtime.prepare import Prepared, prepare
 from onepiece_hpc.runtime.status import RankStatus, StatusFile
 from onepiece_hpc.runtime.progress import ProgressReporter
@@ -84,7 +84,7 @@ def run_rank(args: argparse.Namespace, comm) -> None:
     prepared = prepare(args.job, args.output, environment.cache_dir())
     layout = plan_layout(prepared.job, size)
     mine = me(rank)
-    peers = [RankInfo(*info) for info in comm.allgather((mine.rank, mine.host, mine.pid))]
+    peers = exchange_peers(comm, mine)
     prepared = bind_device(prepared, comm)
     stage = layout.stage_of(rank)
     status = (StatusFile(args.status_dir, RankStatus(rank, mine.host, mine.pid, stage.value if stage else "manager"))

@@ -31,6 +31,11 @@ def open_output(path: Path) -> Iterator[h5py.File]:
     with file:
         if file.attrs.get("format") != s.FORMAT:
             raise UserError(f"{path} is an HDF5 file but not an onepiece output (no format attribute)")
+        missing = [f"attribute {a}" for a in s.REQUIRED_ATTRS if a not in file.attrs]
+        missing += [f"dataset /{d}" for d in s.REQUIRED_DATASETS if d not in file]
+        if missing:
+            raise UserError(f"{path} is damaged or from an incompatible onepiece version (format "
+                            f"{file.attrs.get('format_version')}): missing {', '.join(missing)}")
         yield file
 
 

@@ -23,6 +23,9 @@ PROVENANCE = "provenance"
 RUNS = "runs"
 
 TIMING_STAGES = ("encode", "denoise", "decode", "write")
+REQUIRED_ATTRS = ("format_version", "job_name", "job_fingerprint", "model_identity", "items_total", "output_kind",
+                  "microbatch", "execution")
+REQUIRED_DATASETS = (ITEMS, DONE, TIMINGS, COMMITTED_AT, RUNS, OUTPUTS, PROVENANCE)
 OUTPUT_DATASETS = {"image": "images", "video": "videos"}
 
 _text = h5py.string_dtype("utf-8")
