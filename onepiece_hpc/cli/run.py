@@ -51,11 +51,12 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
     from onepiece_hpc.runtime.progress import ProgressReporter
 
     prepared = prepare(job_file, output, environment.cache_dir())
-    if ranks is not None:
-        _run_staged(prepared, job_file, ranks, output, ["--fabric", fabric, "--ring-slots", str(ring_slots),
-                                                          "--wait-timeout", str(wait_timeout)])
-        return
     interactive = environment.is_interactive(sys.stderr)
+    if ranks is not None:
+        _run_staged(prepared, job_file, ranks, output, [
+            "--fabric", fabric, "--ring-slots", str(ring_slots), "--wait-timeout", str(wait_timeout),
+            "--progress", "bar" if interactive else "lines"])  # the ranks' stderr is a pipe: tell them
+        return
 
     def progress(total: int, done: int) -> ProgressReporter:
         return ProgressReporter(total, done, prepared.job.name, sys.stderr, interactive)

@@ -25,7 +25,7 @@ class ProgressReporter:
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=Console(file=stream),
+                TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=Console(file=stream, force_terminal=True),
                 transient=False,
             )
             self._task = self._bar.add_task(label, total=total, completed=done, rate="", note="")

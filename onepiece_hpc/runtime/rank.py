@@ -61,7 +61,7 @@ def write_report(path: Path | None, report: dict) -> None:
 
 
 def serve_manager(prepared, layout, channels, control, peers, policy, args) -> None:
-    interactive = environment.is_interactive(sys.stderr)
+    interactive = args.progress == "bar" or (args.progress == "auto" and environment.is_interactive(sys.stderr))
 
     def progress(total: int, done: int) -> ProgressReporter:
         return ProgressReporter(total, done, prepared.job.name, sys.stderr, interactive)
