@@ -25,6 +25,13 @@ def model_cache(tmp_path_factory) -> Path:
     return cache
 
 
+def builtin_model(cache: Path, name: str) -> Path:
+    """The folder of a built-in model, built into the test cache if needed."""
+    from onepiece_hpc.models.builtin import builtin_folder
+
+    return builtin_folder(name, cache)
+
+
 @dataclass
 class Result:
     code: int

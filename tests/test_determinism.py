@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 
-from conftest import invoke, write_job
+from conftest import builtin_model, invoke, write_job
 
 PROMPTS = ["a red fox in snow", "a lighthouse at dusk", "a bowl of ramen", "an owl on a branch", "a tram"]
 NEGATIVES = ["blurry", "", "text, watermark", "low quality", ""]
@@ -51,7 +51,7 @@ def test_output_equals_full_diffusers_call(tmp_path, model_cache, model, microba
         images = f["outputs/images"][...]
         seeds = [int(s) for s in f["items"]["seed"]]
         assert f["done"][...].all()
-    folder = next((model_cache / "models").glob(f"{model}-v*"))
+    folder = builtin_model(model_cache, model)
     for start in range(0, len(PROMPTS), microbatch):
         stop = min(start + microbatch, len(PROMPTS))
         expected = _reference(folder, PROMPTS[start:stop], NEGATIVES[start:stop], seeds[start:stop], threads)

@@ -77,3 +77,25 @@ def test_export_of_partial_output_lists_only_done_items(tmp_path):
     manifest = (tmp_path / "png/manifest.jsonl").read_text().splitlines()
     assert [json.loads(m)["index"] for m in manifest] == [0, 2]
     assert json.loads(invoke("inspect", tmp_path / "out/t.h5", "--json").out)["items_done"] == 2
+
+
+def test_bench_writer_json(tmp_path):
+    job = write_job(tmp_path, PROMPTS)
+    result = invoke("bench", "writer", job, "--case", "image-512", "--dir", tmp_path, "--json")
+    assert result.code == 0, result.err
+    record = json.loads(result.out)
+    assert record["case"] == "image-512" and record["items"] == 3
+    assert record["commits_per_s"] > 0 and record["headroom"] > 0
+    assert not list(tmp_path.glob(".bench-writer-*")), "scratch files left behind"
+
+
+def test_damaged_output_is_refused_not_crashed_on(finished, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged.h5"
+    shutil.copy(finished, damaged)
+    with h5py.File(damaged, "r+") as f:
+        del f["done"]
+    for args in (("inspect", damaged), ("export", damaged, tmp_path / "png")):
+        result = invoke(*args)
+        assert result.code == 2 and "damaged" in result.err and "/done" in result.err

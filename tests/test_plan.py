@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from onepiece_hpc.spec.job import GenParams
 from onepiece_hpc.spec.loader import load_job
@@ -70,6 +70,7 @@ def _items(steps_list):
     return tuple(Item(i, str(i), "p", "", i, GenParams(s, 5.0, 64, 64), "", i + 1) for i, s in enumerate(steps_list))
 
 
+@settings(deadline=None)
 @given(steps=st.lists(st.sampled_from([4, 50]), min_size=1, max_size=60), microbatch=st.integers(1, 8))
 def test_units_cover_every_item_once_in_order_with_equal_params(steps, microbatch):
     items = _items(steps)

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import invoke, run_cli, write_job
+from conftest import builtin_model, invoke, run_cli, write_job
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
@@ -144,3 +144,36 @@ def test_killed_worker_gives_one_clear_error_and_a_resumable_output(tmp_path):
     assert invoke("run", whole, "--monolithic").code == 0
     np.testing.assert_array_equal(_images(output), _images(tmp_path / "whole/out/t.h5"))
     assert not _rank_pids(str(job)), "ranks left running"
+
+
+def test_rank_that_raises_is_reported_once_with_rank_stage_and_cause(tmp_path, model_cache):
+    import shutil
+
+    folder = tmp_path / "broken-sd"
+    shutil.copytree(builtin_model(model_cache, "tiny-sd"), folder)
+    (folder / "vae/diffusion_pytorch_model.safetensors").write_bytes(b"not weights at all")
+    job = write_job(tmp_path, PROMPTS[:3], model="broken-sd", stages="{encode: 1, denoise: 1, decode: 1}")
+    proc = run_cli("run", job, "-n", "4", "--wait-timeout", "60")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert "rank 3 on " in errors[0] and "stage decode" in errors[0] and "no unit in hand" in errors[0]
+    assert "resume" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not _rank_pids(str(job)), "ranks left running"
+
+
+def test_bench_pipeline_reports_both_modes_as_json(tmp_path):
+    job = write_job(tmp_path, PROMPTS[:6])
+    proc = run_cli("bench", "pipeline", job, "-n", "4", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    result = json.loads(proc.stdout)
+    assert result["staged"]["items"] == result["data_parallel"]["items"] == 6
+    for mode in ("staged", "data_parallel"):
+        record = result[mode]
+        assert record["items_per_s"] > 0 and 0 <= record["busy_share"] <= 1
+        assert abs(record["busy_share"] + record["moving_share"] + record["idle_share"] - 1) < 1e-9
+    assert result["ratios"]["throughput"] == pytest.approx(
+        result["staged"]["items_per_s"] / result["data_parallel"]["items_per_s"])

@@ -1,0 +1,77 @@
+"""Pure pieces of the runtime: stage layouts and control messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from onepiece_hpc.errors import UserError
+from onepiece_hpc.runtime import messages
+from onepiece_hpc.runtime.layout import NODE_MANAGER, default_split, plan_layout
+from onepiece_hpc.spec.job import Stage
+from onepiece_hpc.spec.loader import load_job
+
+from conftest import write_job
+
+
+def _job(tmp_path, **fields):
+    problems: list[str] = []
+    job = load_job(write_job(tmp_path, ["a"], **fields), problems)
+    assert job is not None, problems
+    return job
+
+
+@pytest.mark.parametrize("size", [4, 5, 8, 16, 100])
+def test_default_split_uses_every_rank_once(tmp_path, size):
+    layout = plan_layout(_job(tmp_path, stages=None), size)
+    ranks = [r for stage in Stage for r in layout.ranks[stage]]
+    assert ranks == list(range(1, size))
+    assert all(layout.ranks[stage] for stage in Stage)
+    assert len(layout.ranks[Stage.DENOISE]) >= max(len(layout.ranks[Stage.ENCODE]), len(layout.ranks[Stage.DECODE]))
+    assert sum(default_split(size - 1).values()) == size - 1
+
+
+def test_spare_ranks_join_denoise_and_streams_are_wired(tmp_path):
+    layout = plan_layout(_job(tmp_path, stages="{encode: 1, denoise: 1, decode: 2}"), 7)
+    assert layout.ranks == {Stage.ENCODE: (1,), Stage.DENOISE: (2, 3, 4), Stage.DECODE: (5, 6)}
+    assert layout.upstream(Stage.ENCODE) == ()
+    assert layout.downstream(Stage.DECODE) == (NODE_MANAGER,)
+    assert layout.upstream(Stage.DECODE) == (2, 3, 4)
+
+
+@pytest.mark.parametrize("size, words", [(3, "too few"), (4, "= 5 stage ranks")])
+def test_layouts_that_do_not_fit_are_refused(tmp_path, size, words):
+    with pytest.raises(UserError, match=words):
+        plan_layout(_job(tmp_path, stages="{encode: 1, denoise: 3, decode: 1}"), size)
+
+
+def test_messages_round_trip():
+    for message in (messages.WorkRequest(3), messages.WorkGrant(-1), messages.Finished(2, 7),
+                    messages.Failure(1, "h", "encode", 4, "boom", peer=2),
+                    messages.Heartbeat(1, "serving", "denoise", 3, 2, 1.0, 0.5, 0.1, 2.0, 0.3, 1, 100.0)):
+        assert messages.decode(messages.encode(message)) == message
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_control_bytes_never_become_messages(raw):
+    try:
+        messages.decode(raw)
+    except messages.BadMessage:
+        return
+    data = json.loads(raw)
+    assert data.get("type") in messages.MESSAGES
+
+
+@settings(deadline=None)
+@given(st.dictionaries(st.sampled_from(["type", "unit", "rank", "error", "x"]),
+                       st.one_of(st.integers(), st.text(max_size=5), st.floats(), st.none(), st.booleans())))
+def test_wrongly_typed_fields_are_rejected(fields):
+    raw = json.dumps(fields).encode()
+    try:
+        message = messages.decode(raw)
+    except messages.BadMessage:
+        return
+    assert type(message).__name__ == fields["type"]
