@@ -177,3 +177,40 @@ def test_bench_pipeline_reports_both_modes_as_json(tmp_path):
         assert abs(record["busy_share"] + record["moving_share"] + record["idle_share"] - 1) < 1e-9
     assert result["ratios"]["throughput"] == pytest.approx(
         result["staged"]["items_per_s"] / result["data_parallel"]["items_per_s"])
+
+
+def test_drain_signal_commits_what_is_dispatched_then_resume_finishes(tmp_path):
+    prompts = [f"drain test {i}" for i in range(40)]
+    params = "{steps: 8, guidance: 4.0, height: 64, width: 64}"
+    job = write_job(tmp_path / "cut", prompts, params=params, stages="{encode: 1, denoise: 2, decode: 1}")
+    output = tmp_path / "cut/out/t.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "onepiece_hpc.cli.main", "run", str(job), "-n", "5",
+                             "--wait-timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=os.environ.copy(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while _done(output) < 2:
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.05)
+        pids = _rank_pids(str(job))
+        for pid in pids.values():  # as `sbatch --signal=USR1@T` does: every rank gets it
+            os.kill(pid, signal.SIGUSR1)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 3, err[-3000:]
+    assert "run the same command again" in err
+    kept = _done(output)
+    assert 2 <= kept < len(prompts)
+    with h5py.File(output, "r") as f:
+        assert f["runs"][0]["status"].decode() == "preempted"
+        assert int(f["runs"][0]["items_committed"]) == kept
+    again = run_cli("run", job, "-n", "5", "--wait-timeout", "60")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"({len(prompts) - kept} this run" in again.stdout
+    whole = write_job(tmp_path / "whole", prompts, params=params)
+    assert invoke("run", whole, "--monolithic").code == 0
+    np.testing.assert_array_equal(_images(output), _images(tmp_path / "whole/out/t.h5"))

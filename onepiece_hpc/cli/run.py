@@ -87,6 +87,10 @@ def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags
     status = report["status"]
     if status == "refused":
         sys.exit(UserError.exit_code)
+    if status == "preempted":
+        click.echo(f"stopped early on request (SIGUSR1): finished items are kept in {prepared.output}; run the "
+                   "same command again to go on", err=True)
+        sys.exit(3)
     if status != "completed":
         if report.get("reported_by") == "launcher":
             click.echo(f"error: {report['error']}. Finished items are kept in {prepared.output}; run the same "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +38,7 @@ class JobFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class StagedSummary:
+    status: str  # "completed", or "preempted" when a drain stopped dispatch early
     items_total: int
     items_done: int
     committed_now: int
@@ -59,6 +61,7 @@ class NodeManager:
         self._failures: list[Failure] = []
         self._first_failure_at: float | None = None
         self._finished: set[int] = set()
+        self.drain = threading.Event()  # set (e.g. by SIGUSR1 before a walltime): finish what is dispatched
 
     def run(self, progress: Callable[[int, int], ProgressReporter] | None = None) -> StagedSummary:
         plan = self.prepared.plan
@@ -73,14 +76,14 @@ class NodeManager:
             already = int(done.sum())
             with progress(len(plan.items), already) if progress else nullcontext() as reporter:
                 self._serve(queue, outstanding, writer, reporter)
-            status = "completed"
+            status = "preempted" if outstanding else "completed"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
             self._record_telemetry(writer)
             writer.close(status)
-        return StagedSummary(items_total=len(plan.items), items_done=already + writer.committed_this_run,
+        return StagedSummary(status=status, items_total=len(plan.items), items_done=already + writer.committed_this_run,
                              committed_now=writer.committed_this_run, seconds=time.monotonic() - started,
                              stages=self.telemetry.stage_summaries())
 
@@ -108,9 +111,12 @@ class NodeManager:
                 time.sleep(pause)
                 pause = min(pause * 2, self.policy.max_sleep_s)
         self._await_finished()
-        if outstanding:
+        undispatched = outstanding - set(self._dispatched)
+        lost = outstanding - undispatched
+        if lost or (undispatched and not self.drain.is_set()):
+            first = min(lost or undispatched)
             raise JobFailed(f"every stage rank finished but {len(outstanding)} units were never committed "
-                            f"(first: unit {min(outstanding)}); the output stays resumable")
+                            f"(first: unit {first}); the output stays resumable")
 
     def _await_finished(self) -> None:
         """Collect every rank's last heartbeat and Finished note, so the telemetry is whole."""
@@ -130,7 +136,7 @@ class NodeManager:
         arrived = self.control.poll(TAG_TO_MANAGER)
         for source, message in arrived:
             if isinstance(message, WorkRequest):
-                unit = queue.popleft() if queue else -1
+                unit = queue.popleft() if queue and not self.drain.is_set() else -1
                 if unit >= 0:
                     self._dispatched[unit] = source
                 self.control.send(source, WorkGrant(unit), TAG_TO_WORKER)

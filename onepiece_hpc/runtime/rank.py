@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -27,6 +28,11 @@ from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.transport import WaitPolicy, slot_bytes_for
 from onepiece_hpc.transport.connect import FabricChoice, Outbound, open_channels
 from onepiece_hpc.transport.fabrics.registry import build_fabrics, close_fabrics
+
+#: what Slurm sends before a walltime or preemption (sbatch --signal=USR1@SECONDS)
+DRAIN_SIGNAL = signal.SIGUSR1
+#: rank 0's exit code after a drain: the job is unfinished but consistent, so requeue it
+EXIT_PREEMPTED = 3
 
 
 def slot_bytes(prepared: Prepared, stage: Stage) -> int:
@@ -68,19 +74,26 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args) -> N
 
     manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
                           mode=f"{args.mode} -n {len(peers)}")
+    signal.signal(DRAIN_SIGNAL, lambda *_: manager.drain.set())
     summary = manager.run(progress)
+    if summary.status == "preempted":
+        print(f"drained on {DRAIN_SIGNAL.name}: every dispatched unit was committed; "
+              f"{summary.items_total - summary.items_done} items remain for the next run", file=sys.stderr)
     print(f"{prepared.output}: {summary.items_done}/{summary.items_total} items done "
           f"({summary.committed_now} this run, {summary.seconds:.1f} s); {layout.describe()}")
     print(summary_table(summary.stages))
-    write_report(args.report, {"status": "completed", "summary": asdict(summary)})
+    write_report(args.report, {"status": summary.status, "summary": asdict(summary)})
+    return summary.status
 
 
-def run_rank(args: argparse.Namespace, comm) -> None:
+def run_rank(args: argparse.Namespace, comm) -> str:
+    """Serve this rank's role to the end; returns "completed" or "preempted" (rank 0's view)."""
     rank, size = comm.Get_rank(), comm.Get_size()
     if args.expect_ranks is not None and size != args.expect_ranks:
         raise UserError(f"MPI started {size} ranks where {args.expect_ranks} were expected: the launcher and "
                         "the MPI library do not match (e.g. srun --mpi=pmix with an MPICH build); fix: use "
                         "the --mpi plugin of your MPI (pmi2 for MPICH, pmix for Open MPI) or its mpiexec")
+    signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)  # only rank 0 acts on it; nobody dies of it
     prepared = prepare(args.job, args.output, environment.cache_dir())
     layout = plan_layout(prepared.job, size)
     mine = me(rank)
@@ -100,13 +113,15 @@ def run_rank(args: argparse.Namespace, comm) -> None:
     channels = open_channels(comm, fabrics, outbound=outbound, inbound=inbound,
                              choice=FabricChoice(args.fabric), policy=policy, timeout_s=args.wait_timeout)
     control = ControlPlane(comm, policy)
+    outcome = "completed"
     if rank == NODE_MANAGER:
-        serve_manager(prepared, layout, channels, control, peers, policy, args)
+        outcome = serve_manager(prepared, layout, channels, control, peers, policy, args)
     else:
         StageWorker(mine, stage, prepared, layout, channels, control, peers, policy, args.heartbeat,
                     status).run()
     channels.close(policy, timeout_s=args.wait_timeout)
     close_fabrics(fabrics)
     control.close()
+    return outcome
 
 

@@ -55,11 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
     quiet_libraries()
     from onepiece_hpc.runtime.node_manager import SETTLE_S, JobFailed
-    from onepiece_hpc.runtime.rank import run_rank, write_report
+    from onepiece_hpc.runtime.rank import EXIT_PREEMPTED, run_rank, write_report
     from onepiece_hpc.runtime.worker import ManagerGone
 
     try:
-        run_rank(args, comm)
+        if run_rank(args, comm) == "preempted" and rank == NODE_MANAGER:
+            sys.exit(EXIT_PREEMPTED)
     except UserError as err:
         if rank == NODE_MANAGER:
             print(f"error: {err.render()}", file=sys.stderr, flush=True)
