@@ -26,7 +26,7 @@ from onepiece_hpc.runtime.tensors import wire_spec
 from onepiece_hpc.runtime.worker import StageWorker
 from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.transport import WaitPolicy, slot_bytes_for
-from onepiece_hpc.transport.connect import FabricChoice, Outbound, open_channels
+from onepiece_hpc.transport.connect import FabricChoice, IntegrityChoice, Outbound, open_channels
 from onepiece_hpc.transport.fabrics.registry import build_fabrics, close_fabrics
 
 #: what Slurm sends before a walltime or preemption (sbatch --signal=USR1@SECONDS)
@@ -108,7 +108,8 @@ def run_rank(args: argparse.Namespace, comm) -> str:
         outbound, inbound = [], list(layout.ranks[Stage.DECODE])
     else:
         room = slot_bytes(prepared, stage)
-        outbound = [Outbound(r, slots=args.ring_slots, slot_bytes=room) for r in layout.downstream(stage)]
+        outbound = [Outbound(r, slots=args.ring_slots, slot_bytes=room, integrity=IntegrityChoice.AUTO)
+                    for r in layout.downstream(stage)]
         inbound = list(layout.upstream(stage))
     channels = open_channels(comm, fabrics, outbound=outbound, inbound=inbound,
                              choice=FabricChoice(args.fabric), policy=policy, timeout_s=args.wait_timeout)

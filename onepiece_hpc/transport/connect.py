@@ -14,7 +14,7 @@ import secrets
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from mpi4py import MPI
@@ -41,6 +41,15 @@ class FabricChoice(str, Enum):
     VERBS = "verbs"
 
 
+class IntegrityChoice(str, Enum):
+    """What a producer asks for; AUTO lets the consumer pick per fabric at set-up: HEADER where
+    the fabric publishes the stamp after the payload (shm on x86-64), FULL everywhere else."""
+
+    AUTO = "AUTO"
+    FULL = "FULL"
+    HEADER = "HEADER"
+
+
 @dataclass(frozen=True)
 class Outbound:
     """A channel this rank produces into: the consumer's rank and the ring's shape."""
@@ -48,7 +57,7 @@ class Outbound:
     rank: int
     slots: int
     slot_bytes: int
-    integrity: Integrity = Integrity.FULL
+    integrity: IntegrityChoice = IntegrityChoice.FULL
 
 
 @dataclass
@@ -215,7 +224,7 @@ def open_channels(comm: MPI.Comm, fabrics: Mapping[FabricKind, Fabric], *,
                 session.send(o.rank, TAG_TO_CONSUMER, session.hello(
                     Step.OFFER, shake, fabric=choice.value,
                     fabrics=tuple(k.value for k in fabrics), slots=o.slots,
-                    slot_bytes=o.slot_bytes, integrity=o.integrity.name))
+                    slot_bytes=o.slot_bytes, integrity=o.integrity.value))
         deadline = time.monotonic() + timeout_s
         pause = policy.first_sleep_s
         while not all(s.done for s in shakes):
@@ -255,7 +264,11 @@ def _step_producer(session: _Session, shake: _Handshake, channels: Channels) -> 
         shake.peer = PeerInfo(shake.peer_rank, message.host, message.pid)
         shake.fabric = session.fabric(message.fabric, shake.peer_rank)
         o = shake.outbound
-        shake.layout = RingLayout(o.slots, o.slot_bytes, message.channel_id, o.integrity)
+        agreed = Integrity[message.integrity] if message.integrity in Integrity.__members__ else None
+        if agreed is None or (o.integrity is not IntegrityChoice.AUTO and agreed.name != o.integrity.value):
+            raise SetupError(f"rank {shake.peer_rank} accepted integrity {message.integrity!r} where "
+                             f"{o.integrity.value} was offered; are all ranks running the same onepiece version?")
+        shake.layout = RingLayout(o.slots, o.slot_bytes, message.channel_id, agreed)
         shake.owned = shake.fabric.create_region(CREDIT_REGION_BYTES, shake.peer)
         shake.attached = shake.fabric.attach_region(message.region, shake.peer)
         session.send(shake.peer_rank, TAG_TO_CONSUMER, session.hello(
@@ -285,6 +298,9 @@ def _step_consumer(session: _Session, shake: _Handshake, channels: Channels) -> 
             kind = choose_fabric(choice, message.host == session.me.host,
                                  set(message.fabrics) & {k.value for k in session.fabrics})
             shake.fabric = session.fabric(kind.value, shake.peer_rank)
+            if message.integrity == IntegrityChoice.AUTO.value:
+                chosen = Integrity.HEADER if shake.fabric.ordered_publish else Integrity.FULL
+                shake.layout = replace(shake.layout, integrity=chosen)
             if shake.layout.integrity is Integrity.HEADER and not shake.fabric.ordered_publish:
                 raise SetupError(f"fabric {kind.value} does not order the stamp after the payload "
                                  "here, so integrity HEADER is unsafe; use FULL")
@@ -295,7 +311,8 @@ def _step_consumer(session: _Session, shake: _Handshake, channels: Channels) -> 
             raise
         shake.channel_id = message.channel_id
         session.send(shake.peer_rank, TAG_TO_PRODUCER, session.hello(
-            Step.ACCEPT, shake, fabric=kind.value, region=shake.owned.descriptor()))
+            Step.ACCEPT, shake, fabric=kind.value, region=shake.owned.descriptor(),
+            integrity=shake.layout.integrity.name))
         return True
     if message.step is Step.ATTACHED and shake.fabric is not None:
         shake.attached = shake.fabric.attach_region(message.region, shake.peer)
@@ -312,7 +329,7 @@ def _step_consumer(session: _Session, shake: _Handshake, channels: Channels) -> 
 
 def _accept_layout(message: SetupMessage, peer: PeerInfo) -> RingLayout:
     try:
-        integrity = Integrity[message.integrity]
+        integrity = Integrity.FULL if message.integrity == IntegrityChoice.AUTO.value else Integrity[message.integrity]
         return RingLayout(message.slots, message.slot_bytes, message.channel_id, integrity)
     except (KeyError, ValueError) as err:
         raise SetupError(f"{peer.describe()} offered an invalid ring ({message.slots} slots of "

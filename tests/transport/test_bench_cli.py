@@ -36,7 +36,7 @@ def test_json_run_launches_its_own_ranks() -> None:
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert {r["fabric"] for r in records} == {"memcpy", "mpi-sendrecv", "ring/shm",
-                                              "ring/shm:header", "ring/mpi-rma"}
+                                              "ring/shm:full", "ring/mpi-rma"}
     for record in records:
         assert set(record) == {"fabric", "bytes", "gbps", "rtt_us"}
         assert record["bytes"] == 65536 and record["gbps"] > 0 and record["rtt_us"] > 0

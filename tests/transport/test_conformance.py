@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from onepiece_hpc.transport import (
-    ChannelClosed, MessageTooLarge, PeerInfo, RingLayout, TensorOut, WaitPolicy,
+    ChannelClosed, MessageTooLarge, PeerInfo, RingLayout, WaitPolicy,
 )
 from onepiece_hpc.transport.fabrics.verbs import verbs_devices
 from onepiece_hpc.transport.region import ArrayRegion
