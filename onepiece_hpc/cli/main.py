@@ -11,6 +11,7 @@ from onepiece_hpc.cli.bench import bench
 from onepiece_hpc.cli.export_cmd import export_cmd
 from onepiece_hpc.cli.inspect_cmd import inspect_cmd
 from onepiece_hpc.cli.run import run
+from onepiece_hpc.cli.simulate import simulate_cmd
 from onepiece_hpc.errors import UserError
 
 
@@ -42,7 +43,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-for command in (run, inspect_cmd, export_cmd, bench):
+for command in (run, inspect_cmd, export_cmd, bench, simulate_cmd):
     cli.add_command(command)
 
 

@@ -1,0 +1,52 @@
+"""Rate-balanced splits: how many ranks each stage needs so that no stage starves the next."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def balanced_split(costs: Sequence[float], ranks: int, caps: Sequence[int], fits: Sequence[bool]) -> list[int]:
+    """Integer ranks per stage proportional to `costs` (seconds of work per unit ahead).
+
+    A stage with work gets at least one rank; none gets more than `caps` (it can't use more
+    ranks than it has units) and a stage that doesn't fit a rank's memory gets none. Ranks
+    left over by the caps go to the stage that is slowest after the split.
+    """
+    stages = len(costs)
+    split = [0] * stages
+    wanted = [i for i in range(stages) if costs[i] > 0 and caps[i] > 0 and fits[i]]
+    if not wanted:
+        return split
+    for i in wanted:
+        split[i] = 1
+    left = ranks - len(wanted)
+    if left < 0:
+        return _fewer_ranks_than_stages(costs, ranks, wanted)
+    total = sum(costs[i] for i in wanted)
+    shares = {i: costs[i] / total * ranks for i in wanted}
+    for i in wanted:
+        extra = min(caps[i] - split[i], max(0, math.floor(shares[i]) - split[i]), left)
+        split[i] += extra
+        left -= extra
+    while left > 0:
+        open_stages = [i for i in wanted if split[i] < caps[i]]
+        if not open_stages:
+            break
+        slowest = max(open_stages, key=lambda i: costs[i] / split[i])
+        split[slowest] += 1
+        left -= 1
+    return split
+
+
+def _fewer_ranks_than_stages(costs: Sequence[float], ranks: int, wanted: list[int]) -> list[int]:
+    split = [0] * len(costs)
+    for i in sorted(wanted, key=lambda i: -costs[i])[:ranks]:
+        split[i] = 1
+    return split
+
+
+def throughput(split: Sequence[int], costs: Sequence[float]) -> float:
+    """Units per second of the pipeline: its slowest stage's ranks over its per-unit seconds."""
+    rates = [split[i] / costs[i] for i in range(len(costs)) if costs[i] > 0]
+    return min(rates) if rates else math.inf

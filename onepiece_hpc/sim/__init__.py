@@ -1,0 +1,1 @@
+"""A discrete-event simulator of the staged pipeline that runs the runtime's own policies."""
