@@ -29,7 +29,11 @@ class RemoteRegion(Protocol):
     """A peer's memory this rank writes into."""
 
     def write(self, offset: int, data: np.ndarray | bytes) -> None:
-        """Start writing contiguous bytes (uint8 array or bytes) at `offset`; may complete later."""
+        """Start writing contiguous bytes (uint8 array or bytes-like) at `offset`.
+
+        It may complete later: the caller leaves `data` unchanged until its next `publish`
+        returns.
+        """
         ...
 
     def publish(self, offset: int, data: bytes) -> None:

@@ -26,9 +26,9 @@ from onepiece_hpc.transport.region import LocalRegion, RemoteRegion
 from onepiece_hpc.transport.wait import WaitPolicy, poll_until
 from onepiece_hpc.transport.wire import (
     ALIGN, MAX_ITEMS, MAX_META_BYTES, MAX_NAME_BYTES, MAX_NDIM, MAX_TENSORS, STAMP_BYTES,
-    CreditRecord, CreditStatus, DType, Header, Integrity, MessageKind, TensorSpec, WireError,
-    checksum_update, decode_credit, decode_header, encode_credit, encode_header, encode_stamp,
-    header_bytes, payload_checksum, payload_start, read_stamp, tensor_offsets,
+    CreditRecord, CreditStatus, DType, Header, HeaderEncoder, Integrity, MessageKind, TensorSpec,
+    WireError, checksum_update, decode_credit, decode_header, encode_credit, encode_stamp,
+    payload_checksum, payload_start, read_stamp, tensor_offsets,
 )
 
 log = logging.getLogger(__name__)
@@ -79,18 +79,11 @@ class TensorOut:
         return cls(name, np.ascontiguousarray(array), chosen)
 
 
-class _Outgoing(NamedTuple):
-    """A validated message with its slot layout, ready to be written."""
+class _Plan(NamedTuple):
+    """How one message layout is written: each tensor's offset in the slot, and its header."""
 
-    outs: list[TensorOut]
-    specs: tuple[TensorSpec, ...]
     offsets: tuple[int, ...]
-    payload_len: int
-    payload_at: int
-    unit_id: int
-    item_ids: tuple[int, ...]
-    meta: bytes
-    kind: MessageKind
+    header: HeaderEncoder
 
 
 class EndState(Enum):
@@ -121,7 +114,10 @@ class Producer:
         self._sleep = sleep
         self._next_seq = 1
         self._released = 0
-        self._plans: dict[tuple, tuple[tuple[TensorSpec, ...], tuple[int, ...], int, int]] = {}
+        self._bases = [layout.slot_offset(seq) for seq in range(1, layout.slots + 1)]
+        self._full = layout.integrity is Integrity.FULL
+        self._plans: dict[tuple, _Plan] = {}
+        self._close_plan = self._plan(MessageKind.CLOSE, (), 0, 0)
 
     @property
     def in_flight(self) -> int:
@@ -135,29 +131,29 @@ class Producer:
     def try_send(self, tensors: Mapping[str, np.ndarray] | Sequence[TensorOut], *,
                  unit_id: int = 0, item_ids: Sequence[int] = (), meta: bytes = b"") -> int | None:
         """Send if a slot is free now; return the sequence number, or None without waiting."""
-        message = self._prepare(tensors, unit_id, item_ids, meta, MessageKind.DATA)
+        arrays, plan = self._prepare(tensors, item_ids, meta)
         if self._probe_slot() is None:
             return None
-        return self._write(message)
+        return self._write(arrays, plan, unit_id, item_ids, meta)
 
     def send(self, tensors: Mapping[str, np.ndarray] | Sequence[TensorOut], *,
              unit_id: int = 0, item_ids: Sequence[int] = (), meta: bytes = b"",
              timeout_s: float | None = None) -> int:
         """Send one message, waiting (with a deadline) for a free slot; return its sequence number."""
-        message = self._prepare(tensors, unit_id, item_ids, meta, MessageKind.DATA)
-        self._wait_for_slot(timeout_s)
-        return self._write(message)
+        arrays, plan = self._prepare(tensors, item_ids, meta)
+        if self.in_flight >= self.layout.slots:
+            self._wait_for_slot(timeout_s)
+        return self._write(arrays, plan, unit_id, item_ids, meta)
 
     def finish(self, timeout_s: float | None = None) -> None:
         """Send end-of-stream (waiting for a free slot) without waiting for the consumer."""
         if self.state is not EndState.OPEN:
             return
-        message = self._prepare((), 0, (), b"", MessageKind.CLOSE)
         try:
             self._wait_for_slot(timeout_s)
         except ChannelClosed:
             return
-        self._write(message)
+        self._write([], self._close_plan, 0, (), b"")
         self.state = EndState.CLOSED
 
     def acknowledged(self) -> bool:
@@ -173,33 +169,40 @@ class Producer:
                    self._credit_timeout, timeout_s=timeout_s, check_alive=self._check_alive,
                    clock=self._clock, sleep=self._sleep)
 
-    def _prepare(self, tensors: Mapping[str, np.ndarray] | Sequence[TensorOut], unit_id: int,
-                 item_ids: Sequence[int], meta: bytes, kind: MessageKind) -> _Outgoing:
+    def _prepare(self, tensors: Mapping[str, np.ndarray] | Sequence[TensorOut],
+                 item_ids: Sequence[int], meta: bytes) -> tuple[list[np.ndarray], _Plan]:
+        """Check a DATA message and find its plan (cached per layout); return arrays and plan."""
         if self.state is not EndState.OPEN:
             raise ChannelClosed(f"channel to consumer {self.peer.describe()} is {self.state.value}; "
                                 "open a new channel to send more")
-        if kind is MessageKind.CLOSE:
-            return _Outgoing([], (), (), 0, payload_start(header_bytes((), 0, 0)), 0, (), b"", kind)
-        outs = [TensorOut.of(n, a) for n, a in tensors.items()] if isinstance(tensors, Mapping) \
-            else list(tensors)
-        key = (tuple((t.name, t.array.shape, t.dtype) for t in outs), len(item_ids), len(meta))
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plan(outs, item_ids, meta)
-            if len(self._plans) < 64:
-                self._plans[key] = plan
+        arrays, described = [], []  # one plain loop: this runs for every message
+        if isinstance(tensors, Mapping):
+            for name, array in tensors.items():
+                array = np.ascontiguousarray(array)
+                arrays.append(array)
+                described.append((name, array.shape, DType.of(array)))
+        else:
+            for out in tensors:
+                arrays.append(out.array)
+                described.append((out.name, out.array.shape, out.dtype))
         if item_ids and not all(0 <= i < 2**64 for i in item_ids):
             raise ValueError(f"item ids must lie in 0..2**64-1, got {list(item_ids)}")
-        specs, offsets, payload_len, payload_at = plan
-        return _Outgoing(outs, specs, offsets, payload_len, payload_at, unit_id, tuple(item_ids),
-                         meta, kind)
+        key = (tuple(described), len(item_ids), len(meta))
+        plan = self._plans.get(key)
+        if plan is None:
+            _check_message(described, item_ids, meta)
+            specs = tuple(TensorSpec(name, shape, dtype) for name, shape, dtype in described)
+            plan = self._plan(MessageKind.DATA, specs, len(item_ids), len(meta))
+            if len(self._plans) < 64:
+                self._plans[key] = plan
+        return arrays, plan
 
-    def _plan(self, outs: list[TensorOut], item_ids: Sequence[int], meta: bytes
-              ) -> tuple[tuple[TensorSpec, ...], tuple[int, ...], int, int]:
-        _check_message(outs, item_ids, meta)
-        specs = tuple(TensorSpec(t.name, t.array.shape, t.dtype) for t in outs)
+    def _plan(self, kind: MessageKind, specs: tuple[TensorSpec, ...], n_items: int,
+              meta_len: int) -> _Plan:
         offsets, payload_len = tensor_offsets(specs)
-        start = payload_start(header_bytes(specs, len(item_ids), len(meta)))
+        header = HeaderEncoder(kind, self.layout.integrity, self.layout.channel_id, specs, offsets,
+                               payload_len, n_items, meta_len)
+        start = payload_start(header.size)
         if start + payload_len > self.layout.slot_bytes:
             raise MessageTooLarge(
                 f"message of {start + payload_len} bytes ({payload_len} payload + {start} header; "
@@ -207,25 +210,23 @@ class Producer:
                 f"{self.layout.slot_bytes}-byte slot of the channel to consumer "
                 f"{self.peer.describe()}; messages are never split: size slots with "
                 "slot_bytes_for() from the stage's declared outputs")
-        return specs, offsets, payload_len, start
+        return _Plan(tuple(start + offset for offset in offsets), header)
 
-    def _write(self, msg: _Outgoing) -> int:
+    def _write(self, arrays: list[np.ndarray], plan: _Plan, unit_id: int,
+               item_ids: Sequence[int], meta: bytes) -> int:
         seq = self._next_seq
-        base = self.layout.slot_offset(seq)
-        full = self.layout.integrity is Integrity.FULL
+        base = self._bases[(seq - 1) % self.layout.slots]
+        ring = self._ring
         crc = 0
-        for out, offset in zip(msg.outs, msg.offsets):
-            data = out.array.reshape(-1).view(np.uint8)
-            at = base + msg.payload_at + offset
+        for array, offset in zip(arrays, plan.offsets):
+            data = array.reshape(-1).view(np.uint8)
             for lo in range(0, len(data), WRITE_CHUNK):
                 chunk = data[lo: lo + WRITE_CHUNK]
-                if full:
+                if self._full:
                     crc = checksum_update(chunk, crc)
-                self._ring.write(at + lo, chunk)
-        header = Header(seq, self.layout.channel_id, msg.kind, self.layout.integrity, msg.unit_id,
-                        msg.item_ids, msg.meta, msg.specs, msg.offsets, msg.payload_len, crc)
-        self._ring.write(base + STAMP_BYTES, encode_header(header))
-        self._ring.publish(base, encode_stamp(seq))
+                ring.write(base + offset + lo, chunk)
+        ring.write(base + STAMP_BYTES, plan.header.encode(seq, unit_id, item_ids, meta, crc))
+        ring.publish(base, encode_stamp(seq))
         self._next_seq = seq + 1
         return seq
 
@@ -265,21 +266,24 @@ class Producer:
             "or holds messages without releasing them; check its log, or raise the wait deadline")
 
 
-def _check_message(outs: Sequence[TensorOut], item_ids: Sequence[int], meta: bytes) -> None:
-    names = [t.name for t in outs]
+def _check_message(described: Sequence[tuple[str, tuple[int, ...], DType]],
+                   item_ids: Sequence[int], meta: bytes) -> None:
+    names = [name for name, _, _ in described]
     if len(set(names)) != len(names):
         raise ValueError(f"tensor names must be unique within a message, got {names}")
-    if len(outs) > MAX_TENSORS or len(item_ids) > MAX_ITEMS or len(meta) > MAX_META_BYTES:
+    if len(described) > MAX_TENSORS or len(item_ids) > MAX_ITEMS or len(meta) > MAX_META_BYTES:
         raise ValueError(f"at most {MAX_TENSORS} tensors, {MAX_ITEMS} item ids and "
                          f"{MAX_META_BYTES} metadata bytes per message")
-    for out in outs:
-        if len(out.name.encode()) > MAX_NAME_BYTES or out.array.ndim > MAX_NDIM:
-            raise ValueError(f"tensor {out.name!r}: names up to {MAX_NAME_BYTES} bytes and up to "
+    for name, shape, _ in described:
+        if len(name.encode()) > MAX_NAME_BYTES or len(shape) > MAX_NDIM:
+            raise ValueError(f"tensor {name!r}: names up to {MAX_NAME_BYTES} bytes and up to "
                              f"{MAX_NDIM} dimensions")
 
 
 class ReceivedMessage:
     """A message read in place: tensor views stay valid until `release()` (or leaving `with`)."""
+
+    __slots__ = ("seq", "unit_id", "item_ids", "meta", "specs", "tensors", "_release", "released")
 
     def __init__(self, header: Header, tensors: dict[str, np.ndarray],
                  release: Callable[[int], None]) -> None:
@@ -311,6 +315,14 @@ class ReceivedMessage:
             self.release()
 
 
+class _SlotViews(NamedTuple):
+    """Tensor views of one slot for one message layout (`specs` as decoded, payload at `at`)."""
+
+    specs: tuple[TensorSpec, ...]
+    at: int
+    arrays: tuple[np.ndarray, ...]
+
+
 class Consumer:
     """The reading end: takes messages from its own data ring in sequence order."""
 
@@ -333,6 +345,8 @@ class Consumer:
         self._expected = 1
         self._released = 0
         self._released_ahead: set[int] = set()
+        self._bases = [layout.slot_offset(seq) for seq in range(1, layout.slots + 1)]
+        self._views: list[_SlotViews | None] = [None] * layout.slots
         self._bad_since: float | None = None
         self._bad_reason = ""
 
@@ -358,6 +372,7 @@ class Consumer:
 
     def close(self) -> None:
         """Stop receiving; the producer's next send fails with ChannelClosed."""
+        self._views = [None] * self.layout.slots
         if self.state is EndState.OPEN:
             self.state = EndState.CLOSED
             self._write_credit(CreditStatus.CLOSED)
@@ -383,45 +398,52 @@ class Consumer:
     def _probe(self) -> ReceivedMessage | None:
         self._ring.sync()
         seq = self._expected
-        base = self.layout.slot_offset(seq)
-        stamp = read_stamp(self._view, base)
+        index = (seq - 1) % self.layout.slots
+        stamp = read_stamp(self._view, self._bases[index])
         stale = seq - self.layout.slots if seq > self.layout.slots else 0
         if stamp == stale:
             return None
         try:
             if stamp != seq:
                 raise WireError(f"slot stamp is {stamp}, expected {seq} or {stale}")
-            header, tensors = self._validate(base, seq)
+            header, tensors = self._validate(index, seq)
         except WireError as err:
             return self._not_yet_valid(seq, str(err))
         self._bad_since = None
         self._expected = seq + 1
         if header.kind is MessageKind.CLOSE:
             self.finished = True
+            self._views = [None] * self.layout.slots
             self._release(seq)
             self._write_credit(CreditStatus.CLOSED)
             return None
         return ReceivedMessage(header, tensors, self._release)
 
-    def _validate(self, base: int, seq: int) -> tuple[Header, dict[str, np.ndarray]]:
-        slot = self._ring.buffer[base: base + self.layout.slot_bytes]
-        header, at = decode_header(self._view, base, self.layout.slot_bytes)
+    def _validate(self, index: int, seq: int) -> tuple[Header, dict[str, np.ndarray]]:
+        header, at = decode_header(self._view, self._bases[index], self.layout.slot_bytes)
         if header.seq != seq or header.channel_id != self.layout.channel_id:
             raise WireError(f"header says seq {header.seq} on channel {header.channel_id}, "
                             f"expected seq {seq} on channel {self.layout.channel_id}")
         if header.integrity is not self.layout.integrity:
             raise WireError(f"header integrity {header.integrity.name}, channel uses "
                             f"{self.layout.integrity.name}")
-        tensors = {}
+        views = self._views[index]
+        if views is None or views.specs is not header.tensors or views.at != at:
+            views = self._views[index] = self._slot_views(index, header, at)
+        if header.integrity is Integrity.FULL and \
+                payload_checksum(views.arrays) != header.payload_sum:
+            raise WireError("payload checksum mismatch")
+        return header, {spec.name: array.view() for spec, array in zip(header.tensors,
+                                                                        views.arrays)}
+
+    def _slot_views(self, index: int, header: Header, at: int) -> _SlotViews:
+        """Views of one slot's tensors, kept while messages of the same layout reuse the slot."""
+        slot = self._ring.buffer[self._bases[index]: self._bases[index] + self.layout.slot_bytes]
+        arrays = []
         for spec, offset in zip(header.tensors, header.offsets):
-            start = at + offset
-            raw = slot[start: start + spec.nbytes]
-            tensors[spec.name] = raw.view(spec.dtype.storage).reshape(spec.shape)
-        if header.integrity is Integrity.FULL:
-            parts = [slot[at + o: at + o + s.nbytes] for s, o in zip(header.tensors, header.offsets)]
-            if payload_checksum(parts) != header.payload_sum:
-                raise WireError("payload checksum mismatch")
-        return header, tensors
+            raw = slot[at + offset: at + offset + spec.nbytes]
+            arrays.append(raw.view(spec.dtype.storage).reshape(spec.shape))
+        return _SlotViews(header.tensors, at, tuple(arrays))
 
     def _not_yet_valid(self, seq: int, reason: str) -> None:
         """A slot that fails validation may still be landing; after `settle_s` it is corrupt."""

@@ -58,11 +58,11 @@ class DType(IntEnum):
     @classmethod
     def of(cls, array: np.ndarray) -> DType:
         """The DType of a numpy array; bfloat16 cannot be inferred and must be given explicitly."""
-        for dtype, storage in _STORAGE.items():
-            if dtype is not DType.BFLOAT16 and array.dtype == storage:
-                return dtype
-        valid = ", ".join(d.name.lower() for d in DType)
-        raise TypeError(f"numpy dtype {array.dtype} cannot be sent; valid types: {valid}")
+        dtype = _INFERRED.get(array.dtype)
+        if dtype is None:
+            valid = ", ".join(d.name.lower() for d in DType)
+            raise TypeError(f"numpy dtype {array.dtype} cannot be sent; valid types: {valid}")
+        return dtype
 
 
 _STORAGE = {
@@ -72,6 +72,7 @@ _STORAGE = {
     DType.UINT8: np.dtype("u1"),
     DType.INT64: np.dtype("<i8"),
 }
+_INFERRED = {storage: dtype for dtype, storage in _STORAGE.items() if dtype is not DType.BFLOAT16}
 
 
 class MessageKind(IntEnum):
@@ -191,21 +192,43 @@ def checksum_update(part: np.ndarray, crc: int) -> int:
     return crc
 
 
-def encode_header(header: Header) -> bytes:
-    """The header's bytes, ending with a CRC-32 of everything before it."""
-    meta = header.meta
-    n_items = len(header.item_ids)
-    table = _encode_table(header.tensors, header.offsets)
-    body_len = align(_FIXED.size + 8 * n_items + len(meta) + len(table) + _CRC.size, 4)
-    fixed = _FIXED.pack(
-        MAGIC, VERSION, header.kind, len(header.tensors), header.integrity, header.seq,
-        header.channel_id, body_len, header.unit_id, header.payload_len, header.payload_sum,
-        n_items, len(meta),
-    )
-    ids = struct.pack(f"<{n_items}Q", *header.item_ids) if n_items else b""
-    pad = b"\0" * (body_len - _CRC.size - len(fixed) - len(ids) - len(meta) - len(table))
-    body = b"".join((fixed, ids, meta, table, pad))
-    return body + _CRC.pack(zlib.crc32(body))
+class HeaderEncoder:
+    """Encodes the headers of one message layout (kind, tensors, item count, metadata length).
+
+    The tensor table and padding are packed once; each message fills in its own fields and the
+    CRC. `encode` returns the encoder's one buffer, which the next call overwrites.
+    """
+
+    def __init__(self, kind: MessageKind, integrity: Integrity, channel_id: int,
+                 specs: tuple[TensorSpec, ...], offsets: tuple[int, ...], payload_len: int,
+                 n_items: int, meta_len: int) -> None:
+        table = _encode_table(specs, offsets)
+        self.size = header_bytes(specs, n_items, meta_len)
+        self._constants = (MAGIC, VERSION, kind, len(specs), integrity)
+        self._channel_id = channel_id
+        self._payload_len = payload_len
+        self._n_items = n_items
+        self._meta_len = meta_len
+        self._ids = struct.Struct(f"<{n_items}Q")
+        self._meta_at = _FIXED.size + self._ids.size
+        self._crc_at = self.size - _CRC.size
+        self._buffer = bytearray(self.size)
+        table_at = self._meta_at + meta_len
+        self._buffer[table_at: table_at + len(table)] = table
+        self._body = memoryview(self._buffer)[: self._crc_at]
+
+    def encode(self, seq: int, unit_id: int, item_ids: Sequence[int], meta: bytes,
+               payload_sum: int) -> bytearray:
+        """The header's bytes, ending with a CRC-32 of everything before it."""
+        buffer = self._buffer
+        _FIXED.pack_into(buffer, 0, *self._constants, seq, self._channel_id, self.size, unit_id,
+                         self._payload_len, payload_sum, self._n_items, self._meta_len)
+        if self._n_items:
+            self._ids.pack_into(buffer, _FIXED.size, *item_ids)
+        if self._meta_len:
+            buffer[self._meta_at: self._meta_at + self._meta_len] = meta
+        _CRC.pack_into(buffer, self._crc_at, zlib.crc32(self._body))
+        return buffer
 
 
 @functools.lru_cache(maxsize=256)
@@ -230,7 +253,8 @@ def read_stamp(buf: memoryview, base: int) -> int:
 def decode_header(buf: memoryview, base: int, slot_len: int) -> tuple[Header, int]:
     """Validate and decode the header of the slot at `base` of `buf` (a uint8 memoryview).
 
-    Returns the header and the payload's offset inside the slot.
+    Returns the header and the payload's offset inside the slot. The CRC is checked on every
+    call; the checks and decoding of the message's layout are cached per distinct layout.
     """
     if slot_len < STAMP_BYTES + _FIXED.size + _CRC.size:
         raise WireError(f"slot of {slot_len} bytes is too small for a header")
@@ -242,6 +266,32 @@ def decode_header(buf: memoryview, base: int, slot_len: int) -> tuple[Header, in
     crc_at = at + header_len - _CRC.size
     if zlib.crc32(buf[at: crc_at]) != _CRC.unpack_from(buf, crc_at)[0]:
         raise WireError("header checksum mismatch")
+    ids_at = at + _FIXED.size
+    table_at = ids_at + 8 * nitems + meta_len
+    layout = _decode_layout(magic, version, kind, integrity, ntensors, nitems, meta_len,
+                            header_len, payload_len, slot_len, bytes(buf[table_at: crc_at]))
+    item_ids = layout.ids.unpack_from(buf, ids_at) if nitems else ()
+    meta = bytes(buf[table_at - meta_len: table_at]) if meta_len else b""
+    header = Header(seq, channel_id, layout.kind, layout.integrity, unit_id, item_ids, meta,
+                    layout.specs, layout.offsets, payload_len, payload_sum)
+    return header, layout.data_start
+
+
+class _Layout(NamedTuple):
+    """What a header's layout fields decode to (everything but the per-message fields)."""
+
+    kind: MessageKind
+    integrity: Integrity
+    specs: tuple[TensorSpec, ...]
+    offsets: tuple[int, ...]
+    ids: struct.Struct
+    data_start: int
+
+
+@functools.lru_cache(maxsize=256)
+def _decode_layout(magic: int, version: int, kind: int, integrity: int, ntensors: int,
+                   nitems: int, meta_len: int, header_len: int, payload_len: int, slot_len: int,
+                   table: bytes) -> _Layout:
     if magic != MAGIC or version != VERSION:
         raise WireError(f"bad magic/version {magic:#x}/{version}")
     if kind not in _KINDS or integrity not in _INTEGRITIES:
@@ -249,23 +299,16 @@ def decode_header(buf: memoryview, base: int, slot_len: int) -> tuple[Header, in
     if ntensors > MAX_TENSORS or nitems > MAX_ITEMS or meta_len > MAX_META_BYTES:
         raise WireError(f"counts out of range: {ntensors} tensors, {nitems} items, "
                         f"{meta_len} meta bytes")
-    pos = at + _FIXED.size
-    if pos + 8 * nitems + meta_len > crc_at:
+    if _FIXED.size + 8 * nitems + meta_len + _CRC.size > header_len:
         raise WireError("item ids and metadata overrun the header")
-    item_ids = struct.unpack_from(f"<{nitems}Q", buf, pos) if nitems else ()
-    pos += 8 * nitems
-    meta = bytes(buf[pos: pos + meta_len])
-    pos += meta_len
     data_start = payload_start(header_len)
     if data_start + payload_len > slot_len:
         raise WireError(f"payload of {payload_len} bytes overruns the {slot_len}-byte slot")
-    specs, offsets = _decode_table(bytes(buf[pos: crc_at]), ntensors, payload_len)
-    header = Header(seq, channel_id, _KINDS[kind], _INTEGRITIES[integrity], unit_id, item_ids,
-                    meta, specs, offsets, payload_len, payload_sum)
-    return header, data_start
+    specs, offsets = _decode_table(table, ntensors, payload_len)
+    return _Layout(_KINDS[kind], _INTEGRITIES[integrity], specs, offsets,
+                   struct.Struct(f"<{nitems}Q"), data_start)
 
 
-@functools.lru_cache(maxsize=256)
 def _decode_table(raw: bytes, ntensors: int, payload_len: int
                   ) -> tuple[tuple[TensorSpec, ...], tuple[int, ...]]:
     specs, offsets = [], []

@@ -111,3 +111,20 @@ def test_corrupt_credit_record_cannot_create_credits() -> None:
     credits[0] ^= 0x40
     assert producer.free_slots() == 2
     assert producer.in_flight == 0
+
+
+def test_cached_layouts_keep_every_message_its_own_fields_and_views() -> None:
+    """Header templates and slot views are reused per layout; no message sees another's values."""
+    layout = RingLayout(2, slot_bytes_for([TensorSpec("a", (64,), DType.FLOAT32)]))
+    producer, consumer = inproc_channel(layout)
+    shapes = [(8, 8), (8, 8), (64,), (8, 8), (2, 4), (8, 8)]  # same slot, changing layouts
+    for index, shape in enumerate(shapes):
+        array = np.full(shape, index, np.float32)
+        producer.send({"a": array}, unit_id=index, item_ids=[index, index + 1],
+                      meta=bytes([65 + index]))
+        with consumer.receive(timeout_s=1) as message:
+            assert (message.unit_id, message.item_ids, message.meta) == \
+                (index, (index, index + 1), bytes([65 + index]))
+            np.testing.assert_array_equal(message.tensors["a"], array)
+            assert message.tensors["a"].flags.writeable
+            message.tensors["a"].flags.writeable = False  # must not leak into later messages
