@@ -50,6 +50,30 @@ class StageRunner(Protocol):
 
     def __call__(self, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
 
+    def offload(self) -> None:
+        """Free the accelerator, keeping a host copy of the weights (a move back is then fast)."""
+
+    def restore(self) -> None:
+        """Bring the host copy back onto the stage's device."""
+
+
+class LoadedStage:
+    """A stage's loaded components (`holder`, anything with .to(device)) and the function that runs them."""
+
+    def __init__(self, holder, run, device: torch.device) -> None:
+        self._holder, self._run, self._device = holder, run, device
+
+    def __call__(self, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._run(unit, inputs)
+
+    def offload(self) -> None:
+        if self._device.type != "cpu":
+            self._holder.to("cpu")
+
+    def restore(self) -> None:
+        if self._device.type != "cpu":
+            self._holder.to(self._device)
+
 
 @dataclass(frozen=True)
 class Placement:

@@ -7,7 +7,9 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.image_processor import VaeImageProcessor
 
-from onepiece_hpc.models.base import ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, read_config
+from onepiece_hpc.models.base import (
+    LoadedStage, ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, read_config,
+)
 from onepiece_hpc.spec.job import GenParams, Stage
 
 
@@ -81,11 +83,13 @@ class DiffusersPipelineAdapter(ModelAdapter):
     def load(self, stage: Stage, placement: Placement) -> StageRunner:
         pipe = self.load_pipeline(stage, placement)
         if stage is Stage.ENCODE:
-            return lambda unit, inputs: self.encode(pipe, placement, unit)
-        if stage is Stage.DENOISE:
-            return lambda unit, inputs: self.denoise(pipe, placement, unit, inputs)
-        processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor())
-        return lambda unit, inputs: self.decode(pipe, processor, unit, inputs)
+            run = lambda unit, inputs: self.encode(pipe, placement, unit)  # noqa: E731
+        elif stage is Stage.DENOISE:
+            run = lambda unit, inputs: self.denoise(pipe, placement, unit, inputs)  # noqa: E731
+        else:
+            processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor())
+            run = lambda unit, inputs: self.decode(pipe, processor, unit, inputs)  # noqa: E731
+        return LoadedStage(pipe, run, placement.device)
 
     # -- stages -----------------------------------------------------------------------------
     def encode(self, pipe: DiffusionPipeline, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:

@@ -28,8 +28,7 @@ class MpiLauncher:
         if self.flavor == "openmpi":
             extra = ["--oversubscribe", *(["--allow-run-as-root"] if as_root else [])]
         else:
-            # keep the other ranks alive when one dies, so rank 0 can name it before aborting
-            extra = ["-disable-auto-cleanup"]
+            extra = []
         return [self.path, *extra, "-n", str(ranks), *program]
 
 

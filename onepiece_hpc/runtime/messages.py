@@ -49,8 +49,11 @@ class Heartbeat:
     send_s: float      # seconds spent moving data into rings
     elapsed_s: float   # seconds since the rank started serving
     load_s: float      # seconds spent loading components
-    backlog: int       # messages waiting in the rank's inbound rings
+    backlog: int       # messages this rank has queued in the next stage's rings
     memory_mb: float   # resident memory (GPU memory in use on GPUs)
+    stage_busy_s: list[float]    # busy seconds in each stage (encode, denoise, decode)
+    stage_units: list[int]       # units done in each stage
+    stage_time_s: list[float]    # seconds spent serving each stage
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,45 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Routes:
+    """Which ranks take each stage's input now (version grows with every change)."""
+
+    version: int
+    encode: list[int]
+    denoise: list[int]
+    decode: list[int]
+
+    def of(self, stage: str) -> list[int]:
+        return getattr(self, stage)
+
+
+@dataclass(frozen=True)
+class MoveOrder:
+    """Node Manager -> rank: drain your stage, then serve `to`."""
+
+    to: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class MoveDone:
+    """Rank -> Node Manager: drained, loaded, ready to serve `to`."""
+
+    rank: int
+    source: str
+    to: str
+    drain_s: float
+    load_s: float
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Node Manager -> every rank: every unit is committed (or the run drains); close and exit."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Finished:
     """A stage rank drained everything and closed its outbound channels."""
 
@@ -73,7 +115,16 @@ class Finished:
     units_done: int
 
 
-MESSAGES = {cls.__name__: cls for cls in (WorkRequest, WorkGrant, Heartbeat, Failure, Finished)}
+MESSAGES = {cls.__name__: cls for cls in (WorkRequest, WorkGrant, Heartbeat, Failure, Finished, Routes, MoveOrder,
+                                          MoveDone, Shutdown)}
+_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "list[int]": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+    "list[float]": lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                        for x in v),
+}
 MAX_BYTES = 64 * 1024
 
 
@@ -102,9 +153,6 @@ def decode(raw: bytes):
         raise BadMessage(f"{cls.__name__}: {err}") from None
     for field in fields(cls):
         value = getattr(message, field.name)
-        ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-              "str": lambda v: isinstance(v, str)}[field.type](value)
-        if not ok:
+        if not _CHECKS[field.type](value):
             raise BadMessage(f"{cls.__name__}.{field.name} should be {field.type}, got {value!r}")
     return message

@@ -1,4 +1,5 @@
-"""Rank 0: hands out work units on request, commits decoded outputs, watches every rank."""
+"""Rank 0: hands out work units on request, commits outputs, watches every rank, and moves ranks
+between stages when its policy says a move pays for itself."""
 
 from __future__ import annotations
 
@@ -14,15 +15,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
+from onepiece_hpc.runtime.cost_model import CostModel
 from onepiece_hpc.runtime.layout import StageLayout
-from onepiece_hpc.runtime.messages import Failure, Finished, Heartbeat, WorkGrant, WorkRequest
+from onepiece_hpc.runtime.messages import (
+    Failure, Finished, Heartbeat, MoveDone, MoveOrder, Routes, Shutdown, WorkGrant, WorkRequest,
+)
 from onepiece_hpc.runtime.peers import RankInfo, process_alive
+from onepiece_hpc.runtime.policy import PolicyInput, make_policy
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.runtime.telemetry import StageSummary, Telemetry
 from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.store.output import OutputWriter
-from onepiece_hpc.store.telemetry import RANK_DTYPE, SAMPLE_DTYPE, STAGE_DTYPE
+from onepiece_hpc.store.telemetry import MOVE_DTYPE, RANK_DTYPE, SAMPLE_DTYPE, STAGE_DTYPE
 from onepiece_hpc.transport import WaitPolicy
 from onepiece_hpc.transport.connect import Channels
 
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 
 SETTLE_S = 1.0  # after a first failure, wait this long for others, then report the root cause
 LIVENESS_EVERY_S = 0.2
+ORDER = list(Stage)
+DEFAULT_LOAD_S = 1.0  # a move's load time before any has been measured
 
 
 class JobFailed(RuntimeError):
@@ -43,11 +50,27 @@ class StagedSummary:
     items_done: int
     committed_now: int
     seconds: float
+    moves: int
     stages: list[StageSummary]
 
 
+@dataclass
+class MoveRecord:
+    started: float
+    rank: int
+    source: str
+    target: str
+    reason: str
+    drain_s: float = float("nan")
+    load_s: float = float("nan")
+
+
+def initial_routes(layout: StageLayout) -> Routes:
+    return Routes(0, *(list(layout.ranks[stage]) for stage in ORDER))
+
+
 class NodeManager:
-    """Dispatch (pull), commit (decode -> rank 0 rings -> HDF5), liveness, telemetry, progress."""
+    """Dispatch (pull), commit (rings -> HDF5), liveness, telemetry, progress and moves."""
 
     def __init__(self, prepared: Prepared, layout: StageLayout, channels: Channels, control: ControlPlane,
                  peers: list[RankInfo], policy: WaitPolicy, heartbeat_timeout_s: float, mode: str) -> None:
@@ -55,12 +78,21 @@ class NodeManager:
         self.peers = peers
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.mode = mode
-        self.telemetry = Telemetry(layout)
-        self._decoders = [(rank, channels.inbound[rank].consumer) for rank in layout.ranks[Stage.DECODE]]
+        self.settings = prepared.job.policy
+        self.rebalance = make_policy(self.settings)
+        self.telemetry = Telemetry()
+        self.routes = initial_routes(layout)
+        self.costs = CostModel(prepared.plan)
+        self._sources = [(rank, ch.consumer) for rank, ch in channels.inbound.items()]  # ranks whose outputs commit
         self._dispatched: dict[int, int] = {}  # unit -> encode rank
+        self._committed: set[int] = set()
         self._failures: list[Failure] = []
         self._first_failure_at: float | None = None
         self._finished: set[int] = set()
+        self._moving: dict[int, MoveRecord] = {}
+        self._cooling: dict[int, float] = {}
+        self._loads: dict[str, list[float]] = {}
+        self.moves: list[MoveRecord] = []
         self.drain = threading.Event()  # set (e.g. by SIGUSR1 before a walltime): finish what is dispatched
 
     def run(self, progress: Callable[[int, int], ProgressReporter] | None = None) -> StagedSummary:
@@ -72,6 +104,7 @@ class NodeManager:
         try:
             done = writer.done_mask()
             queue = deque(u.index for u in plan.units if not done[u.start:u.stop].all())
+            self._committed = {u.index for u in plan.units} - set(queue)
             outstanding = set(queue)
             already = int(done.sum())
             with progress(len(plan.items), already) if progress else nullcontext() as reporter:
@@ -83,16 +116,18 @@ class NodeManager:
         finally:
             self._record_telemetry(writer)
             writer.close(status)
-        return StagedSummary(status=status, items_total=len(plan.items), items_done=already + writer.committed_this_run,
+        return StagedSummary(status=status, items_total=len(plan.items),
+                             items_done=already + writer.committed_this_run,
                              committed_now=writer.committed_this_run, seconds=time.monotonic() - started,
-                             stages=self.telemetry.stage_summaries())
+                             moves=len(self.moves), stages=self.telemetry.stage_summaries())
 
     # -- the loop ----------------------------------------------------------------------------
     def _serve(self, queue: deque, outstanding: set[int], writer: OutputWriter,
                reporter: ProgressReporter | None) -> None:
         pause = self.policy.first_sleep_s
         next_liveness = 0.0
-        while True:
+        next_decision = time.monotonic() + self.settings.interval_s
+        while outstanding and not (self.drain.is_set() and len(outstanding) == len(queue)):
             moved = self._handle_control(queue)
             moved |= self._commit_arrivals(writer, outstanding, reporter)
             now = time.monotonic()
@@ -103,20 +138,20 @@ class NodeManager:
                     reporter.note(self.telemetry.busy_note())
             if self._first_failure_at is not None and now - self._first_failure_at >= SETTLE_S:
                 raise JobFailed(self._root_cause())
-            if all(consumer.finished for _, consumer in self._decoders):
-                break
+            if now >= next_decision:
+                next_decision = now + self.settings.interval_s
+                self._decide(queue, outstanding)
             if moved:
                 pause = self.policy.first_sleep_s
             else:
                 time.sleep(pause)
                 pause = min(pause * 2, self.policy.max_sleep_s)
+        self._broadcast(Shutdown("every unit is committed" if not outstanding else "drained"))
         self._await_finished()
-        undispatched = outstanding - set(self._dispatched)
-        lost = outstanding - undispatched
-        if lost or (undispatched and not self.drain.is_set()):
-            first = min(lost or undispatched)
-            raise JobFailed(f"every stage rank finished but {len(outstanding)} units were never committed "
-                            f"(first: unit {first}); the output stays resumable")
+
+    def _broadcast(self, message) -> None:
+        for peer in self.peers[1:]:
+            self.control.send(peer.rank, message, TAG_TO_WORKER)
 
     def _await_finished(self) -> None:
         """Collect every rank's last heartbeat and Finished note, so the telemetry is whole."""
@@ -136,12 +171,15 @@ class NodeManager:
         arrived = self.control.poll(TAG_TO_MANAGER)
         for source, message in arrived:
             if isinstance(message, WorkRequest):
-                unit = queue.popleft() if queue and not self.drain.is_set() else -1
+                serving = source in self.routes.encode
+                unit = queue.popleft() if queue and serving and not self.drain.is_set() else -1
                 if unit >= 0:
                     self._dispatched[unit] = source
                 self.control.send(source, WorkGrant(unit), TAG_TO_WORKER)
             elif isinstance(message, Heartbeat):
                 self.telemetry.record(message)
+            elif isinstance(message, MoveDone):
+                self._arrived(message)
             elif isinstance(message, Failure):
                 self._fail(message)
             elif isinstance(message, Finished):
@@ -151,19 +189,76 @@ class NodeManager:
     def _commit_arrivals(self, writer: OutputWriter, outstanding: set[int],
                          reporter: ProgressReporter | None) -> bool:
         moved = False
-        for _, consumer in self._decoders:
+        for _, consumer in self._sources:
             message = consumer.try_receive()
             if message is None:
                 continue
             moved = True
             with message:
                 unit = self.prepared.plan.units[message.unit_id]
-                seconds = np.array(json.loads(message.meta)) / unit.size
+                timings = json.loads(message.meta)["timings"]
+                seconds = np.array(timings) / unit.size
                 count = writer.commit(unit.start, message.tensors["images"], np.tile(seconds, (unit.size, 1)))
+            self.costs.observe(unit.index, timings)
             outstanding.discard(unit.index)
+            self._committed.add(unit.index)
             if reporter:
                 reporter.advance(count)
         return moved
+
+    # -- moves -----------------------------------------------------------------------------------
+    def _decide(self, queue: deque, outstanding: set[int]) -> None:
+        if self.settings.name == "static" or not self.costs.ready or self.drain.is_set():
+            return
+        view = self._view(queue, outstanding)
+        moves = self.rebalance(view)
+        movers: list[tuple[int, Stage, Stage, str]] = []
+        for move in moves:
+            source, target = ORDER[move.source], ORDER[move.target]
+            members = getattr(self.routes, source.value)
+            now = time.monotonic()
+            free = [r for r in members if self._cooling.get(r, 0.0) <= now]
+            free.sort(key=lambda r: self.telemetry.latest[r].backlog if r in self.telemetry.latest else 0)
+            for rank in free[:min(move.count, len(members) - 1)]:
+                movers.append((rank, source, target, move.reason))
+                members.remove(rank)
+        if not movers:
+            return
+        self.routes = Routes(self.routes.version + 1, self.routes.encode, self.routes.denoise, self.routes.decode)
+        self._broadcast(self.routes)
+        for rank, source, target, reason in movers:
+            record = MoveRecord(time.monotonic() - self.telemetry.started, rank, source.value, target.value, reason)
+            self._moving[rank] = record
+            self.control.send(rank, MoveOrder(target.value, reason), TAG_TO_WORKER)
+            log.info("moving rank %d from %s to %s: %s", rank, source.value, target.value, reason)
+
+    def _arrived(self, done: MoveDone) -> None:
+        record = self._moving.pop(done.rank)
+        record.drain_s, record.load_s = done.drain_s, done.load_s
+        self.moves.append(record)
+        self._loads.setdefault(done.to, []).append(done.load_s)
+        self._cooling[done.rank] = time.monotonic() + self.settings.cooldown_s
+        getattr(self.routes, done.to).append(done.rank)
+        self.routes = Routes(self.routes.version + 1, self.routes.encode, self.routes.denoise, self.routes.decode)
+        self._broadcast(self.routes)
+
+    def _view(self, queue: deque, outstanding: set[int]) -> PolicyInput:
+        now = time.monotonic()
+        serving = [len(getattr(self.routes, s.value)) for s in ORDER]
+        for record in self._moving.values():
+            serving[ORDER.index(Stage(record.target))] += 1
+        movable = [sum(1 for r in getattr(self.routes, s.value) if self._cooling.get(r, 0.0) <= now) for s in ORDER]
+        undispatched = np.fromiter(queue, dtype=np.int64)
+        in_flight = np.array(sorted(outstanding - set(queue)), dtype=np.int64)
+        unfinished = np.concatenate([in_flight, undispatched])
+        queues = (self.costs.queue(0, undispatched), self.costs.queue(1, unfinished), self.costs.queue(2, unfinished))
+        switch = tuple(float(np.mean(self._loads.get(s.value) or self._initial_loads(s))) for s in ORDER)
+        return PolicyInput(now=now, serving=tuple(serving), movable=tuple(movable), queues=queues,
+                           switch_s=switch, fits=(True, True, True))
+
+    def _initial_loads(self, stage: Stage) -> list[float]:
+        loads = [b.load_s for r, b in self.telemetry.latest.items() if self.layout.stage_of(r) is stage]
+        return loads or [DEFAULT_LOAD_S]
 
     # -- failures ------------------------------------------------------------------------------
     def _fail(self, failure: Failure) -> None:
@@ -179,11 +274,13 @@ class NodeManager:
             gone = peer.host == me.host and not process_alive(peer.pid)
             silent = self.telemetry.silent_for(peer.rank)
             if gone or silent > self.heartbeat_timeout_s:
-                stage = self.layout.stage_of(peer.rank)
                 beat = self.telemetry.latest.get(peer.rank)
+                stage = beat.stage if beat else self.layout.stage_of(peer.rank).value
+                if peer.rank in self._moving:
+                    stage = f"{stage} (moving to {self._moving[peer.rank].target})"
                 why = (f"its process {peer.pid} is gone (killed or crashed)" if gone
                        else f"no heartbeat for {silent:.0f} s (it died, hangs, or its node is lost)")
-                self._fail(Failure(rank=peer.rank, host=peer.host, stage=stage.value if stage else "?",
+                self._fail(Failure(rank=peer.rank, host=peer.host, stage=stage,
                                    unit=beat.unit if beat else -1, error=f"rank died: {why}"))
 
     def _root_cause(self) -> str:
@@ -204,12 +301,16 @@ class NodeManager:
     def _record_telemetry(self, writer: OutputWriter) -> None:
         t = self.telemetry
         ranks = np.array([
-            (p.rank, p.host, b.stage, b.units_done, b.busy_s, b.wait_s,
-             b.send_s, b.elapsed_s, b.load_s, t.peak_memory.get(p.rank, 0.0))
+            (p.rank, p.host, b.stage, b.units_done, b.busy_s, b.wait_s, b.send_s, b.elapsed_s, b.load_s,
+             t.peak_memory.get(p.rank, 0.0))
             for p in self.peers[1:] if (b := t.latest.get(p.rank)) is not None
         ], dtype=RANK_DTYPE)
         samples = np.array([(at, b.rank, b.state, b.stage, b.unit, b.units_done, b.busy_s, b.wait_s, b.send_s,
                              b.backlog, b.memory_mb) for at, b in t.samples], dtype=SAMPLE_DTYPE)
         stages = np.array([(s.stage, s.ranks, s.units, s.busy_share, s.wait_share, s.send_share,
                             s.mean_service_s, s.peak_memory_mb) for s in t.stage_summaries()], dtype=STAGE_DTYPE)
-        writer.record_telemetry(ranks, samples, stages, {"layout": self.layout.describe(), "mode": self.mode})
+        moves = np.array([(m.started, m.rank, m.source, m.target, m.reason, m.drain_s, m.load_s,
+                           m.drain_s + m.load_s) for m in self.moves], dtype=MOVE_DTYPE)
+        writer.record_telemetry(ranks, samples, stages, moves,
+                                {"layout": self.layout.describe(), "mode": self.mode, "policy": self.settings.name})
+

@@ -16,7 +16,7 @@ from onepiece_hpc import environment
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.control import ControlPlane
 from onepiece_hpc.runtime.layout import NODE_MANAGER, plan_layout
-from onepiece_hpc.runtime.node_manager import NodeManager
+from onepiece_hpc.runtime.node_manager import NodeManager, initial_routes
 from onepiece_hpc.runtime.peers import exchange_peers, me
 from onepiece_hpc.runtime.prepare import Prepared, prepare
 from onepiece_hpc.runtime.status import RankStatus, StatusFile
@@ -42,6 +42,27 @@ def slot_bytes(prepared: Prepared, stage: Stage) -> int:
     return max(slot_bytes_for([wire_spec(s) for s in adapter.output_specs(stage, params, size, dtype)],
                               max_items=prepared.job.microbatch)
                for params, size in shapes)
+
+
+def channel_plan(prepared: Prepared, layout, rank: int, size: int, slots: int) -> tuple[list[Outbound], list[int]]:
+    """Which channels this rank opens. A static job wires each stage to the next; an elastic one
+    wires every stage rank to every other (any rank may serve any stage after a move) and to
+    rank 0, with slots sized for the largest message a rank of any stage sends there."""
+    elastic = prepared.job.policy.name != "static"
+    workers = list(range(1, size))
+    if rank == NODE_MANAGER:
+        return [], (workers if elastic else list(layout.ranks[Stage.DECODE]))
+    stage = layout.stage_of(rank)
+
+    def ring(peer: int, room: int) -> Outbound:
+        return Outbound(peer, slots=slots, slot_bytes=room, integrity=IntegrityChoice.AUTO)
+
+    if not elastic:
+        room = slot_bytes(prepared, stage)
+        return [ring(r, room) for r in layout.downstream(stage)], list(layout.upstream(stage))
+    between = max(slot_bytes(prepared, Stage.ENCODE), slot_bytes(prepared, Stage.DENOISE))
+    others = [r for r in workers if r != rank]
+    return [ring(r, between) for r in others] + [ring(NODE_MANAGER, slot_bytes(prepared, Stage.DECODE))], others
 
 
 def bind_device(prepared: Prepared, comm) -> Prepared:
@@ -82,6 +103,8 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args) -> N
     print(f"{prepared.output}: {summary.items_done}/{summary.items_total} items done "
           f"({summary.committed_now} this run, {summary.seconds:.1f} s); {layout.describe()}")
     print(summary_table(summary.stages))
+    if summary.moves:
+        print(f"{summary.moves} rank moves (see /telemetry/run<N>/moves in the output)")
     write_report(args.report, {"status": summary.status, "summary": asdict(summary)})
     return summary.status
 
@@ -104,13 +127,7 @@ def run_rank(args: argparse.Namespace, comm) -> str:
               if args.status_dir else None)
     policy = WaitPolicy(timeout_s=args.wait_timeout)
     fabrics = build_fabrics(comm, FabricChoice(args.fabric))
-    if stage is None:
-        outbound, inbound = [], list(layout.ranks[Stage.DECODE])
-    else:
-        room = slot_bytes(prepared, stage)
-        outbound = [Outbound(r, slots=args.ring_slots, slot_bytes=room, integrity=IntegrityChoice.AUTO)
-                    for r in layout.downstream(stage)]
-        inbound = list(layout.upstream(stage))
+    outbound, inbound = channel_plan(prepared, layout, rank, size, args.ring_slots)
     channels = open_channels(comm, fabrics, outbound=outbound, inbound=inbound,
                              choice=FabricChoice(args.fabric), policy=policy, timeout_s=args.wait_timeout)
     control = ControlPlane(comm, policy)
@@ -118,8 +135,8 @@ def run_rank(args: argparse.Namespace, comm) -> str:
     if rank == NODE_MANAGER:
         outcome = serve_manager(prepared, layout, channels, control, peers, policy, args)
     else:
-        StageWorker(mine, stage, prepared, layout, channels, control, peers, policy, args.heartbeat,
-                    status).run()
+        StageWorker(mine, stage, prepared, initial_routes(layout), channels, control, peers, policy,
+                    args.heartbeat, status).run()
     channels.close(policy, timeout_s=args.wait_timeout)
     close_fabrics(fabrics)
     control.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from onepiece_hpc.runtime.layout import StageLayout
 from onepiece_hpc.runtime.messages import Heartbeat
 from onepiece_hpc.spec.job import Stage
 
@@ -13,9 +12,9 @@ from onepiece_hpc.spec.job import Stage
 @dataclass
 class StageSummary:
     stage: str
-    ranks: int
+    ranks: int               # ranks serving the stage at the end
     units: int
-    busy_share: float        # busy seconds over serving seconds, all ranks of the stage
+    busy_share: float        # busy seconds over the seconds ranks served the stage
     mean_service_s: float    # busy seconds per unit
     wait_share: float        # waiting for input or credits
     send_share: float        # moving data into rings
@@ -26,7 +25,6 @@ class StageSummary:
 class Telemetry:
     """Heartbeats as they arrive; `samples` keeps every one for the HDF5 record."""
 
-    layout: StageLayout
     started: float = field(default_factory=time.monotonic)
     latest: dict[int, Heartbeat] = field(default_factory=dict)
     seen_at: dict[int, float] = field(default_factory=dict)
@@ -44,19 +42,21 @@ class Telemetry:
         return time.monotonic() - self.seen_at.get(rank, self.started)
 
     def stage_summaries(self) -> list[StageSummary]:
+        """Per stage: ranks serving it now, units it ran, and shares of the time ranks spent in it."""
+        beats = list(self.latest.values())
         rows = []
-        for stage in Stage:
-            beats = [self.latest[r] for r in self.layout.ranks[stage] if r in self.latest]
-            serving = sum(b.elapsed_s for b in beats) or float("nan")
-            busy = sum(b.busy_s for b in beats)
-            units = sum(b.units_done for b in beats)
+        for i, stage in enumerate(Stage):
+            now_in = [b for b in beats if b.stage == stage.value]
+            serving = sum(b.stage_time_s[i] for b in beats) or float("nan")
+            busy = sum(b.stage_busy_s[i] for b in beats)
+            units = sum(b.stage_units[i] for b in beats)
+            elapsed = sum(b.elapsed_s for b in now_in) or float("nan")
             rows.append(StageSummary(
-                stage=stage.value, ranks=len(self.layout.ranks[stage]), units=units,
-                busy_share=busy / serving, mean_service_s=busy / units if units else float("nan"),
-                wait_share=sum(b.wait_s for b in beats) / serving,
-                send_share=sum(b.send_s for b in beats) / serving,
-                peak_memory_mb=max((self.peak_memory[r] for r in self.layout.ranks[stage] if r in self.peak_memory),
-                                   default=float("nan")),
+                stage=stage.value, ranks=len(now_in), units=units, busy_share=busy / serving,
+                mean_service_s=busy / units if units else float("nan"),
+                wait_share=sum(b.wait_s for b in now_in) / elapsed,
+                send_share=sum(b.send_s for b in now_in) / elapsed,
+                peak_memory_mb=max((self.peak_memory[b.rank] for b in now_in), default=float("nan")),
             ))
         return rows
 

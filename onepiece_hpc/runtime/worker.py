@@ -1,4 +1,16 @@
-"""A stage rank: load one stage, take units in, run them, pass the results on over rings."""
+"""A stage rank: serve one stage, pass results on over rings, and move to another stage when the
+Node Manager says so, in place (same process; host copies of weights kept for a move back).
+
+The loop reads like the rank's life: take control messages (routes, work grants, moves,
+shutdown), then do one piece of work (a carried unit, a unit from the manager, or a message
+from a ring), and back off when there is nothing to do.
+
+A move: the manager takes the rank out of its stage's routes and tells every rank; each rank
+then sends the mover a fence over their ring, after anything it routed there before. The mover
+keeps serving its old stage until it has every fence (so nothing sent to it is lost), keeps the
+outputs it would pass to its new stage (it is about to serve that stage itself), swaps its
+components, and reports ready; the manager then routes the new stage's input to it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +18,17 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
 
 from onepiece_hpc.models.base import StageRunner
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
-from onepiece_hpc.runtime.layout import NODE_MANAGER, StageLayout
-from onepiece_hpc.runtime.messages import Failure, Finished, Heartbeat, RankState, WorkGrant, WorkRequest
+from onepiece_hpc.runtime.layout import NODE_MANAGER
+from onepiece_hpc.runtime.messages import (
+    Failure, Finished, Heartbeat, MoveDone, MoveOrder, RankState, Routes, Shutdown, WorkGrant, WorkRequest,
+)
 from onepiece_hpc.runtime.monolithic import unit_input
 from onepiece_hpc.runtime.peers import RankInfo, process_alive, resident_mb
 from onepiece_hpc.runtime.prepare import Prepared
@@ -25,10 +40,15 @@ from onepiece_hpc.transport.balance import pick_consumer
 from onepiece_hpc.transport.connect import Channels
 
 log = logging.getLogger(__name__)
+ORDER = list(Stage)
 
 
 class ManagerGone(RuntimeError):
     """The Node Manager's process ended: nobody is left to commit, so stop."""
+
+
+class ProtocolError(RuntimeError):
+    """A message that can't be right here (a bug, or ranks of different versions)."""
 
 
 @dataclass
@@ -44,42 +64,75 @@ class Counters:
     load_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
     serving_since: float | None = None
+    stage_busy_s: list[float] = field(default_factory=lambda: [0.0] * len(ORDER))
+    stage_units: list[int] = field(default_factory=lambda: [0] * len(ORDER))
+    stage_time_s: list[float] = field(default_factory=lambda: [0.0] * len(ORDER))
+    stage_since: float = field(default_factory=time.monotonic)
+
+    def enter(self, stage: Stage | None, leaving: Stage | None) -> None:
+        """Account the time spent in `leaving` up to now; time from now on goes to `stage`."""
+        now = time.monotonic()
+        if leaving is not None:
+            self.stage_time_s[ORDER.index(leaving)] += now - self.stage_since
+        self.stage_since = now
+
+
+@dataclass
+class Moving:
+    to: Stage
+    version: int
+    started: float
+    reason: str
 
 
 class StageWorker:
     """The main loop of one stage rank."""
 
-    def __init__(self, me: RankInfo, stage: Stage, prepared: Prepared, layout: StageLayout,
-                 channels: Channels, control: ControlPlane, peers: list[RankInfo], policy: WaitPolicy,
-                 heartbeat_s: float, status: StatusFile | None = None) -> None:
-        self.me, self.stage, self.prepared, self.layout = me, stage, prepared, layout
-        self.channels, self.control, self.policy = channels, control, policy
+    def __init__(self, me: RankInfo, stage: Stage, prepared: Prepared, routes: Routes, channels: Channels,
+                 control: ControlPlane, peers: list[RankInfo], policy: WaitPolicy, heartbeat_s: float,
+                 status: StatusFile | None = None) -> None:
+        self.me, self.stage, self.prepared, self.routes = me, stage, prepared, routes
+        self.control, self.policy, self.heartbeat_s, self.status = control, policy, heartbeat_s, status
         self.manager = peers[NODE_MANAGER]
-        self.heartbeat_s = heartbeat_s
-        self.status = status
+        self.others = [p.rank for p in peers[1:] if p.rank != me.rank]
+        self.consumers = {rank: ch.consumer for rank, ch in channels.inbound.items()}
+        self.producers = {rank: ch.producer for rank, ch in channels.outbound.items()}
         self.counters = Counters()
-        self._stop = threading.Event()
-        self._producers = [channels.outbound[r].producer for r in layout.downstream(stage)]
-        self._consumers = [channels.inbound[r].consumer for r in layout.upstream(stage)]
+        self.runners: dict[Stage, StageRunner] = {}
+        self.carry: deque[tuple[int, dict[str, torch.Tensor], list[float]]] = deque()
+        self.fences: dict[int, set[int]] = {}   # routes version -> ranks whose fence arrived
+        self.moving: Moving | None = None
+        self.grant: WorkGrant | None = None
+        self.asked = False                      # a WorkRequest is out
+        self.no_work = False                    # the manager said no units are left
+        self.shutdown = False
         self._next = 0
+        self._stop = threading.Event()
 
     # -- life --------------------------------------------------------------------------------
     def run(self) -> None:
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         try:
-            t0 = time.monotonic()
-            runner = self.prepared.model.adapter.load(self.stage, self.prepared.placement)
-            self.counters.load_s = time.monotonic() - t0
+            self.counters.load_s = self._load(self.stage)
             self.counters.state = RankState.SERVING
             self.counters.serving_since = time.monotonic()
-            if self.stage is Stage.ENCODE:
-                self._serve_work_from_manager(runner)
-            else:
-                self._serve_inbound(runner)
-            self.counters.state = RankState.DRAINING
-            for producer in self._producers:
-                producer.finish(self.policy.timeout_s)
+            self.counters.enter(self.stage, None)
+            pause = self.policy.first_sleep_s
+            idle_since = None
+            while not self.shutdown:
+                looked = time.monotonic()
+                if self._handle_control() | self._work():
+                    pause = self.policy.first_sleep_s
+                    if idle_since is not None:
+                        self.counters.wait_s += looked - idle_since
+                        idle_since = None
+                    continue
+                idle_since = idle_since or time.monotonic()
+                self._check_manager(f"work as {self.stage.value}")
+                time.sleep(pause)
+                pause = min(pause * 2, self.policy.max_sleep_s)
+            self.counters.enter(None, self.stage)
             self.counters.state = RankState.DONE
         except Exception as err:
             self.counters.state = RankState.FAILED
@@ -101,102 +154,167 @@ class StageWorker:
         except Exception:  # the manager may be gone too; the error is logged by the caller
             log.debug("could not report the failure to the Node Manager", exc_info=True)
 
-    # -- work in ---------------------------------------------------------------------------------
-    def _serve_work_from_manager(self, runner: StageRunner) -> None:
-        """Encode: ask the Node Manager for a unit whenever a downstream ring has room."""
-        while True:
-            self._wait(lambda: any(p.free_slots() > 0 for p in self._producers), "a free slot downstream")
-            self.control.send(NODE_MANAGER, WorkRequest(self.me.rank), TAG_TO_MANAGER)
-            grant = self._wait(lambda: self._grant(), "a work unit from the Node Manager")
+    # -- control -----------------------------------------------------------------------------
+    def _handle_control(self) -> bool:
+        arrived = self.control.poll(TAG_TO_WORKER, NODE_MANAGER)
+        for _, message in arrived:
+            if isinstance(message, WorkGrant):
+                self.grant = message
+            elif isinstance(message, Routes):
+                self._reroute(message)
+            elif isinstance(message, MoveOrder):
+                self.moving = Moving(Stage(message.to), self.routes.version, time.monotonic(), message.reason)
+                self.counters.state = RankState.DRAINING
+            elif isinstance(message, Shutdown):
+                self.shutdown = True
+        return bool(arrived)
+
+    def _reroute(self, routes: Routes) -> None:
+        """New routes; every rank they drop gets a fence, after whatever was sent to it before."""
+        before = {r for stage in ORDER for r in self.routes.of(stage.value)}
+        after = {r for stage in ORDER for r in routes.of(stage.value)}
+        self.routes = routes
+        for dropped in sorted(before - after - {self.me.rank}):
+            self._send_to(dropped, [], unit=0, items=(), meta={"fence": routes.version})
+
+    # -- work ----------------------------------------------------------------------------------
+    def _work(self) -> bool:
+        """Do one thing: finish a move, run a carried unit, a granted unit, or a ring message."""
+        if self.moving and self._drained():
+            self._switch()
+            return True
+        if self.carry and not self.moving:
+            unit, inputs, timings = self.carry.popleft()
+            self._run_unit(unit, inputs, timings)
+            return True
+        if self.grant is not None:
+            grant, self.grant, self.asked = self.grant, None, False
             if grant.unit < 0:
-                return
-            self._run_unit(runner, grant.unit, {}, [])
-
-    def _grant(self) -> WorkGrant | None:
-        got = self.control.poll(TAG_TO_WORKER, NODE_MANAGER)
-        return got[0][1] if got else None
-
-    def _serve_inbound(self, runner: StageRunner) -> None:
-        """Denoise and decode: take messages from every upstream ring until all have closed."""
-        while True:
-            message = self._wait(self._receive_any, "input from upstream ranks")
-            if message is True:
-                return
-            with message:
-                inputs = from_wire(message.tensors, message.specs)
-                self._run_unit(runner, message.unit_id, inputs, json.loads(message.meta))
+                self.no_work = True
+            else:
+                self._run_unit(grant.unit, {}, [])
+            return True
+        if (self.stage is Stage.ENCODE and not self.moving and not self.asked and not self.no_work
+                and self._room_downstream()):
+            self.control.send(NODE_MANAGER, WorkRequest(self.me.rank), TAG_TO_MANAGER)
+            self.asked = True
+            return True
+        found = self._receive_any()
+        if found is None:
+            return False
+        sender, message = found
+        with message:
+            meta = json.loads(message.meta)
+            if "fence" in meta:
+                self.fences.setdefault(int(meta["fence"]), set()).add(sender)
+                return True
+            expected = ORDER[ORDER.index(self.stage) - 1].value if self.stage is not Stage.ENCODE else None
+            if meta.get("stage") != expected:
+                raise ProtocolError(f"rank {self.me.rank} ({self.stage.value}) got a {meta.get('stage')} output "
+                                    f"for unit {message.unit_id} from rank {sender}")
+            self._run_unit(message.unit_id, from_wire(message.tensors, message.specs), meta["timings"])
+        return True
 
     def _receive_any(self):
-        """A message from the next upstream ring that has one; True once every ring is closed."""
-        count = len(self._consumers)
-        for step in range(count):
-            consumer = self._consumers[(self._next + step) % count]
-            message = consumer.try_receive()
+        ranks = list(self.consumers)
+        for step in range(len(ranks)):
+            rank = ranks[(self._next + step) % len(ranks)]
+            message = self.consumers[rank].try_receive()
             if message is not None:
-                self._next = (self._next + step + 1) % count
-                return message
-        return True if all(c.finished for c in self._consumers) else None
+                self._next = (self._next + step + 1) % len(ranks)
+                return rank, message
+        return None
 
-    # -- work out --------------------------------------------------------------------------------
-    def _run_unit(self, runner: StageRunner, unit_index: int, inputs: dict[str, torch.Tensor],
-                  timings: list[float]) -> None:
+    def _run_unit(self, unit_index: int, inputs: dict[str, torch.Tensor], timings: list[float]) -> None:
         plan = self.prepared.plan
-        unit = plan.units[unit_index]
         self.counters.unit = unit_index
         if self.status:
             self.status.update(unit_index)
-        request = unit_input(plan, unit)
+        request = unit_input(plan, plan.units[unit_index])
         t0 = time.monotonic()
-        outputs = runner(request, inputs)
+        outputs = self.runners[self.stage](request, inputs)
         seconds = time.monotonic() - t0
         self.counters.busy_s += seconds
-        self._send(unit_index, request.items, outputs, [*timings, seconds])
+        self.counters.stage_busy_s[ORDER.index(self.stage)] += seconds
+        self.counters.stage_units[ORDER.index(self.stage)] += 1
+        timings = [*timings, seconds]
+        follows = ORDER.index(self.stage) + 1
+        if self.moving and follows < len(ORDER) and self.moving.to is ORDER[follows]:
+            self.carry.append((unit_index, outputs, timings))  # ours to finish after the move
+        else:
+            self._pass_on(unit_index, request.items, outputs, timings)
         self.counters.units_done += 1
         self.counters.unit = -1
 
-    def _send(self, unit_index: int, items: tuple[int, ...], outputs: dict[str, torch.Tensor],
-              timings: list[float]) -> None:
-        t0 = time.monotonic()
-        wire = to_wire(outputs)
-        chosen = self._wait(self._pick_consumer, "a free slot downstream", account="send_s")
-        self._producers[chosen].send(wire, unit_id=unit_index, item_ids=items,
-                                     meta=json.dumps(timings).encode(), timeout_s=self.policy.timeout_s)
-        self.counters.send_s += time.monotonic() - t0
+    def _downstream(self) -> list[int]:
+        index = ORDER.index(self.stage)
+        return [NODE_MANAGER] if index + 1 == len(ORDER) else self.routes.of(ORDER[index + 1].value)
 
-    def _pick_consumer(self) -> int | None:
-        choice = pick_consumer([p.free_slots() for p in self._producers], start=self._next)
-        if choice is not None:
-            self._next = choice + 1
-        return choice
+    def _room_downstream(self) -> bool:
+        return any(self.producers[r].free_slots() > 0 for r in self._downstream())
 
-    # -- waiting -----------------------------------------------------------------------------
-    def _wait(self, probe, what: str, account: str = "wait_s"):
-        """Poll `probe` with backoff until it returns something but None or False.
-
-        The time goes to the counter `account` ("send_s" for backpressure, which _send counts
-        itself); the Node Manager's death ends the wait.
-        """
+    def _pass_on(self, unit: int, items: tuple[int, ...], outputs: dict[str, torch.Tensor],
+                 timings: list[float]) -> None:
+        """Send to the next stage's rank with the most free slots, waiting (and listening) if none."""
         started = time.monotonic()
+        wire = to_wire(outputs)
         pause = self.policy.first_sleep_s
-        next_check = started + 1.0
-        try:
-            while True:
-                found = probe()
-                if found is not None and found is not False:
-                    return found
-                now = time.monotonic()
-                if now >= next_check:
-                    next_check = now + 1.0
-                    if self.manager.host == self.me.host and not process_alive(self.manager.pid):
-                        raise ManagerGone(f"rank {self.me.rank}: the Node Manager (rank 0, pid "
-                                          f"{self.manager.pid}) ended while this rank waited for {what}")
-                time.sleep(pause)
-                pause = min(pause * 2, self.policy.max_sleep_s)
-        finally:
-            if account == "wait_s":
-                self.counters.wait_s += time.monotonic() - started
+        while True:
+            targets = self._downstream()
+            choice = pick_consumer([self.producers[r].free_slots() for r in targets], start=self._next)
+            if choice is not None:
+                break
+            if time.monotonic() - started > self.policy.timeout_s:
+                raise TimeoutError(f"rank {self.me.rank}: no free slot at ranks {targets} within "
+                                   f"{self.policy.timeout_s:.0f} s")
+            self._handle_control()
+            self._check_manager("a free slot downstream")
+            time.sleep(pause)
+            pause = min(pause * 2, self.policy.max_sleep_s)
+        self._next = choice + 1
+        self._send_to(targets[choice], wire, unit, items, {"stage": self.stage.value, "timings": timings})
+        self.counters.send_s += time.monotonic() - started
 
-    # -- telemetry -------------------------------------------------------------------------------
+    def _send_to(self, rank: int, wire, unit: int, items, meta: dict) -> None:
+        self.producers[rank].send(wire, unit_id=unit, item_ids=items, meta=json.dumps(meta).encode(),
+                                  timeout_s=self.policy.timeout_s)
+
+    # -- moves ----------------------------------------------------------------------------------
+    def _drained(self) -> bool:
+        """Every other rank has fenced its ring to us after the routes that dropped us."""
+        if self.asked:  # a grant is on its way; it must be served as the old stage
+            return False
+        return set(self.others) <= self.fences.get(self.moving.version, set())
+
+    def _switch(self) -> None:
+        moving, source = self.moving, self.stage
+        drained = time.monotonic() - moving.started
+        self.runners[source].offload()
+        self.counters.enter(moving.to, source)
+        self.counters.state = RankState.LOADING
+        load_s = self._load(moving.to)
+        self.stage, self.moving, self.no_work = moving.to, None, False
+        self.fences.pop(moving.version, None)
+        self.counters.state = RankState.SERVING
+        self.counters.load_s += load_s
+        self.control.send(NODE_MANAGER, MoveDone(self.me.rank, source.value, moving.to.value, drained, load_s),
+                          TAG_TO_MANAGER)
+
+    def _load(self, stage: Stage) -> float:
+        """Bring `stage`'s components in: from the host copy kept by an earlier move, or from disk."""
+        started = time.monotonic()
+        if stage in self.runners:
+            self.runners[stage].restore()
+        else:
+            self.runners[stage] = self.prepared.model.adapter.load(stage, self.prepared.placement)
+        return time.monotonic() - started
+
+    # -- liveness and telemetry -----------------------------------------------------------------
+    def _check_manager(self, what: str) -> None:
+        if self.manager.host == self.me.host and not process_alive(self.manager.pid):
+            raise ManagerGone(f"rank {self.me.rank}: the Node Manager (rank 0, pid {self.manager.pid}) "
+                              f"ended while this rank waited for {what}")
+
     def _heartbeats(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
@@ -209,8 +327,12 @@ class StageWorker:
         elapsed = time.monotonic() - c.serving_since if c.serving_since else 0.0
         memory = (torch.cuda.memory_allocated() / 2**20 if self.prepared.placement.device.type == "cuda"
                   else resident_mb())
+        downstream = [self.producers[r] for r in self._downstream() if r in self.producers]
+        times = list(c.stage_time_s)
+        if c.state is not RankState.DONE and c.serving_since:
+            times[ORDER.index(self.stage)] += time.monotonic() - c.stage_since
         return Heartbeat(rank=self.me.rank, state=c.state.value, stage=self.stage.value, unit=c.unit,
-                         units_done=c.units_done, busy_s=c.busy_s, wait_s=c.wait_s,
-                         send_s=c.send_s, elapsed_s=elapsed, load_s=c.load_s,
-                         backlog=sum(p.in_flight for p in self._producers), memory_mb=memory)
-
+                         units_done=c.units_done, busy_s=c.busy_s, wait_s=c.wait_s, send_s=c.send_s,
+                         elapsed_s=elapsed, load_s=c.load_s, backlog=sum(p.in_flight for p in downstream),
+                         memory_mb=memory, stage_busy_s=list(c.stage_busy_s), stage_units=list(c.stage_units),
+                         stage_time_s=times)

@@ -202,9 +202,10 @@ class OutputWriter:
         self.committed_this_run += count
         return count
 
-    def record_telemetry(self, ranks: np.ndarray, samples: np.ndarray, stages: np.ndarray, attrs: dict) -> None:
+    def record_telemetry(self, ranks: np.ndarray, samples: np.ndarray, stages: np.ndarray, moves: np.ndarray,
+                         attrs: dict) -> None:
         """Store this run's telemetry under /telemetry/run<N> (N: its row in /runs)."""
-        write_telemetry(self._file, self._run_row, ranks, samples, stages, attrs)
+        write_telemetry(self._file, self._run_row, ranks, samples, stages, moves, attrs)
         self._file.flush()
 
     def close(self, status: str) -> None:

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 from onepiece_hpc.runtime.policy.adaptive import AdaptiveSettings, adaptive, oracle, static
 from onepiece_hpc.runtime.policy.model import Policy
+from onepiece_hpc.spec.job import PolicySettings
 
 POLICIES = ("static", "adaptive")
-
-
-@dataclass(frozen=True)
-class PolicySettings:
-    """The job file's `policy:` section."""
-
-    name: str = "static"
-    interval_s: float = 2.0       # seconds between decisions
-    cooldown_s: float = 10.0      # a rank that moved stays put at least this long
-    window: float = 4.0
-    margin: float = 1.5
-    max_move_share: float = 0.25
 
 
 def make_policy(settings: PolicySettings) -> Policy:
