@@ -18,3 +18,8 @@ def cache_dir() -> Path:
 def is_interactive(stream) -> bool:
     """True when progress can be drawn live (a terminal), False for log files and pipes."""
     return hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def slurm_index_dir() -> Path:
+    """Where `onepiece submit` and `sweep` note each job id's outputs, for `onepiece status JOBID`."""
+    return cache_dir() / "slurm-jobs"

@@ -10,8 +10,12 @@ from onepiece_hpc import __version__
 from onepiece_hpc.cli.bench import bench
 from onepiece_hpc.cli.export_cmd import export_cmd
 from onepiece_hpc.cli.inspect_cmd import inspect_cmd
+from onepiece_hpc.cli.merge import merge
 from onepiece_hpc.cli.run import run
 from onepiece_hpc.cli.simulate import simulate_cmd
+from onepiece_hpc.cli.status import status
+from onepiece_hpc.cli.submit import submit
+from onepiece_hpc.cli.sweep import sweep
 from onepiece_hpc.errors import UserError
 
 
@@ -43,7 +47,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-for command in (run, inspect_cmd, export_cmd, bench, simulate_cmd):
+for command in (run, inspect_cmd, export_cmd, bench, simulate_cmd, submit, sweep, merge, status):
     cli.add_command(command)
 
 

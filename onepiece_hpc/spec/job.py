@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SEED_MAX = 2**63 - 1  # seeds are stored as int64 in HDF5 and fed to torch.Generator.manual_seed
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -39,6 +40,43 @@ class StagesFields(_Strict):
     decode: int = Field(1, ge=1, le=100_000)
 
 
+SLURM_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+SLURM_TIME_PATTERN = r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$"
+SLURM_MEM_PATTERN = r"^\d+[KMGT]?$"
+SLURM_CONSTRAINT_PATTERN = r"^[A-Za-z0-9._&|*\[\]()!:,-]{1,256}$"
+SLURM_OPTION_PATTERN = r"^--[a-z][a-z0-9-]*(=[^\n\r]*)?$"
+
+
+class SlurmFields(_Strict):
+    """How `onepiece submit` asks Slurm for resources. Every value here reaches an #SBATCH line,
+    so each is held to a pattern with no spaces, quotes or line breaks; `extra` options go to
+    sbatch's command line as separate arguments and never into the script."""
+
+    nodes: int = Field(1, ge=1, le=100_000)
+    ntasks_per_node: int = Field(4, ge=1, le=1024)
+    gpus_per_node: int | None = Field(None, ge=1, le=64)
+    cpus_per_task: int | None = Field(None, ge=1, le=1024)
+    mem: str | None = Field(None, pattern=SLURM_MEM_PATTERN)
+    time: str | None = Field(None, pattern=SLURM_TIME_PATTERN)
+    partition: str | None = Field(None, pattern=SLURM_NAME_PATTERN)
+    account: str | None = Field(None, pattern=SLURM_NAME_PATTERN)
+    qos: str | None = Field(None, pattern=SLURM_NAME_PATTERN)
+    constraint: str | None = Field(None, pattern=SLURM_CONSTRAINT_PATTERN)
+    drain_seconds: int = Field(120, ge=10, le=86_400)
+    mpi: str = Field("auto", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    extra: tuple[str, ...] = ()
+
+    @field_validator("extra", mode="before")
+    @classmethod
+    def _options_only(cls, value):
+        if isinstance(value, list):
+            value = tuple(value)
+        for option in value if isinstance(value, tuple) else ():
+            if not isinstance(option, str) or not re.fullmatch(SLURM_OPTION_PATTERN, option):
+                raise ValueError(f"{option!r} is not one sbatch option written --name or --name=value")
+        return value
+
+
 class JobFields(_Strict):
     """The job file's fields, as written (paths not yet resolved)."""
 
@@ -54,6 +92,7 @@ class JobFields(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     cpu_threads: int = Field(1, ge=1, le=1024)
     description: str = ""
+    slurm: SlurmFields = SlurmFields()
 
 
 FIELD_HINTS: dict[str, str] = {
@@ -74,6 +113,21 @@ FIELD_HINTS: dict[str, str] = {
     "stages.encode": "use a whole number of ranks, at least 1",
     "stages.denoise": "use a whole number of ranks, at least 1",
     "stages.decode": "use a whole number of ranks, at least 1",
+    "slurm.nodes": "use a whole number of nodes, at least 1",
+    "slurm.ntasks_per_node": "use a whole number of ranks a node (one a GPU where there are GPUs), at least 1",
+    "slurm.gpus_per_node": "use a whole number of GPUs a node, at least 1 (leave it out for CPU nodes)",
+    "slurm.cpus_per_task": "use a whole number of CPUs a rank, at least 1",
+    "slurm.mem": "write memory a node as Slurm does, e.g. \"64G\" or \"4000M\"",
+    "slurm.time": "write a quoted Slurm time limit, e.g. \"30:00\", \"4:00:00\" or \"1-00:00:00\" "
+                  "(unquoted, YAML reads 30:00 as a number)",
+    "slurm.partition": "write a partition name: letters, digits, '.', '_' or '-'",
+    "slurm.account": "write an account name: letters, digits, '.', '_' or '-'",
+    "slurm.qos": "write a QOS name: letters, digits, '.', '_' or '-'",
+    "slurm.constraint": "write a Slurm constraint without spaces or quotes, e.g. a100&ib",
+    "slurm.drain_seconds": "use a whole number of seconds from 10 to 86400: how long before the end "
+                           "Slurm signals the job to commit and requeue",
+    "slurm.mpi": "write auto (detected from mpi4py's MPI) or an srun --mpi plugin such as pmi2 or pmix",
+    "slurm.extra": "write a list of sbatch options, each --name=value, e.g. [--mail-type=END]",
 }
 
 
@@ -124,6 +178,7 @@ class Job:
     cpu_threads: int
     description: str
     field_lines: dict[str, int]
+    slurm: SlurmFields = SlurmFields()
 
     def where(self, field: str) -> str:
         """'job.yaml:LINE' for a field (or the file alone), for error messages."""

@@ -140,4 +140,5 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
         cpu_threads=fields.cpu_threads,
         description=fields.description,
         field_lines=dict(doc.lines),
+        slurm=fields.slurm,
     )
