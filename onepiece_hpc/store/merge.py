@@ -147,7 +147,8 @@ def merge_outputs(paths: list[Path], target: Path) -> dict:
             "microbatch": _common(sources, "microbatch", 0),
             "execution": _common(sources, "execution", "mixed: see /merge/sources"),
         })
-        file.create_dataset(s.ITEMS, data=_items(sources))
+        items = _items(sources)
+        file.create_dataset(s.ITEMS, shape=items.shape, dtype=s.ITEM_DTYPE)[...] = items
         here = target.parent
         outputs = file.create_group(s.OUTPUTS)
         _virtual(outputs, first.output_name, sources, here, f"{s.OUTPUTS}/{first.output_name}",
@@ -157,7 +158,8 @@ def merge_outputs(paths: list[Path], target: Path) -> dict:
                  np.float64, np.nan)
         file[s.TIMINGS].attrs["stages"] = list(first.timing_stages)
         _virtual(file, s.COMMITTED_AT, sources, here, s.COMMITTED_AT, lambda src: (src.items,), np.float64, np.nan)
-        file.create_dataset(s.RUNS, data=np.concatenate([src.runs for src in sources]).astype(s.RUN_DTYPE))
+        runs = np.concatenate([src.runs for src in sources])
+        file.create_dataset(s.RUNS, shape=runs.shape, dtype=s.RUN_DTYPE)[...] = runs
         merge = file.create_group("merge")
         merge.create_dataset("sources", data=[os.path.relpath(src.path, here) for src in sources],
                              dtype=h5py.string_dtype("utf-8"))

@@ -1,0 +1,150 @@
+"""Submitting from Python, on submitit: one job, or a sweep as job arrays.
+
+    from onepiece_hpc.slurm import api
+    job = api.submit("jobs/tiny.yaml", ntasks_per_node=5, time="30:00")
+    job.result()                                   # "completed"
+    jobs = api.submit_sweep("jobs/tiny-sweep.yaml")
+
+Resources come from the job (or sweep) file's `slurm:` section, with keyword arguments on top
+(the same names). Every task runs `StagedRun`: one rank of the staged runtime, or, for a job of
+one task, the whole pipeline. Before the time limit Slurm sends USR1 to every task; rank 0
+drains (commits what is in flight) and then hands over to submitit's own preemption path
+(checkpoint, then requeue), and the requeued job resumes the output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import submitit
+
+from onepiece_hpc.errors import UserError
+from onepiece_hpc.slurm import records
+from onepiece_hpc.slurm.commands import max_array_size
+from onepiece_hpc.slurm.mpi import choose_plugin, srun_plugins
+from onepiece_hpc.slurm.submit import check_ranks, resolve_options
+from onepiece_hpc.slurm.sweep import load_sweep, split_array, write_shards
+from onepiece_hpc.spec.job import SlurmFields
+from onepiece_hpc.spec.loader import load_job
+
+EXIT_DRAINED = 3  # rank 0's exit code after a drain (runtime.rank.EXIT_PREEMPTED)
+DEFAULT_MINUTES = 60  # submitit always sets a time limit; without slurm.time, this one
+
+
+def time_minutes(limit: str | None) -> int:
+    """A Slurm time limit ('30', '30:00', '4:00:00', '1-12', '1-12:00:00') in whole minutes, rounded up."""
+    if limit is None:
+        return DEFAULT_MINUTES
+    days, _, clock = limit.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    else:
+        hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
+    total_s = ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+    return max(1, -(-total_s // 60))
+
+
+class StagedRun(submitit.helpers.Checkpointable):
+    """What each task runs: one rank of the job (or the whole job, with one task).
+
+    Checkpointable: the checkpoint is the same call, since running a job against its output
+    resumes it.
+    """
+
+    def __init__(self, job_file: str, output: str | None = None) -> None:
+        self.job_file = job_file
+        self.output = output
+
+    def __call__(self) -> str:
+        env = submitit.JobEnvironment()
+        out = ["--output", self.output] if self.output else []
+        if env.num_tasks == 1:
+            from onepiece_hpc.cli.main import cli
+
+            cli.main(["run", self.job_file, "--monolithic", *out], standalone_mode=False)
+            return "completed"
+        from onepiece_hpc.runtime import rank_main
+
+        code = 0
+        try:
+            rank_main.main([self.job_file, "--expect-ranks", str(env.num_tasks), "--progress", "lines", *out])
+        except SystemExit as stop:
+            code = stop.code or 0
+        if code == EXIT_DRAINED and env.global_rank == 0:
+            # hand over to submitit's preemption handler: checkpoint() and requeue
+            os.kill(os.getpid(), getattr(signal, f"SIG{submitit.JobEnvironment.USR_SIG}"))
+        if code:
+            raise RuntimeError(f"rank {env.global_rank} of {self.job_file} ended with exit code {code}")
+        return "completed"
+
+
+def _mpi(options: SlurmFields) -> str:
+    if options.mpi != "auto":
+        return options.mpi
+    import mpi4py
+
+    mpi4py.rc.initialize = False
+    from mpi4py import MPI
+
+    return choose_plugin(MPI.Get_library_version(), srun_plugins())
+
+
+def _executor(folder: Path, options: SlurmFields, name: str) -> submitit.AutoExecutor:
+    extra: dict = {"signal": f"USR1@{options.drain_seconds}", "requeue": True}
+    for key in ("account", "qos", "constraint", "mem"):
+        if getattr(options, key) is not None:
+            extra[key] = getattr(options, key)
+    for option in options.extra:
+        key, _, value = option[2:].partition("=")
+        extra[key.replace("-", "_")] = value or True
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    executor.update_parameters(
+        name=f"onepiece-{name}", nodes=options.nodes, tasks_per_node=options.ntasks_per_node,
+        timeout_min=time_minutes(options.time), slurm_srun_args=[f"--mpi={_mpi(options)}"],
+        slurm_additional_parameters=extra,
+        **({"gpus_per_node": options.gpus_per_node} if options.gpus_per_node else {}),
+        **({"cpus_per_task": options.cpus_per_task} if options.cpus_per_task else {}),
+        **({"slurm_partition": options.partition} if options.partition else {}),
+    )
+    return executor
+
+
+def submit(job_file: str | Path, output: str | Path | None = None, folder: str | Path | None = None,
+           **slurm) -> submitit.Job:
+    """Submit one job file; `slurm` overrides its slurm section (nodes=2, time="4:00:00", ...)."""
+    problems: list[str] = []
+    job = load_job(Path(job_file), problems)
+    if job is None:
+        raise UserError(problems, headline=f"{job_file}: the job file has {len(problems)} problem(s):")
+    options = resolve_options(job.slurm, slurm, "arguments")
+    check_ranks(job, options)
+    out = Path(output).absolute() if output else job.output
+    folder = Path(folder) if folder else records.slurm_folder(out) / "submitit"
+    return _executor(folder, options, job.name).submit(StagedRun(str(job.source), str(out)))
+
+
+def submit_sweep(sweep_file: str | Path, folder: str | Path | None = None, parallel: int | None = None,
+                 **slurm) -> list[submitit.Job]:
+    """Cut a sweep into shards (as `onepiece sweep` does) and submit them as job arrays."""
+    sweep = load_sweep(Path(sweep_file))
+    shard_files = write_shards(sweep)
+    options = resolve_options(sweep.fields.slurm, slurm, "arguments")
+    problems: list[str] = []
+    first = load_job(shard_files[0], problems)
+    if first is None:
+        raise UserError(problems)
+    check_ranks(first, options)
+    executor = _executor(Path(folder) if folder else sweep.folder / "submitit", options, sweep.name)
+    limit = parallel or sweep.fields.parallel
+    if limit:
+        executor.update_parameters(slurm_array_parallelism=limit)
+    jobs: list[submitit.Job] = []
+    for offset, tasks in split_array(len(shard_files), max_array_size()):
+        runs = [StagedRun(str(path)) for path in shard_files[offset:offset + tasks]]
+        with executor.batch():
+            jobs += [executor.submit(run) for run in runs]
+    return jobs
+
