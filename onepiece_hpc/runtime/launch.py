@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.runtime.peers import process_alive
 from onepiece_hpc.runtime.status import RankStatus, read_statuses
 
 WATCH_EVERY_S = 0.02
@@ -28,6 +28,8 @@ class MpiLauncher:
         if self.flavor == "openmpi":
             extra = ["--oversubscribe", *(["--allow-run-as-root"] if as_root else [])]
         else:
+            # hydra's default: when one rank dies it kills the rest at once, and the launcher
+            # (watching every rank's process) names the one that went first
             extra = []
         return [self.path, *extra, "-n", str(ranks), *program]
 
@@ -64,7 +66,7 @@ def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str
             program += ["--output", str(output)]
         proc = subprocess.Popen(launcher.command(ranks, program, as_root), start_new_session=True,
                                 stdout=rank_stdout)
-        first_dead: list[RankStatus] = []
+        first_dead: list[list[RankStatus]] = []
         try:
             code = _watch(proc, status_dir, first_dead)
         except KeyboardInterrupt:
@@ -87,20 +89,53 @@ def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str
     return report
 
 
-def _watch(proc: subprocess.Popen, status_dir: Path, first_dead: list[RankStatus]) -> int:
-    """Wait for mpiexec; meanwhile note the first rank(s) whose process disappears."""
-    while (code := proc.poll()) is None:
-        if not first_dead:
-            statuses = read_statuses(status_dir)
-            first_dead.extend(s for s in statuses.values() if not process_alive(s.pid))
-        time.sleep(WATCH_EVERY_S)
+def _watch(proc: subprocess.Popen, status_dir: Path, dead: list[list[RankStatus]]) -> int:
+    """Wait for mpiexec; meanwhile collect the ranks whose processes end, one list per wake-up in
+    which any did (the first list holds the first to go).
+
+    Each rank's process is watched through a pidfd, so the kernel wakes this process the moment
+    the first rank dies, before the MPI runtime, a few process hops away, tears down the rest.
+    """
+    poller = select.poll()
+    watched: dict[int, RankStatus] = {}
+    known: set[int] = set()
+    try:
+        while (code := proc.poll()) is None:
+            gone = []
+            for status in read_statuses(status_dir).values():
+                if status.rank in known:
+                    continue
+                known.add(status.rank)
+                try:
+                    fd = os.pidfd_open(status.pid)
+                except ProcessLookupError:
+                    gone.append(status)
+                    continue
+                watched[fd] = status
+                poller.register(fd, select.POLLIN)
+            events = poller.poll(WATCH_EVERY_S * 1000)
+            latest = read_statuses(status_dir) if events else {}
+            for fd, _ in events:
+                status = watched.pop(fd)
+                gone.append(latest.get(status.rank, status))  # its last word: stage, unit, move
+                poller.unregister(fd)
+                os.close(fd)
+            if gone:
+                dead.append(gone)
+    finally:
+        for fd in watched:
+            os.close(fd)
     return code
 
 
-def _death_message(dead: list[RankStatus]) -> str:
-    root = min(dead, key=lambda s: s.rank == 0)  # a worker's death explains rank 0's, not the reverse
+def _death_message(dead: list[list[RankStatus]]) -> str:
+    """The first rank seen gone is the cause; the MPI runtime tears down the rest moments later.
+    When rank 0 and stage ranks vanish in the same poll, the stage rank is blamed: rank 0 is
+    the one that watches, so it is the likelier casualty of the teardown."""
+    first = dead[0]
+    root = next((s for s in first if s.rank != 0), first[0])
     unit = f"unit {root.unit}" if root.unit >= 0 else "no unit in hand"
-    others = [s.rank for s in dead if s is not root]
-    also = f" (ranks {others} were gone at the same moment)" if others else ""
-    return (f"rank {root.rank} on {root.host}, stage {root.stage}, {unit}: rank died: its process {root.pid} "
+    also = ""
+    stage = f"{root.stage} (moving to {root.moving_to})" if root.moving_to else root.stage
+    return (f"rank {root.rank} on {root.host}, stage {stage}, {unit}: rank died: its process {root.pid} "
             f"ended without a word (killed or crashed){also}")

@@ -96,7 +96,10 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args) -> N
     manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
                           mode=f"{args.mode} -n {len(peers)}")
     signal.signal(DRAIN_SIGNAL, lambda *_: manager.drain.set())
-    summary = manager.run(progress)
+    try:
+        summary = manager.run(progress)
+    finally:
+        signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)  # a Python handler would be reset to "die" at exit
     if summary.status == "preempted":
         print(f"drained on {DRAIN_SIGNAL.name}: every dispatched unit was committed; "
               f"{summary.items_total - summary.items_done} items remain for the next run", file=sys.stderr)

@@ -20,6 +20,7 @@ class RankStatus:
     pid: int
     stage: str
     unit: int = -1
+    moving_to: str = ""
 
 
 class StatusFile:
@@ -30,8 +31,13 @@ class StatusFile:
         self.status = status
         self._write()
 
-    def update(self, unit: int) -> None:
-        self.status.unit = unit
+    def update(self, unit: int | None = None, stage: str | None = None, moving_to: str | None = None) -> None:
+        if unit is not None:
+            self.status.unit = unit
+        if stage is not None:
+            self.status.stage = stage
+        if moving_to is not None:
+            self.status.moving_to = moving_to
         self._write()
 
     def _write(self) -> None:

@@ -165,6 +165,8 @@ class StageWorker:
             elif isinstance(message, MoveOrder):
                 self.moving = Moving(Stage(message.to), self.routes.version, time.monotonic(), message.reason)
                 self.counters.state = RankState.DRAINING
+                if self.status:
+                    self.status.update(moving_to=message.to)
             elif isinstance(message, Shutdown):
                 self.shutdown = True
         return bool(arrived)
@@ -297,6 +299,8 @@ class StageWorker:
         self.fences.pop(moving.version, None)
         self.counters.state = RankState.SERVING
         self.counters.load_s += load_s
+        if self.status:
+            self.status.update(stage=self.stage.value, moving_to="")
         self.control.send(NODE_MANAGER, MoveDone(self.me.rank, source.value, moving.to.value, drained, load_s),
                           TAG_TO_MANAGER)
 

@@ -46,9 +46,18 @@ def plan_moves(view: PolicyInput, target: list[int], limit: int, reason: str) ->
     return moves
 
 
+def fitting_split(costs: list[float], caps: list[int], view: PolicyInput) -> list[int]:
+    """Balanced split over the stages a rank can hold; a stage that doesn't fit in a rank's
+    memory keeps the ranks it has (none move in, none are taken away)."""
+    frozen = [not fits for fits in view.fits]
+    free = view.ranks - sum(n for n, f in zip(view.serving, frozen) if f)
+    split = balanced_split([0.0 if f else c for c, f in zip(costs, frozen)], free, caps, view.fits)
+    return [view.serving[i] if frozen[i] else split[i] for i in range(len(costs))]
+
+
 def adaptive(view: PolicyInput, settings: AdaptiveSettings = AdaptiveSettings()) -> list[Move]:
     costs, caps = lookahead(view, settings.window)
-    target = balanced_split(costs, view.ranks, caps, view.fits)
+    target = fitting_split(costs, caps, view)
     if list(target) == list(view.serving):
         return []
     now_rate = throughput([min(s, c) for s, c in zip(view.serving, caps)], costs)
@@ -71,7 +80,7 @@ def oracle(view: PolicyInput) -> list[Move]:
     (as the simulator gives it) this uses the best split of every phase, paying for the moves."""
     costs = [q.head(1)[1] for q in view.queues]
     caps = [q.units for q in view.queues]
-    target = balanced_split(costs, view.ranks, caps, view.fits)
+    target = fitting_split(costs, caps, view)
     return plan_moves(view, target, view.ranks, "best split for the current phase")
 
 
