@@ -40,6 +40,29 @@ class StagesFields(_Strict):
     decode: int = Field(1, ge=1, le=100_000)
 
 
+class PolicyFields(_Strict):
+    """How the Node Manager moves ranks between stages while the job runs."""
+
+    name: Literal["static", "adaptive"] = "static"
+    interval_s: float = Field(2.0, gt=0, le=3600)
+    cooldown_s: float = Field(10.0, ge=0, le=86_400)
+    window: float = Field(4.0, gt=0, le=1000)
+    margin: float = Field(1.5, ge=0, le=1000)
+    max_move_share: float = Field(0.25, gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The job file's `policy:` section, validated (see PolicyFields for the ranges)."""
+
+    name: str = "static"
+    interval_s: float = 2.0       # seconds between decisions
+    cooldown_s: float = 10.0      # a rank that moved stays put at least this long
+    window: float = 4.0           # look ahead this many units per rank
+    margin: float = 1.5           # a move must save this many times its own duration
+    max_move_share: float = 0.25  # at most this share of the ranks moves in one decision
+
+
 SLURM_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 SLURM_TIME_PATTERN = r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$"
 SLURM_MEM_PATTERN = r"^\d+[KMGT]?$"
@@ -91,6 +114,7 @@ class JobFields(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     cpu_threads: int = Field(1, ge=1, le=1024)
+    policy: PolicyFields = PolicyFields()
     description: str = ""
     slurm: SlurmFields = SlurmFields()
 
@@ -104,6 +128,7 @@ FIELD_HINTS: dict[str, str] = {
     "output": "write the path of an .h5 file, e.g. out/NAME.h5",
     "device": "write auto, cpu or cuda",
     "dtype": "write auto, float32, bfloat16 or float16 (auto: float32 on CPU, bfloat16 on GPU)",
+    "policy.name": "write static (never move ranks) or adaptive (move ranks by load)",
     "cpu_threads": "use a whole number of torch threads per rank on CPU, at least 1",
     "params.steps": "use a whole number of denoising steps, at least 1",
     "params.guidance": "use a number from 0 to 100 (values above 1 enable classifier-free guidance)",
@@ -176,6 +201,7 @@ class Job:
     device: str
     dtype: str
     cpu_threads: int
+    policy: PolicySettings
     description: str
     field_lines: dict[str, int]
     slurm: SlurmFields = SlurmFields()

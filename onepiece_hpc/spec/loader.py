@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from onepiece_hpc.spec.job import FIELD_HINTS, SEED_MAX, Job, JobFields, Stage
+from onepiece_hpc.spec.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings, Stage
 from onepiece_hpc.spec.prompts import read_prompts
 from onepiece_hpc.spec.yaml_source import YamlDocument, parse_yaml
 
@@ -138,6 +138,7 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
         device=fields.device,
         dtype=fields.dtype,
         cpu_threads=fields.cpu_threads,
+        policy=PolicySettings(**fields.policy.model_dump()),
         description=fields.description,
         field_lines=dict(doc.lines),
         slurm=fields.slurm,
