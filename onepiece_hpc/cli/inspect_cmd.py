@@ -28,6 +28,9 @@ def _render(info: dict) -> str:
     prov = info["provenance"]
     lines.append(f"  made by    onepiece {prov.get('package_version')}, torch {prov.get('torch_version')}, "
                  f"diffusers {prov.get('diffusers_version')} on {prov.get('host')}")
+    for t in info["telemetry"]:
+        lines.append(f"  telemetry  {t['run']}: {t['ranks']} stage ranks, policy {t['policy']}, {t['moves']} moves, "
+                     f"busy {t['busy_rank_s']:.1f} rank-s, idle {t['idle_rank_s']:.1f} rank-s")
     for run in info["runs"]:
         lines.append(f"  run        {run['started_at']} .. {run['finished_at'] or '(not closed)'}  "
                      f"{run['mode']} on {run['host']}: {run['status']}, {run['items_committed']} items")

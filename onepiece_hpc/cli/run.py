@@ -32,10 +32,12 @@ def _print_summary(summary) -> None:
               show_default=True, help="How stage ranks pass tensors (auto: shm on a node, else verbs or mpi-rma).")
 @click.option("--ring-slots", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Units in flight per channel.")
+@click.option("--policy", type=click.Choice(["static", "adaptive"]), default=None,
+              help="Override the job file's policy: static never moves ranks, adaptive moves them by load.")
 @click.option("--wait-timeout", type=click.FloatRange(1.0), default=600.0, show_default=True,
               help="Deadline, in seconds, of any single wait on a peer.")
 def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None, output: Path | None,
-        fabric: str, ring_slots: int, wait_timeout: float) -> None:
+        fabric: str, ring_slots: int, policy: str | None, wait_timeout: float) -> None:
     """Generate every item of JOB_FILE that is not yet in its output.
 
     Running the same job again resumes it: only missing items are generated. An output that
@@ -55,7 +57,8 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
     if ranks is not None:
         _run_staged(prepared, job_file, ranks, output, [
             "--fabric", fabric, "--ring-slots", str(ring_slots), "--wait-timeout", str(wait_timeout),
-            "--progress", "bar" if interactive else "lines"])  # the ranks' stderr is a pipe: tell them
+            "--progress", "bar" if interactive else "lines",  # the ranks' stderr is a pipe: tell them
+            *(["--policy", policy] if policy else [])])
         return
 
     def progress(total: int, done: int) -> ProgressReporter:

@@ -44,6 +44,14 @@ def slot_bytes(prepared: Prepared, stage: Stage) -> int:
                for params, size in shapes)
 
 
+def with_policy(prepared: Prepared, name: str | None) -> Prepared:
+    """The job with its policy's name replaced (the policy never changes any output bit)."""
+    if name is None:
+        return prepared
+    job = replace(prepared.job, policy=replace(prepared.job.policy, name=name))
+    return replace(prepared, plan=replace(prepared.plan, job=job))
+
+
 def channel_plan(prepared: Prepared, layout, rank: int, size: int, slots: int) -> tuple[list[Outbound], list[int]]:
     """Which channels this rank opens. A static job wires each stage to the next; an elastic one
     wires every stage rank to every other (any rank may serve any stage after a move) and to
@@ -120,7 +128,7 @@ def run_rank(args: argparse.Namespace, comm) -> str:
                         "the MPI library do not match (e.g. srun --mpi=pmix with an MPICH build); fix: use "
                         "the --mpi plugin of your MPI (pmi2 for MPICH, pmix for Open MPI) or its mpiexec")
     signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)  # only rank 0 acts on it; nobody dies of it
-    prepared = prepare(args.job, args.output, environment.cache_dir())
+    prepared = with_policy(prepare(args.job, args.output, environment.cache_dir()), args.policy)
     layout = plan_layout(prepared.job, size)
     mine = me(rank)
     peers = exchange_peers(comm, mine)

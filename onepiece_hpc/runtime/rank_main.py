@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="fail unless MPI gives exactly this many ranks (catches a wrong srun --mpi)")
     parser.add_argument("--status-dir", type=Path, default=None,
                         help="keep a per-rank status file here (for a local launcher that watches)")
+    parser.add_argument("--policy", choices=["static", "adaptive"], default=None,
+                        help="override the job file's policy name")
     parser.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
                         help="rank 0's progress: a live bar, plain lines, or auto (a bar on a terminal)")
     parser.add_argument("--mode", default="staged")

@@ -67,6 +67,21 @@ def output_dataset(file: h5py.File) -> h5py.Dataset:
     return file[s.OUTPUTS][s.OUTPUT_DATASETS[_text(file.attrs["output_kind"])]]
 
 
+def _telemetry_summary(file: h5py.File) -> list[dict]:
+    """One record per staged run: its policy, moves, and where the rank-seconds went."""
+    records = []
+    for name, group in sorted(file.get("telemetry", {}).items()):
+        ranks = group["ranks"][...]
+        moves = group["moves"][...] if "moves" in group else []
+        records.append({
+            "run": name, "policy": _text(group.attrs.get("policy", "static")), "layout": _text(group.attrs.get("layout", "")),
+            "ranks": int(len(ranks)), "moves": int(len(moves)),
+            "busy_rank_s": float(ranks["busy_s"].sum()), "idle_rank_s": float(ranks["wait_s"].sum()),
+            "moving_data_rank_s": float(ranks["send_s"].sum()),
+        })
+    return records
+
+
 def summary(file: h5py.File, path: Path) -> dict:
     """The facts `onepiece inspect` shows, as plain JSON-able values."""
     done = file[s.DONE][...].astype(bool)
@@ -83,6 +98,7 @@ def summary(file: h5py.File, path: Path) -> dict:
     outputs = {name: {"shape": list(ds.shape), "dtype": str(ds.dtype), "chunks": list(ds.chunks or ())}
                for name, ds in file[s.OUTPUTS].items()}
     return {
+        "telemetry": _telemetry_summary(file),
         "file": str(path),
         "format_version": int(file.attrs["format_version"]),
         "job_name": _text(file.attrs["job_name"]),
