@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import invoke, run_cli, tree_digest, write_job
+from support import invoke, run_cli, tree_digest, write_job
 
 GOOD = ["a cat", "a dog", "a bird"]
 

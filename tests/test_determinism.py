@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 
-from conftest import builtin_model, invoke, write_job
+from support import builtin_model, invoke, write_job
 
 PROMPTS = ["a red fox in snow", "a lighthouse at dusk", "a bowl of ramen", "an owl on a branch", "a tram"]
 NEGATIVES = ["blurry", "", "text, watermark", "low quality", ""]

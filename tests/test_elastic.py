@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import invoke, run_cli, write_job
+from support import invoke, run_cli, write_job
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 

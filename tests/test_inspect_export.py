@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import invoke, run_cli, write_job
+from support import invoke, run_cli, write_job
 
 PROMPTS = ["a quiet harbour", "a \"quoted\" prompt; with $(shell) `chars`", "ünïcödé 🌸 prompt"]
 

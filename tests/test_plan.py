@@ -10,7 +10,7 @@ from onepiece_hpc.spec.job import GenParams
 from onepiece_hpc.spec.loader import load_job
 from onepiece_hpc.spec.plan import Item, form_units, item_key, plan_job
 
-from conftest import write_job
+from support import write_job
 
 P = GenParams(steps=4, guidance=5.0, height=64, width=64)
 

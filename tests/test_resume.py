@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import invoke, write_job
+from support import invoke, write_job
 
 PROMPTS = [f"prompt number {i}, a landscape" for i in range(40)]
 PARAMS = "{steps: 8, guidance: 5.0, height: 64, width: 64}"

@@ -13,7 +13,7 @@ from onepiece_hpc.runtime.layout import NODE_MANAGER, default_split, plan_layout
 from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.spec.loader import load_job
 
-from conftest import write_job
+from support import write_job
 
 
 def _job(tmp_path, **fields):
@@ -50,7 +50,8 @@ def test_layouts_that_do_not_fit_are_refused(tmp_path, size, words):
 def test_messages_round_trip():
     for message in (messages.WorkRequest(3), messages.WorkGrant(-1), messages.Finished(2, 7),
                     messages.Failure(1, "h", "encode", 4, "boom", peer=2),
-                    messages.Heartbeat(1, "serving", "denoise", 3, 2, 1.0, 0.5, 0.1, 2.0, 0.3, 1, 100.0)):
+                    messages.Heartbeat(1, "serving", "denoise", 3, 2, 1.0, 0.5, 0.1, 2.0, 0.3, 1, 100.0,
+                                       [0.1, 0.9, 0.0], [1, 1, 0], [2.0, 1.0, 0.0])):
         assert messages.decode(messages.encode(message)) == message
 
 

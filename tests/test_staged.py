@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import builtin_model, invoke, run_cli, write_job
+from support import builtin_model, invoke, run_cli, write_job
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
