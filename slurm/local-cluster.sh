@@ -55,6 +55,10 @@ write_config() {
     local host
     host="$(hostname -s)"
     mkdir -p "$DIR"/{log,run,state,spool/n1,db,tmp}
+    # Job ids that differ from one cluster start to the next: MPICH names its shared-memory
+    # segments after the job and step, and a segment left by a killed job of an earlier
+    # cluster with the same id would make the new job's MPI_Init wait forever.
+    local FIRST_JOB_ID=$(( ($(date +%s) % 5000000) * 10 + 1000 ))
     chmod 700 "$DIR"
     [ -f "$DIR/munge.key" ] || { head -c 1024 /dev/urandom >"$DIR/munge.key"; chmod 600 "$DIR/munge.key"; }
     cat >"$DIR/slurm.conf" <<EOF
@@ -82,6 +86,7 @@ ReturnToService=2
 SlurmdParameters=config_overrides
 MinJobAge=300
 MaxArraySize=4
+FirstJobId=$FIRST_JOB_ID
 JobRequeue=1
 SchedulerParameters=sched_interval=2
 AccountingStorageType=accounting_storage/slurmdbd

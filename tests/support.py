@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,3 +68,45 @@ def tree_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder`, to prove that nothing was changed."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@contextmanager
+def running(*args: str, env: dict | None = None):
+    """A real `onepiece ARGS` process in a session of its own; if the test fails, it and every
+    rank it started are killed, so nothing outlives the test."""
+    proc = subprocess.Popen([sys.executable, "-m", "onepiece_hpc.cli.main", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env or os.environ.copy(), start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_until(proc: subprocess.Popen, condition, what: str, deadline_s: float = 180.0):
+    """Poll `condition` until it returns something true; fail if `proc` ends first or time runs out."""
+    deadline = time.monotonic() + deadline_s
+    while not (found := condition()):
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {what}: {proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {deadline_s:.0f} s")
+        time.sleep(0.02)
+    return found
+
+
+def done_count(path: Path) -> int:
+    """Committed items of an output that another process may be writing (0 before it exists)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return int(f["done"][...].sum())
+    except (OSError, KeyError):
+        return 0
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]

@@ -7,16 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from support import invoke, run_cli, write_job
+from support import error_lines, invoke, run_cli, running, wait_until, write_job
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
@@ -71,25 +68,12 @@ def test_rank_killed_during_a_move_gives_a_clear_error_and_a_resumable_output(tm
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch)}  # where the launcher keeps the ranks' status files
-    proc = subprocess.Popen([sys.executable, "-m", "onepiece_hpc.cli.main", "run", str(job), "-n", "6",
-                             "--wait-timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        victim = None
-        while victim is None:
-            assert proc.poll() is None, "the run ended before any move: " + proc.stderr.read()[-2000:]
-            assert time.monotonic() < deadline, "no move seen"
-            victim = next((s for s in _statuses(scratch) if s["moving_to"]), None)
-            time.sleep(0.01)
+    with running("run", job, "-n", "6", "--wait-timeout", "60", env=env) as proc:
+        victim = wait_until(proc, lambda: next((s for s in _statuses(scratch) if s["moving_to"]), None), "a move")
         os.kill(victim["pid"], signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 1, err[-3000:]
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    errors = error_lines(err)
     assert len(errors) == 1, err[-3000:]
     assert f"rank {victim['rank']} on " in errors[0] and "moving to" in errors[0] and "died" in errors[0]
     again = run_cli("run", job, "-n", "6", "--wait-timeout", "60")

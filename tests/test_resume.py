@@ -3,50 +3,24 @@ and bit-identical to an uninterrupted run; a different job is refused."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import h5py
 import numpy as np
 import pytest
 
-from support import invoke, write_job
+from support import done_count, invoke, running, wait_until, write_job
 
 PROMPTS = [f"prompt number {i}, a landscape" for i in range(40)]
 PARAMS = "{steps: 8, guidance: 5.0, height: 64, width: 64}"
 
 
-def _done_count(path) -> int:
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            return int(f["done"][...].sum())
-    except (OSError, KeyError):
-        return 0
-
-
-def _start_and_interrupt(job, output, sig: int, deadline: float = 180.0) -> int:
-    """Start a real run, send `sig` once some but not all items are done; return the done count."""
-    proc = subprocess.Popen([sys.executable, "-m", "onepiece_hpc.cli.main", "run", str(job), "--monolithic"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
-    try:
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            if 3 <= _done_count(output) < len(PROMPTS) - 5:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"run ended before it could be interrupted: {proc.stderr.read().decode()}")
-            time.sleep(0.05)
-        else:
-            pytest.fail("run made no progress in time")
+def _start_and_interrupt(job, output, sig: int) -> int:
+    """Start a real run, send `sig` once some but not all items are done; return its exit code."""
+    with running("run", job, "--monolithic") as proc:
+        wait_until(proc, lambda: 3 <= done_count(output) < len(PROMPTS) - 5, "a few committed items")
         proc.send_signal(sig)
         proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     return proc.returncode
 
 
@@ -57,7 +31,7 @@ def test_interrupted_run_resumes_exactly_once_and_identical(tmp_path, sig):
     output = tmp_path / "cut/out/t.h5"
     code = _start_and_interrupt(job, output, sig)
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130)
-    kept = _done_count(output)
+    kept = done_count(output)
     assert 3 <= kept < len(PROMPTS)
 
     resumed = invoke("run", job, "--monolithic")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from support import builtin_model, invoke, run_cli, write_job
+from support import builtin_model, done_count, error_lines, invoke, run_cli, running, wait_until, write_job
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
@@ -95,46 +93,27 @@ def _rank_pids(marker: str) -> dict[int, int]:
     return found
 
 
-def _done(path: Path) -> int:
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            return int(f["done"][...].sum())
-    except (OSError, KeyError):
-        return 0
-
-
 def test_killed_worker_gives_one_clear_error_and_a_resumable_output(tmp_path):
     prompts = [f"kill test {i}" for i in range(40)]
     params = "{steps: 8, guidance: 4.0, height: 64, width: 64}"
     job = write_job(tmp_path / "cut", prompts, params=params, stages="{encode: 1, denoise: 2, decode: 1}")
     output = tmp_path / "cut/out/t.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "onepiece_hpc.cli.main", "run", str(job), "-n", "5",
-                             "--wait-timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=os.environ.copy(), start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while _done(output) < 2:
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.05)
+    with running("run", job, "-n", "5", "--wait-timeout", "60") as proc:
+        wait_until(proc, lambda: done_count(output) >= 2, "two committed items")
         pids = _rank_pids(str(job))
         victim = random.Random(len(prompts)).choice(sorted(r for r in pids if r != 0))
         os.kill(pids[victim], signal.SIGKILL)
         killed_at = time.monotonic()
         out, err = proc.communicate(timeout=120)
         noticed = time.monotonic() - killed_at
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 1, err[-3000:]
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    errors = error_lines(err)
     assert len(errors) == 1, err[-3000:]
     stage = {1: "encode", 2: "denoise", 3: "denoise", 4: "decode"}[victim]
     assert f"rank {victim} on " in errors[0] and f"stage {stage}" in errors[0] and "died" in errors[0], errors[0]
     assert "resume" in errors[0]
     assert noticed < 30, f"the failure took {noticed:.0f} s to surface"
-    kept = _done(output)
+    kept = done_count(output)
     assert 2 <= kept < len(prompts)
 
     again = run_cli("run", job, "-n", "5", "--wait-timeout", "60")
@@ -155,7 +134,7 @@ def test_rank_that_raises_is_reported_once_with_rank_stage_and_cause(tmp_path, m
     job = write_job(tmp_path, PROMPTS[:3], model="broken-sd", stages="{encode: 1, denoise: 1, decode: 1}")
     proc = run_cli("run", job, "-n", "4", "--wait-timeout", "60")
     assert proc.returncode == 1, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1, proc.stderr[-3000:]
     assert "rank 3 on " in errors[0] and "stage decode" in errors[0] and "no unit in hand" in errors[0]
     assert "resume" in errors[0]
@@ -184,26 +163,14 @@ def test_drain_signal_commits_what_is_dispatched_then_resume_finishes(tmp_path):
     params = "{steps: 8, guidance: 4.0, height: 64, width: 64}"
     job = write_job(tmp_path / "cut", prompts, params=params, stages="{encode: 1, denoise: 2, decode: 1}")
     output = tmp_path / "cut/out/t.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "onepiece_hpc.cli.main", "run", str(job), "-n", "5",
-                             "--wait-timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=os.environ.copy(), start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while _done(output) < 2:
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.05)
-        pids = _rank_pids(str(job))
-        for pid in pids.values():  # as `sbatch --signal=USR1@T` does: every rank gets it
+    with running("run", job, "-n", "5", "--wait-timeout", "60") as proc:
+        wait_until(proc, lambda: done_count(output) >= 2, "two committed items")
+        for pid in _rank_pids(str(job)).values():  # as `sbatch --signal=USR1@T` does: every rank gets it
             os.kill(pid, signal.SIGUSR1)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 3, err[-3000:]
     assert "run the same command again" in err
-    kept = _done(output)
+    kept = done_count(output)
     assert 2 <= kept < len(prompts)
     with h5py.File(output, "r") as f:
         assert f["runs"][0]["status"].decode() == "preempted"

@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.quiet import quiet_libraries
-from onepiece_hpc.transport.connect import FabricChoice
 
 NODE_MANAGER = 0
 log = logging.getLogger("onepiece.rank")
@@ -28,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="onepiece-rank", description=__doc__)
     parser.add_argument("job", type=Path)
     parser.add_argument("--output", type=Path, default=None)
-    parser.add_argument("--fabric", choices=[c.value for c in FabricChoice], default="auto")
+    parser.add_argument("--fabric", choices=["auto", "shm", "mpi-rma", "verbs"], default="auto")
     parser.add_argument("--ring-slots", type=int, default=2, help="slots per channel (units in flight)")
     parser.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     parser.add_argument("--heartbeat-timeout", type=float, default=60.0,
@@ -44,13 +45,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override the job file's policy name")
     parser.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
                         help="rank 0's progress: a live bar, plain lines, or auto (a bar on a terminal)")
+    parser.add_argument("--init-timeout", type=float, default=300.0,
+                        help="seconds MPI_Init may take before the rank gives up with an error")
     parser.add_argument("--mode", default="staged")
     return parser.parse_args(argv)
 
 
+def start_mpi(timeout_s: float):
+    """Import mpi4py (which runs MPI_Init) with a deadline: a launcher/MPI mismatch or stale
+    state can make MPI_Init wait forever, and a rank must fail, not hang."""
+    started = threading.Event()
+
+    def watchdog() -> None:
+        if not started.wait(timeout_s):
+            print(f"error: MPI did not start within {timeout_s:.0f} s (stuck in MPI_Init on "
+                  f"{socket.gethostname()}, pid {os.getpid()}); fix: check that srun's --mpi plugin "
+                  "matches the MPI mpi4py uses (pmi2 for MPICH, pmix for Open MPI)", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    threading.Thread(target=watchdog, name="mpi-init-watchdog", daemon=True).start()
+    from mpi4py import MPI
+
+    started.set()
+    return MPI
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from mpi4py import MPI
+    MPI = start_mpi(args.init_timeout)
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
