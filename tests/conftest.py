@@ -14,3 +14,19 @@ def model_cache(tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("onepiece-cache")
     os.environ["ONEPIECE_CACHE"] = str(cache)
     return cache
+
+
+@pytest.fixture(autouse=True)
+def environment_is_restored():
+    """What a test sets in os.environ does not leak into the next one (MPI reads it at start-up)."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that need the local Slurm run last: its cluster stays up (and its environment set)
+    until the session ends, and nothing else should run beside it."""
+    items.sort(key=lambda item: "tests/slurm/" in item.nodeid.replace("\\", "/"))
