@@ -47,5 +47,16 @@ def wait_until(condition, what: str, deadline_s: float = JOB_DEADLINE_S, every: 
 
 
 def start_now(job_id: str) -> None:
-    """Slurm holds a requeued job back for about two minutes (its begin time); let it start now."""
+    """Slurm holds a requeued job back for about two minutes (its begin time); let it start now.
+
+    First wait for the node to be idle again: until slurmd has cleaned up the previous run, the
+    job's old credential is still revoked there and a start fails ("Job credential revoked").
+    """
+    def node_idle() -> bool:
+        state = subprocess.run(["sinfo", "-h", "-n", "n1", "-o", "%T"], capture_output=True, text=True,
+                               timeout=30).stdout.strip()
+        return state == "idle"
+
+    wait_until(node_idle, "the node to be idle after the requeue", 90)
+    time.sleep(2.0)
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, timeout=30)
