@@ -181,15 +181,19 @@ class Simulation:
         self.working[r] = -1
         self.state[r] = IDLE
         self._set_free(r, before)
-        st = self.stage[r]
+        if self.stage[r] > 0:
+            self._unblock(self.stage[r])
+        self._try_start(r)
+
+    def _unblock(self, st: int) -> None:
+        """Producers waiting to hand units to stage `st` go, as long as some rank of it has room."""
         waiting = self.blocked[st]
-        while waiting and st > 0:
+        while waiting:
             producer = waiting.popleft()
             if not self._deliver(st, self.working[producer]):
                 waiting.appendleft(producer)
-                break
+                return
             self._release(producer)
-        self._try_start(r)
 
     # -- moves ------------------------------------------------------------------------------
     def _maybe_load(self, r: int) -> None:
@@ -215,13 +219,7 @@ class Simulation:
         self.carry[r].clear()
         if st > 0:
             self.free[st][max(0, self.cap - self._occupancy(r))].add(r)
-            waiting = self.blocked[st]
-            while waiting and self._occupancy(r) < self.cap:
-                producer = waiting.popleft()
-                if not self._deliver(st, self.working[producer]):
-                    waiting.appendleft(producer)
-                    break
-                self._release(producer)
+            self._unblock(st)
         self._try_start(r)
 
     def _start_move(self, r: int, to: int) -> None:
