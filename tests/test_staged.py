@@ -93,15 +93,32 @@ def _rank_pids(marker: str) -> dict[int, int]:
     return found
 
 
+INTERRUPTED = [f"interrupted run item {i}" for i in range(40)]
+INTERRUPTED_PARAMS = "{steps: 8, guidance: 4.0, height: 64, width: 64}"
+
+
+def _interruptible_job(tmp_path: Path) -> tuple[Path, Path]:
+    """A staged job long enough to interrupt midway, and its output path."""
+    job = write_job(tmp_path / "cut", INTERRUPTED, params=INTERRUPTED_PARAMS,
+                    stages="{encode: 1, denoise: 2, decode: 1}")
+    return job, tmp_path / "cut/out/t.h5"
+
+
+def _resume_completes_exactly_once_and_identical(tmp_path: Path, job: Path, output: Path, kept: int) -> None:
+    again = run_cli("run", job, "-n", "5", "--wait-timeout", "60")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"({len(INTERRUPTED) - kept} this run" in again.stdout
+    whole = write_job(tmp_path / "whole", INTERRUPTED, params=INTERRUPTED_PARAMS)
+    assert invoke("run", whole, "--monolithic").code == 0
+    np.testing.assert_array_equal(_images(output), _images(tmp_path / "whole/out/t.h5"))
+
+
 def test_killed_worker_gives_one_clear_error_and_a_resumable_output(tmp_path):
-    prompts = [f"kill test {i}" for i in range(40)]
-    params = "{steps: 8, guidance: 4.0, height: 64, width: 64}"
-    job = write_job(tmp_path / "cut", prompts, params=params, stages="{encode: 1, denoise: 2, decode: 1}")
-    output = tmp_path / "cut/out/t.h5"
+    job, output = _interruptible_job(tmp_path)
     with running("run", job, "-n", "5", "--wait-timeout", "60") as proc:
         wait_until(proc, lambda: done_count(output) >= 2, "two committed items")
         pids = _rank_pids(str(job))
-        victim = random.Random(len(prompts)).choice(sorted(r for r in pids if r != 0))
+        victim = random.Random(len(INTERRUPTED)).choice(sorted(r for r in pids if r != 0))
         os.kill(pids[victim], signal.SIGKILL)
         killed_at = time.monotonic()
         out, err = proc.communicate(timeout=120)
@@ -114,14 +131,8 @@ def test_killed_worker_gives_one_clear_error_and_a_resumable_output(tmp_path):
     assert "resume" in errors[0]
     assert noticed < 30, f"the failure took {noticed:.0f} s to surface"
     kept = done_count(output)
-    assert 2 <= kept < len(prompts)
-
-    again = run_cli("run", job, "-n", "5", "--wait-timeout", "60")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert f"({len(prompts) - kept} this run" in again.stdout
-    whole = write_job(tmp_path / "whole", prompts, params=params)
-    assert invoke("run", whole, "--monolithic").code == 0
-    np.testing.assert_array_equal(_images(output), _images(tmp_path / "whole/out/t.h5"))
+    assert 2 <= kept < len(INTERRUPTED)
+    _resume_completes_exactly_once_and_identical(tmp_path, job, output, kept)
     assert not _rank_pids(str(job)), "ranks left running"
 
 
@@ -159,10 +170,7 @@ def test_bench_pipeline_reports_both_modes_as_json(tmp_path):
 
 
 def test_drain_signal_commits_what_is_dispatched_then_resume_finishes(tmp_path):
-    prompts = [f"drain test {i}" for i in range(40)]
-    params = "{steps: 8, guidance: 4.0, height: 64, width: 64}"
-    job = write_job(tmp_path / "cut", prompts, params=params, stages="{encode: 1, denoise: 2, decode: 1}")
-    output = tmp_path / "cut/out/t.h5"
+    job, output = _interruptible_job(tmp_path)
     with running("run", job, "-n", "5", "--wait-timeout", "60") as proc:
         wait_until(proc, lambda: done_count(output) >= 2, "two committed items")
         for pid in _rank_pids(str(job)).values():  # as `sbatch --signal=USR1@T` does: every rank gets it
@@ -171,13 +179,8 @@ def test_drain_signal_commits_what_is_dispatched_then_resume_finishes(tmp_path):
     assert proc.returncode == 3, err[-3000:]
     assert "run the same command again" in err
     kept = done_count(output)
-    assert 2 <= kept < len(prompts)
+    assert 2 <= kept < len(INTERRUPTED)
     with h5py.File(output, "r") as f:
         assert f["runs"][0]["status"].decode() == "preempted"
         assert int(f["runs"][0]["items_committed"]) == kept
-    again = run_cli("run", job, "-n", "5", "--wait-timeout", "60")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert f"({len(prompts) - kept} this run" in again.stdout
-    whole = write_job(tmp_path / "whole", prompts, params=params)
-    assert invoke("run", whole, "--monolithic").code == 0
-    np.testing.assert_array_equal(_images(output), _images(tmp_path / "whole/out/t.h5"))
+    _resume_completes_exactly_once_and_identical(tmp_path, job, output, kept)

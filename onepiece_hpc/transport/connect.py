@@ -19,9 +19,16 @@ from enum import Enum
 
 from mpi4py import MPI
 
+from onepiece_hpc.transport.consumer import Consumer
 from onepiece_hpc.transport.errors import PeerInfo, SetupError, TransportError
-from onepiece_hpc.transport.fabrics.base import Fabric, FabricKind, OwnedRegion, PeerRegion
-from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, Consumer, Producer, RingLayout
+from onepiece_hpc.transport.fabrics.base import (
+    Fabric,
+    FabricKind,
+    OwnedRegion,
+    PeerRegion,
+)
+from onepiece_hpc.transport.producer import Producer
+from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, RingLayout
 from onepiece_hpc.transport.setup_messages import SetupMessage, Step
 from onepiece_hpc.transport.wait import WaitPolicy
 from onepiece_hpc.transport.wire import Integrity

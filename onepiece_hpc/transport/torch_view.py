@@ -7,7 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from onepiece_hpc.transport.ring import ReceivedMessage, TensorOut
+from onepiece_hpc.transport.consumer import ReceivedMessage
+from onepiece_hpc.transport.ring import TensorOut
 from onepiece_hpc.transport.wire import DType
 
 _DTYPES = {torch.float32: DType.FLOAT32, torch.float16: DType.FLOAT16,

@@ -9,14 +9,20 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+from transport_helpers import random_tensors
 
 from onepiece_hpc.transport import (
-    ChannelClosed, MessageTooLarge, PeerInfo, RingLayout, WaitPolicy,
+    ChannelClosed,
+    MessageTooLarge,
+    PeerInfo,
+    RingLayout,
+    WaitPolicy,
 )
+from onepiece_hpc.transport.consumer import Consumer
 from onepiece_hpc.transport.fabrics.verbs import verbs_devices
+from onepiece_hpc.transport.producer import Producer
 from onepiece_hpc.transport.region import ArrayRegion
-from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, Consumer, Producer
-from transport_helpers import random_tensors
+from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES
 
 ME = PeerInfo(0, socket.gethostname(), os.getpid())
 
@@ -49,6 +55,7 @@ def _shm():
 
 def _rma():
     from mpi4py import MPI
+
     from onepiece_hpc.transport.fabrics.mpi_rma import RmaFabric
     return RmaFabric(MPI.COMM_SELF, 8 << 20)
 

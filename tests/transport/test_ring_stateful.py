@@ -12,16 +12,18 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from transport_helpers import DelayedRegion, FakeClock, random_tensors
 
+from onepiece_hpc.transport.consumer import Consumer
 from onepiece_hpc.transport.errors import PeerInfo
+from onepiece_hpc.transport.producer import Producer
 from onepiece_hpc.transport.region import ArrayRegion
-from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, Consumer, Producer, RingLayout
+from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, RingLayout
 from onepiece_hpc.transport.wait import WaitPolicy
 from onepiece_hpc.transport.wire import Integrity
-
-from transport_helpers import DelayedRegion, FakeClock, random_tensors
 
 PEER = PeerInfo(rank=1, host="test", pid=1)
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from onepiece_hpc.transport import PeerDied, PeerInfo, RingLayout, WaitPolicy
-from onepiece_hpc.transport.fabrics.shm import PREFIX, SHM_DIR, ShmFabric, ShmPeerRegion
+from onepiece_hpc.transport.consumer import Consumer
 from onepiece_hpc.transport.errors import SetupError
-from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, Consumer
+from onepiece_hpc.transport.fabrics.shm import PREFIX, SHM_DIR, ShmFabric, ShmPeerRegion
+from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES
 
 pytestmark = pytest.mark.timeout(60)
 ME = PeerInfo(0, socket.gethostname(), os.getpid())
@@ -82,7 +83,8 @@ def test_killed_producer_gives_peer_died_naming_rank_within_deadline() -> None:
         import numpy as np
         from onepiece_hpc.transport import PeerInfo, RingLayout
         from onepiece_hpc.transport.fabrics.shm import ShmFabric
-        from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, Producer
+        from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES
+        from onepiece_hpc.transport.producer import Producer
         fabric = ShmFabric()
         me = PeerInfo(5, socket.gethostname(), os.getppid())
         credits = fabric.create_region(CREDIT_REGION_BYTES, me)

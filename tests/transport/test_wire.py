@@ -6,18 +6,29 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transport_helpers import FakeClock, random_tensors
 
 from onepiece_hpc.transport import (
-    CorruptMessage, DType, MessageTooLarge, PeerInfo, PeerTimeout, RingLayout, TensorOut, TensorSpec,
-    WaitPolicy, slot_bytes_for,
+    CorruptMessage,
+    DType,
+    MessageTooLarge,
+    PeerInfo,
+    PeerTimeout,
+    RingLayout,
+    TensorOut,
+    TensorSpec,
+    WaitPolicy,
+    slot_bytes_for,
 )
 from onepiece_hpc.transport.balance import pick_consumer
+from onepiece_hpc.transport.consumer import Consumer
 from onepiece_hpc.transport.fabrics.inproc import inproc_channel
+from onepiece_hpc.transport.producer import Producer
 from onepiece_hpc.transport.region import ArrayRegion
-from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, Consumer, Producer
+from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES
 from onepiece_hpc.transport.wire import CreditStatus, decode_credit, decode_header
-from transport_helpers import FakeClock, random_tensors
 
 
 def test_all_dtypes_round_trip_zero_copy() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import socket
 
+from onepiece_hpc.transport.consumer import Consumer
 from onepiece_hpc.transport.errors import PeerInfo
+from onepiece_hpc.transport.producer import Producer
 from onepiece_hpc.transport.region import ArrayRegion
-from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, Consumer, Producer, RingLayout
+from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, RingLayout
 from onepiece_hpc.transport.wait import WaitPolicy
 
 
