@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ import click
 from onepiece_hpc.errors import UserError
 
 DEFAULT_SIZES = "64K,256K,1M,4M,16M"
+DEFAULT_GPU_SIZES = "1M,4M,16M,64M"
 LAUNCH_TIMEOUT_S = 1200
 _UNITS = {"": 1, "K": 1 << 10, "KI": 1 << 10, "M": 1 << 20, "MI": 1 << 20, "G": 1 << 30,
           "GI": 1 << 30}
@@ -42,13 +42,16 @@ def launched_by_mpi() -> bool:
     return int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1
 
 
-def format_table(records: Sequence[dict[str, object]]) -> str:
-    """A markdown table: GB/s and round trip per fabric and size, with ratios to memcpy and MPI."""
+def format_table(records: Sequence[dict[str, object]], copy_name: str = "memcpy",
+                 mpi_name: str = "mpi-sendrecv") -> str:
+    """A markdown table: GB/s and round trip per fabric and size, with ratios to the copy ceiling
+    and to the message-passing baseline (MPI on the host, NCCL between GPUs)."""
     by_key = {(r["fabric"], r["bytes"]): r for r in records}
-    lines = ["| size | fabric | GB/s | x memcpy | x MPI | RTT us | RTT / MPI |",
+    copy_label, mpi_label = ("memcpy", "MPI") if copy_name == "memcpy" else ("d2d", "NCCL")
+    lines = [f"| size | fabric | GB/s | x {copy_label} | x {mpi_label} | RTT us | RTT / {mpi_label} |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for size in sorted({int(r["bytes"]) for r in records}):
-        copy, mpi = by_key.get(("memcpy", size)), by_key.get(("mpi-sendrecv", size))
+        copy, mpi = by_key.get((copy_name, size)), by_key.get((mpi_name, size))
         for record in (r for r in records if r["bytes"] == size):
             gbps, rtt = float(record["gbps"]), float(record["rtt_us"])
             lines.append(
@@ -69,18 +72,11 @@ def _human(size: int) -> str:
     return f"{size} B"
 
 
-def _mpiexec() -> str:
-    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    found = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
-    if found is None:
-        raise UserError("no mpiexec found next to this Python or on PATH; install an MPI (e.g. the "
-                        "package's local-mpi extra) or launch 2 ranks yourself: "
-                        "srun -n 2 --mpi=pmi2 onepiece bench transport")
-    return found
-
-
 def _launch(argv: Sequence[str]) -> None:
-    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "onepiece_hpc.cli.main", *argv]
+    from onepiece_hpc.runtime.launch import find_mpiexec
+
+    program = [sys.executable, "-m", "onepiece_hpc.cli.main", *argv]
+    command = find_mpiexec().command(2, program, as_root=os.geteuid() == 0)
     try:
         result = subprocess.run(command, timeout=LAUNCH_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as err:
@@ -92,29 +88,41 @@ def _launch(argv: Sequence[str]) -> None:
 
 
 @click.command("transport")
-@click.option("--sizes", default=DEFAULT_SIZES, show_default=True,
-              help="Message sizes, comma-separated (K, M, G are binary units).")
+@click.option("--sizes", default=None,
+              help=f"Message sizes, comma-separated (K, M, G are binary units) [default: {DEFAULT_SIZES} "
+                   f"on cpu, {DEFAULT_GPU_SIZES} on cuda].")
 @click.option("--slots", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Slots per ring.")
 @click.option("--trials", default=3, show_default=True, type=click.IntRange(1, 20),
               help="Repeats per point; the best is kept.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON record per fabric and size instead of the table.")
-def bench_transport(sizes: str, slots: int, trials: int, as_json: bool) -> None:
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda: GPU to GPU (ring/cuda-ipc, ring/pinned-shm, NCCL, device-to-device copy).")
+def bench_transport(sizes: str | None, slots: int, trials: int, as_json: bool, device: str) -> None:
     """One-way GB/s and round-trip latency: ring/shm, ring/mpi-rma, mpi4py Send/Recv, memcpy.
 
     Run outside MPI it starts 2 ranks with mpiexec; under mpiexec or srun it uses the 2 ranks
     it was given (same node for ring/shm).
     """
+    sizes = sizes or (DEFAULT_GPU_SIZES if device == "cuda" else DEFAULT_SIZES)
     byte_sizes = parse_sizes(sizes)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no GPU is visible here; fix: run on a GPU node, or use --device cpu")
     if not launched_by_mpi():
-        argv = ["bench", "transport", "--sizes", sizes, "--slots", str(slots),
+        argv = ["bench", "transport", "--sizes", sizes, "--slots", str(slots), "--device", device,
                 "--trials", str(trials), *(["--json"] if as_json else [])]
         _launch(argv)
         return
     from mpi4py import MPI
 
-    from onepiece_hpc.transport.benchmark import run_benchmark
+    if device == "cuda":
+        from onepiece_hpc.transport.gpu_benchmark import run_gpu_benchmark as run_benchmark
+    else:
+        from onepiece_hpc.transport.benchmark import run_benchmark
 
     comm = MPI.COMM_WORLD
     if comm.Get_size() != 2:
@@ -131,4 +139,4 @@ def bench_transport(sizes: str, slots: int, trials: int, as_json: bool) -> None:
         for row in rows:
             click.echo(json.dumps(row))
     else:
-        click.echo(format_table(rows))
+        click.echo(format_table(rows) if device == "cpu" else format_table(rows, "d2d-copy", "nccl-sendrecv"))

@@ -28,8 +28,11 @@ def _print_summary(summary) -> None:
               help="Run staged on this many local MPI ranks (rank 0 manages; the rest serve stages).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output .h5 file (default: the job file's 'output').")
-@click.option("--fabric", type=click.Choice(["auto", "shm", "mpi-rma", "verbs"]), default="auto",
-              show_default=True, help="How stage ranks pass tensors (auto: shm on a node, else verbs or mpi-rma).")
+@click.option("--fabric", type=click.Choice(["auto", "shm", "mpi-rma", "verbs", "cuda-ipc"]), default="auto",
+              show_default=True, help="How stage ranks pass tensors (auto: cuda-ipc between GPUs of a node, "
+              "else shm on a node, else verbs or mpi-rma).")
+@click.option("--gpu-memory-gib", type=click.FloatRange(min=1.0), default=None,
+              help="Cap what each rank may allocate on its GPU, in GiB.")
 @click.option("--ring-slots", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Units in flight per channel.")
 @click.option("--policy", type=click.Choice(["static", "adaptive"]), default=None,
@@ -37,7 +40,8 @@ def _print_summary(summary) -> None:
 @click.option("--wait-timeout", type=click.FloatRange(1.0), default=600.0, show_default=True,
               help="Deadline, in seconds, of any single wait on a peer.")
 def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None, output: Path | None,
-        fabric: str, ring_slots: int, policy: str | None, wait_timeout: float) -> None:
+        fabric: str, gpu_memory_gib: float | None, ring_slots: int, policy: str | None,
+        wait_timeout: float) -> None:
     """Generate every item of JOB_FILE that is not yet in its output.
 
     Running the same job again resumes it: only missing items are generated. An output that
@@ -58,7 +62,8 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
         _run_staged(prepared, job_file, ranks, output, [
             "--fabric", fabric, "--ring-slots", str(ring_slots), "--wait-timeout", str(wait_timeout),
             "--progress", "bar" if interactive else "lines",  # the ranks' stderr is a pipe: tell them
-            *(["--policy", policy] if policy else [])])
+            *(["--policy", policy] if policy else []),
+            *(["--gpu-memory-gib", str(gpu_memory_gib)] if gpu_memory_gib else [])])
         return
 
     def progress(total: int, done: int) -> ProgressReporter:

@@ -73,15 +73,30 @@ def channel_plan(prepared: Prepared, layout, rank: int, size: int, slots: int) -
     return [ring(r, between) for r in others] + [ring(NODE_MANAGER, slot_bytes(prepared, Stage.DECODE))], others
 
 
-def bind_device(prepared: Prepared, comm) -> Prepared:
-    """One rank per GPU: the node-local rank picks the GPU; on CPU, fix the thread count."""
+def gpu_index(local_rank: int, holds_manager: bool, gpus: int) -> int:
+    """The node-local GPU of a stage rank: stage ranks of a node take the GPUs in turn; the Node
+    Manager (rank 0, CPU only) takes none, so its node's stage ranks count from the rank after it."""
+    return (local_rank - 1 if holds_manager else local_rank) % gpus
+
+
+def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -> Prepared:
+    """One stage rank per GPU (rank 0 stays on the CPU); on CPU, fix the thread count.
+    `gpu_memory_gib` caps what torch may allocate on the rank's GPU."""
     placement = prepared.placement
     if placement.device.type == "cuda":
         from mpi4py import MPI
 
-        local = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-        index = local % torch.cuda.device_count()
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        holds_manager = node.allreduce(int(comm.Get_rank() == NODE_MANAGER)) > 0
+        local = node.Get_rank()
+        node.Free()
+        if comm.Get_rank() == NODE_MANAGER:
+            return replace(prepared, placement=replace(placement, device=torch.device("cpu")))
+        index = gpu_index(local, holds_manager, torch.cuda.device_count())
         torch.cuda.set_device(index)
+        if gpu_memory_gib is not None:
+            total = torch.cuda.get_device_properties(index).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_gib * 2**30 / total), index)
         return replace(prepared, placement=replace(placement, device=torch.device("cuda", index)))
     torch.set_num_threads(prepared.job.cpu_threads)
     return prepared
@@ -132,12 +147,13 @@ def run_rank(args: argparse.Namespace, comm) -> str:
     layout = plan_layout(prepared.job, size)
     mine = me(rank)
     peers = exchange_peers(comm, mine)
-    prepared = bind_device(prepared, comm)
+    prepared = bind_device(prepared, comm, args.gpu_memory_gib)
     stage = layout.stage_of(rank)
     status = (StatusFile(args.status_dir, RankStatus(rank, mine.host, mine.pid, stage.value if stage else "manager"))
               if args.status_dir else None)
     policy = WaitPolicy(timeout_s=args.wait_timeout)
-    fabrics = build_fabrics(comm, FabricChoice(args.fabric))
+    gpu = prepared.placement.device if prepared.placement.device.type == "cuda" else None
+    fabrics = build_fabrics(comm, FabricChoice(args.fabric), gpu=gpu)
     outbound, inbound = channel_plan(prepared, layout, rank, size, args.ring_slots)
     channels = open_channels(comm, fabrics, outbound=outbound, inbound=inbound,
                              choice=FabricChoice(args.fabric), policy=policy, timeout_s=args.wait_timeout)

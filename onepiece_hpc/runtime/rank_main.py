@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="onepiece-rank", description=__doc__)
     parser.add_argument("job", type=Path)
     parser.add_argument("--output", type=Path, default=None)
-    parser.add_argument("--fabric", choices=["auto", "shm", "mpi-rma", "verbs"], default="auto")
+    parser.add_argument("--fabric", choices=["auto", "shm", "mpi-rma", "verbs", "cuda-ipc"], default="auto")
+    parser.add_argument("--gpu-memory-gib", type=float, default=None,
+                        help="cap what torch may allocate on each rank's GPU (a per-process memory fraction)")
     parser.add_argument("--ring-slots", type=int, default=2, help="slots per channel (units in flight)")
     parser.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     parser.add_argument("--heartbeat-timeout", type=float, default=60.0,

@@ -7,6 +7,7 @@ import torch
 
 from onepiece_hpc.models.base import TensorSpec as StageTensor
 from onepiece_hpc.transport import DType, TensorOut, TensorSpec
+from onepiece_hpc.transport.ring import DeviceBytes
 
 TORCH_TO_WIRE = {
     torch.float32: DType.FLOAT32,
@@ -23,12 +24,19 @@ def wire_spec(spec: StageTensor) -> TensorSpec:
     return TensorSpec(spec.name, tuple(spec.shape), TORCH_TO_WIRE[getattr(torch, spec.dtype)])
 
 
-def to_wire(tensors: dict[str, torch.Tensor]) -> list[TensorOut]:
-    """Host copies of the tensors, in a form the ring can carry (sorted by name)."""
+def to_wire(tensors: dict[str, torch.Tensor], device_ok: bool = False) -> list[TensorOut]:
+    """The tensors in a form the ring can carry (sorted by name): GPU tensors stay where they are
+    when the channel takes device memory (`device_ok`), everything else as host arrays."""
     outs = []
     for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu").contiguous()
+        tensor = tensors[name].detach()
         wire = TORCH_TO_WIRE[tensor.dtype]
+        if device_ok and tensor.is_cuda:
+            tensor = tensor.contiguous()
+            raw = tensor.reshape(-1).view(torch.uint8)
+            outs.append(TensorOut(name, DeviceBytes(raw, tuple(tensor.shape), raw.numel()), wire))
+            continue
+        tensor = tensor.to("cpu").contiguous()
         array = tensor.view(torch.int16).numpy().view(np.uint16) if wire is DType.BFLOAT16 else tensor.numpy()
         outs.append(TensorOut.of(name, array, wire))
     return outs
@@ -40,7 +48,9 @@ def from_wire(arrays: dict[str, np.ndarray], specs) -> dict[str, torch.Tensor]:
     out = {}
     for name, array in arrays.items():
         wire = dtypes[name]
-        if wire is DType.BFLOAT16:
+        if isinstance(array, DeviceBytes):  # already in this rank's GPU memory
+            out[name] = array.data.view(WIRE_TO_TORCH[wire]).reshape(array.shape)
+        elif wire is DType.BFLOAT16:
             out[name] = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
         else:
             out[name] = torch.from_numpy(array)

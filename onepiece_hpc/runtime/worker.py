@@ -235,6 +235,10 @@ class StageWorker:
         request = unit_input(plan, plan.units[unit_index])
         t0 = time.monotonic()
         outputs = self.runners[self.stage](request, inputs)
+        if self.prepared.placement.device.type == "cuda":
+            # the stage's kernels are done: its busy time is real, and the ring slots its inputs
+            # were read from may be given back
+            torch.cuda.synchronize()
         seconds = time.monotonic() - t0
         self.counters.busy_s += seconds
         self.counters.stage_busy_s[ORDER.index(self.stage)] += seconds
@@ -259,7 +263,6 @@ class StageWorker:
                  timings: list[float]) -> None:
         """Send to the next stage's rank with the most free slots, waiting (and listening) if none."""
         started = time.monotonic()
-        wire = to_wire(outputs)
         pause = self.policy.first_sleep_s
         while True:
             targets = self._downstream()
@@ -274,6 +277,8 @@ class StageWorker:
             time.sleep(pause)
             pause = min(pause * 2, self.policy.max_sleep_s)
         self._next = choice + 1
+        producer = self.producers[targets[choice]]
+        wire = to_wire(outputs, device_ok=producer.accepts_device)
         self._send_to(targets[choice], wire, unit, items, {"stage": self.stage.value, "timings": timings})
         self.counters.send_s += time.monotonic() - started
 

@@ -46,6 +46,7 @@ class FabricChoice(str, Enum):
     SHM = "shm"
     MPI_RMA = "mpi-rma"
     VERBS = "verbs"
+    CUDA_IPC = "cuda-ipc"
 
 
 class IntegrityChoice(str, Enum):
@@ -143,8 +144,12 @@ class Channels:
 
 def choose_fabric(choice: FabricChoice, same_host: bool, common: set[str]) -> FabricKind:
     """The fabric for one channel; `common` holds the kinds both ends have."""
+    if choice is FabricChoice.CUDA_IPC and same_host and FabricKind.CUDA_IPC.value not in common:
+        return FabricKind.SHM  # one end has no GPU (rank 0): the host path
     if choice is not FabricChoice.AUTO:
         return FabricKind(choice.value)
+    if same_host and FabricKind.CUDA_IPC.value in common:
+        return FabricKind.CUDA_IPC
     if same_host and FabricKind.SHM.value in common:
         return FabricKind.SHM
     if FabricKind.VERBS.value in common:
@@ -311,6 +316,9 @@ def _step_consumer(session: _Session, shake: _Handshake, channels: Channels) -> 
             if shake.layout.integrity is Integrity.HEADER and not shake.fabric.ordered_publish:
                 raise SetupError(f"fabric {kind.value} does not order the stamp after the payload "
                                  "here, so integrity HEADER is unsafe; use FULL")
+            if shake.layout.integrity is Integrity.FULL and getattr(shake.fabric, "device_payload", False):
+                raise SetupError(f"fabric {kind.value} keeps payloads in GPU memory, which the CPU "
+                                 "can't checksum; use integrity AUTO or HEADER, or --fabric shm")
             shake.owned = shake.fabric.create_region(shake.layout.data_bytes, shake.peer)
         except (TransportError, ValueError) as err:
             session.send(shake.peer_rank, TAG_TO_PRODUCER,

@@ -17,7 +17,7 @@ from onepiece_hpc.transport.errors import (
     ProtocolMisuse,
 )
 from onepiece_hpc.transport.region import LocalRegion, RemoteRegion
-from onepiece_hpc.transport.ring import EndState, RingLayout, _RingEnd
+from onepiece_hpc.transport.ring import DeviceBytes, EndState, RingLayout, _RingEnd
 from onepiece_hpc.transport.wait import WaitPolicy, poll_until
 from onepiece_hpc.transport.wire import (
     CreditRecord,
@@ -186,6 +186,12 @@ class Consumer(_RingEnd):
 
     def _slot_views(self, index: int, header: Header, at: int) -> _SlotViews:
         """Views of one slot's tensors, kept while messages of the same layout reuse the slot."""
+        device_view = getattr(self._ring, "device_view", None)
+        if device_view is not None:  # payloads live in this rank's accelerator memory
+            start = self._bases[index] + at
+            return _SlotViews(header.tensors, at, tuple(
+                DeviceBytes(device_view(start + offset, spec.nbytes), spec.shape, spec.nbytes)
+                for spec, offset in zip(header.tensors, header.offsets)))
         slot = self._ring.buffer[self._bases[index]: self._bases[index] + self.layout.slot_bytes]
         arrays = []
         for spec, offset in zip(header.tensors, header.offsets):

@@ -17,7 +17,7 @@ from onepiece_hpc.transport.errors import (
     PeerTimeout,
 )
 from onepiece_hpc.transport.region import LocalRegion, RemoteRegion
-from onepiece_hpc.transport.ring import EndState, RingLayout, TensorOut, _RingEnd
+from onepiece_hpc.transport.ring import DeviceBytes, EndState, RingLayout, TensorOut, _RingEnd
 from onepiece_hpc.transport.wait import WaitPolicy, poll_until
 from onepiece_hpc.transport.wire import (
     MAX_ITEMS,
@@ -68,6 +68,12 @@ class Producer(_RingEnd):
         self._full = layout.integrity is Integrity.FULL
         self._plans: dict[tuple, _Plan] = {}
         self._close_plan = self._plan(MessageKind.CLOSE, (), 0, 0)
+
+    @property
+    def accepts_device(self) -> bool:
+        """Whether messages may carry `DeviceBytes` (the fabric copies device to device or into
+        pinned memory, and the channel checks headers only)."""
+        return bool(getattr(self._ring, "accepts_device", False)) and not self._full
 
     @property
     def in_flight(self) -> int:
@@ -133,6 +139,10 @@ class Producer(_RingEnd):
                 described.append((name, array.shape, DType.of(array)))
         else:
             for out in tensors:
+                if type(out.array) is DeviceBytes and not self.accepts_device:
+                    raise ValueError(f"tensor {out.name!r} is in device memory, but the channel to "
+                                     f"consumer {self.peer.describe()} carries host memory only; "
+                                     "copy it to the host first")
                 arrays.append(out.array)
                 described.append((out.name, out.array.shape, out.dtype))
         if item_ids and not all(0 <= i < 2**64 for i in item_ids):
@@ -169,6 +179,9 @@ class Producer(_RingEnd):
         ring = self._ring
         crc = 0
         for array, offset in zip(arrays, plan.offsets):
+            if type(array) is DeviceBytes:
+                ring.write(base + offset, array)  # one copy by the fabric; no checksum (HEADER)
+                continue
             data = array.reshape(-1).view(np.uint8)
             for lo in range(0, len(data), WRITE_CHUNK):
                 chunk = data[lo: lo + WRITE_CHUNK]

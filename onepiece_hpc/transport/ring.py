@@ -60,11 +60,30 @@ CREDIT_REGION_BYTES = 64
 
 
 @dataclass(frozen=True)
+class DeviceBytes:
+    """A tensor's bytes in accelerator memory, opaque to the protocol: `data` is what the
+    fabric's regions copy from or hand out (it supports `.clone()`), `shape` the tensor's shape.
+    Only fabrics whose regions say `accepts_device` carry them, and never with payload checksums
+    (the CPU can't read them)."""
+
+    data: object
+    shape: tuple[int, ...]
+    nbytes: int
+
+    def view(self) -> DeviceBytes:
+        return self
+
+    def copy(self) -> DeviceBytes:
+        return DeviceBytes(self.data.clone(), self.shape, self.nbytes)
+
+
+@dataclass(frozen=True)
 class TensorOut:
-    """A tensor to send: numpy array plus its element type (bfloat16 as uint16 storage)."""
+    """A tensor to send: numpy array plus its element type (bfloat16 as uint16 storage), or the
+    bytes of a tensor in accelerator memory (`DeviceBytes`)."""
 
     name: str
-    array: np.ndarray
+    array: np.ndarray | DeviceBytes
     dtype: DType
 
     @classmethod

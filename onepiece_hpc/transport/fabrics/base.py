@@ -16,6 +16,7 @@ class FabricKind(str, Enum):
     SHM = "shm"
     MPI_RMA = "mpi-rma"
     VERBS = "verbs"
+    CUDA_IPC = "cuda-ipc"
 
 
 class OwnedRegion(LocalRegion, Protocol):

@@ -16,11 +16,19 @@ log = logging.getLogger(__name__)
 
 
 def build_fabrics(comm: MPI.Comm, choice: FabricChoice = FabricChoice.AUTO,
-                  rma_arena_bytes: int = DEFAULT_ARENA_BYTES) -> dict[FabricKind, Fabric]:
-    """The fabrics for `choice`. Collective over `comm` (mpi-rma allocates a window per rank)."""
+                  rma_arena_bytes: int = DEFAULT_ARENA_BYTES, gpu=None) -> dict[FabricKind, Fabric]:
+    """The fabrics for `choice`. Collective over `comm` (mpi-rma allocates a window per rank).
+
+    `gpu`: this rank's torch device when it runs on a GPU: shm then page-locks its rings and
+    takes tensors straight from GPU memory, and cuda-ipc is offered to same-node GPU peers.
+    """
     fabrics: dict[FabricKind, Fabric] = {}
-    if choice in (FabricChoice.AUTO, FabricChoice.SHM):
-        fabrics[FabricKind.SHM] = ShmFabric()
+    if gpu is not None and choice in (FabricChoice.AUTO, FabricChoice.CUDA_IPC):
+        from onepiece_hpc.transport.fabrics.cuda_ipc import CudaIpcFabric
+
+        fabrics[FabricKind.CUDA_IPC] = CudaIpcFabric(gpu)
+    if choice in (FabricChoice.AUTO, FabricChoice.SHM, FabricChoice.CUDA_IPC):
+        fabrics[FabricKind.SHM] = ShmFabric(gpu)  # cuda-ipc's headers, and the way to rank 0
     if choice in (FabricChoice.AUTO, FabricChoice.VERBS) and verbs_devices():
         fabrics[FabricKind.VERBS] = VerbsFabric()
     if choice in (FabricChoice.AUTO, FabricChoice.MPI_RMA):

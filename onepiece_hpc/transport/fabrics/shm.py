@@ -26,6 +26,7 @@ import numpy as np
 
 from onepiece_hpc.transport.errors import PeerDied, PeerInfo, SetupError
 from onepiece_hpc.transport.fabrics.base import FabricKind, field
+from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, DeviceBytes
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,25 @@ def sweep_leftovers() -> list[str]:
 
 
 class _Mapping:
-    """A mapped segment: a uint8 view plus the mmap that backs it."""
+    """A mapped segment: a uint8 view plus the mmap that backs it; page-locked for GPU copies
+    when `pinned` (ranks on a GPU: copies then go by DMA, without a staging buffer)."""
 
-    def __init__(self, fd: int, nbytes: int) -> None:
+    def __init__(self, fd: int, nbytes: int, pinned: bool = False) -> None:
         self._map = mmap.mmap(fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.buffer = np.frombuffer(self._map, dtype=np.uint8)
         self.view = memoryview(self.buffer)
+        self.pinned_at = 0
+        if pinned:
+            from onepiece_hpc.transport.fabrics.cuda_memory import pin
+
+            self.pinned_at = pin(self.buffer)
 
     def close(self) -> None:
+        if self.pinned_at:
+            from onepiece_hpc.transport.fabrics.cuda_memory import unpin
+
+            unpin(self.pinned_at)
+            self.pinned_at = 0
         self.view.release()
         self.buffer = np.zeros(0, dtype=np.uint8)
         try:
@@ -110,7 +122,7 @@ class _Mapping:
 class ShmRegion:
     """A segment this rank created (the consumer's data ring or the producer's credits)."""
 
-    def __init__(self, nbytes: int) -> None:
+    def __init__(self, nbytes: int, pinned: bool = False) -> None:
         self.name = f"{PREFIX}-{os.getpid()}-{secrets.token_hex(16)}"
         path = os.path.join(SHM_DIR, self.name)
         try:
@@ -121,7 +133,7 @@ class ShmRegion:
         _LINKED.add(self.name)
         try:
             os.ftruncate(fd, nbytes)
-            self._mapping = _Mapping(fd, nbytes)
+            self._mapping = _Mapping(fd, nbytes, pinned)
         except OSError as err:
             _unlink(self.name)
             raise SetupError(f"cannot create a {nbytes}-byte segment in {SHM_DIR} ({err}); "
@@ -151,7 +163,11 @@ class ShmRegion:
 class ShmPeerRegion:
     """A peer's segment, mapped for writing."""
 
-    def __init__(self, name: str, nbytes: int, peer: PeerInfo) -> None:
+    accepts_device = False
+
+    def __init__(self, name: str, nbytes: int, peer: PeerInfo, copies=None) -> None:
+        self._copies = copies  # a CopyQueue when this rank is on a GPU: the segment is pinned
+        self.accepts_device = copies is not None
         if not _NAME.match(name):
             raise SetupError(f"{peer.describe()} sent segment name {name!r}, which is not a "
                              "onepiece segment name")
@@ -167,14 +183,21 @@ class ShmPeerRegion:
                 raise SetupError(f"segment {name} of {peer.describe()} has owner {info.st_uid}, "
                                  f"mode {stat.S_IMODE(info.st_mode):o}, size {info.st_size}; "
                                  f"expected owner {os.geteuid()}, mode 600, size {nbytes}")
-            self._mapping = _Mapping(fd, nbytes)
+            self._mapping = _Mapping(fd, nbytes, pinned=copies is not None and nbytes > CREDIT_REGION_BYTES)
         finally:
             os.close(fd)
 
-    def write(self, offset: int, data: np.ndarray | bytes) -> None:
+    def write(self, offset: int, data) -> None:
+        if type(data) is DeviceBytes:  # GPU -> pinned segment, by DMA on the rank's copy stream
+            if not self._mapping.pinned_at or offset + data.nbytes > len(self._mapping.buffer):
+                raise ValueError(f"cannot copy {data.nbytes} device bytes to offset {offset} of this segment")
+            self._copies.copy(self._mapping.pinned_at + offset, data.data)
+            return
         self._mapping.view[offset: offset + len(data)] = data
 
     def publish(self, offset: int, data: bytes) -> None:
+        if self._copies is not None:
+            self._copies.wait()  # every payload has landed before the stamp says so
         self._mapping.view[offset: offset + len(data)] = data
 
     def close(self) -> None:
@@ -187,16 +210,24 @@ class ShmFabric:
     kind = FabricKind.SHM
     ordered_publish = platform.machine().lower() in ("x86_64", "amd64")
 
-    def __init__(self) -> None:
+    def __init__(self, gpu=None) -> None:
+        """`gpu`: the torch device of a rank on a GPU; its data rings are then page-locked and
+        it may send tensors straight from GPU memory."""
         sweep_leftovers()
+        self._gpu = gpu
+        self._copies = None
+        if gpu is not None:
+            from onepiece_hpc.transport.fabrics.cuda_memory import CopyQueue
+
+            self._copies = CopyQueue(gpu)
 
     def create_region(self, nbytes: int, peer: PeerInfo) -> ShmRegion:
-        return ShmRegion(nbytes)
+        return ShmRegion(nbytes, pinned=self._gpu is not None and nbytes > CREDIT_REGION_BYTES)
 
     def attach_region(self, descriptor: Mapping[str, object], peer: PeerInfo) -> ShmPeerRegion:
         name = field(descriptor, "name", str, peer)
         nbytes = field(descriptor, "nbytes", int, peer)
-        return ShmPeerRegion(str(name), int(nbytes), peer)
+        return ShmPeerRegion(str(name), int(nbytes), peer, self._copies)
 
     def liveness(self, peer: PeerInfo) -> Callable[[], None] | None:
         def check() -> None:

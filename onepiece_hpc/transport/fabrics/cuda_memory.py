@@ -1,0 +1,121 @@
+"""The CUDA calls the GPU fabrics need: device buffers shared by IPC handle, raw asynchronous
+copies on a stream, and pinning of host pages. Imported only by ranks that run on a GPU.
+
+Buffers are allocated with cudaMalloc directly (not through torch's caching allocator), so an IPC
+handle always names the start of its own allocation. Copies go through cudaMemcpyAsync on the
+producer's own copy stream with unified addressing, so writing into a peer GPU's memory opens no
+CUDA context on that GPU.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import torch
+
+CUDA_MEMCPY_DEFAULT = 4                 # cudaMemcpyDefault: direction from unified addresses
+CUDA_IPC_LAZY_ENABLE_PEER_ACCESS = 1    # cudaIpcMemLazyEnablePeerAccess
+
+
+def _runtime():
+    from cupy.cuda import runtime
+
+    return runtime
+
+
+class _ArrayInterface:
+    """A raw device pointer as torch.as_tensor reads it (__cuda_array_interface__, version 3)."""
+
+    def __init__(self, pointer: int, nbytes: int) -> None:
+        self.__cuda_array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (pointer, False),
+                                         "version": 3, "strides": None}
+
+
+def tensor_at(pointer: int, nbytes: int, device: torch.device) -> torch.Tensor:
+    """A uint8 torch tensor over `nbytes` of device memory at `pointer` (no copy, no ownership)."""
+    return torch.as_tensor(_ArrayInterface(pointer, nbytes), device=device)
+
+
+class DeviceBuffer:
+    """Device memory this rank owns, exportable to a same-node peer by IPC handle."""
+
+    def __init__(self, nbytes: int, device: torch.device) -> None:
+        self.device, self.nbytes = device, nbytes
+        runtime = _runtime()
+        with torch.cuda.device(device):
+            self.pointer = runtime.malloc(nbytes)
+            runtime.memset(self.pointer, 0, nbytes)
+            self.handle = bytes(runtime.ipcGetMemHandle(self.pointer))
+        self.tensor = tensor_at(self.pointer, nbytes, device)
+
+    def encoded_handle(self) -> str:
+        return base64.b64encode(self.handle).decode("ascii")
+
+    def close(self) -> None:
+        if self.pointer:
+            torch.cuda.synchronize(self.device)
+            self.tensor = None
+            with torch.cuda.device(self.device):
+                _runtime().free(self.pointer)
+            self.pointer = 0
+
+
+class PeerDeviceBuffer:
+    """A peer's device buffer opened from its IPC handle, for writing from this rank's GPU."""
+
+    def __init__(self, encoded_handle: str, nbytes: int, device: torch.device) -> None:
+        self.device, self.nbytes = device, nbytes
+        runtime = _runtime()
+        with torch.cuda.device(device):
+            self.pointer = runtime.ipcOpenMemHandle(base64.b64decode(encoded_handle),
+                                                    CUDA_IPC_LAZY_ENABLE_PEER_ACCESS)
+
+    def close(self) -> None:
+        if self.pointer:
+            with torch.cuda.device(self.device):
+                torch.cuda.synchronize(self.device)
+                _runtime().ipcCloseMemHandle(self.pointer)
+            self.pointer = 0
+
+
+class CopyQueue:
+    """Asynchronous copies from this rank's tensors, on one stream of its GPU, that wait for the
+    work that produced them; `wait()` returns once every copy queued so far has landed."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device=device)
+        self.pending = False
+
+    def copy(self, destination: int, source: torch.Tensor) -> None:
+        """Copy `source` (contiguous, on this GPU) to the address `destination` (any GPU or
+        pinned host memory, by unified addressing)."""
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        source.record_stream(self.stream)
+        _runtime().memcpyAsync(destination, source.data_ptr(), source.numel() * source.element_size(),
+                               CUDA_MEMCPY_DEFAULT, self.stream.cuda_stream)
+        self.pending = True
+
+    def wait(self) -> None:
+        if self.pending:
+            self.stream.synchronize()
+            self.pending = False
+
+
+def pin(buffer: np.ndarray) -> int:
+    """Page-lock a host buffer (an mmap'd segment) so that GPU copies reach it by DMA; returns its
+    address for `unpin`."""
+    address = buffer.ctypes.data
+    check(torch.cuda.cudart().cudaHostRegister(address, buffer.nbytes, 0), "cudaHostRegister")
+    return address
+
+
+def unpin(address: int) -> None:
+    check(torch.cuda.cudart().cudaHostUnregister(address), "cudaHostUnregister")
+
+
+def check(result, what: str) -> None:
+    code = int(result.value) if hasattr(result, "value") else int(result)
+    if code != 0:
+        raise RuntimeError(f"{what} failed with CUDA error {code}")
