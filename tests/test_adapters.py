@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -9,10 +12,13 @@ from onepiece_hpc.models.base import Placement, UnitInput
 from onepiece_hpc.models.source import resolve_model
 from onepiece_hpc.spec.job import GenParams, Stage
 
+from support import builtin_model
+
 CPU = Placement(torch.device("cpu"), torch.float32)
+MODELS = ["builtin:tiny-sd", "builtin:tiny-pixart", "builtin:tiny-sdxl"]
 
 
-@pytest.mark.parametrize("model", ["builtin:tiny-sd", "builtin:tiny-pixart"])
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("guidance", [1.0, 4.0], ids=["no-guidance", "guidance"])
 def test_stage_outputs_match_declared_specs(model_cache, model, guidance):
     problems: list[str] = []
@@ -35,7 +41,7 @@ def test_stage_outputs_match_declared_specs(model_cache, model, guidance):
             assert got.numel() * got.element_size() == spec.nbytes
 
 
-@pytest.mark.parametrize("model", ["builtin:tiny-sd", "builtin:tiny-pixart"])
+@pytest.mark.parametrize("model", MODELS)
 def test_each_stage_loads_only_its_components(model_cache, model):
     problems: list[str] = []
     source = resolve_model(model, model_cache, "test", problems)
@@ -57,3 +63,44 @@ def test_builtin_models_are_rebuilt_identically(tmp_path, model_cache):
     assert _hashes(rebuilt) == _hashes(original)
     for name in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         assert (rebuilt / name).read_bytes() == (original / name).read_bytes()
+
+
+def _sdxl_negatives(folder, cache) -> dict[str, torch.Tensor]:
+    """The encode stage's outputs for a unit whose first item has no negative prompt."""
+    problems: list[str] = []
+    source = resolve_model(str(folder), cache, "test", problems)
+    assert source is not None, problems
+    unit = UnitInput(unit=0, items=(0, 1), prompts=("a fox", "an owl"), negative_prompts=("", "blurry"),
+                     seeds=(1, 2), params=GenParams(steps=2, guidance=5.0, height=64, width=64))
+    return source.adapter.load(Stage.ENCODE, CPU)(unit, {})
+
+
+def test_sdxl_item_without_negative_prompt_gets_zero_negatives_whatever_its_unit_mates_have(tmp_path, model_cache):
+    zeroed = _sdxl_negatives(builtin_model(model_cache, "tiny-sdxl"), model_cache)
+    for name in ("negative_prompt_embeds", "negative_pooled_prompt_embeds"):
+        assert not zeroed[name][0].any(), name
+        assert zeroed[name][1].abs().sum() > 0, name
+
+    folder = tmp_path / "sdxl-no-zeros"
+    shutil.copytree(builtin_model(model_cache, "tiny-sdxl"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps(index | {"force_zeros_for_empty_prompt": False}))
+    encoded = _sdxl_negatives(folder, model_cache)
+    for name in ("negative_prompt_embeds", "negative_pooled_prompt_embeds"):
+        assert encoded[name][0].abs().sum() > 0, name  # the empty prompt, encoded
+        assert torch.equal(encoded[name][1], zeroed[name][1]), name
+
+
+def test_sdxl_real_size_architecture_has_the_published_parameter_counts():
+    from onepiece_hpc.models.sdxl.real_size import BUILDERS
+
+    with torch.device("meta"):
+        pipe = BUILDERS["sdxl"]()
+    published = {"unet": 2_567_463_684, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840,
+                 "vae": 83_653_863}
+    for name, expected in published.items():
+        module = getattr(pipe, name)
+        assert {p.device.type for p in module.parameters()} == {"meta"}, f"{name} materialised weights"
+        assert sum(p.numel() for p in module.parameters()) == pytest.approx(expected, rel=0.01), name
+    assert pipe.unet.config.cross_attention_dim == 2048 and pipe.text_encoder.config.vocab_size == 49408
+    assert pipe.vae.config.scaling_factor == 0.13025 and pipe.vae.config.force_upcast

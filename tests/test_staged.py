@@ -37,6 +37,7 @@ CONFIGS = [  # model, stages, microbatch, fabric
     ("tiny-sd", "{encode: 2, denoise: 2, decode: 2}", 2, "mpi-rma"),
     ("tiny-pixart", "{encode: 1, denoise: 3, decode: 1}", 2, "shm"),
     ("tiny-pixart", "{encode: 3, denoise: 1, decode: 2}", 1, "auto"),
+    ("tiny-sdxl", "{encode: 1, denoise: 1, decode: 1}", 2, "auto"),
 ]
 
 

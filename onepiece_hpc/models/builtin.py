@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from onepiece_hpc.models.pixart import tiny as tiny_pixart
+from onepiece_hpc.models.sdxl import tiny as tiny_sdxl
 from onepiece_hpc.models.stable_diffusion import tiny as tiny_sd
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ BUILTIN_SEED = 20261122
 BUILTINS: dict[str, tuple[int, Callable]] = {
     "tiny-sd": (1, tiny_sd.build),
     "tiny-pixart": (1, tiny_pixart.build),
+    "tiny-sdxl": (1, tiny_sdxl.build),
 }
 
 

@@ -121,7 +121,8 @@ class JobFields(_Strict):
 
 FIELD_HINTS: dict[str, str] = {
     "name": "use letters, digits, '.', '_' or '-' (at most 64), starting with a letter or digit",
-    "model": "write builtin:tiny-sd, builtin:tiny-pixart, or the path of a diffusers pipeline folder",
+    "model": ("write builtin:tiny-sd, builtin:tiny-pixart, builtin:tiny-sdxl, or the path of a diffusers "
+              "pipeline folder"),
     "prompts": "write the path of a .txt (one prompt a line) or .jsonl file",
     "seed": f"use a whole number from 0 to {SEED_MAX}",
     "microbatch": "use a whole number from 1 to 1024 (items per work unit)",
