@@ -32,15 +32,37 @@ def _table(result: dict) -> str:
 @click.option("-n", "--ranks", type=click.IntRange(4), default=5, show_default=True, help="MPI ranks for both runs.")
 @click.option("--fabric", type=click.Choice(["auto", "shm", "mpi-rma"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool) -> None:
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda: staged adaptive and static vs. data-parallel on --gpus GPUs, plus the floor.")
+@click.option("--gpus", type=click.IntRange(1), default=None, help="GPUs to use (cuda; default: all visible).")
+@click.option("--stage-ranks", default=None, metavar="E,D,X",
+              help="Stage ranks for the staged runs (cuda; default 1,GPUS,1: encode and decode share GPUs "
+                   "with denoise ranks).")
+@click.option("--gpu-memory-gib", type=click.FloatRange(min=1.0), default=None,
+              help="Cap every GPU at this many GiB (cuda; ranks sharing a GPU split it).")
+@click.option("--offload", multiple=True, type=click.Choice(["encode", "denoise", "decode"]),
+              help="Stages the data-parallel baseline keeps on the host between units (cuda), repeatable.")
+@click.option("--batches", default="1,2,4", show_default=True, help="Batch sizes the profile tries (cuda).")
+@click.option("--policies", default="adaptive,static", show_default=True, help="Staged policies to run (cuda).")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True,
+              help="Folder for the JSON record of a cuda run.")
+def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, device: str, gpus: int | None,
+                       stage_ranks: str | None, gpu_memory_gib: float | None, offload: tuple[str, ...],
+                       batches: str, policies: str, results: Path) -> None:
     """Staged runtime vs. monolithic data-parallel (every rank runs the whole pipeline on its share).
 
-    Reports throughput, busy/moving/idle share of the allocated rank time, and peak memory per
-    rank, as ratios measured in this one run.
+    On CPU: throughput, busy/moving/idle share of the allocated rank time, and peak memory per
+    rank, as ratios measured in this one run. On GPUs (--device cuda): GPU-seconds per output,
+    outputs per hour, pipeline efficiency and peak memory per rank for staged adaptive, staged
+    static and data-parallel, each at its best batch size, against the floor (the sum of the
+    per-stage service times at their best batch sizes); the record is kept under --results.
     """
     from onepiece_hpc.runtime.quiet import quiet_libraries
 
     quiet_libraries()
+    if device == "cuda":
+        _bench_gpu(job_file, gpus, stage_ranks, gpu_memory_gib, offload, batches, policies, results, as_json)
+        return
     from onepiece_hpc.runtime.bench_pipeline import bench_pipeline
     from onepiece_hpc.runtime.layout import plan_layout
     from onepiece_hpc.runtime.prepare import prepare
@@ -49,3 +71,41 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool) -
     plan_layout(prepared.job, ranks)
     result = bench_pipeline(job_file, ranks, ["--fabric", fabric], as_root=os.geteuid() == 0)
     click.echo(json.dumps(result, indent=2) if as_json else _table(result))
+
+
+def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_memory_gib: float | None,
+               offload: tuple[str, ...], batches: str, policies: str, results: Path, as_json: bool) -> None:
+    import sys
+
+    import torch
+
+    from onepiece_hpc.errors import UserError
+    from onepiece_hpc.runtime.bench_gpu import GpuBench, bench_pipeline_gpu, results_path, table
+
+    if not torch.cuda.is_available():
+        raise UserError("--device cuda: no GPU is visible here; fix: run on a GPU node, or use --device cpu")
+    visible = torch.cuda.device_count()
+    gpus = gpus or visible
+    if gpus > visible:
+        raise UserError(f"--gpus {gpus}: only {visible} GPUs are visible here")
+    layout = None
+    if stage_ranks:
+        parts = stage_ranks.split(",")
+        if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise UserError(f"--stage-ranks {stage_ranks!r}: write three whole numbers E,D,X, e.g. 1,2,1")
+        layout = tuple(int(p) for p in parts)
+    try:
+        sizes = tuple(int(b) for b in batches.split(","))
+    except ValueError:
+        raise UserError(f"--batches {batches!r}: write whole numbers separated by commas, e.g. 1,2,4") from None
+    chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
+    if not chosen or any(p not in ("adaptive", "static") for p in chosen):
+        raise UserError(f"--policies {policies!r}: write adaptive, static or both")
+    bench = GpuBench(job=job_file, gpus=gpus, stage_ranks=layout, gpu_memory_gib=gpu_memory_gib, offload=offload,
+                     batches=sizes, policies=chosen, as_root=os.geteuid() == 0)
+    record = bench_pipeline_gpu(bench, ["onepiece", "bench", "pipeline", *sys.argv[3:]])
+    results.mkdir(parents=True, exist_ok=True)
+    path = results_path(results, record)
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    click.echo(json.dumps(record, indent=2) if as_json else table(record))
+    click.echo(f"record kept in {path}", err=True)

@@ -50,7 +50,7 @@ class Heartbeat:
     elapsed_s: float   # seconds since the rank started serving
     load_s: float      # seconds spent loading components
     backlog: int       # messages this rank has queued in the next stage's rings
-    memory_mb: float   # resident memory (GPU memory in use on GPUs)
+    memory_mb: float   # resident memory (on GPUs: the peak GPU memory torch has allocated)
     stage_busy_s: list[float]    # busy seconds in each stage (encode, denoise, decode)
     stage_units: list[int]       # units done in each stage
     stage_time_s: list[float]    # seconds spent serving each stage

@@ -81,22 +81,24 @@ def gpu_index(local_rank: int, holds_manager: bool, gpus: int) -> int:
 
 def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -> Prepared:
     """One stage rank per GPU (rank 0 stays on the CPU); on CPU, fix the thread count.
-    `gpu_memory_gib` caps what torch may allocate on the rank's GPU."""
+    `gpu_memory_gib` caps what torch may allocate on each GPU, split evenly between the ranks
+    that share it."""
     placement = prepared.placement
     if placement.device.type == "cuda":
         from mpi4py import MPI
 
         node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        holds_manager = node.allreduce(int(comm.Get_rank() == NODE_MANAGER)) > 0
-        local = node.Get_rank()
+        manager = comm.Get_rank() == NODE_MANAGER
+        holds_manager = node.allreduce(int(manager)) > 0
+        index = -1 if manager else gpu_index(node.Get_rank(), holds_manager, torch.cuda.device_count())
+        sharing = node.allgather(index).count(index)  # ranks on this GPU split its memory cap
         node.Free()
-        if comm.Get_rank() == NODE_MANAGER:
+        if manager:
             return replace(prepared, placement=replace(placement, device=torch.device("cpu")))
-        index = gpu_index(local, holds_manager, torch.cuda.device_count())
         torch.cuda.set_device(index)
         if gpu_memory_gib is not None:
             total = torch.cuda.get_device_properties(index).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_gib * 2**30 / total), index)
+            torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_gib * 2**30 / sharing / total), index)
         return replace(prepared, placement=replace(placement, device=torch.device("cuda", index)))
     torch.set_num_threads(prepared.job.cpu_threads)
     return prepared

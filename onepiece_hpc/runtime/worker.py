@@ -334,7 +334,7 @@ class StageWorker:
     def heartbeat(self) -> Heartbeat:
         c = self.counters
         elapsed = time.monotonic() - c.serving_since if c.serving_since else 0.0
-        memory = (torch.cuda.memory_allocated() / 2**20 if self.prepared.placement.device.type == "cuda"
+        memory = (torch.cuda.max_memory_allocated() / 2**20 if self.prepared.placement.device.type == "cuda"
                   else resident_mb())
         downstream = [self.producers[r] for r in self._downstream() if r in self.producers]
         times = list(c.stage_time_s)

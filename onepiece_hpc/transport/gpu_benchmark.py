@@ -183,7 +183,9 @@ def run_gpu_benchmark(comm: MPI.Comm, sizes: Sequence[int], slots: int = 4, tria
     device = rank_device(comm)
     torch.cuda.set_device(device)
     ipc, shm = CudaIpcFabric(device), ShmFabric(device)
-    _nccl_group(comm)
+    shared_gpu = torch.cuda.device_count() < 2  # NCCL refuses two ranks on one GPU
+    if not shared_gpu:
+        _nccl_group(comm)
     records: list[Record] = []
     try:
         for size in sizes:
@@ -192,7 +194,8 @@ def run_gpu_benchmark(comm: MPI.Comm, sizes: Sequence[int], slots: int = 4, tria
             if comm.rank == 0:
                 records.append(_d2d(size, trials))
             comm.Barrier()
-            records.append(_nccl(comm, size, trials))
+            if not shared_gpu:
+                records.append(_nccl(comm, size, trials))
             records.append(_ring(comm, ipc, "ring/cuda-ipc", FabricChoice.CUDA_IPC, size, slots, trials))
             records.append(_ring(comm, shm, "ring/pinned-shm", FabricChoice.SHM, size, slots, trials))
     finally:

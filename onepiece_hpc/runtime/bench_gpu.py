@@ -1,0 +1,176 @@
+"""`onepiece bench pipeline --device cuda`: staged (adaptive and static) against monolithic
+data-parallel on the same GPUs, items and job, plus the floor, in one call.
+
+Every configuration runs at its own best batch size from the stage profile (the data-parallel
+baseline at the batch that minimises its whole-pipeline time per item, the staged runs at the
+best batch of the bottleneck stage). Times run from the moment every rank has its weights to the
+last output, so loading is out and the tail of the batch is in:
+
+- GPU-seconds per output: GPUs x window / outputs;
+- pipeline efficiency: busy GPU-seconds (stage compute, synchronised) / (GPUs x window);
+- peak memory per rank: the most GPU memory torch allocated on any rank.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import yaml
+
+from onepiece_hpc.errors import UserError
+from onepiece_hpc.runtime.launch import find_mpiexec, launch
+
+
+@dataclass(frozen=True)
+class GpuBench:
+    job: Path
+    gpus: int
+    stage_ranks: tuple[int, int, int] | None  # encode, denoise, decode ranks; None: 1, GPUs, 1
+    gpu_memory_gib: float | None
+    offload: tuple[str, ...]                  # stages the data-parallel baseline keeps on the host
+    batches: tuple[int, ...]
+    policies: tuple[str, ...]
+    as_root: bool
+
+    @property
+    def layout(self) -> tuple[int, int, int]:
+        return self.stage_ranks or (1, self.gpus, 1)
+
+
+def _job_copy(bench: GpuBench, folder: Path, microbatch: int, label: str) -> Path:
+    """The job with absolute paths, on cuda, with the configuration's batch and stage ranks."""
+    source = bench.job.resolve()
+    fields = yaml.safe_load(source.read_text(encoding="utf-8"))
+    prompts = Path(fields["prompts"])
+    fields["prompts"] = str(prompts if prompts.is_absolute() else (source.parent / prompts).resolve())
+    fields.pop("output", None)
+    encode, denoise, decode = bench.layout
+    fields.update(device="cuda", microbatch=microbatch,
+                  stages={"encode": encode, "denoise": denoise, "decode": decode})
+    path = folder / f"{label}.yaml"
+    path.write_text(yaml.safe_dump(fields, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _python(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _cap(bench: GpuBench) -> list[str]:
+    return ["--gpu-memory-gib", str(bench.gpu_memory_gib)] if bench.gpu_memory_gib else []
+
+
+def profile_stages(bench: GpuBench, folder: Path) -> dict:
+    job = _job_copy(bench, folder, 1, "profile")
+    done = subprocess.run(_python("onepiece_hpc.runtime.stage_profile", str(job), "--batches",
+                                  ",".join(map(str, bench.batches)), *_cap(bench)),
+                          capture_output=True, text=True, timeout=1800)
+    if done.returncode:
+        raise UserError(f"the stage profile failed (exit {done.returncode}): {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def best_batches(profile: dict) -> tuple[int, int]:
+    """(data-parallel batch, staged batch) from the profile."""
+    stages = profile["stages"]
+    common = set.intersection(*(set(s["s_per_item"]) for s in stages.values()))
+    whole = min(common, key=lambda b: sum(s["s_per_item"][b] for s in stages.values()))
+    bottleneck = max(stages.values(), key=lambda s: s["best_s_per_item"])
+    return int(whole), int(bottleneck["best_batch"])
+
+
+def _summarise(mode: str, gpus: int, items: int, window: float, busy: float, peak_mb: float, **extra) -> dict:
+    allocated = gpus * window
+    return {"mode": mode, "gpus": gpus, "items": items, "window_s": window,
+            "gpu_s_per_output": allocated / items, "outputs_per_hour": items / window * 3600,
+            "efficiency": busy / allocated, "busy_gpu_s": busy, "peak_memory_mb_per_rank": peak_mb, **extra}
+
+
+def run_data_parallel(bench: GpuBench, job: Path, microbatch: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="onepiece-dp-") as scratch:
+        program = _python("onepiece_hpc.runtime.data_parallel", str(job), "--report-dir", scratch, *_cap(bench),
+                          *[arg for stage in bench.offload for arg in ("--offload", stage)])
+        done = subprocess.run(find_mpiexec().command(bench.gpus, program, bench.as_root), stdout=sys.stderr,
+                              stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            raise UserError(f"the data-parallel run failed (exit {done.returncode}): {done.stderr[-3000:]}")
+        rows = [json.loads(p.read_text()) for p in sorted(Path(scratch).glob("rank-*.json"))]
+    return _summarise("monolithic data-parallel", bench.gpus, sum(r["items"] for r in rows),
+                      max(r["done_at_s"] for r in rows), sum(r["busy_s"] for r in rows),
+                      max(r["peak_memory_mb"] for r in rows), microbatch=microbatch,
+                      offload=list(bench.offload), offload_s=sum(r["offload_s"] for r in rows),
+                      load_s=max(r["load_s"] for r in rows))
+
+
+def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder: Path) -> dict:
+    output = folder / f"staged-{policy}.h5"
+    ranks = 1 + sum(bench.layout)
+    report = launch(job, ranks, output, ["--policy", policy, "--fabric", "auto", *_cap(bench)], bench.as_root,
+                    rank_stdout=sys.stderr)
+    if report["status"] != "completed":
+        raise UserError(f"the staged {policy} run failed: {report.get('error', report)}")
+    with h5py.File(output, "r") as file:
+        rows = file["telemetry/run0/ranks"][...]
+        moves = len(file["telemetry/run0/moves"]) if "telemetry/run0/moves" in file else 0
+    stage_rows = rows[rows["rank"] > 0]
+    window = float(stage_rows["elapsed_s"].min())  # from the moment the last rank had its weights
+    return _summarise(f"staged {policy}", bench.gpus, int(report["summary"]["committed_now"]), window,
+                      float(stage_rows["busy_s"].sum()), float(stage_rows["peak_memory_mb"].max()),
+                      microbatch=microbatch, stage_ranks=list(bench.layout), moves=moves,
+                      send_s=float(stage_rows["send_s"].sum()), load_s=float(stage_rows["load_s"].max()),
+                      stages=report["summary"]["stages"])
+
+
+def bench_pipeline_gpu(bench: GpuBench, command: list[str]) -> dict:
+    """Profile, then data-parallel, staged adaptive and staged static; returns the whole record."""
+    import os
+
+    import torch
+
+    # the runs' ranks see only the GPUs of this bench (they pick theirs among the visible ones)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(bench.gpus))
+    started = datetime.datetime.now(datetime.timezone.utc)
+    with tempfile.TemporaryDirectory(prefix="onepiece-bench-gpu-") as scratch:
+        folder = Path(scratch)
+        profile = profile_stages(bench, folder)
+        dp_batch, staged_batch = best_batches(profile)
+        runs = [run_data_parallel(bench, _job_copy(bench, folder, dp_batch, "dp"), dp_batch)]
+        for policy in bench.policies:
+            job = _job_copy(bench, folder, staged_batch, f"staged-{policy}")
+            runs.append(run_staged(bench, job, staged_batch, policy, folder))
+    baseline = runs[0]
+    for run in runs:
+        run["gpu_s_per_output_vs_monolithic"] = run["gpu_s_per_output"] / baseline["gpu_s_per_output"]
+        run["gpu_s_per_output_vs_floor"] = run["gpu_s_per_output"] / profile["floor_s_per_item"]
+    return {"job": str(bench.job), "command": command, "date": started.isoformat(timespec="seconds"),
+            "host": socket.gethostname(), "device": f"{bench.gpus} x {torch.cuda.get_device_name(0)}",
+            "gpus": bench.gpus, "gpu_memory_gib": bench.gpu_memory_gib, "profile": profile,
+            "floor_gpu_s_per_output": profile["floor_s_per_item"], "runs": runs}
+
+
+def results_path(folder: Path, record: dict) -> Path:
+    name = Path(record["job"]).stem
+    stamp = record["date"].replace(":", "").replace("-", "")[:15]
+    return folder / f"{stamp}-{name}-{record['gpus']}gpu.json"
+
+
+def table(record: dict) -> str:
+    lines = [f"{record['job']} on {record['device']}"
+             + (f", {record['gpu_memory_gib']} GiB a GPU" if record["gpu_memory_gib"] else ""),
+             f"floor (sum of per-stage best s/item): {record['floor_gpu_s_per_output']:.3f} GPU-s per output",
+             f"{'configuration':28} {'batch':>5} {'GPU-s/out':>10} {'x mono':>7} {'x floor':>8} {'out/h':>9} "
+             f"{'effic.':>7} {'peak GiB':>9}"]
+    for run in record["runs"]:
+        lines.append(f"{run['mode']:28} {run['microbatch']:>5} {run['gpu_s_per_output']:>10.3f} "
+                     f"{run['gpu_s_per_output_vs_monolithic']:>7.2f} {run['gpu_s_per_output_vs_floor']:>8.2f} "
+                     f"{run['outputs_per_hour']:>9.0f} {run['efficiency']:>7.1%} "
+                     f"{run['peak_memory_mb_per_rank'] / 1024:>9.1f}")
+    return "\n".join(lines)
