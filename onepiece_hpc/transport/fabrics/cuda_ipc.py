@@ -3,9 +3,10 @@
 A data ring is two memories at the same offsets: the consumer's GPU buffer holds the tensor
 payloads, a shm segment holds the slot stamps and headers the CPUs poll (a payload offset of the
 segment is never touched, so it costs no host memory). The producer copies each payload from its
-own GPU straight into the consumer's buffer (one device-to-device copy over NVLink or PCIe), waits
-for its copy stream, then writes header and stamp; the consumer gets tensors that already live on
-its GPU. Credit records are a few bytes the producer's CPU polls: plain shm.
+own GPU straight into the consumer's buffer (one device-to-device copy over NVLink or PCIe) and
+writes the header; the consumer gets tensors that already live on its GPU. The stamp is written by the producer's publisher thread once the copy has landed, so the
+producer computes on while its outputs travel. Credit records are a few bytes the producer's CPU
+polls: plain shm.
 
 Payloads are never checksummed (the CPU can't read them); the stamp is written only after the
 copy has completed, so channels use header-only integrity.
@@ -77,10 +78,11 @@ class CudaIpcPeerRegion:
             self._host.write(offset, data)
 
     def publish(self, offset: int, data: bytes) -> None:
-        self._copies.wait()  # every payload has landed before the stamp says so
-        self._host.publish(offset, data)
+        # written once every payload queued before it has landed; the rank does not wait
+        self._copies.publish_after(lambda: self._host.publish(offset, data))
 
     def close(self) -> None:
+        self._copies.wait()
         self._device.close()
         self._host.close()
 

@@ -10,6 +10,9 @@ CUDA context on that GPU.
 from __future__ import annotations
 
 import base64
+import queue
+import threading
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -80,13 +83,24 @@ class PeerDeviceBuffer:
 
 
 class CopyQueue:
-    """Asynchronous copies from this rank's tensors, on one stream of its GPU, that wait for the
-    work that produced them; `wait()` returns once every copy queued so far has landed."""
+    """Asynchronous copies from this rank's tensors on one stream of its GPU, and the stamps that
+    announce them, written in order by a publisher thread once the copies before them have
+    landed: the rank goes on computing while its outputs travel (overlapped copies).
+
+    Later work on the rank's GPU waits for the copies (on the GPU, not here), so a source tensor
+    is never overwritten or freed before it has been read.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.stream = torch.cuda.Stream(device=device)
-        self.pending = False
+        self._copied = False
+        self._queue: queue.Queue = queue.Queue()
+        self._idle = threading.Condition()
+        self._outstanding = 0
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._publish_in_order, name="gpu-copy-publisher", daemon=True)
+        self._thread.start()
 
     def copy(self, destination: int, source: torch.Tensor) -> None:
         """Copy `source` (contiguous, on this GPU) to the address `destination` (any GPU or
@@ -95,12 +109,47 @@ class CopyQueue:
         source.record_stream(self.stream)
         _runtime().memcpyAsync(destination, source.data_ptr(), source.numel() * source.element_size(),
                                CUDA_MEMCPY_DEFAULT, self.stream.cuda_stream)
-        self.pending = True
+        self._copied = True
+
+    def publish_after(self, write: Callable[[], None]) -> None:
+        """Call `write` (a stamp) once every copy queued so far has landed, without waiting here."""
+        self._raise_failure()
+        if not self._copied and self._outstanding == 0:  # nothing in flight: write it now
+            write()
+            return
+        event = None
+        if self._copied:
+            event = torch.cuda.Event()
+            event.record(self.stream)
+            torch.cuda.current_stream(self.device).wait_event(event)
+            self._copied = False
+        with self._idle:
+            self._outstanding += 1
+        self._queue.put((event, write))
 
     def wait(self) -> None:
-        if self.pending:
-            self.stream.synchronize()
-            self.pending = False
+        """Return once every stamp queued so far is written."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._outstanding == 0)
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError(f"a GPU copy or its stamp failed: {self._failure}") from self._failure
+
+    def _publish_in_order(self) -> None:
+        torch.cuda.set_device(self.device)
+        while True:
+            event, write = self._queue.get()
+            try:
+                if event is not None:
+                    event.synchronize()
+                write()
+            except BaseException as err:  # seen by the rank at its next send or wait
+                self._failure = err
+            with self._idle:
+                self._outstanding -= 1
+                self._idle.notify_all()
 
 
 def pin(buffer: np.ndarray) -> int:

@@ -196,11 +196,17 @@ class ShmPeerRegion:
         self._mapping.view[offset: offset + len(data)] = data
 
     def publish(self, offset: int, data: bytes) -> None:
-        if self._copies is not None:
-            self._copies.wait()  # every payload has landed before the stamp says so
+        if self._copies is not None:  # once every payload queued before it has landed
+            self._copies.publish_after(lambda: self._stamp(offset, data))
+            return
+        self._stamp(offset, data)
+
+    def _stamp(self, offset: int, data: bytes) -> None:
         self._mapping.view[offset: offset + len(data)] = data
 
     def close(self) -> None:
+        if self._copies is not None:
+            self._copies.wait()
         self._mapping.close()
 
 
