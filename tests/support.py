@@ -110,3 +110,15 @@ def done_count(path: Path) -> int:
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def write_png(path: Path, height: int = 48, width: int = 40, shift: int = 0) -> Path:
+    """A small deterministic RGB image (a conditioning image for image-to-video jobs)."""
+    import numpy as np
+    from PIL import Image
+
+    rows, cols = np.mgrid[0:height, 0:width]
+    pixels = np.stack([rows * 5 + shift, cols * 7 + 2 * shift, (rows + cols) * 3 + 3 * shift], axis=-1) % 256
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype("uint8")).save(path)
+    return path

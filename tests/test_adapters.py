@@ -8,24 +8,35 @@ import shutil
 import pytest
 import torch
 
-from onepiece_hpc.models.base import Placement, UnitInput
+from onepiece_hpc.models.base import ModelAdapter, Placement, UnitInput
 from onepiece_hpc.models.source import resolve_model
+from onepiece_hpc.spec.images import ImageReader
 from onepiece_hpc.spec.job import GenParams, Stage
+from onepiece_hpc.store.schema import OUTPUT_DATASETS
 
-from support import builtin_model
+from support import builtin_model, write_png
 
 CPU = Placement(torch.device("cpu"), torch.float32)
-MODELS = ["builtin:tiny-sd", "builtin:tiny-pixart", "builtin:tiny-sdxl"]
+MODELS = ["builtin:tiny-sd", "builtin:tiny-pixart", "builtin:tiny-sdxl", "builtin:tiny-wan-t2v",
+          "builtin:tiny-wan-i2v"]
+
+
+def _params(adapter: ModelAdapter, guidance: float, folder) -> GenParams:
+    """Two steps at 64 x 96 px; five frames for a video model, and an image for image-to-video."""
+    video = {"frames": 5} if adapter.output_kind == "video" else {}
+    if adapter.needs_image:
+        video["image"] = ImageReader().read(write_png(folder / "first-frame.png"), "test", "test", [])
+    return GenParams(steps=2, guidance=guidance, height=64, width=96, **video)
 
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("guidance", [1.0, 4.0], ids=["no-guidance", "guidance"])
-def test_stage_outputs_match_declared_specs(model_cache, model, guidance):
+def test_stage_outputs_match_declared_specs(tmp_path, model_cache, model, guidance):
     problems: list[str] = []
     source = resolve_model(model, model_cache, "test", problems)
     assert source is not None, problems
     adapter = source.adapter
-    params = GenParams(steps=2, guidance=guidance, height=64, width=96)
+    params = _params(adapter, guidance, tmp_path)
     unit = UnitInput(unit=0, items=(0, 1), prompts=("a", "b"), negative_prompts=("", "x"), seeds=(1, 2),
                      params=params)
     tensors: dict[str, torch.Tensor] = {}
@@ -39,6 +50,7 @@ def test_stage_outputs_match_declared_specs(model_cache, model, guidance):
             assert tuple(got.shape) == spec.shape, (stage, spec.name)
             assert str(got.dtype).removeprefix("torch.") == spec.dtype, (stage, spec.name)
             assert got.numel() * got.element_size() == spec.nbytes
+    assert [spec.name for spec in declared] == [OUTPUT_DATASETS[adapter.output_kind]]  # the decode stage's one tensor
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -104,3 +116,33 @@ def test_sdxl_real_size_architecture_has_the_published_parameter_counts():
         assert sum(p.numel() for p in module.parameters()) == pytest.approx(expected, rel=0.01), name
     assert pipe.unet.config.cross_attention_dim == 2048 and pipe.text_encoder.config.vocab_size == 49408
     assert pipe.vae.config.scaling_factor == 0.13025 and pipe.vae.config.force_upcast
+
+
+#: parameters of the published Wan2.1 components, from their configs (the UMT5-XXL encoder's
+#: embedding counts once: it is shared with the encoder's input embedding)
+WAN_PUBLISHED = {
+    "wan2.1-t2v-1.3b": {"transformer": 1_418_996_800, "text_encoder": 5_680_910_336, "vae": 126_892_531},
+    "wan2.1-t2v-14b": {"transformer": 14_288_491_584, "text_encoder": 5_680_910_336, "vae": 126_892_531},
+    "wan2.1-i2v-14b-480p": {"transformer": 16_394_878_784, "text_encoder": 5_680_910_336, "vae": 126_892_531,
+                            "image_encoder": 630_766_080},
+}
+
+
+@pytest.mark.parametrize("name", sorted(WAN_PUBLISHED))
+def test_wan_real_size_architectures_have_the_published_parameter_counts(name):
+    import inspect
+
+    from diffusers import AutoencoderKLWan
+
+    from onepiece_hpc.models.wan.real_size import BUILDERS, LATENTS_MEAN, LATENTS_STD
+
+    with torch.device("meta"):
+        pipe = BUILDERS[name]()
+    for component, expected in WAN_PUBLISHED[name].items():
+        module = getattr(pipe, component)
+        assert {p.device.type for p in module.parameters()} == {"meta"}, f"{component} materialised weights"
+        assert sum(p.numel() for p in module.parameters()) == pytest.approx(expected, rel=0.01), component
+    assert pipe.text_encoder.config.vocab_size == 256_384 and pipe.transformer.config.text_dim == 4096
+    assert pipe.scheduler.config.prediction_type == "flow_prediction" and pipe.scheduler.config.flow_shift == 3.0
+    defaults = inspect.signature(AutoencoderKLWan.__init__).parameters  # diffusers ships the published statistics
+    assert LATENTS_MEAN == defaults["latents_mean"].default and LATENTS_STD == defaults["latents_std"].default

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import invoke, run_cli, tree_digest, write_job
+from support import invoke, run_cli, tree_digest, write_job, write_png
 
 GOOD = ["a cat", "a dog", "a bird"]
 
@@ -26,6 +26,18 @@ def _pipeline_folder_of_unknown_class(folder: Path) -> str:
     (folder / "weird").mkdir()
     (folder / "weird/model_index.json").write_text(json.dumps({"_class_name": "MysteryPipeline"}))
     return "weird"
+
+
+VIDEO = "{steps: 2, height: 32, width: 32, frames: 9}"
+
+
+def _video_job(folder: Path, model: str, lines: str = '{"prompt": "a fox"}\n', params: str = VIDEO) -> Path:
+    return write_job(folder, lines, prompt_file="p.jsonl", prompts="p.jsonl", model=f"builtin:{model}", params=params)
+
+
+def _not_an_image(folder: Path) -> Path:
+    (folder / "fake.png").write_text("these are words, not pixels")
+    return _video_job(folder, "tiny-wan-i2v", '{"prompt": "a fox", "image": "fake.png"}\n')
 
 
 # (id, how to build the case in folder -> job path, words the message must contain)
@@ -83,6 +95,24 @@ CASES = [
     ("job-not-a-mapping", lambda d: (write_job(d, GOOD), (d / "job.yaml").write_text("- a\n- b\n"))[0],
      ["must be a YAML mapping"]),
     ("cuda-without-gpu", lambda d: write_job(d, GOOD, device="cuda"), ["device is cuda but no GPU"]),
+    ("frames-not-4k+1", lambda d: _video_job(d, "tiny-wan-t2v", params="{steps: 2, height: 32, width: 32, frames: 10}"),
+     ["job.yaml:", "field 'params.frames' is 10, not 4k+1", "use 9 or 13"]),
+    ("frames-on-image-model", lambda d: write_job(d, GOOD, params="{steps: 2, frames: 9}"),
+     ["job.yaml:", "'params.frames' is for video models", "builtin:tiny-sd", "remove it"]),
+    ("image-not-found", lambda d: _video_job(d, "tiny-wan-i2v", '{"prompt": "a fox"}\n{"prompt": "x", "image": "no.png"}\n'),
+     ["p.jsonl:2", "conditioning image", "no.png not found", "relative path is read from the prompt file's folder"]),
+    ("image-not-an-image", _not_an_image, ["p.jsonl:1", "fake.png is not an image"]),
+    ("image-is-a-folder", lambda d: ((d / "pics").mkdir(), _video_job(d, "tiny-wan-i2v", params=VIDEO[:-1] + ", image: pics}"))[1],
+     ["job.yaml:", "field 'params.image'", "is a folder", "relative path is read from the job file's folder"]),
+    ("image-key-not-a-path", lambda d: _video_job(d, "tiny-wan-i2v", '{"prompt": "a fox", "image": 7}\n'),
+     ["p.jsonl:1", '"image" must be the path of an image file']),
+    ("image-on-text-to-video", lambda d: (write_png(d / "f.png"), _video_job(d, "tiny-wan-t2v", params=VIDEO[:-1] + ", image: f.png}"))[1],
+     ["field 'params.image'", "builtin:tiny-wan-t2v (WanPipeline) takes no conditioning image", "remove it"]),
+    ("image-on-image-model", lambda d: (write_png(d / "f.png"), write_job(d, '{"prompt": "a"}\n{"prompt": "b", "image": "f.png"}\n',
+                                                                            prompt_file="p.jsonl", prompts="p.jsonl"))[1],
+     ["p.jsonl:2", '"image" given, but builtin:tiny-sd', 'remove "image"']),
+    ("image-missing-for-image-to-video", lambda d: _video_job(d, "tiny-wan-i2v", '{"prompt": "a"}\n{"prompt": "b"}\n'),
+     ["p.jsonl:1 and 1 more line(s)", "no conditioning image", "WanImageToVideoPipeline", "params.image"]),
 ]
 
 

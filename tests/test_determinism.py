@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionXLPipeline
+from PIL import Image
 
-from support import builtin_model, invoke, write_job
+from support import builtin_model, invoke, write_job, write_png
 
 PROMPTS = ["a red fox in snow", "a lighthouse at dusk", "a bowl of ramen", "an owl on a branch", "a tram"]
 NEGATIVES = ["blurry", "", "text, watermark", "low quality", ""]
@@ -90,6 +91,61 @@ def test_sdxl_float16_vae_upcast_and_latent_statistics_follow_the_pipeline(tmp_p
     config |= {"latents_mean": [0.1, -0.2, 0.3, 0.0], "latents_std": [0.9, 1.1, 0.8, 1.2]}
     (folder / "vae/config.json").write_text(json.dumps(config))
     _assert_equals_full_diffusers_call(tmp_path / "run", str(folder), folder, SDXL_NEGATIVES, 2, 1, dtype="float16")
+
+
+WAN_PROMPTS = ["a red fox running in snow", "waves on a rocky shore", "a tram in the rain", "an owl turning its head"]
+WAN_NEGATIVES = ["blurry", "", "text, watermark", ""]
+WAN_FRAMES, WAN_SIZE = 9, 32
+
+
+def _wan_reference(pipe, prompts, negatives, seeds, image_path) -> np.ndarray:
+    """One WanPipeline / WanImageToVideoPipeline call for one unit, converted to uint8 like the adapter."""
+    if len(prompts) == 1:
+        prompt, negative = prompts[0], negatives[0]
+        generator = torch.Generator("cpu").manual_seed(seeds[0])
+    else:
+        prompt, negative = list(prompts), list(negatives)
+        generator = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    extra = {"image": Image.open(image_path).convert("RGB")} if image_path else {}
+    frames = pipe(prompt=prompt, negative_prompt=negative, height=WAN_SIZE, width=WAN_SIZE, num_frames=WAN_FRAMES,
+                  num_inference_steps=STEPS, guidance_scale=GUIDANCE, generator=generator, output_type="np",
+                  **extra).frames
+    return (frames * 255).round().astype("uint8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-wan-t2v", "tiny-wan-i2v"])
+@pytest.mark.parametrize("microbatch, threads", [(1, 1), (2, 2)])
+def test_wan_output_equals_full_diffusers_call(tmp_path, model_cache, model, microbatch, threads):
+    image_to_video = model.endswith("i2v")
+    lines = [{"prompt": p, "negative_prompt": n, "seed": 100 + 11 * i} for i, (p, n) in
+             enumerate(zip(WAN_PROMPTS, WAN_NEGATIVES))]
+    params = f"steps: {STEPS}, guidance: {GUIDANCE}, height: {WAN_SIZE}, width: {WAN_SIZE}, frames: {WAN_FRAMES}"
+    if image_to_video:  # a job-wide first frame, and one line with its own (a unit of its own)
+        write_png(tmp_path / "first.png")
+        write_png(tmp_path / "images/other.png", shift=90)
+        lines[2]["image"] = "images/other.png"
+        params += ", image: first.png"
+    job = write_job(tmp_path, "".join(json.dumps(line) + "\n" for line in lines), prompt_file="p.jsonl",
+                    model=f"builtin:{model}", microbatch=str(microbatch), cpu_threads=str(threads),
+                    params=f"{{{params}}}")
+    result = invoke("run", job, "--monolithic")
+    assert result.code == 0, result.err
+    with h5py.File(tmp_path / "out/t.h5", "r") as f:
+        videos = f["outputs/videos"][...]
+        items = f["items"][...]
+        assert f["done"][...].all()
+    torch.set_num_threads(threads)
+    pipe = DiffusionPipeline.from_pretrained(builtin_model(model_cache, model))
+    pipe.set_progress_bar_config(disable=True)
+    for unit in np.unique(items["unit"]):
+        members = np.flatnonzero(items["unit"] == unit)
+        assert len(members) <= microbatch
+        image = items["image"][members[0]].decode() if image_to_video else None
+        expected = _wan_reference(pipe, [WAN_PROMPTS[i] for i in members], [WAN_NEGATIVES[i] for i in members],
+                                  [int(items["seed"][i]) for i in members], image)
+        np.testing.assert_array_equal(videos[members], expected, err_msg=f"unit {unit} (items {list(members)})")
+    assert len({videos[i].tobytes() for i in range(len(WAN_PROMPTS))}) == len(WAN_PROMPTS), "items must differ"
 
 
 @pytest.mark.slow

@@ -99,3 +99,55 @@ def test_damaged_output_is_refused_not_crashed_on(finished, tmp_path):
     for args in (("inspect", damaged), ("export", damaged, tmp_path / "png")):
         result = invoke(*args)
         assert result.code == 2 and "damaged" in result.err and "/done" in result.err
+
+
+@pytest.fixture(scope="module")
+def video_output(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("video")
+    job = write_job(folder, PROMPTS, name="clips", model="builtin:tiny-wan-t2v",
+                    params="{steps: 2, guidance: 4.0, height: 32, width: 48, frames: 9}")
+    assert invoke("run", job, "--monolithic").code == 0
+    return folder / "out/t.h5"
+
+
+def test_inspect_describes_videos(video_output):
+    result = invoke("inspect", video_output)
+    assert result.code == 0, result.err
+    assert "3 x 9 x 32 x 48 x 3" in result.out
+    assert "3 videos of 9 frames (0.6 s at 16 fps), 48 x 32 px" in result.out
+    info = json.loads(invoke("inspect", video_output, "--json").out)
+    assert info["output_kind"] == "video" and info["frame_rate"] == 16
+    assert info["outputs"]["videos"]["chunks"] == [1, 9, 32, 48, 3]
+
+
+def test_export_videos_as_mp4_by_default_and_as_gif(video_output, tmp_path):
+    import av
+    from PIL import ImageSequence
+
+    with h5py.File(video_output, "r") as f:
+        stored = f["outputs/videos"][...]
+    assert invoke("export", video_output, tmp_path / "mp4").code == 0
+    assert invoke("export", video_output, tmp_path / "gif", "--format", "gif").code == 0
+    for fmt in ("mp4", "gif"):
+        manifest = [json.loads(line) for line in (tmp_path / fmt / "manifest.jsonl").read_text().splitlines()]
+        assert [m["file"] for m in manifest] == [f"00000{i}.{fmt}" for i in range(3)]
+        assert all(m["frames"] == 9 and m["fps"] == 16 for m in manifest)
+    for index, video in enumerate(stored):
+        with av.open(str(tmp_path / f"mp4/00000{index}.mp4")) as container:  # lossy: count and size only
+            assert container.streams.video[0].average_rate == 16
+            decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        assert len(decoded) == 9 and decoded[0].shape == (32, 48, 3)
+        with Image.open(tmp_path / f"gif/00000{index}.gif") as gif:
+            frames = np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)])
+        assert frames.shape == video.shape
+        assert np.abs(frames.astype(int) - video).mean() < 8  # 256 colours a frame
+
+
+def test_export_refuses_a_format_of_the_other_kind(video_output, finished, tmp_path):
+    for output, fmt, words in ((video_output, "png", "export as mp4 or gif, not png"),
+                               (finished, "mp4", "export as png, not mp4"), (finished, "gif", "not gif")):
+        result = invoke("export", output, tmp_path / fmt, "--format", fmt)
+        assert result.code == 2 and words in result.err, result.err
+        assert not (tmp_path / fmt).exists()
+    result = invoke("export", finished, tmp_path / "fps", "--fps", "8")
+    assert result.code == 2 and "--fps is for videos" in result.err

@@ -3,6 +3,7 @@ a killed rank named in one clear error, and a resumable output."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -13,7 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from support import builtin_model, done_count, error_lines, invoke, run_cli, running, wait_until, write_job
+from support import (
+    builtin_model, done_count, error_lines, invoke, run_cli, running, wait_until, write_job, write_png,
+)
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
@@ -66,6 +69,49 @@ def test_staged_equals_monolithic_bit_for_bit(tmp_path, model, stages, microbatc
             or int(stages_table["units"][0]) == len(set(f["items"]["unit"]))
         assert len(f["telemetry/run0/samples"]) > 0
     assert _shm_segments() <= before, "shared-memory segments left behind"
+
+
+WAN_PROMPTS = [f"video {i}: a {c} kite over a beach" for i, c in enumerate(["red", "blue", "green", "white", "black"])]
+
+
+def _videos(path: Path) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        assert f["done"][...].all(), "every item must be done"
+        return f["outputs/videos"][...]
+
+
+def _wan_job(folder: Path, model: str, **fields) -> Path:
+    """Five prompts, two to a unit; image-to-video gets a job-wide first frame and one line its own."""
+    lines = [{"prompt": p} for p in WAN_PROMPTS]
+    params = "steps: 2, guidance: 4.0, height: 32, width: 32, frames: 9"
+    if model.endswith("i2v"):
+        write_png(folder / "first.png")
+        write_png(folder / "own.png", shift=60)
+        lines[3]["image"] = "own.png"
+        params += ", image: first.png"
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    return write_job(folder, text, prompt_file="p.jsonl", prompts="p.jsonl", model=f"builtin:{model}",
+                     microbatch="2", params=f"{{{params}}}", **fields)
+
+
+@pytest.mark.parametrize("model", ["tiny-wan-t2v", "tiny-wan-i2v"])
+def test_wan_staged_equals_monolithic_and_resume_writes_each_video_once(tmp_path, model):
+    assert invoke("run", _wan_job(tmp_path / "mono", model), "--monolithic").code == 0
+    expected = _videos(tmp_path / "mono/out/t.h5")
+    job = _wan_job(tmp_path / "staged", model, stages="{encode: 1, denoise: 1, decode: 1}")
+    output = tmp_path / "staged/out/t.h5"
+    proc = run_cli("run", job, "-n", "4", "--wait-timeout", "60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_array_equal(_videos(output), expected)
+    with h5py.File(output, "r+") as f:  # as a crash between commits leaves it: two videos not yet committed
+        f["done"][[1, 3]] = 0
+        f["outputs/videos"][1] = 0
+    again = invoke("run", job, "--monolithic")  # resuming is the writer's work, the same in either mode
+    assert again.code == 0, again.err
+    assert "(2 this run" in again.out
+    np.testing.assert_array_equal(_videos(output), expected)
+    with h5py.File(output, "r") as f:
+        assert [int(run["items_committed"]) for run in f["runs"]] == [len(WAN_PROMPTS), 2]
 
 
 def test_too_many_stage_ranks_is_refused_before_start(tmp_path):

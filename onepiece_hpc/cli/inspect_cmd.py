@@ -10,6 +10,17 @@ import click
 from onepiece_hpc.store.reader import open_output, summary
 
 
+def _describe_items(info: dict, shape: list[int]) -> str:
+    """'3 images of 64 x 64 px' or '2 videos of 81 frames (5.1 s at 16 fps), 832 x 480 px' (width first)."""
+    if info["output_kind"] == "video":
+        count, frames, height, width = shape[:4]
+        fps = info.get("frame_rate")
+        timing = f" ({frames / fps:.1f} s at {fps} fps)" if fps else ""
+        return f"{count} videos of {frames} frames{timing}, {width} x {height} px"
+    count, height, width = shape[:3]
+    return f"{count} images of {width} x {height} px"
+
+
 def _render(info: dict) -> str:
     lines = [
         f"{info['file']}",
@@ -19,7 +30,8 @@ def _render(info: dict) -> str:
         + ("  (complete)" if info["complete"] else f"  ({info['items_total'] - info['items_done']} missing)"),
     ]
     for name, ds in info["outputs"].items():
-        lines.append(f"  outputs    /outputs/{name}  {' x '.join(map(str, ds['shape']))}  {ds['dtype']}")
+        lines.append(f"  outputs    /outputs/{name}  {' x '.join(map(str, ds['shape']))}  {ds['dtype']}"
+                     f"  ({_describe_items(info, ds['shape'])})")
     means = {k: v for k, v in info["mean_seconds_per_item"].items() if v is not None}
     if means:
         lines.append("  per item   " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in means.items()))

@@ -99,6 +99,10 @@ class ModelAdapter(abc.ABC):
     pipeline_classes: tuple[str, ...] = ()
     #: what the decode stage produces: "image" (N x H x W x 3) or "video" (N x T x H x W x 3)
     output_kind: str = "image"
+    #: whether every item needs a conditioning image (image-to-video)
+    needs_image: bool = False
+    #: frames per second a video plays at (written to the output for export); None for images
+    frame_rate: int | None = None
 
     def __init__(self, folder: Path, index: dict) -> None:
         self.folder = folder
@@ -119,6 +123,14 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def default_size(self) -> tuple[int, int]:
         """(height, width) the model was configured for, used when the job gives none."""
+
+    def default_frames(self) -> int:
+        """Frames per item when the job gives none."""
+        return 1
+
+    def frame_step(self) -> int:
+        """A video's frame count must be frame_step * k + 1 (its VAE packs that many frames together)."""
+        return 1
 
     @abc.abstractmethod
     def load(self, stage: Stage, placement: Placement) -> StageRunner:

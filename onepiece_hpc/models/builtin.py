@@ -14,6 +14,7 @@ import torch
 from onepiece_hpc.models.pixart import tiny as tiny_pixart
 from onepiece_hpc.models.sdxl import tiny as tiny_sdxl
 from onepiece_hpc.models.stable_diffusion import tiny as tiny_sd
+from onepiece_hpc.models.wan import tiny as tiny_wan
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ BUILTINS: dict[str, tuple[int, Callable]] = {
     "tiny-sd": (1, tiny_sd.build),
     "tiny-pixart": (1, tiny_pixart.build),
     "tiny-sdxl": (1, tiny_sdxl.build),
+    "tiny-wan-t2v": (1, tiny_wan.build_t2v),
+    "tiny-wan-i2v": (1, tiny_wan.build_i2v),
 }
 
 

@@ -87,9 +87,13 @@ class DiffusersPipelineAdapter(ModelAdapter):
         elif stage is Stage.DENOISE:
             run = lambda unit, inputs: self.denoise(pipe, placement, unit, inputs)  # noqa: E731
         else:
-            processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor())
+            processor = self.postprocessor()
             run = lambda unit, inputs: self.decode(pipe, processor, unit, inputs)  # noqa: E731
         return LoadedStage(pipe, run, placement.device)
+
+    def postprocessor(self) -> VaeImageProcessor:
+        """What turns the VAE's decoded pixels into arrays (a VideoProcessor for video models)."""
+        return VaeImageProcessor(vae_scale_factor=self.vae_scale_factor())
 
     # -- stages -----------------------------------------------------------------------------
     def encode(self, pipe: DiffusionPipeline, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:

@@ -12,9 +12,11 @@ from onepiece_hpc.models.builtin import BUILTINS, builtin_folder
 from onepiece_hpc.models.pixart.adapter import PixArtAdapter
 from onepiece_hpc.models.sdxl.adapter import StableDiffusionXLAdapter
 from onepiece_hpc.models.stable_diffusion.adapter import StableDiffusionAdapter
+from onepiece_hpc.models.wan.adapter import WanAdapter, WanImageToVideoAdapter
 from onepiece_hpc.spec.job import Stage
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (StableDiffusionAdapter, PixArtAdapter, StableDiffusionXLAdapter)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (StableDiffusionAdapter, PixArtAdapter, StableDiffusionXLAdapter,
+                                           WanAdapter, WanImageToVideoAdapter)
 CONFIG_SUFFIXES = (".json", ".txt", ".model")  # configs, vocab/merges, sentencepiece models
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 

@@ -61,7 +61,7 @@ def run_monolithic(prepared: Prepared,
         runners = {stage: adapter.load(stage, placement) for stage in Stage} if pending else {}
         with progress(len(plan.items), int(done.sum())) if progress else nullcontext() as reporter:
             for unit in pending:
-                _run_unit(plan, unit, runners, writer, spent, reporter)
+                _run_unit(plan, unit, runners, writer, prepared.layout.dataset, spent, reporter)
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -74,7 +74,7 @@ def run_monolithic(prepared: Prepared,
                       stage_seconds=spent)
 
 
-def _run_unit(plan: Plan, unit: Unit, runners: dict, writer: OutputWriter, spent: dict[str, float],
+def _run_unit(plan: Plan, unit: Unit, runners: dict, writer: OutputWriter, output: str, spent: dict[str, float],
               reporter: ProgressReporter | None) -> None:
     request = unit_input(plan, unit)
     tensors: dict[str, torch.Tensor] = {}
@@ -85,7 +85,7 @@ def _run_unit(plan: Plan, unit: Unit, runners: dict, writer: OutputWriter, spent
         seconds.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     per_item = np.array(seconds) / unit.size
-    count = writer.commit(unit.start, tensors["images"].numpy(), np.tile(per_item, (unit.size, 1)))
+    count = writer.commit(unit.start, tensors[output].numpy(), np.tile(per_item, (unit.size, 1)))
     seconds.append(time.perf_counter() - t0)
     for name, value in zip(TIMING_STAGES, seconds):
         spent[name] += value

@@ -198,7 +198,8 @@ class NodeManager:
                 unit = self.prepared.plan.units[message.unit_id]
                 timings = json.loads(message.meta)["timings"]
                 seconds = np.array(timings) / unit.size
-                count = writer.commit(unit.start, message.tensors["images"], np.tile(seconds, (unit.size, 1)))
+                count = writer.commit(unit.start, message.tensors[self.prepared.layout.dataset],
+                                      np.tile(seconds, (unit.size, 1)))
             self.costs.observe(unit.index, timings)
             outstanding.discard(unit.index)
             self._committed.add(unit.index)

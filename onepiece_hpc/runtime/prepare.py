@@ -10,7 +10,7 @@ import torch
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import Placement
 from onepiece_hpc.models.source import ModelSource, resolve_model
-from onepiece_hpc.spec.job import Job, Stage
+from onepiece_hpc.spec.job import Job, PromptRecord, Stage
 from onepiece_hpc.spec.loader import load_job
 from onepiece_hpc.spec.plan import Plan, plan_job
 from onepiece_hpc.store.output import OutputLayout, check_writable
@@ -67,6 +67,51 @@ def _size(job: Job, model: ModelSource, problems: list[str]) -> tuple[int, int] 
     return (height, width) if ok else None
 
 
+def _frames(job: Job, model: ModelSource, problems: list[str]) -> int | None:
+    """Frames per item of a video model (None for an image model, which takes no frame count)."""
+    adapter = model.adapter
+    if adapter.output_kind == "image":
+        if job.frames is not None:
+            problems.append(f"{job.where('params.frames')}: field 'params.frames' is for video models, and "
+                            f"{model.ref} ({model.pipeline_class}) makes images; fix: remove it")
+        return None
+    frames = job.frames or adapter.default_frames()
+    step = adapter.frame_step()
+    if (frames - 1) % step:
+        lower = frames - (frames - 1) % step
+        problems.append(
+            f"{job.where('params.frames')}: field 'params.frames' is {frames}, not {step}k+1 ({model.ref} packs "
+            f"{step} frames into one latent frame after the first); fix: use {lower} or {lower + step}"
+        )
+        return None
+    return frames
+
+
+def _lines(records: list[PromptRecord]) -> str:
+    more = f" and {len(records) - 1} more line(s)" if len(records) > 1 else ""
+    return f"{records[0].line}{more}"
+
+
+def _condition_images(job: Job, model: ModelSource, problems: list[str]) -> None:
+    """Image-to-video models need an image for every item; other models take none."""
+    prompts = job.prompts_path
+    if not model.adapter.needs_image:
+        if job.image is not None:
+            problems.append(f"{job.where('params.image')}: field 'params.image': {model.ref} "
+                            f"({model.pipeline_class}) takes no conditioning image; fix: remove it, or use an "
+                            "image-to-video model")
+        given = [r for r in job.records if r.image is not None]
+        if given:
+            problems.append(f'{prompts}:{_lines(given)}: "image" given, but {model.ref} ({model.pipeline_class}) '
+                            'takes no conditioning image; fix: remove "image" from the line(s)')
+        return
+    lacking = [r for r in job.records if r.image is None]
+    if job.image is None and lacking:
+        problems.append(f"{prompts}:{_lines(lacking)}: no conditioning image, and {model.ref} "
+                        f"({model.pipeline_class}) makes each video from an image; fix: add \"image\": \"PATH\" "
+                        "to the line (a .jsonl prompt file), or a default params.image to the job file")
+
+
 def prepare(job_path: Path, output: Path | None, cache: Path) -> Prepared:
     """Validate and plan the job; raise UserError listing every problem found."""
     problems: list[str] = []
@@ -78,13 +123,17 @@ def prepare(job_path: Path, output: Path | None, cache: Path) -> Prepared:
     placement = _placement(job, problems)
     model = resolve_model(job.model, cache, job.where("model"), problems)
     size = _size(job, model, problems) if model else None
+    frames = _frames(job, model, problems) if model else None
+    if model:
+        _condition_images(job, model, problems)
     plan = None
     if model and size and placement:
-        plan = plan_job(job, model.identity, size, execution_tag(job, placement), problems)
+        plan = plan_job(job, model.identity, size, execution_tag(job, placement), problems, frames)
     if problems or plan is None:
         raise UserError(problems, headline=f"{job_path}: {len(problems)} problem(s) found; nothing was run:")
     decode_spec = model.adapter.output_specs(Stage.DECODE, plan.items[0].params, 1, placement.dtype)[0]
-    layout = OutputLayout(kind=model.adapter.output_kind, item_shape=decode_spec.shape[1:])
+    layout = OutputLayout(kind=model.adapter.output_kind, item_shape=decode_spec.shape[1:],
+                          frame_rate=model.adapter.frame_rate)
     provenance = collect(job.source_text, str(job.source), model.ref, model.identity, model.config_hash,
                          model.pipeline_class)
     return Prepared(plan=plan, model=model, placement=placement, layout=layout, output=out,

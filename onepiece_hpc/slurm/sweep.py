@@ -163,6 +163,8 @@ def shard_job(sweep: Sweep, shard: Shard) -> dict:
     model = shard.point.get("model", sweep.fields.model)
     job["model"] = model if model.startswith("builtin:") else str(_resolve(sweep.source.parent, model))
     params = dict(job.get("params") or {})
+    if "image" in params:
+        params["image"] = str(_resolve(sweep.source.parent, params["image"]))
     if "size" in shard.point:
         params["height"], params["width"] = _parse_size(shard.point["size"])
     for name in ("steps", "guidance"):
@@ -183,6 +185,8 @@ def shard_prompts(sweep: Sweep, shard: Shard) -> str:
         for name in ("negative_prompt", "steps", "guidance"):
             if getattr(record, name) is not None:
                 item[name] = getattr(record, name)
+        if record.image is not None:
+            item["image"] = str(record.image.path)
         if record.meta:
             item["meta"] = json.loads(record.meta)
         lines.append(json.dumps(item, ensure_ascii=False))

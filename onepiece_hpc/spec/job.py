@@ -31,6 +31,8 @@ class ParamsFields(_Strict):
     guidance: float = Field(5.0, ge=0.0, le=100.0)
     height: int | None = Field(None, ge=8, le=16_384)
     width: int | None = Field(None, ge=8, le=16_384)
+    frames: int | None = Field(None, ge=1, le=10_000)
+    image: str | None = Field(None, min_length=1)
     negative_prompt: str = ""
 
 
@@ -135,6 +137,9 @@ FIELD_HINTS: dict[str, str] = {
     "params.guidance": "use a number from 0 to 100 (values above 1 enable classifier-free guidance)",
     "params.height": "use a whole number of pixels, a multiple of the model's size factor",
     "params.width": "use a whole number of pixels, a multiple of the model's size factor",
+    "params.frames": "use a whole number of frames per video (Wan: 4k+1, e.g. 81); leave it out for image models",
+    "params.image": "write the path of the conditioning image (PNG or JPEG, relative to the job file) "
+                    "for image-to-video models",
     "params.negative_prompt": "write a string (quote it if it has ':' or '#')",
     "stages.encode": "use a whole number of ranks, at least 1",
     "stages.denoise": "use a whole number of ranks, at least 1",
@@ -158,13 +163,27 @@ FIELD_HINTS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
+class ConditionImage:
+    """An image an item is generated from (image-to-video): where it lies and the sha256 of its bytes."""
+
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
 class GenParams:
-    """Generation parameters shared by every item of a work unit."""
+    """Generation parameters shared by every item of a work unit.
+
+    A unit shares its conditioning image too, so that a unit is one diffusers call (the pipelines
+    take one image a call).
+    """
 
     steps: int
     guidance: float
     height: int
     width: int
+    frames: int = 1  # frames per item: 1 for image models
+    image: ConditionImage | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +197,7 @@ class PromptRecord:
     steps: int | None = None
     guidance: float | None = None
     meta: str = ""  # canonical JSON of the line's "meta" object, "" when absent
+    image: ConditionImage | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +214,8 @@ class Job:
     guidance: float
     height: int | None
     width: int | None
+    frames: int | None  # None: the model's own default
+    image: ConditionImage | None  # the default conditioning image of every prompt line
     negative_prompt: str
     seed: int
     microbatch: int

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from onepiece_hpc.spec.images import ImageReader
 from onepiece_hpc.spec.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings, Stage
 from onepiece_hpc.spec.prompts import read_prompts
 from onepiece_hpc.spec.yaml_source import YamlDocument, parse_yaml
@@ -97,12 +98,17 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
         problems.extend(_describe(doc, e) for e in errors)
         fields = None
     base = path.parent
+    images = ImageReader()
     prompts_value = doc.data.get("prompts")
     records = ()
     if isinstance(prompts_value, str) and prompts_value:
-        records = read_prompts(_resolve(base, prompts_value), problems)
+        records = read_prompts(_resolve(base, prompts_value), problems, images)
     if fields is None:
         return None
+    image = None
+    if fields.params.image is not None:
+        where = f"{doc.path}:{doc.line_of('params.image')}: field 'params.image'"
+        image = images.read(_resolve(base, fields.params.image), where, f"the job file's folder {base}", problems)
     if records and fields.seed + len(records) - 1 > SEED_MAX:
         problems.append(
             f"{doc.path}:{doc.line_of('seed')}: seed {fields.seed} + {len(records)} items passes {SEED_MAX}; "
@@ -129,6 +135,8 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
         guidance=params.guidance,
         height=params.height,
         width=params.width,
+        frames=params.frames,
+        image=image,
         negative_prompt=params.negative_prompt,
         seed=fields.seed,
         microbatch=fields.microbatch,

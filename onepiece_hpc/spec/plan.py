@@ -53,14 +53,21 @@ class Plan:
         return self.items[unit.start:unit.stop]
 
 
-def item_key(model_identity: str, prompt: str, negative_prompt: str, seed: int, params: GenParams) -> str:
-    """sha256 of everything that determines the item's output."""
-    canonical = json.dumps(
-        {"v": KEY_VERSION, "model": model_identity, "prompt": prompt, "negative_prompt": negative_prompt,
-         "seed": seed, "steps": params.steps, "guidance": repr(float(params.guidance)),
-         "height": params.height, "width": params.width},
-        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-    )
+def item_key(model_identity: str, prompt: str, negative_prompt: str, seed: int, params: GenParams,
+             video: bool = False) -> str:
+    """sha256 of everything that determines the item's output.
+
+    A video's frame count and conditioning image enter the key; an image's key is what it has
+    always been, so outputs written before videos existed still resume.
+    """
+    fields = {"v": KEY_VERSION, "model": model_identity, "prompt": prompt, "negative_prompt": negative_prompt,
+              "seed": seed, "steps": params.steps, "guidance": repr(float(params.guidance)),
+              "height": params.height, "width": params.width}
+    if video:
+        fields["frames"] = params.frames
+        if params.image is not None:
+            fields["image"] = params.image.sha256
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -77,8 +84,11 @@ def form_units(items: tuple[Item, ...], microbatch: int) -> tuple[Unit, ...]:
 
 
 def plan_job(job: Job, model_identity: str, size: tuple[int, int], execution: str,
-             problems: list[str]) -> Plan | None:
-    """Items and units of `job`; duplicate items (same key) are reported as problems."""
+             problems: list[str], frames: int | None = None) -> Plan | None:
+    """Items and units of `job`; duplicate items (same key) are reported as problems.
+
+    `frames` is the frame count of a video model's items, None for an image model.
+    """
     height, width = size
     start = len(problems)
     items: list[Item] = []
@@ -89,15 +99,17 @@ def plan_job(job: Job, model_identity: str, size: tuple[int, int], execution: st
             guidance=record.guidance if record.guidance is not None else job.guidance,
             height=height,
             width=width,
+            frames=frames or 1,
+            image=record.image or job.image,
         )
         negative = record.negative_prompt if record.negative_prompt is not None else job.negative_prompt
         seed = record.seed if record.seed is not None else job.seed + index
-        key = item_key(model_identity, record.prompt, negative, seed, params)
+        key = item_key(model_identity, record.prompt, negative, seed, params, video=frames is not None)
         if key in seen:
             first = job.records[seen[key]].line
             problems.append(
                 f"{job.prompts_path}:{record.line}: same prompt, seed and params as line {first}, so the "
-                "same image twice; fix: give it another seed or remove it"
+                "same output twice; fix: give it another seed or remove it"
             )
             continue
         seen[key] = index

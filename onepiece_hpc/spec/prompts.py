@@ -6,9 +6,10 @@ import json
 import math
 from pathlib import Path
 
+from onepiece_hpc.spec.images import ImageReader
 from onepiece_hpc.spec.job import SEED_MAX, PromptRecord
 
-JSONL_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "meta")
+JSONL_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "image", "meta")
 MAX_REPORTED = 20  # problems listed per file before "... and N more"
 
 
@@ -28,7 +29,8 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _record_from_json(path: Path, line: int, obj: object, problems: list[str]) -> PromptRecord | None:
+def _record_from_json(path: Path, line: int, obj: object, images: ImageReader,
+                      problems: list[str]) -> PromptRecord | None:
     where = f"{path}:{line}"
     if not isinstance(obj, dict):
         problems.append(f'{where}: expected a JSON object like {{"prompt": "..."}}, got {type(obj).__name__}')
@@ -61,6 +63,11 @@ def _record_from_json(path: Path, line: int, obj: object, problems: list[str]) -
     meta = obj.get("meta")
     if meta is not None and not isinstance(meta, dict):
         problems.append(f'{where}: "meta" must be a JSON object')
+    image = obj.get("image")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        problems.append(f'{where}: "image" must be the path of an image file, got {image!r}')
+    elif image is not None:
+        image = images.read(path.parent / image, where, f"the prompt file's folder {path.parent}", problems)
     if len(problems) > bad:
         return None
     return PromptRecord(
@@ -71,6 +78,7 @@ def _record_from_json(path: Path, line: int, obj: object, problems: list[str]) -
         steps=steps,
         guidance=float(guidance) if guidance is not None else None,
         meta=json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta is not None else "",
+        image=image,
     )
 
 
@@ -80,8 +88,12 @@ def _non_blank_lines(text: str):
             yield number, line
 
 
-def read_prompts(path: Path, problems: list[str]) -> tuple[PromptRecord, ...]:
-    """Read every record of the prompt source; problems (with line numbers) go to `problems`."""
+def read_prompts(path: Path, problems: list[str], images: ImageReader | None = None) -> tuple[PromptRecord, ...]:
+    """Read every record of the prompt source; problems (with line numbers) go to `problems`.
+
+    Conditioning images ("image" in a .jsonl line) are read and hashed through `images`.
+    """
+    images = images or ImageReader()
     start = len(problems)
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".jsonl"):
@@ -114,7 +126,7 @@ def read_prompts(path: Path, problems: list[str]) -> tuple[PromptRecord, ...]:
         except json.JSONDecodeError as err:
             errors.append(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})")
             continue
-        record = _record_from_json(path, number, obj, errors)
+        record = _record_from_json(path, number, obj, images, errors)
         if record is not None:
             records.append(record)
     problems.extend(errors[:MAX_REPORTED])

@@ -1,4 +1,4 @@
-"""Export done items as PNG files plus a manifest, without touching anything that exists."""
+"""Export done items as viewable files plus a manifest, without touching anything that exists."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
+from onepiece_hpc.store.media import MP4_PIXELS, write_gif, write_mp4, write_png
 from onepiece_hpc.store.reader import item_records, open_output, output_dataset
 
 MANIFEST = "manifest.jsonl"
+#: the formats each output kind exports to; the first is the default
+FORMATS = {"image": ("png",), "video": ("mp4", "gif")}
 
 
 def _check_target(folder: Path) -> None:
@@ -23,24 +25,61 @@ def _check_target(folder: Path) -> None:
                         "fix: give a new or empty folder")
 
 
-def export_images(output: Path, folder: Path) -> int:
-    """Write one PNG per done item and DIR/manifest.jsonl; returns how many were written."""
+def _format(output: Path, kind: str, requested: str | None) -> str:
+    formats = FORMATS[kind]
+    if requested is None:
+        return formats[0]
+    if requested not in formats:
+        raise UserError(f"{output} holds {kind}s, which export as {' or '.join(formats)}, not {requested}; "
+                        f"fix: use --format {formats[0]}" + (f" or --format {formats[1]}" if len(formats) > 1 else ""))
+    return requested
+
+
+def _frame_rate(output: Path, file, kind: str, fps: int | None) -> int | None:
+    if kind == "image":
+        if fps is not None:
+            raise UserError(f"{output} holds images; --fps is for videos; fix: leave it out")
+        return None
+    fps = fps or file.attrs.get("frame_rate")
+    if fps is None:
+        raise UserError(f"{output} does not record its videos' frame rate; fix: give one with --fps N")
+    return int(fps)
+
+
+def export_items(output: Path, folder: Path, requested: str | None = None, fps: int | None = None) -> tuple[int, str]:
+    """Write one file per done item and DIR/manifest.jsonl; returns how many were written, and the format.
+
+    Images export as PNG; videos as MP4 (H.264, lossy; even sizes) or GIF (256 colours a frame).
+    """
     with open_output(output) as file:
-        kind = file.attrs["output_kind"]
-        if kind != "image":
-            raise UserError(f"{output} holds {kind} outputs; this version exports images only")
+        kind = str(file.attrs["output_kind"])
+        fmt = _format(output, kind, requested)
+        fps = _frame_rate(output, file, kind, fps)
+        data = output_dataset(file)
+        if fmt == "mp4" and (data.shape[2] % 2 or data.shape[3] % 2):
+            raise UserError(f"{output}: its videos are {data.shape[3]} x {data.shape[2]} px, and MP4 (H.264, "
+                            f"{MP4_PIXELS}) needs even sizes; fix: use --format gif")
         _check_target(folder)
         done = np.flatnonzero(file[s.DONE][...])
-        images = output_dataset(file)
-        width = max(6, len(str(images.shape[0] - 1)))
+        width = max(6, len(str(data.shape[0] - 1)))
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / MANIFEST, "x", encoding="utf-8") as manifest:
             for record in item_records(file, done):
-                name = f"{record.index:0{width}d}.png"
-                Image.fromarray(images[record.index]).save(folder / name, format="PNG")
-                manifest.write(json.dumps({
+                name = f"{record.index:0{width}d}.{fmt}"
+                if fmt == "png":
+                    write_png(folder / name, data[record.index])
+                elif fmt == "mp4":
+                    write_mp4(folder / name, data[record.index], fps)
+                else:
+                    write_gif(folder / name, data[record.index], fps)
+                entry = {
                     "index": record.index, "key": record.key, "prompt": record.prompt,
                     "negative_prompt": record.negative_prompt, "seed": record.seed, "steps": record.steps,
                     "guidance": record.guidance, "file": name,
-                }, ensure_ascii=False) + "\n")
-    return len(done)
+                }
+                if kind == "video":
+                    entry |= {"frames": record.frames, "fps": fps}
+                if record.image:
+                    entry["image"] = record.image
+                manifest.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    return len(done), fmt

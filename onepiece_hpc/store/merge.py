@@ -29,6 +29,7 @@ from onepiece_hpc.store.reader import open_output
 
 VIRTUAL = (s.DONE, s.TIMINGS, s.COMMITTED_AT)
 COMMON_ATTRS = ("model_identity", "model_ref", "microbatch", "execution")
+KEPT_ATTRS = ("output_kind", "frame_rate")  # the merged file takes them from the first source
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ def _read_source(path: Path) -> Source:
         images = file[s.OUTPUTS][name]
         return Source(
             path=path, items=int(file.attrs["items_total"]), fingerprint=_text(file.attrs["job_fingerprint"]),
-            attrs={k: file.attrs[k] for k in (*COMMON_ATTRS, "output_kind") if k in file.attrs},
+            attrs={k: file.attrs[k] for k in (*COMMON_ATTRS, *KEPT_ATTRS) if k in file.attrs},
             output_name=name, output_shape=images.shape, output_dtype=images.dtype,
-            timing_stages=tuple(file[s.TIMINGS].attrs["stages"]), item_rows=file[s.ITEMS][...],
+            timing_stages=tuple(file[s.TIMINGS].attrs["stages"]), item_rows=s.current_items(file[s.ITEMS][...]),
             runs=file[s.RUNS][...],
         )
 
@@ -147,6 +148,8 @@ def merge_outputs(paths: list[Path], target: Path) -> dict:
             "microbatch": _common(sources, "microbatch", 0),
             "execution": _common(sources, "execution", "mixed: see /merge/sources"),
         })
+        if "frame_rate" in first.attrs:
+            file.attrs["frame_rate"] = first.attrs["frame_rate"]
         items = _items(sources)
         file.create_dataset(s.ITEMS, shape=items.shape, dtype=s.ITEM_DTYPE)[...] = items
         here = target.parent

@@ -25,6 +25,12 @@ class OutputLayout:
 
     kind: str  # "image" | "video"
     item_shape: tuple[int, ...]
+    frame_rate: int | None = None  # frames per second of a video
+
+    @property
+    def dataset(self) -> str:
+        """The /outputs dataset, and the name of the decode stage's tensor that fills it."""
+        return s.OUTPUT_DATASETS[self.kind]
 
 
 def check_writable(path: Path, problems: list[str]) -> None:
@@ -61,7 +67,8 @@ def _items_table(plan: Plan) -> np.ndarray:
     for i, item in enumerate(plan.items):
         p = item.params
         table[i] = (item.index, item.key.encode(), item.prompt, item.negative_prompt, item.seed,
-                    p.steps, p.guidance, p.height, p.width, unit_of[i], item.meta)
+                    p.steps, p.guidance, p.height, p.width, unit_of[i], item.meta, p.frames,
+                    str(p.image.path) if p.image else "")
     return table
 
 
@@ -79,6 +86,8 @@ def _create(path: Path, plan: Plan, layout: OutputLayout, provenance: Provenance
                 "model_ref": provenance.model_ref, "items_total": n, "output_kind": layout.kind,
                 "microbatch": plan.job.microbatch, "execution": plan.execution,
             })
+            if layout.frame_rate is not None:
+                f.attrs["frame_rate"] = layout.frame_rate
             f.create_dataset(s.ITEMS, data=_items_table(plan))
             f.create_dataset(s.DONE, shape=(n,), dtype="u1", dcpl=s.preallocated())[...] = 0
             timings = f.create_dataset(s.TIMINGS, shape=(n, len(s.TIMING_STAGES)), dtype="<f8",
@@ -88,8 +97,7 @@ def _create(path: Path, plan: Plan, layout: OutputLayout, provenance: Provenance
             timings.attrs["units"] = "seconds per item (a unit's time split evenly over its items)"
             f.create_dataset(s.COMMITTED_AT, shape=(n,), dtype="<f8", dcpl=s.preallocated())[...] = np.nan
             outputs = f.create_group(s.OUTPUTS)
-            name = s.OUTPUT_DATASETS[layout.kind]
-            outputs.create_dataset(name, shape=(n, *layout.item_shape), dtype="u1",
+            outputs.create_dataset(layout.dataset, shape=(n, *layout.item_shape), dtype="u1",
                                    chunks=(1, *layout.item_shape), dcpl=s.preallocated())
             f.create_group(s.PROVENANCE).attrs.update(provenance.as_attrs())
             f.create_dataset(s.RUNS, shape=(0,), maxshape=(None,), dtype=s.RUN_DTYPE, chunks=(16,))

@@ -54,13 +54,15 @@ class ItemRecord:
     guidance: float
     height: int
     width: int
+    frames: int
+    image: str  # the conditioning image's path, "" for none
 
 
 def item_records(file: h5py.File, indices: np.ndarray) -> list[ItemRecord]:
-    rows = file[s.ITEMS][np.sort(indices)] if len(indices) else []
+    rows = s.current_items(file[s.ITEMS][np.sort(indices)]) if len(indices) else []
     return [ItemRecord(int(r["index"]), _text(r["key"]), _text(r["prompt"]), _text(r["negative_prompt"]),
                        int(r["seed"]), int(r["steps"]), float(r["guidance"]), int(r["height"]),
-                       int(r["width"])) for r in rows]
+                       int(r["width"]), int(r["frames"]), _text(r["image"])) for r in rows]
 
 
 def output_dataset(file: h5py.File) -> h5py.Dataset:
@@ -107,6 +109,7 @@ def summary(file: h5py.File, path: Path) -> dict:
         "items_done": int(done.sum()),
         "complete": bool(done.all()),
         "output_kind": _text(file.attrs["output_kind"]),
+        "frame_rate": int(file.attrs["frame_rate"]) if "frame_rate" in file.attrs else None,
         "outputs": outputs,
         "microbatch": int(file.attrs["microbatch"]),
         "execution": _text(file.attrs["execution"]),

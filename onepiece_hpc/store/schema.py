@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 FORMAT = "onepiece-hpc"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: /items gained frames and image (video outputs); version 1 files still read
 
 ITEMS = "items"
 DONE = "done"
@@ -42,6 +42,8 @@ ITEM_DTYPE = np.dtype([
     ("width", "<i4"),
     ("unit", "<i8"),
     ("meta", _text),
+    ("frames", "<i4"),
+    ("image", _text),  # the conditioning image's path, "" for none
 ])
 
 RUN_DTYPE = np.dtype([
@@ -53,6 +55,18 @@ RUN_DTYPE = np.dtype([
     ("status", _text),
     ("items_committed", "<i8"),
 ])
+
+
+def current_items(rows: np.ndarray) -> np.ndarray:
+    """/items rows in this version's layout: a version 1 file's rows get frames 1 and no image."""
+    if rows.dtype == ITEM_DTYPE:
+        return rows
+    upgraded = np.empty(len(rows), dtype=ITEM_DTYPE)
+    upgraded["frames"] = 1
+    upgraded["image"] = ""
+    for name in rows.dtype.names:
+        upgraded[name] = rows[name]
+    return upgraded
 
 
 def preallocated() -> h5py.h5p.PropDCID:

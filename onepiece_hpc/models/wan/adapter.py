@@ -1,0 +1,226 @@
+"""Wan2.1 text-to-video and image-to-video: UMT5 (+ CLIP image) encode -> Wan DiT denoise -> Wan VAE decode.
+
+Image-to-video encodes its condition in the encode stage: the CLIP image embedding and the
+VAE latent of the first frame (followed by empty frames) are what the denoiser attends to,
+computed once per unit there, so the denoise ranks hold the DiT alone and the VAE's memory peak
+stays off them. The latent travels as the VAE returns it; denoise normalises it in float32
+exactly where the pipeline does, so the bits are those of the whole pipeline call.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from diffusers import WanImageToVideoPipeline, WanPipeline
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+
+from onepiece_hpc.errors import UserError
+from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
+from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, to_uint8
+from onepiece_hpc.spec.images import open_condition_image
+from onepiece_hpc.spec.job import GenParams, Stage
+
+#: the pipelines' max_sequence_length: prompt embeddings are padded to this many tokens
+MAX_SEQUENCE = 512
+#: Wan2.1 generates 16 frames a second
+FRAME_RATE = 16
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def latent_statistics(vae_config: dict, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, 1 / std) of the VAE's latents, shaped to broadcast over (N, C, T, H, W), made as the pipelines make them."""
+    shape = (1, vae_config["z_dim"], 1, 1, 1)
+    mean = torch.tensor(vae_config["latents_mean"]).view(shape).to(device, dtype)
+    inverse_std = 1.0 / torch.tensor(vae_config["latents_std"]).view(shape).to(device, dtype)
+    return mean, inverse_std
+
+
+class WanAdapter(DiffusersPipelineAdapter):
+    """WanPipeline: text to video."""
+
+    pipeline_classes = ("WanPipeline",)
+    pipeline_class = WanPipeline
+    denoiser = "transformer"
+    output_kind = "video"
+    frame_rate = FRAME_RATE
+
+    def __init__(self, folder, index) -> None:
+        super().__init__(folder, index)
+        if index.get("transformer_2", [None])[0] or index.get("boundary_ratio") or index.get("expand_timesteps"):
+            raise UserError(f"{folder} is a Wan2.2 pipeline (two denoisers or per-token timesteps); onepiece "
+                            "supports Wan2.1 (one transformer); fix: use a Wan2.1 pipeline folder")
+
+    # -- sizes ------------------------------------------------------------------------------
+    def _vae_config(self) -> dict:
+        return read_config(self.folder, "vae")
+
+    def vae_scale_factor(self) -> int:
+        return int(self._vae_config().get("scale_factor_spatial", 8))
+
+    def frame_step(self) -> int:
+        return int(self._vae_config().get("scale_factor_temporal", 4))
+
+    def latent_channels(self) -> int:
+        return int(self._vae_config().get("z_dim", 16))
+
+    def patch_size(self) -> int:
+        return int(read_config(self.folder, "transformer").get("patch_size", (1, 2, 2))[1])
+
+    def _call_default(self, name: str) -> int:
+        return int(inspect.signature(self.pipeline_class.__call__).parameters[name].default)
+
+    def default_size(self) -> tuple[int, int]:
+        return self._call_default("height"), self._call_default("width")
+
+    def default_frames(self) -> int:
+        return self._call_default("num_frames")
+
+    def latent_spec(self, params: GenParams, batch: int, dtype: torch.dtype) -> TensorSpec:
+        factor = self.vae_scale_factor()
+        shape = (batch, self.latent_channels(), (params.frames - 1) // self.frame_step() + 1,
+                 params.height // factor, params.width // factor)
+        return TensorSpec("latents", shape, _dtype_name(dtype))
+
+    def uses_guidance(self, params: GenParams) -> bool:
+        return params.guidance > 1
+
+    def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+        shape = (batch, MAX_SEQUENCE, int(read_config(self.folder, "text_encoder")["d_model"]))
+        specs = [TensorSpec("prompt_embeds", shape, _dtype_name(dtype))]
+        if self.uses_guidance(params):
+            specs.append(TensorSpec("negative_prompt_embeds", shape, _dtype_name(dtype)))
+        return tuple(specs)
+
+    def output_specs(self, stage: Stage, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+        if stage is Stage.DECODE:
+            return (TensorSpec("videos", (batch, params.frames, params.height, params.width, 3), "uint8"),)
+        return super().output_specs(stage, params, batch, dtype)
+
+    # -- loading ----------------------------------------------------------------------------
+    def load_pipeline(self, stage: Stage, placement: Placement):
+        pipe = super().load_pipeline(stage, placement)
+        pipe.vae_scale_factor_spatial = self.vae_scale_factor()  # the pipeline guesses them when the VAE is not loaded
+        pipe.vae_scale_factor_temporal = self.frame_step()
+        return pipe
+
+    def postprocessor(self) -> VideoProcessor:
+        return VideoProcessor(vae_scale_factor=self.vae_scale_factor())
+
+    # -- stages -----------------------------------------------------------------------------
+    def encode_text(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
+        guided = self.uses_guidance(unit.params)
+        positive, negative = pipe.encode_prompt(
+            list(unit.prompts), list(unit.negative_prompts), guided, max_sequence_length=MAX_SEQUENCE,
+            device=placement.device,
+        )
+        return {"prompt_embeds": positive, "negative_prompt_embeds": negative} if guided else {"prompt_embeds": positive}
+
+    @torch.no_grad()
+    def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
+        return self.encode_text(pipe, placement, unit)
+
+    @torch.no_grad()
+    def denoise(self, pipe, placement: Placement, unit: UnitInput,
+                inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        params = unit.params
+        negative = inputs.get("negative_prompt_embeds")
+        latents = pipe(
+            prompt_embeds=inputs["prompt_embeds"].to(placement.device),
+            negative_prompt_embeds=None if negative is None else negative.to(placement.device),
+            height=params.height,
+            width=params.width,
+            num_frames=params.frames,
+            num_inference_steps=params.steps,
+            guidance_scale=params.guidance,
+            generator=unit.generators(),
+            output_type="latent",
+            return_dict=False,
+            max_sequence_length=MAX_SEQUENCE,
+        )[0]
+        return {"latents": latents.to(placement.dtype)}  # decode casts to the VAE's dtype first: the same bits
+
+    @torch.no_grad()
+    def decode(self, pipe, processor: VideoProcessor, unit: UnitInput,
+               inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        vae = pipe.vae
+        latents = inputs["latents"].to(vae.device, vae.dtype)
+        mean, inverse_std = latent_statistics(vae.config, latents.device, latents.dtype)
+        video = vae.decode(latents / inverse_std + mean, return_dict=False)[0]
+        frames = processor.postprocess_video(video, output_type="np")
+        return {"videos": torch.from_numpy(to_uint8(frames))}
+
+
+class WanImageToVideoAdapter(WanAdapter):
+    """WanImageToVideoPipeline (Wan2.1 I2V): a prompt and a first frame to video."""
+
+    pipeline_classes = ("WanImageToVideoPipeline",)
+    pipeline_class = WanImageToVideoPipeline
+    needs_image = True
+    encode_components = ("text_encoder", "tokenizer", "image_encoder", "image_processor", "vae")
+
+    def components(self, stage: Stage) -> tuple[str, ...]:
+        return self.encode_components if stage is Stage.ENCODE else super().components(stage)
+
+    def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+        vision = read_config(self.folder, "image_encoder")
+        tokens = (int(vision["image_size"]) // int(vision["patch_size"])) ** 2 + 1  # patches and the class token
+        condition = self.latent_spec(params, batch, dtype)
+        return (*super().encode_specs(params, batch, dtype),
+                TensorSpec("image_embeds", (batch, tokens, int(vision["hidden_size"])), _dtype_name(dtype)),
+                TensorSpec("image_latents", condition.shape, condition.dtype))
+
+    @torch.no_grad()
+    def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
+        params, batch = unit.params, len(unit.items)
+        image = open_condition_image(params.image)
+        out = self.encode_text(pipe, placement, unit)
+        out["image_embeds"] = pipe.encode_image(image, placement.device).repeat(batch, 1, 1)
+        pixels = pipe.video_processor.preprocess(image, height=params.height, width=params.width)
+        pixels = pixels.to(placement.device, torch.float32).unsqueeze(2)
+        empty = pixels.new_zeros(*pixels.shape[:2], params.frames - 1, *pixels.shape[3:])
+        video = torch.cat([pixels, empty], dim=2).to(pipe.vae.device, pipe.vae.dtype)
+        out["image_latents"] = pipe.vae.encode(video).latent_dist.mode().repeat(batch, 1, 1, 1, 1)
+        return out
+
+    def condition(self, latents_shape: tuple[int, ...], image_latents: torch.Tensor,
+                  device: torch.device) -> torch.Tensor:
+        """The mask and the normalised image latent, as the pipeline concatenates them. The mask tells the
+        denoiser which latent frames the image fixes: one channel per frame the VAE packs together,
+        ones over the first latent frame, zeros after."""
+        batch, _, frames, height, width = latents_shape
+        mask = torch.zeros(batch, self.frame_step(), frames, height, width, device=device)
+        mask[:, :, 0] = 1
+        mean, inverse_std = latent_statistics(self._vae_config(), device, torch.float32)
+        normalised = (image_latents.to(device, torch.float32) - mean) * inverse_std
+        return torch.cat([mask, normalised], dim=1)
+
+    @torch.no_grad()
+    def denoise(self, pipe, placement: Placement, unit: UnitInput,
+                inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """WanImageToVideoPipeline's denoising loop (its __call__ insists on re-encoding the raw image)."""
+        params, device, transformer = unit.params, placement.device, pipe.transformer
+        embeds = {name: tensor.to(device, transformer.dtype) for name, tensor in inputs.items()
+                  if name.endswith("_embeds")}
+        shape = self.latent_spec(params, len(unit.items), torch.float32).shape
+        latents = randn_tensor(shape, generator=unit.generators(), device=device, dtype=torch.float32)
+        condition = self.condition(shape, inputs["image_latents"], device)
+        pipe.scheduler.set_timesteps(params.steps, device=device)
+        for t in pipe.scheduler.timesteps:
+            model_input = torch.cat([latents, condition], dim=1).to(transformer.dtype)
+            timestep = t.expand(latents.shape[0])
+
+            def predict(text: torch.Tensor) -> torch.Tensor:
+                return transformer(hidden_states=model_input, timestep=timestep, encoder_hidden_states=text,
+                                   encoder_hidden_states_image=embeds["image_embeds"], return_dict=False)[0]
+
+            noise = predict(embeds["prompt_embeds"])
+            if self.uses_guidance(params):
+                unconditional = predict(embeds["negative_prompt_embeds"])
+                noise = unconditional + params.guidance * (noise - unconditional)
+            latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
+        return {"latents": latents.to(placement.dtype)}
