@@ -35,6 +35,20 @@ def _video_job(folder: Path, model: str, lines: str = '{"prompt": "a fox"}\n', p
     return write_job(folder, lines, prompt_file="p.jsonl", prompts="p.jsonl", model=f"builtin:{model}", params=params)
 
 
+def _with_image(path: str) -> str:
+    return VIDEO[:-1] + f", image: {path}}}"
+
+
+def _wan22_folder(folder: Path) -> Path:
+    """A Wan2.2-style folder (two denoisers, switched at a boundary): not what the Wan2.1 adapter runs."""
+    from onepiece_hpc.models.builtin import builtin_folder
+
+    shutil.copytree(builtin_folder("tiny-wan-t2v", Path(os.environ["ONEPIECE_CACHE"])), folder / "wan22")
+    index = json.loads((folder / "wan22/model_index.json").read_text())
+    (folder / "wan22/model_index.json").write_text(json.dumps(index | {"boundary_ratio": 0.875}))
+    return write_job(folder, GOOD, model="wan22", params=VIDEO)
+
+
 def _not_an_image(folder: Path) -> Path:
     (folder / "fake.png").write_text("these are words, not pixels")
     return _video_job(folder, "tiny-wan-i2v", '{"prompt": "a fox", "image": "fake.png"}\n')
@@ -95,24 +109,28 @@ CASES = [
     ("job-not-a-mapping", lambda d: (write_job(d, GOOD), (d / "job.yaml").write_text("- a\n- b\n"))[0],
      ["must be a YAML mapping"]),
     ("cuda-without-gpu", lambda d: write_job(d, GOOD, device="cuda"), ["device is cuda but no GPU"]),
-    ("frames-not-4k+1", lambda d: _video_job(d, "tiny-wan-t2v", params="{steps: 2, height: 32, width: 32, frames: 10}"),
+    ("frames-not-4k+1", lambda d: _video_job(d, "tiny-wan-t2v", params=VIDEO.replace("frames: 9", "frames: 10")),
      ["job.yaml:", "field 'params.frames' is 10, not 4k+1", "use 9 or 13"]),
     ("frames-on-image-model", lambda d: write_job(d, GOOD, params="{steps: 2, frames: 9}"),
      ["job.yaml:", "'params.frames' is for video models", "builtin:tiny-sd", "remove it"]),
-    ("image-not-found", lambda d: _video_job(d, "tiny-wan-i2v", '{"prompt": "a fox"}\n{"prompt": "x", "image": "no.png"}\n'),
+    ("image-not-found", lambda d: _video_job(d, "tiny-wan-i2v", '{"prompt": "a"}\n{"prompt": "b", "image": "no.png"}'),
      ["p.jsonl:2", "conditioning image", "no.png not found", "relative path is read from the prompt file's folder"]),
     ("image-not-an-image", _not_an_image, ["p.jsonl:1", "fake.png is not an image"]),
-    ("image-is-a-folder", lambda d: ((d / "pics").mkdir(), _video_job(d, "tiny-wan-i2v", params=VIDEO[:-1] + ", image: pics}"))[1],
+    ("image-is-a-folder", lambda d: ((d / "pics").mkdir(),
+                                     _video_job(d, "tiny-wan-i2v", params=_with_image("pics")))[1],
      ["job.yaml:", "field 'params.image'", "is a folder", "relative path is read from the job file's folder"]),
     ("image-key-not-a-path", lambda d: _video_job(d, "tiny-wan-i2v", '{"prompt": "a fox", "image": 7}\n'),
      ["p.jsonl:1", '"image" must be the path of an image file']),
-    ("image-on-text-to-video", lambda d: (write_png(d / "f.png"), _video_job(d, "tiny-wan-t2v", params=VIDEO[:-1] + ", image: f.png}"))[1],
+    ("image-on-text-to-video", lambda d: (write_png(d / "f.png"),
+                                          _video_job(d, "tiny-wan-t2v", params=_with_image("f.png")))[1],
      ["field 'params.image'", "builtin:tiny-wan-t2v (WanPipeline) takes no conditioning image", "remove it"]),
-    ("image-on-image-model", lambda d: (write_png(d / "f.png"), write_job(d, '{"prompt": "a"}\n{"prompt": "b", "image": "f.png"}\n',
-                                                                            prompt_file="p.jsonl", prompts="p.jsonl"))[1],
+    ("image-on-image-model", lambda d: (write_png(d / "f.png"),
+                                        write_job(d, '{"prompt": "a"}\n{"prompt": "b", "image": "f.png"}\n',
+                                                  prompt_file="p.jsonl", prompts="p.jsonl"))[1],
      ["p.jsonl:2", '"image" given, but builtin:tiny-sd', 'remove "image"']),
     ("image-missing-for-image-to-video", lambda d: _video_job(d, "tiny-wan-i2v", '{"prompt": "a"}\n{"prompt": "b"}\n'),
      ["p.jsonl:1 and 1 more line(s)", "no conditioning image", "WanImageToVideoPipeline", "params.image"]),
+    ("wan2.2-pipeline-folder", _wan22_folder, ["is a Wan2.2 pipeline", "supports Wan2.1", "fix:"]),
 ]
 
 
@@ -169,3 +187,14 @@ def test_inspect_and_export_refuse_what_is_not_an_output(tmp_path, target):
         assert result.code == 2 and "error:" in result.err, result.err
     assert tree_digest(tmp_path) == before
     shutil.rmtree(tmp_path / "folder")
+
+
+def test_a_conditioning_image_changed_after_planning_is_refused_when_encoded(tmp_path):
+    from onepiece_hpc.errors import UserError
+    from onepiece_hpc.spec.images import ImageReader, open_condition_image
+
+    planned = ImageReader().read(write_png(tmp_path / "first.png"), "test", "test", [])
+    assert open_condition_image(planned).size == (40, 48)
+    write_png(tmp_path / "first.png", shift=1)
+    with pytest.raises(UserError, match="first.png changed after the job was planned"):
+        open_condition_image(planned)

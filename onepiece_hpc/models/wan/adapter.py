@@ -10,9 +10,10 @@ exactly where the pipeline does, so the bits are those of the whole pipeline cal
 from __future__ import annotations
 
 import inspect
+from functools import partial
 
 import torch
-from diffusers import WanImageToVideoPipeline, WanPipeline
+from diffusers import DiffusionPipeline, WanImageToVideoPipeline, WanPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
@@ -33,7 +34,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def latent_statistics(vae_config: dict, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, 1 / std) of the VAE's latents, shaped to broadcast over (N, C, T, H, W), made as the pipelines make them."""
+    """(mean, 1 / std) of the VAE's latents, shaped for (N, C, T, H, W), computed as the pipelines compute them."""
     shape = (1, vae_config["z_dim"], 1, 1, 1)
     mean = torch.tensor(vae_config["latents_mean"]).view(shape).to(device, dtype)
     inverse_std = 1.0 / torch.tensor(vae_config["latents_std"]).view(shape).to(device, dtype)
@@ -102,7 +103,7 @@ class WanAdapter(DiffusersPipelineAdapter):
         return super().output_specs(stage, params, batch, dtype)
 
     # -- loading ----------------------------------------------------------------------------
-    def load_pipeline(self, stage: Stage, placement: Placement):
+    def load_pipeline(self, stage: Stage, placement: Placement) -> DiffusionPipeline:
         pipe = super().load_pipeline(stage, placement)
         pipe.vae_scale_factor_spatial = self.vae_scale_factor()  # the pipeline guesses them when the VAE is not loaded
         pipe.vae_scale_factor_temporal = self.frame_step()
@@ -118,7 +119,10 @@ class WanAdapter(DiffusersPipelineAdapter):
             list(unit.prompts), list(unit.negative_prompts), guided, max_sequence_length=MAX_SEQUENCE,
             device=placement.device,
         )
-        return {"prompt_embeds": positive, "negative_prompt_embeds": negative} if guided else {"prompt_embeds": positive}
+        out = {"prompt_embeds": positive}
+        if guided:
+            out["negative_prompt_embeds"] = negative
+        return out
 
     @torch.no_grad()
     def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
@@ -211,16 +215,12 @@ class WanImageToVideoAdapter(WanAdapter):
         condition = self.condition(shape, inputs["image_latents"], device)
         pipe.scheduler.set_timesteps(params.steps, device=device)
         for t in pipe.scheduler.timesteps:
-            model_input = torch.cat([latents, condition], dim=1).to(transformer.dtype)
-            timestep = t.expand(latents.shape[0])
-
-            def predict(text: torch.Tensor) -> torch.Tensor:
-                return transformer(hidden_states=model_input, timestep=timestep, encoder_hidden_states=text,
-                                   encoder_hidden_states_image=embeds["image_embeds"], return_dict=False)[0]
-
-            noise = predict(embeds["prompt_embeds"])
+            predict = partial(transformer, hidden_states=torch.cat([latents, condition], dim=1).to(transformer.dtype),
+                              timestep=t.expand(latents.shape[0]), encoder_hidden_states_image=embeds["image_embeds"],
+                              return_dict=False)
+            noise = predict(encoder_hidden_states=embeds["prompt_embeds"])[0]
             if self.uses_guidance(params):
-                unconditional = predict(embeds["negative_prompt_embeds"])
+                unconditional = predict(encoder_hidden_states=embeds["negative_prompt_embeds"])[0]
                 noise = unconditional + params.guidance * (noise - unconditional)
             latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
         return {"latents": latents.to(placement.dtype)}
