@@ -7,7 +7,7 @@ best batch of the bottleneck stage). Times run from the moment every rank has it
 last output, so loading is out and the tail of the batch is in:
 
 - GPU-seconds per output: GPUs x window / outputs;
-- pipeline efficiency: busy GPU-seconds (stage compute, synchronised) / (GPUs x window);
+- pipeline efficiency: busy GPU-seconds (stage compute, synchronised; see `gpu_busy`) / (GPUs x window);
 - peak memory per rank: the most GPU memory torch allocated on any rank.
 """
 
@@ -123,10 +123,20 @@ def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder:
     stage_rows = rows[rows["rank"] > 0]
     window = float(stage_rows["elapsed_s"].min())  # from the moment the last rank had its weights
     return _summarise(f"staged {policy}", bench.gpus, int(report["summary"]["committed_now"]), window,
-                      float(stage_rows["busy_s"].sum()), float(stage_rows["peak_memory_mb"].max()),
+                      gpu_busy(stage_rows, bench.gpus, window), float(stage_rows["peak_memory_mb"].max()),
                       microbatch=microbatch, stage_ranks=list(bench.layout), moves=moves,
                       send_s=float(stage_rows["send_s"].sum()), load_s=float(stage_rows["load_s"].max()),
                       stages=report["summary"]["stages"])
+
+
+def gpu_busy(rows, gpus: int, window: float) -> float:
+    """Busy GPU-seconds: each GPU's ranks' busy seconds (stage rank r runs on GPU (r - 1) % gpus),
+    summed. Ranks that share a GPU can be busy at once, each slowed by the other, so a shared
+    GPU's sum is capped at the window: an upper bound where ranks share GPUs, exact where not."""
+    per_gpu = [0.0] * gpus
+    for row in rows:
+        per_gpu[(int(row["rank"]) - 1) % gpus] += float(row["busy_s"])
+    return sum(min(busy, window) for busy in per_gpu)
 
 
 def bench_pipeline_gpu(bench: GpuBench, command: list[str]) -> dict:
