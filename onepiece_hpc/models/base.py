@@ -58,21 +58,40 @@ class StageRunner(Protocol):
 
 
 class LoadedStage:
-    """A stage's loaded components (`holder`, anything with .to(device)) and the function that runs them."""
+    """A stage's loaded components (`holder`: a pipeline, whose `components` hold the modules) and
+    the function that runs them.
+
+    On a GPU, `offload` frees the stage's GPU memory, keeping its weights in page-locked host
+    memory (copied there once: weights never change), and `restore` copies them back by DMA.
+    """
 
     def __init__(self, holder, run, device: torch.device) -> None:
         self._holder, self._run, self._device = holder, run, device
+        self._host: dict[int, torch.Tensor] | None = None
 
     def __call__(self, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self._run(unit, inputs)
 
+    def _tensors(self) -> list[torch.Tensor]:
+        modules = [m for m in getattr(self._holder, "components", {}).values() if isinstance(m, torch.nn.Module)]
+        return [t for m in modules for t in (*m.parameters(), *m.buffers())]
+
     def offload(self) -> None:
-        if self._device.type != "cpu":
-            self._holder.to("cpu")
+        if self._device.type == "cpu":
+            return
+        tensors = self._tensors()
+        if self._host is None:
+            self._host = {id(t): t.data.to("cpu").pin_memory() for t in tensors}
+        for tensor in tensors:
+            tensor.data = self._host[id(tensor)]
+        torch.cuda.empty_cache()
 
     def restore(self) -> None:
-        if self._device.type != "cpu":
-            self._holder.to(self._device)
+        if self._device.type == "cpu" or self._host is None:
+            return
+        for tensor in self._tensors():
+            tensor.data = self._host[id(tensor)].to(self._device, non_blocking=True)
+        torch.cuda.synchronize(self._device)
 
 
 @dataclass(frozen=True)

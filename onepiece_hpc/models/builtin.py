@@ -56,3 +56,27 @@ def builtin_folder(name: str, cache: Path) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+#: the model families whose `real_size.py` publishes BUILDERS of real-size architectures
+REAL_SIZE_FAMILIES = ("onepiece_hpc.models.sdxl.real_size", "onepiece_hpc.models.wan.real_size")
+RANDOM_PREFIX = "random:"
+RANDOM_VERSION = 1
+
+
+def real_size_builders() -> dict[str, Callable]:
+    """Every `builtin:random:NAME` architecture, by NAME."""
+    import importlib
+
+    builders: dict[str, Callable] = {}
+    for module in REAL_SIZE_FAMILIES:
+        builders.update(importlib.import_module(module).BUILDERS)
+    return builders
+
+
+def random_folder(name: str, cache: Path) -> Path:
+    """The config-only folder of `builtin:random:NAME` (weights are drawn on each rank's device)."""
+    from onepiece_hpc.models.random_weights import write_config_folder
+
+    folder = cache / "models" / f"random-{name}-v{RANDOM_VERSION}"
+    return write_config_folder(name, RANDOM_VERSION, real_size_builders()[name], folder)

@@ -10,6 +10,7 @@ from diffusers.image_processor import VaeImageProcessor
 from onepiece_hpc.models.base import (
     LoadedStage, ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, read_config,
 )
+from onepiece_hpc.models.random_weights import build_pipeline, is_random
 from onepiece_hpc.spec.job import GenParams, Stage
 
 
@@ -70,9 +71,13 @@ class DiffusersPipelineAdapter(ModelAdapter):
     def load_pipeline(self, stage: Stage, placement: Placement) -> DiffusionPipeline:
         """The pipeline with only `stage`'s components loaded; the rest are None."""
         wanted = set(self.components(stage))
-        skipped = {name: None for name in self.index if not name.startswith("_") and name not in wanted}
-        pipe = self.pipeline_class.from_pretrained(self.folder, dtype=placement.dtype, **skipped)
-        pipe.to(placement.device)
+        if is_random(self.folder):
+            pipe = build_pipeline(self.pipeline_class, self.folder, self.index, wanted, placement.device,
+                                  placement.dtype)
+        else:
+            skipped = {name: None for name in self.index if not name.startswith("_") and name not in wanted}
+            pipe = self.pipeline_class.from_pretrained(self.folder, dtype=placement.dtype, **skipped)
+            pipe.to(placement.device)
         pipe.set_progress_bar_config(disable=True)
         pipe.vae_scale_factor = self.vae_scale_factor()
         for module in pipe.components.values():

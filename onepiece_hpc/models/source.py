@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onepiece_hpc.models.base import ModelAdapter
-from onepiece_hpc.models.builtin import BUILTINS, builtin_folder
+from onepiece_hpc.models.builtin import BUILTINS, RANDOM_PREFIX, builtin_folder, random_folder, real_size_builders
 from onepiece_hpc.models.pixart.adapter import PixArtAdapter
 from onepiece_hpc.models.sdxl.adapter import StableDiffusionXLAdapter
 from onepiece_hpc.models.stable_diffusion.adapter import StableDiffusionAdapter
@@ -83,7 +83,15 @@ def _missing_components(folder: Path, index: dict, adapter: ModelAdapter) -> lis
 
 def resolve_model(ref: str, cache: Path, where: str, problems: list[str]) -> ModelSource | None:
     """Validate the model reference; problems name `where` (the job file line) and the fix."""
-    if ref.startswith("builtin:"):
+    if ref.startswith("builtin:" + RANDOM_PREFIX):
+        name = ref.removeprefix("builtin:" + RANDOM_PREFIX)
+        architectures = real_size_builders()
+        if name not in architectures:
+            choices = ", ".join(f"builtin:{RANDOM_PREFIX}{n}" for n in sorted(architectures))
+            problems.append(f"{where}: unknown real-size architecture '{ref}'; fix: use one of {choices}")
+            return None
+        folder = random_folder(name, cache)
+    elif ref.startswith("builtin:"):
         name = ref.removeprefix("builtin:")
         if name not in BUILTINS:
             choices = ", ".join(f"builtin:{n}" for n in BUILTINS)
