@@ -103,9 +103,12 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
         raise UserError(f"--policies {policies!r}: write adaptive, static or both")
     bench = GpuBench(job=job_file, gpus=gpus, stage_ranks=layout, gpu_memory_gib=gpu_memory_gib, offload=offload,
                      batches=sizes, policies=chosen, as_root=os.geteuid() == 0)
-    record = bench_pipeline_gpu(bench, ["onepiece", "bench", "pipeline", *sys.argv[3:]])
     results.mkdir(parents=True, exist_ok=True)
+
+    def keep(record: dict) -> None:
+        results_path(results, record).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+    record = bench_pipeline_gpu(bench, ["onepiece", "bench", "pipeline", *sys.argv[3:]], keep)
     path = results_path(results, record)
-    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     click.echo(json.dumps(record, indent=2) if as_json else table(record))
     click.echo(f"record kept in {path}", err=True)

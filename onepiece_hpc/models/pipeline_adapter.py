@@ -75,7 +75,8 @@ class DiffusersPipelineAdapter(ModelAdapter):
             pipe = build_pipeline(self.pipeline_class, self.folder, self.index, wanted, placement.device,
                                   placement.dtype)
         else:
-            skipped = {name: None for name in self.index if not name.startswith("_") and name not in wanted}
+            skipped = {name: None for name, entry in self.index.items()  # components only: other keys
+                       if isinstance(entry, list) and name not in wanted}  # are the pipeline's settings
             pipe = self.pipeline_class.from_pretrained(self.folder, dtype=placement.dtype, **skipped)
             pipe.to(placement.device)
         pipe.set_progress_bar_config(disable=True)

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,8 +140,9 @@ def gpu_busy(rows, gpus: int, window: float) -> float:
     return sum(min(busy, window) for busy in per_gpu)
 
 
-def bench_pipeline_gpu(bench: GpuBench, command: list[str]) -> dict:
-    """Profile, then data-parallel, staged adaptive and staged static; returns the whole record."""
+def bench_pipeline_gpu(bench: GpuBench, command: list[str], keep: Callable[[dict], None] = lambda _: None) -> dict:
+    """Profile, then data-parallel, staged adaptive and staged static; returns the whole record,
+    and hands the record so far to `keep` after each run (a long bench cut short keeps its part)."""
     import os
 
     import torch
@@ -151,19 +153,24 @@ def bench_pipeline_gpu(bench: GpuBench, command: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="onepiece-bench-gpu-") as scratch:
         folder = Path(scratch)
         profile = profile_stages(bench, folder)
+        record = {"job": str(bench.job), "command": command, "date": started.isoformat(timespec="seconds"),
+                  "host": socket.gethostname(), "device": f"{bench.gpus} x {torch.cuda.get_device_name(0)}",
+                  "gpus": bench.gpus, "gpu_memory_gib": bench.gpu_memory_gib, "profile": profile,
+                  "floor_gpu_s_per_output": profile["floor_s_per_item"], "runs": []}
         dp_batch, staged_batch = best_batches(profile)
-        runs = [run_data_parallel(bench, _job_copy(bench, folder, dp_batch, "dp"), dp_batch)]
+
+        def add(run: dict) -> None:
+            baseline = record["runs"][0] if record["runs"] else run
+            run["gpu_s_per_output_vs_monolithic"] = run["gpu_s_per_output"] / baseline["gpu_s_per_output"]
+            run["gpu_s_per_output_vs_floor"] = run["gpu_s_per_output"] / profile["floor_s_per_item"]
+            record["runs"].append(run)
+            keep(record)
+
+        add(run_data_parallel(bench, _job_copy(bench, folder, dp_batch, "dp"), dp_batch))
         for policy in bench.policies:
             job = _job_copy(bench, folder, staged_batch, f"staged-{policy}")
-            runs.append(run_staged(bench, job, staged_batch, policy, folder))
-    baseline = runs[0]
-    for run in runs:
-        run["gpu_s_per_output_vs_monolithic"] = run["gpu_s_per_output"] / baseline["gpu_s_per_output"]
-        run["gpu_s_per_output_vs_floor"] = run["gpu_s_per_output"] / profile["floor_s_per_item"]
-    return {"job": str(bench.job), "command": command, "date": started.isoformat(timespec="seconds"),
-            "host": socket.gethostname(), "device": f"{bench.gpus} x {torch.cuda.get_device_name(0)}",
-            "gpus": bench.gpus, "gpu_memory_gib": bench.gpu_memory_gib, "profile": profile,
-            "floor_gpu_s_per_output": profile["floor_s_per_item"], "runs": runs}
+            add(run_staged(bench, job, staged_batch, policy, folder))
+    return record
 
 
 def results_path(folder: Path, record: dict) -> Path:

@@ -123,8 +123,9 @@ class JobFields(_Strict):
 
 FIELD_HINTS: dict[str, str] = {
     "name": "use letters, digits, '.', '_' or '-' (at most 64), starting with a letter or digit",
-    "model": ("write builtin:tiny-sd, builtin:tiny-pixart, builtin:tiny-sdxl, or the path of a diffusers "
-              "pipeline folder"),
+    "model": ("write a built-in (builtin:tiny-sd, tiny-pixart, tiny-sdxl, tiny-wan-t2v, tiny-wan-i2v), a "
+              "real-size random-weight architecture for benchmarks (builtin:random:sdxl, "
+              "builtin:random:wan2.1-t2v-1.3b, ...), or the path of a diffusers pipeline folder"),
     "prompts": "write the path of a .txt (one prompt a line) or .jsonl file",
     "seed": f"use a whole number from 0 to {SEED_MAX}",
     "microbatch": "use a whole number from 1 to 1024 (items per work unit)",

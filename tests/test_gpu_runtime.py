@@ -1,0 +1,145 @@
+"""What of the GPU path runs without a GPU: device-payload messages through the ring protocol,
+GPU placement, the GPU benchmark's arithmetic and its refusals. The CUDA fabrics themselves
+(cuda-ipc, pinned shm) need GPUs: tests/gpu/smoke.py and `onepiece bench transport --device
+cuda` run them on GPU machines; CI has none."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from onepiece_hpc.runtime.bench_gpu import GpuBench, _job_copy, best_batches, gpu_busy
+from onepiece_hpc.runtime.rank import gpu_index
+from onepiece_hpc.runtime.tensors import from_wire, to_wire
+from onepiece_hpc.transport import DType, Integrity, RingLayout, TensorOut
+from onepiece_hpc.transport.consumer import Consumer
+from onepiece_hpc.transport.errors import PeerInfo
+from onepiece_hpc.transport.producer import Producer
+from onepiece_hpc.transport.region import ArrayRegion
+from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, DeviceBytes
+from support import REPO as ROOT
+from support import run_cli
+
+ME = PeerInfo(rank=0, host=socket.gethostname(), pid=os.getpid())
+
+
+class PayloadRegion(ArrayRegion):
+    """A data ring whose payloads live in a second memory, as cuda-ipc's live in the consumer's GPU.
+    Here that memory is a CPU tensor (this machine has no GPU); the protocol cannot tell."""
+
+    accepts_device = True
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__(nbytes)
+        self.payload = torch.zeros(nbytes, dtype=torch.uint8)
+
+    def write(self, offset: int, data) -> None:
+        if type(data) is DeviceBytes:
+            self.payload[offset: offset + data.nbytes] = data.data
+        else:
+            super().write(offset, data)
+
+    def device_view(self, offset: int, nbytes: int) -> torch.Tensor:
+        return self.payload[offset: offset + nbytes]
+
+
+def _channel(integrity: Integrity) -> tuple[Producer, Consumer]:
+    layout = RingLayout(slots=2, slot_bytes=64 * 1024, integrity=integrity)
+    ring, credits = PayloadRegion(layout.data_bytes), ArrayRegion(CREDIT_REGION_BYTES)
+    return Producer(layout, credits, ring, ME), Consumer(layout, ring, credits, ME)
+
+
+def test_device_tensors_travel_as_device_bytes_and_arrive_as_views_of_the_payload_memory():
+    producer, consumer = _channel(Integrity.HEADER)
+    assert producer.accepts_device
+    sent = {"latents": torch.randn(2, 4, 8, 8).to(torch.bfloat16), "ids": torch.arange(6)}
+    wire = [TensorOut(out.name, DeviceBytes(t.reshape(-1).view(torch.uint8), tuple(t.shape),
+                                            t.numel() * t.element_size()), out.dtype)
+            for out, t in zip(to_wire(sent), (sent["ids"], sent["latents"]))]
+    producer.send(wire, unit_id=3)
+    with consumer.receive(timeout_s=5) as message:
+        got = from_wire(message.tensors, message.specs)
+        assert all(isinstance(a, DeviceBytes) for a in message.tensors.values())
+        for name, tensor in sent.items():
+            assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor)
+        assert got["latents"].untyped_storage().data_ptr() == consumer._ring.payload.untyped_storage().data_ptr()
+
+
+def test_device_bytes_are_refused_where_the_channel_carries_host_memory_or_checksums():
+    payload = DeviceBytes(torch.zeros(16, dtype=torch.uint8), (16,), 16)
+    producer, _ = _channel(Integrity.FULL)  # the CPU can't checksum device memory
+    assert not producer.accepts_device
+    with pytest.raises(ValueError, match="device memory"):
+        producer.send([TensorOut("x", payload, DType.UINT8)])
+    layout = RingLayout(slots=2, slot_bytes=4096, integrity=Integrity.HEADER)
+    host_only = Producer(layout, ArrayRegion(CREDIT_REGION_BYTES), ArrayRegion(layout.data_bytes), ME)
+    with pytest.raises(ValueError, match="host memory only"):
+        host_only.send([TensorOut("x", payload, DType.UINT8)])
+
+
+def test_host_tensors_still_travel_as_arrays():
+    wire = to_wire({"x": torch.ones(3)}, device_ok=True)  # CPU tensors: nothing to keep on a device
+    assert isinstance(wire[0].array, np.ndarray)
+
+
+@pytest.mark.parametrize(("local", "holds_manager", "gpus", "expected"), [
+    (1, True, 4, 0), (4, True, 4, 3), (5, True, 4, 0),   # rank 0 takes no GPU on its node
+    (0, False, 4, 0), (3, False, 2, 1),                  # other nodes count from their first rank
+])
+def test_stage_ranks_take_the_gpus_of_their_node_in_turn(local, holds_manager, gpus, expected):
+    assert gpu_index(local, holds_manager, gpus) == expected
+
+
+def test_a_shared_gpu_counts_its_busy_time_once():
+    rows = np.array([(1, 8.0), (2, 9.0), (3, 3.0), (4, 6.0)], dtype=[("rank", "<i4"), ("busy_s", "<f8")])
+    # 2 GPUs: ranks 1 and 3 on GPU 0 (11 s of busy in a 10 s window: capped), ranks 2 and 4 on GPU 1
+    assert gpu_busy(rows, gpus=2, window=10.0) == pytest.approx(10.0 + 10.0)
+    assert gpu_busy(rows, gpus=4, window=10.0) == pytest.approx(26.0)
+
+
+def test_each_configuration_gets_its_best_batch():
+    profile = {"stages": {
+        "encode": {"s_per_item": {"1": 0.04, "2": 0.02, "4": 0.01}, "best_batch": 4, "best_s_per_item": 0.01},
+        "denoise": {"s_per_item": {"1": 2.3, "2": 1.3, "4": 1.1}, "best_batch": 4, "best_s_per_item": 1.1},
+        "decode": {"s_per_item": {"1": 0.1, "2": 0.1}, "best_batch": 1, "best_s_per_item": 0.1},
+    }}
+    assert best_batches(profile) == (2, 4)  # whole pipeline: only batches every stage ran
+
+
+def test_bench_job_copy_is_absolute_on_cuda_with_the_configuration(tmp_path):
+    bench = GpuBench(job=ROOT / "jobs" / "gpu" / "sdxl-1024.yaml", gpus=4, stage_ranks=None, gpu_memory_gib=None,
+                     offload=(), batches=(1, 2), policies=("static",), as_root=False)
+    fields = yaml.safe_load(_job_copy(bench, tmp_path, 4, "x").read_text())
+    assert fields["microbatch"] == 4 and fields["device"] == "cuda"
+    assert fields["stages"] == {"encode": 1, "denoise": 4, "decode": 1}
+    assert os.path.isabs(fields["prompts"]) and os.path.exists(fields["prompts"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU is visible")
+@pytest.mark.parametrize("command", [["bench", "pipeline", "jobs/gpu/sdxl-1024.yaml", "--device", "cuda"],
+                                     ["bench", "transport", "--device", "cuda"]])
+def test_gpu_benchmarks_refuse_clearly_without_a_gpu(command):
+    result = run_cli(*command, cwd=ROOT)
+    assert result.returncode == 2, result.stderr
+    assert "no GPU is visible" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stage_profile_sums_the_best_stage_times_into_the_floor(model_cache):
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "onepiece_hpc.runtime.stage_profile", str(ROOT / "jobs" / "tiny.yaml"),
+                           "--batches", "1,2", "--repeats", "1"], capture_output=True, text=True, timeout=240,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    profile = json.loads(done.stdout.strip().splitlines()[-1])
+    stages = profile["stages"]
+    assert set(stages) == {"encode", "denoise", "decode"}
+    assert profile["floor_s_per_item"] == pytest.approx(sum(s["best_s_per_item"] for s in stages.values()))
+    assert all(set(s["s_per_item"]) == {"1", "2"} for s in stages.values())
