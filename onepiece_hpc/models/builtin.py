@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from onepiece_hpc.models.folders import publish_folder
 from onepiece_hpc.models.pixart import tiny as tiny_pixart
 from onepiece_hpc.models.sdxl import tiny as tiny_sdxl
 from onepiece_hpc.models.stable_diffusion import tiny as tiny_sd
@@ -30,32 +28,18 @@ BUILTINS: dict[str, tuple[int, Callable]] = {
 
 
 def builtin_folder(name: str, cache: Path) -> Path:
-    """The pipeline folder of built-in model `name`, building and saving it on first use.
-
-    Concurrent first uses (several ranks) are safe: each builds in a private temporary folder
-    and the first rename wins; the others discard theirs.
-    """
+    """The pipeline folder of built-in model `name`, building and saving it on first use."""
     version, build = BUILTINS[name]
     folder = cache / "models" / f"{name}-v{version}"
-    if (folder / "model_index.json").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building built-in model %s into %s", name, folder)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
-    try:
+
+    def save(staging: Path) -> None:
+        log.info("building built-in model %s into %s", name, folder)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(BUILTIN_SEED)
             pipeline = build()
         pipeline.save_pretrained(staging, safe_serialization=True)
-        try:
-            os.rename(staging, folder)
-        except OSError:
-            if not (folder / "model_index.json").is_file():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
+
+    return publish_folder(folder, save)
 
 
 #: the model families whose `real_size.py` publishes BUILDERS of real-size architectures

@@ -13,15 +13,13 @@ import importlib
 import inspect
 import json
 import logging
-import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from onepiece_hpc.models.folders import publish_folder
 log = logging.getLogger(__name__)
 
 #: the marker that makes a pipeline folder a random-weight one (its content enters the identity)
@@ -35,12 +33,9 @@ def is_random(folder: Path) -> bool:
 
 def write_config_folder(name: str, version: int, build: Callable, folder: Path) -> Path:
     """Write the configs of `build()`'s pipeline (built on the meta device: nothing is allocated)
-    into `folder`, atomically; concurrent writers are safe (the first rename wins)."""
-    if (folder / "model_index.json").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    into `folder`, once (see `publish_folder`)."""
+
+    def save(staging: Path) -> None:
         with torch.device("meta"):
             pipeline = build()
         pipeline.save_config(staging)
@@ -51,22 +46,15 @@ def write_config_folder(name: str, version: int, build: Callable, folder: Path) 
             target.mkdir()
             if hasattr(module, "save_config"):          # diffusers models and schedulers
                 module.save_config(target)
-            elif hasattr(module, "config") and isinstance(module, torch.nn.Module):  # transformers models
+            elif isinstance(module, torch.nn.Module):   # transformers models
                 module.config.save_pretrained(target)
             else:                                       # tokenizers, image processors
                 module.save_pretrained(target)
         marker = {"architecture": name, "version": version, "seed": RANDOM_SEED,
                   "note": "random weights of the real architecture: for timing and memory only"}
         (staging / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
-        try:
-            os.rename(staging, folder)
-        except OSError:
-            if not (folder / "model_index.json").is_file():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
+
+    return publish_folder(folder, save)
 
 
 def _component_class(index: dict, component: str):

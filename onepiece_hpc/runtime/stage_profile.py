@@ -11,6 +11,7 @@ with no loading, transfers or waiting. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from dataclasses import replace
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         stages[stage.value] = {"load_s": load_s, "s_per_item": per_item, "best_batch": best,
                                "best_s_per_item": per_item[best],
                                "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None}
-        del runner
+        runner = outputs = None
+        gc.collect()  # the stage's modules go before the next stage loads: each peak is its own
         if gpu:
             torch.cuda.empty_cache()
     floor = sum(s["best_s_per_item"] for s in stages.values())

@@ -67,6 +67,37 @@ def _best(trials: int, run: Callable[[], float]) -> float:
     return min(run() for _ in range(trials))
 
 
+def timed_stream(comm: MPI.Comm, n: int, send: Callable[[int], None], receive: Callable[[int], None],
+                 settle: Callable[[], None] = lambda: None) -> float:
+    """Seconds a message of a one-way stream of `n` messages, rank 0 to rank 1 (`settle` waits
+    for work still in flight, e.g. on a GPU)."""
+    comm.Barrier()
+    start = time.perf_counter()
+    for i in range(n):
+        if comm.rank == 0:
+            send(i)
+        else:
+            receive(i)
+    settle()
+    comm.Barrier()
+    return (time.perf_counter() - start) / n
+
+
+def timed_pong(comm: MPI.Comm, n: int, send: Callable[[int], None], receive: Callable[[int], None],
+               echo: Callable[[int], None], settle: Callable[[], None] = lambda: None) -> float:
+    """Seconds a round trip: rank 0 sends and receives, rank 1 echoes each message back."""
+    comm.Barrier()
+    start = time.perf_counter()
+    for i in range(n):
+        if comm.rank == 0:
+            send(i)
+            receive(i)
+        else:
+            echo(i)
+    settle()
+    return (time.perf_counter() - start) / n
+
+
 def _memcpy(size: int, trials: int) -> Record:
     src, dst = _pool(size, 1), _pool(size, 2)
     n = _repeats(size, 512 << 20, 16, 4096)
@@ -87,31 +118,18 @@ def _mpi(comm: MPI.Comm, size: int, trials: int) -> Record:
     n_stream = _repeats(size, 512 << 20, 16, 4096)
     n_pong = _repeats(size, 128 << 20, 16, 2000)
 
-    def stream() -> float:
-        comm.Barrier()
-        start = time.perf_counter()
-        for i in range(n_stream):
-            if comm.rank == 0:
-                comm.Send(bufs[i % len(bufs)], peer, TAG)
-            else:
-                comm.Recv(bufs[i % len(bufs)], peer, TAG)
-        comm.Barrier()
-        return (time.perf_counter() - start) / n_stream
+    def send(i: int) -> None:
+        comm.Send(bufs[i % len(bufs)], peer, TAG)
 
-    def pong() -> float:
-        comm.Barrier()
-        start = time.perf_counter()
-        for i in range(n_pong):
-            buf = bufs[i % len(bufs)]
-            if comm.rank == 0:
-                comm.Send(buf, peer, TAG)
-                comm.Recv(buf, peer, TAG)
-            else:
-                comm.Recv(buf, peer, TAG)
-                comm.Send(buf, peer, TAG)
-        return (time.perf_counter() - start) / n_pong
+    def receive(i: int) -> None:
+        comm.Recv(bufs[i % len(bufs)], peer, TAG)
 
-    per_msg, rtt = _best(trials, stream), _best(trials, pong)
+    def echo(i: int) -> None:
+        receive(i)
+        send(i)
+
+    per_msg = _best(trials, lambda: timed_stream(comm, n_stream, send, receive))
+    rtt = _best(trials, lambda: timed_pong(comm, n_pong, send, receive, echo))
     return Record("mpi-sendrecv", size, size / per_msg / 1e9, rtt * 1e6)
 
 
@@ -128,31 +146,19 @@ def _ring(comm: MPI.Comm, fabrics: dict[FabricKind, Fabric], contender: Contende
     n_stream = _repeats(size, 512 << 20, 16, 4096)
     n_pong = _repeats(size, 128 << 20, 16, 2000)
 
-    def stream() -> float:
-        comm.Barrier()
-        start = time.perf_counter()
-        for i in range(n_stream):
-            if comm.rank == 0:
-                producer.send({"x": src[i % len(src)]})
-            else:
-                consumer.receive().release()
-        comm.Barrier()
-        return (time.perf_counter() - start) / n_stream
+    def send(i: int) -> None:
+        producer.send({"x": src[i % len(src)]})
 
-    def pong() -> float:
-        comm.Barrier()
-        start = time.perf_counter()
-        for i in range(n_pong):
-            if comm.rank == 0:
-                producer.send({"x": src[i % len(src)]})
-                consumer.receive().release()
-            else:
-                with consumer.receive() as message:
-                    producer.send(message.tensors)
-        return (time.perf_counter() - start) / n_pong
+    def receive(i: int) -> None:
+        consumer.receive().release()
+
+    def echo(i: int) -> None:
+        with consumer.receive() as message:
+            producer.send(message.tensors)
 
     try:
-        per_msg, rtt = _best(trials, stream), _best(trials, pong)
+        per_msg = _best(trials, lambda: timed_stream(comm, n_stream, send, receive))
+        rtt = _best(trials, lambda: timed_pong(comm, n_pong, send, receive, echo))
     finally:
         channels.close()
     return Record(contender.label, size, size / per_msg / 1e9, rtt * 1e6)

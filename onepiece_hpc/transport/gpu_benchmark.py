@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from mpi4py import MPI
 
-from onepiece_hpc.transport.benchmark import Record, _best, _repeats
+from onepiece_hpc.transport.benchmark import Record, _best, _repeats, timed_pong, timed_stream
 from onepiece_hpc.transport.connect import FabricChoice, IntegrityChoice, Outbound, open_channels
 from onepiece_hpc.transport.fabrics.cuda_ipc import CudaIpcFabric
 from onepiece_hpc.transport.fabrics.shm import ShmFabric
@@ -75,47 +75,29 @@ def _ring(comm: MPI.Comm, fabric, label: str, choice: FabricChoice, size: int, s
     n_stream = _repeats(size, 2 << 30, 16, 2000)
     n_pong = _repeats(size, 512 << 20, 16, 1000)
 
-    def take() -> torch.Tensor:
-        """Receive one message into this GPU; the slot is released once the data is there."""
+    def land(x) -> torch.Tensor:
+        """A received tensor in this GPU's memory (pinned shm: copied in, then the slot may go)."""
+        if isinstance(x, DeviceBytes):
+            return x.data
+        landing.copy_(torch.from_numpy(x), non_blocking=True)
+        torch.cuda.synchronize(device)
+        return landing
+
+    def send(i: int) -> None:
+        producer.send(_out(sources[i % len(sources)]))
+
+    def receive(i: int) -> None:
         with consumer.receive() as message:
-            x = message.tensors["x"]
-            if isinstance(x, DeviceBytes):
-                return x.data
-            landing.copy_(torch.from_numpy(x), non_blocking=True)
-            torch.cuda.synchronize(device)
-            return landing
+            land(message.tensors["x"])
 
-    def stream() -> float:
-        comm.Barrier()
-        start = time.perf_counter()
-        for i in range(n_stream):
-            if comm.rank == 0:
-                producer.send(_out(sources[i % len(sources)]))
-            else:
-                take()
-        comm.Barrier()
-        return (time.perf_counter() - start) / n_stream
-
-    def pong() -> float:
-        comm.Barrier()
-        start = time.perf_counter()
-        for i in range(n_pong):
-            if comm.rank == 0:
-                producer.send(_out(sources[i % len(sources)]))
-                take()
-            else:
-                with consumer.receive() as message:
-                    x = message.tensors["x"]
-                    if isinstance(x, DeviceBytes):
-                        producer.send(_out(x.data))
-                    else:
-                        landing.copy_(torch.from_numpy(x), non_blocking=True)
-                        producer.send(_out(landing))
-        return (time.perf_counter() - start) / n_pong
+    def echo(i: int) -> None:
+        with consumer.receive() as message:
+            producer.send(_out(land(message.tensors["x"])))
 
     try:
-        stream()
-        per_msg, rtt = _best(trials, stream), _best(trials, pong)
+        timed_stream(comm, n_stream, send, receive)  # warm-up
+        per_msg = _best(trials, lambda: timed_stream(comm, n_stream, send, receive))
+        rtt = _best(trials, lambda: timed_pong(comm, n_pong, send, receive, echo))
     finally:
         channels.close()
     return Record(label, size, size / per_msg / 1e9, rtt * 1e6)
@@ -144,34 +126,22 @@ def _nccl(comm: MPI.Comm, size: int, trials: int) -> Record:
     n_stream = _repeats(size, 2 << 30, 16, 2000)
     n_pong = _repeats(size, 512 << 20, 16, 1000)
 
-    def stream() -> float:
-        comm.Barrier()
-        start = time.perf_counter()
-        for i in range(n_stream):
-            if comm.rank == 0:
-                dist.send(buffers[i % len(buffers)], peer)
-            else:
-                dist.recv(buffers[i % len(buffers)], peer)
-        torch.cuda.synchronize(device)
-        comm.Barrier()
-        return (time.perf_counter() - start) / n_stream
+    def send(i: int) -> None:
+        dist.send(buffers[i % len(buffers)], peer)
 
-    def pong() -> float:
-        comm.Barrier()
-        start = time.perf_counter()
-        for i in range(n_pong):
-            buffer = buffers[i % len(buffers)]
-            if comm.rank == 0:
-                dist.send(buffer, peer)
-                dist.recv(buffer, peer)
-            else:
-                dist.recv(buffer, peer)
-                dist.send(buffer, peer)
-        torch.cuda.synchronize(device)
-        return (time.perf_counter() - start) / n_pong
+    def receive(i: int) -> None:
+        dist.recv(buffers[i % len(buffers)], peer)
 
-    stream()
-    per_msg, rtt = _best(trials, stream), _best(trials, pong)
+    def echo(i: int) -> None:
+        receive(i)
+        send(i)
+
+    def settle() -> None:
+        torch.cuda.synchronize(device)
+
+    timed_stream(comm, n_stream, send, receive, settle)  # warm-up
+    per_msg = _best(trials, lambda: timed_stream(comm, n_stream, send, receive, settle))
+    rtt = _best(trials, lambda: timed_pong(comm, n_pong, send, receive, echo, settle))
     return Record("nccl-sendrecv", size, size / per_msg / 1e9, rtt * 1e6)
 
 
