@@ -143,3 +143,11 @@ def test_stage_profile_sums_the_best_stage_times_into_the_floor(model_cache):
     assert set(stages) == {"encode", "denoise", "decode"}
     assert profile["floor_s_per_item"] == pytest.approx(sum(s["best_s_per_item"] for s in stages.values()))
     assert all(set(s["s_per_item"]) == {"1", "2"} for s in stages.values())
+
+
+def test_cuda_ipc_is_refused_before_any_rank_starts_where_it_cannot_work(tmp_path):
+    result = run_cli("run", "jobs/tiny.yaml", "-n", "4", "--fabric", "cuda-ipc", "-o", str(tmp_path / "x.h5"),
+                     cwd=ROOT)
+    assert result.returncode == 2, result.stderr
+    assert "--fabric cuda-ipc" in result.stderr and "fix:" in result.stderr
+    assert not (tmp_path / "x.h5").exists()

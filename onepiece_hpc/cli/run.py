@@ -58,6 +58,8 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
 
     prepared = prepare(job_file, output, environment.cache_dir())
     interactive = environment.is_interactive(sys.stderr)
+    if ranks is not None and fabric == "cuda-ipc":
+        _check_cuda_ipc(prepared)
     if ranks is not None:
         _run_staged(prepared, job_file, ranks, output, [
             "--fabric", fabric, "--ring-slots", str(ring_slots), "--wait-timeout", str(wait_timeout),
@@ -76,6 +78,18 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
                    "again to resume", err=True)
         sys.exit(130)
     _print_summary(summary)
+
+
+def _check_cuda_ipc(prepared) -> None:
+    """Refuse --fabric cuda-ipc before any rank starts where it can't work."""
+    if prepared.placement.device.type != "cuda":
+        raise UserError(f"--fabric cuda-ipc passes tensors between GPUs, but {prepared.job.source} runs on "
+                        f"{prepared.placement.device.type}; fix: device: cuda (on a GPU node), or another --fabric")
+    from onepiece_hpc.transport.fabrics.cuda_memory import ipc_available
+
+    if not ipc_available():
+        raise UserError("--fabric cuda-ipc needs CuPy for CUDA IPC; fix: pip install the CuPy of your CUDA "
+                        "(e.g. cupy-cuda12x), or use --fabric auto (pinned shm between GPUs)")
 
 
 def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags: list[str]) -> None:

@@ -1,5 +1,6 @@
 """The CUDA calls the GPU fabrics need: device buffers shared by IPC handle, raw asynchronous
-copies on a stream, and pinning of host pages. Imported only by ranks that run on a GPU.
+copies on a stream, and pinning of host pages. Imported only by ranks that run on a GPU; the IPC
+calls need CuPy (matching the node's CUDA), the rest only torch.
 
 Buffers are allocated with cudaMalloc directly (not through torch's caching allocator), so an IPC
 handle always names the start of its own allocation. Copies go through cudaMemcpyAsync on the
@@ -25,6 +26,15 @@ def _runtime():
     from cupy.cuda import runtime
 
     return runtime
+
+
+def ipc_available() -> bool:
+    """Whether CUDA IPC calls can be made here (they go through CuPy's CUDA runtime bindings)."""
+    try:
+        _runtime()
+    except ImportError:
+        return False
+    return True
 
 
 class _ArrayInterface:
@@ -102,14 +112,24 @@ class CopyQueue:
         self._thread = threading.Thread(target=self._publish_in_order, name="gpu-copy-publisher", daemon=True)
         self._thread.start()
 
-    def copy(self, destination: int, source: torch.Tensor) -> None:
-        """Copy `source` (contiguous, on this GPU) to the address `destination` (any GPU or
-        pinned host memory, by unified addressing)."""
+    def _after_producer(self, source: torch.Tensor) -> None:
+        """The copy stream waits for the work that made `source`, which lives until it is read."""
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         source.record_stream(self.stream)
+        self._copied = True
+
+    def copy(self, destination: int, source: torch.Tensor) -> None:
+        """Copy `source` (contiguous, on this GPU) to the address `destination` on any GPU (a
+        peer's buffer opened by IPC handle), by unified addressing."""
+        self._after_producer(source)
         _runtime().memcpyAsync(destination, source.data_ptr(), source.numel() * source.element_size(),
                                CUDA_MEMCPY_DEFAULT, self.stream.cuda_stream)
-        self._copied = True
+
+    def copy_to_host(self, target: np.ndarray, source: torch.Tensor) -> None:
+        """Copy `source` (contiguous, on this GPU) into page-locked host memory, by DMA."""
+        self._after_producer(source)
+        with torch.cuda.stream(self.stream):
+            torch.from_numpy(target).copy_(source, non_blocking=True)
 
     def publish_after(self, write: Callable[[], None]) -> None:
         """Call `write` (a stamp) once every copy queued so far has landed, without waiting here."""

@@ -7,6 +7,7 @@ import logging
 from mpi4py import MPI
 
 from onepiece_hpc.transport.connect import FabricChoice
+from onepiece_hpc.transport.errors import SetupError
 from onepiece_hpc.transport.fabrics.base import Fabric, FabricKind
 from onepiece_hpc.transport.fabrics.mpi_rma import DEFAULT_ARENA_BYTES, RmaFabric
 from onepiece_hpc.transport.fabrics.shm import ShmFabric
@@ -24,9 +25,18 @@ def build_fabrics(comm: MPI.Comm, choice: FabricChoice = FabricChoice.AUTO,
     """
     fabrics: dict[FabricKind, Fabric] = {}
     if gpu is not None and choice in (FabricChoice.AUTO, FabricChoice.CUDA_IPC):
-        from onepiece_hpc.transport.fabrics.cuda_ipc import CudaIpcFabric
+        from onepiece_hpc.transport.fabrics.cuda_memory import ipc_available
 
-        fabrics[FabricKind.CUDA_IPC] = CudaIpcFabric(gpu)
+        if ipc_available():
+            from onepiece_hpc.transport.fabrics.cuda_ipc import CudaIpcFabric
+
+            fabrics[FabricKind.CUDA_IPC] = CudaIpcFabric(gpu)
+        elif choice is FabricChoice.CUDA_IPC:
+            raise SetupError(f"rank {comm.Get_rank()}: --fabric cuda-ipc needs CuPy for CUDA IPC; fix: "
+                             "pip install the CuPy of your CUDA (e.g. cupy-cuda12x), or use --fabric auto")
+        else:
+            log.warning("rank %d: no CuPy, so no cuda-ipc: GPU tensors go through pinned shm",
+                        comm.Get_rank())
     if choice in (FabricChoice.AUTO, FabricChoice.SHM, FabricChoice.CUDA_IPC):
         fabrics[FabricKind.SHM] = ShmFabric(gpu)  # cuda-ipc's headers, and the way to rank 0
     if choice in (FabricChoice.AUTO, FabricChoice.VERBS) and verbs_devices():

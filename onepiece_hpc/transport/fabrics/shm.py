@@ -191,7 +191,7 @@ class ShmPeerRegion:
         if type(data) is DeviceBytes:  # GPU -> pinned segment, by DMA on the rank's copy stream
             if not self._mapping.pinned_at or offset + data.nbytes > len(self._mapping.buffer):
                 raise ValueError(f"cannot copy {data.nbytes} device bytes to offset {offset} of this segment")
-            self._copies.copy(self._mapping.pinned_at + offset, data.data)
+            self._copies.copy_to_host(self._mapping.buffer[offset: offset + data.nbytes], data.data)
             return
         self._mapping.view[offset: offset + len(data)] = data
 
