@@ -104,6 +104,7 @@ class CopyQueue:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.stream = torch.cuda.Stream(device=device)
+        self._raw = ipc_available()
         self._copied = False
         self._queue: queue.Queue = queue.Queue()
         self._idle = threading.Condition()
@@ -126,7 +127,11 @@ class CopyQueue:
                                CUDA_MEMCPY_DEFAULT, self.stream.cuda_stream)
 
     def copy_to_host(self, target: np.ndarray, source: torch.Tensor) -> None:
-        """Copy `source` (contiguous, on this GPU) into page-locked host memory, by DMA."""
+        """Copy `source` (contiguous, on this GPU) into page-locked host memory, by DMA: a raw
+        cudaMemcpyAsync where CuPy is there, else torch's copy on the same stream."""
+        if self._raw:
+            self.copy(target.ctypes.data, source)
+            return
         self._after_producer(source)
         with torch.cuda.stream(self.stream):
             torch.from_numpy(target).copy_(source, non_blocking=True)
