@@ -24,7 +24,7 @@ from pydantic import Field, ValidationError
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.spec.job import FIELD_HINTS, JobFields, PromptRecord, _Strict
-from onepiece_hpc.spec.loader import _read_document, _resolve, load_job
+from onepiece_hpc.spec.loader import load_job, read_document, resolve_path
 from onepiece_hpc.spec.prompts import read_prompts
 
 SHARD_SUFFIX_LEN = 6  # "-NNNNN" after the sweep's name in each shard's job name
@@ -123,7 +123,7 @@ def load_sweep(path: Path) -> Sweep:
     """Validate a sweep file and its prompt source; UserError lists every problem."""
     path = Path(path).absolute()
     problems: list[str] = []
-    doc = _read_document(path, problems)
+    doc = read_document(path, problems)
     if doc is None:
         raise UserError(problems)
     try:
@@ -131,11 +131,11 @@ def load_sweep(path: Path) -> Sweep:
     except ValidationError as err:
         raise UserError([_describe(path, doc.lines, e) for e in err.errors()],
                         headline=f"{path}: the sweep file has problems:") from None
-    records = read_prompts(_resolve(path.parent, fields.prompts), problems)
+    records = read_prompts(resolve_path(path.parent, fields.prompts), problems)
     _check_grid(path, doc.lines, fields, records, problems)
     if problems:
         raise UserError(problems, headline=f"{path}: the sweep file has {len(problems)} problem(s):")
-    folder = _resolve(path.parent, fields.output or f"out/{fields.name}")
+    folder = resolve_path(path.parent, fields.output or f"out/{fields.name}")
     return Sweep(path, fields.name, dict(doc.data), fields, records, folder)
 
 
@@ -161,10 +161,10 @@ def shard_job(sweep: Sweep, shard: Shard) -> dict:
     job["prompts"] = f"{shard.index:05d}.jsonl"
     job["output"] = f"../{shard.index:05d}.h5"
     model = shard.point.get("model", sweep.fields.model)
-    job["model"] = model if model.startswith("builtin:") else str(_resolve(sweep.source.parent, model))
+    job["model"] = model if model.startswith("builtin:") else str(resolve_path(sweep.source.parent, model))
     params = dict(job.get("params") or {})
     if "image" in params:
-        params["image"] = str(_resolve(sweep.source.parent, params["image"]))
+        params["image"] = str(resolve_path(sweep.source.parent, params["image"]))
     if "size" in shard.point:
         params["height"], params["width"] = _parse_size(shard.point["size"])
     for name in ("steps", "guidance"):

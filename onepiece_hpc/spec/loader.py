@@ -48,7 +48,8 @@ def _describe(doc: YamlDocument, error: dict) -> str:
     return f"{text}; fix: {hint}" if hint else text
 
 
-def _read_document(path: Path, problems: list[str]) -> YamlDocument | None:
+def read_document(path: Path, problems: list[str]) -> YamlDocument | None:
+    """A YAML mapping file (a job or a sweep) with its line map, or None with the problem noted."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -79,7 +80,8 @@ def _read_document(path: Path, problems: list[str]) -> YamlDocument | None:
     return doc
 
 
-def _resolve(base: Path, value: str) -> Path:
+def resolve_path(base: Path, value: str) -> Path:
+    """`value` as written in a file of folder `base`: `~` expanded, relative paths against `base`."""
     path = Path(value).expanduser()
     return path if path.is_absolute() else (base / path)
 
@@ -88,7 +90,7 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
     """Validate the job file at `path`; every problem found is appended to `problems`."""
     path = Path(path).absolute()
     start = len(problems)
-    doc = _read_document(path, problems)
+    doc = read_document(path, problems)
     if doc is None:
         return None
     try:
@@ -102,25 +104,25 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
     prompts_value = doc.data.get("prompts")
     records = ()
     if isinstance(prompts_value, str) and prompts_value:
-        records = read_prompts(_resolve(base, prompts_value), problems, images)
+        records = read_prompts(resolve_path(base, prompts_value), problems, images)
     if fields is None:
         return None
     image = None
     if fields.params.image is not None:
         where = f"{doc.path}:{doc.line_of('params.image')}: field 'params.image'"
-        image = images.read(_resolve(base, fields.params.image), where, f"the job file's folder {base}", problems)
+        image = images.read(resolve_path(base, fields.params.image), where, f"the job file's folder {base}", problems)
     if records and fields.seed + len(records) - 1 > SEED_MAX:
         problems.append(
             f"{doc.path}:{doc.line_of('seed')}: seed {fields.seed} + {len(records)} items passes {SEED_MAX}; "
             "fix: use a smaller seed"
         )
-    output = _resolve(base, fields.output or f"out/{fields.name}.h5")
+    output = resolve_path(base, fields.output or f"out/{fields.name}.h5")
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         where = f"{doc.path}:{doc.line_of('output')}" if fields.output else str(doc.path)
         problems.append(f"{where}: field 'output': '{output.name}' must end in .h5 or .hdf5")
     model = fields.model
     if not model.startswith("builtin:"):
-        model = str(_resolve(base, model))
+        model = str(resolve_path(base, model))
     if len(problems) > start:
         return None
     params = fields.params
@@ -129,7 +131,7 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
         source_text=doc.text,
         name=fields.name,
         model=model,
-        prompts_path=_resolve(base, fields.prompts),
+        prompts_path=resolve_path(base, fields.prompts),
         records=records,
         steps=params.steps,
         guidance=params.guidance,
