@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 
 def balanced_split(costs: Sequence[float], ranks: int, caps: Sequence[int], fits: Sequence[bool]) -> list[int]:
-    """Integer ranks per stage proportional to `costs` (seconds of work per unit ahead).
+    """Integer ranks per stage that maximise the pipeline's rate (its slowest stage's ranks over
+    its seconds of work per unit ahead, `costs`).
 
     A stage with work gets at least one rank; none gets more than `caps` (it can't use more
     ranks than it has units) and a stage that doesn't fit a rank's memory gets none. Ranks
@@ -20,15 +21,25 @@ def balanced_split(costs: Sequence[float], ranks: int, caps: Sequence[int], fits
         return split
     for i in wanted:
         split[i] = 1
-    left = ranks - len(wanted)
-    if left < 0:
+    if ranks < len(wanted):
         return _fewer_ranks_than_stages(costs, ranks, wanted)
-    total = sum(costs[i] for i in wanted)
-    shares = {i: costs[i] / total * ranks for i in wanted}
-    for i in wanted:
-        extra = min(caps[i] - split[i], max(0, math.floor(shares[i]) - split[i]), left)
-        split[i] += extra
-        left -= extra
+
+    scale = max(costs[i] for i in wanted)  # rates in units per `scale` seconds: no overflow
+
+    def needed(rate: float) -> list[int]:
+        """Ranks each stage needs to serve `rate` units (at least one, at most its cap)."""
+        return [min(caps[i], max(1, math.ceil(rate * costs[i] / scale - 1e-9))) for i in wanted]
+
+    # the highest rate the ranks can serve in every stage at once (a bisection: `needed` grows
+    # with the rate; the costliest stage alone caps it at `ranks`), then the ranks left over by
+    # caps and rounding go to the slowest stages
+    low, high = 0.0, float(ranks)
+    for _ in range(64):
+        middle = (low + high) / 2
+        low, high = (middle, high) if sum(needed(middle)) <= ranks else (low, middle)
+    for i, count in zip(wanted, needed(low)):
+        split[i] = count
+    left = ranks - sum(split)
     while left > 0:
         open_stages = [i for i in wanted if split[i] < caps[i]]
         if not open_stages:
