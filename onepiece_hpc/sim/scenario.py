@@ -54,7 +54,7 @@ WAN_1_3B_H100 = StageProfile(encode_s=0.033, forward_s=0.63, decode_s=2.07, weig
 
 
 def workload_shift(ranks: int, profile: StageProfile = WAN_1_3B_H100, items_per_rank: int = 30) -> Scenario:
-    """Issue scenario: 30 items a rank; the first half 50 steps with guidance, the second 4 without."""
+    """The workload-shift scenario: 30 items a rank; the first half 50 steps with guidance, the second 4 without."""
     total = items_per_rank * ranks
     first = total // 2
     return Scenario(
