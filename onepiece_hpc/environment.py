@@ -23,3 +23,8 @@ def is_interactive(stream) -> bool:
 def slurm_index_dir() -> Path:
     """Where `onepiece submit` and `sweep` note each job id's outputs, for `onepiece status JOBID`."""
     return cache_dir() / "slurm-jobs"
+
+
+def with_visible_gpus(count: int) -> dict[str, str]:
+    """This process's environment for a child that may see only GPUs 0..count-1."""
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(count))}

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from onepiece_hpc.runtime.bench_gpu import GpuBench, _job_copy, best_batches, gpu_busy
-from onepiece_hpc.runtime.rank import gpu_index
+from onepiece_hpc.runtime.gpus import gpu_index
 from onepiece_hpc.runtime.tensors import from_wire, to_wire
 from onepiece_hpc.transport import DType, Integrity, RingLayout, TensorOut
 from onepiece_hpc.transport.consumer import Consumer

@@ -109,6 +109,18 @@ class DiffusersPipelineAdapter(ModelAdapter):
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    @staticmethod
+    def latents_of(pipe: DiffusionPipeline, placement: Placement, unit: UnitInput,
+                   inputs: dict[str, torch.Tensor], **extra) -> torch.Tensor:
+        """The pipeline's own denoising loop over a unit, stopped before the VAE: the encode
+        stage's tensors (on this device) as its embeddings, the unit's params, one generator an
+        item; `extra` are the family's own arguments."""
+        params = unit.params
+        on_device = {name: tensor.to(placement.device) for name, tensor in inputs.items()}
+        return pipe(num_inference_steps=params.steps, guidance_scale=params.guidance, height=params.height,
+                    width=params.width, generator=unit.generators(), output_type="latent", return_dict=False,
+                    **on_device, **extra)[0]
+
     @torch.no_grad()
     def decode(self, pipe: DiffusionPipeline, processor: VaeImageProcessor, unit: UnitInput,
                inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

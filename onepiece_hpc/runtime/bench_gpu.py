@@ -26,7 +26,9 @@ from pathlib import Path
 import h5py
 import yaml
 
+from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.runtime.gpus import gpu_index
 from onepiece_hpc.runtime.launch import find_mpiexec, launch
 
 
@@ -40,6 +42,11 @@ class GpuBench:
     batches: tuple[int, ...]
     policies: tuple[str, ...]
     as_root: bool
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The runs' processes see only the bench's GPUs (each picks its own among them)."""
+        return with_visible_gpus(self.gpus)
 
     @property
     def layout(self) -> tuple[int, int, int]:
@@ -73,7 +80,7 @@ def profile_stages(bench: GpuBench, folder: Path) -> dict:
     job = _job_copy(bench, folder, 1, "profile")
     done = subprocess.run(_python("onepiece_hpc.runtime.stage_profile", str(job), "--batches",
                                   ",".join(map(str, bench.batches)), *_cap(bench)),
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, env=bench.env)
     if done.returncode:
         raise UserError(f"the stage profile failed (exit {done.returncode}): {done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -100,7 +107,7 @@ def run_data_parallel(bench: GpuBench, job: Path, microbatch: int) -> dict:
         program = _python("onepiece_hpc.runtime.data_parallel", str(job), "--report-dir", scratch, *_cap(bench),
                           *[arg for stage in bench.offload for arg in ("--offload", stage)])
         done = subprocess.run(find_mpiexec().command(bench.gpus, program, bench.as_root), stdout=sys.stderr,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True, env=bench.env)
         if done.returncode:
             raise UserError(f"the data-parallel run failed (exit {done.returncode}): {done.stderr[-3000:]}")
         rows = [json.loads(p.read_text()) for p in sorted(Path(scratch).glob("rank-*.json"))]
@@ -115,7 +122,7 @@ def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder:
     output = folder / f"staged-{policy}.h5"
     ranks = 1 + sum(bench.layout)
     report = launch(job, ranks, output, ["--policy", policy, "--fabric", "auto", *_cap(bench)], bench.as_root,
-                    rank_stdout=sys.stderr)
+                    rank_stdout=sys.stderr, env=bench.env)
     if report["status"] != "completed":
         raise UserError(f"the staged {policy} run failed: {report.get('error', report)}")
     with h5py.File(output, "r") as file:
@@ -131,24 +138,18 @@ def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder:
 
 
 def gpu_busy(rows, gpus: int, window: float) -> float:
-    """Busy GPU-seconds: each GPU's ranks' busy seconds (stage rank r runs on GPU (r - 1) % gpus),
-    summed. Ranks that share a GPU can be busy at once, each slowed by the other, so a shared
+    """Busy GPU-seconds: each GPU's ranks' busy seconds, summed. Ranks that share a GPU can be busy at once, each slowed by the other, so a shared
     GPU's sum is capped at the window: an upper bound where ranks share GPUs, exact where not."""
     per_gpu = [0.0] * gpus
-    for row in rows:
-        per_gpu[(int(row["rank"]) - 1) % gpus] += float(row["busy_s"])
+    for row in rows:  # one node: the Node Manager's
+        per_gpu[gpu_index(int(row["rank"]), holds_manager=True, gpus=gpus)] += float(row["busy_s"])
     return sum(min(busy, window) for busy in per_gpu)
 
 
 def bench_pipeline_gpu(bench: GpuBench, command: list[str], keep: Callable[[dict], None] = lambda _: None) -> dict:
     """Profile, then data-parallel, staged adaptive and staged static; returns the whole record,
     and hands the record so far to `keep` after each run (a long bench cut short keeps its part)."""
-    import os
-
     import torch
-
-    # the runs' ranks see only the GPUs of this bench (they pick theirs among the visible ones)
-    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(bench.gpus))
     started = datetime.datetime.now(datetime.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="onepiece-bench-gpu-") as scratch:
         folder = Path(scratch)

@@ -48,13 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     if gpu:
         from dataclasses import replace
 
+        from onepiece_hpc.runtime.gpus import gpu_index, take_gpu
+
         node_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-        index = node_rank % torch.cuda.device_count()
-        torch.cuda.set_device(index)
-        if args.gpu_memory_gib:
-            total = torch.cuda.get_device_properties(index).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_memory_gib * 2**30 / total), index)
-        placement = replace(placement, device=torch.device("cuda", index))
+        index = gpu_index(node_rank, holds_manager=False, gpus=torch.cuda.device_count())
+        placement = replace(placement, device=take_gpu(index, args.gpu_memory_gib))
     else:
         torch.set_num_threads(prepared.job.cpu_threads)
     offloaded = {Stage(name) for name in args.offload}

@@ -49,10 +49,11 @@ def find_mpiexec() -> MpiLauncher:
 
 
 def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str], as_root: bool,
-           rank_stdout=None) -> dict:
+           rank_stdout=None, env: dict[str, str] | None = None) -> dict:
     """Run the ranks to the end; returns rank 0's report. Ctrl-C is passed on to the ranks.
 
-    `rank_stdout` redirects what the ranks print (e.g. to stderr when stdout carries JSON).
+    `rank_stdout` redirects what the ranks print (e.g. to stderr when stdout carries JSON);
+    `env` replaces the environment the ranks start with.
     """
     launcher = find_mpiexec()
     with tempfile.TemporaryDirectory(prefix="onepiece-run-") as scratch:
@@ -64,7 +65,7 @@ def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str
                    "--expect-ranks", str(ranks), *rank_flags]
         if output is not None:
             program += ["--output", str(output)]
-        proc = subprocess.Popen(launcher.command(ranks, program, as_root), start_new_session=True,
+        proc = subprocess.Popen(launcher.command(ranks, program, as_root), start_new_session=True, env=env,
                                 stdout=rank_stdout)
         first_dead: list[list[RankStatus]] = []
         try:

@@ -15,6 +15,7 @@ import torch
 from onepiece_hpc import environment
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.control import ControlPlane
+from onepiece_hpc.runtime.gpus import gpu_index, take_gpu
 from onepiece_hpc.runtime.layout import NODE_MANAGER, plan_layout
 from onepiece_hpc.runtime.node_manager import NodeManager, initial_routes
 from onepiece_hpc.runtime.peers import exchange_peers, me
@@ -73,12 +74,6 @@ def channel_plan(prepared: Prepared, layout, rank: int, size: int, slots: int) -
     return [ring(r, between) for r in others] + [ring(NODE_MANAGER, slot_bytes(prepared, Stage.DECODE))], others
 
 
-def gpu_index(local_rank: int, holds_manager: bool, gpus: int) -> int:
-    """The node-local GPU of a stage rank: stage ranks of a node take the GPUs in turn; the Node
-    Manager (rank 0, CPU only) takes none, so its node's stage ranks count from the rank after it."""
-    return (local_rank - 1 if holds_manager else local_rank) % gpus
-
-
 def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -> Prepared:
     """One stage rank per GPU (rank 0 stays on the CPU); on CPU, fix the thread count.
     `gpu_memory_gib` caps what torch may allocate on each GPU, split evenly between the ranks
@@ -95,11 +90,7 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -
         node.Free()
         if manager:
             return replace(prepared, placement=replace(placement, device=torch.device("cpu")))
-        torch.cuda.set_device(index)
-        if gpu_memory_gib is not None:
-            total = torch.cuda.get_device_properties(index).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_gib * 2**30 / sharing / total), index)
-        return replace(prepared, placement=replace(placement, device=torch.device("cuda", index)))
+        return replace(prepared, placement=replace(placement, device=take_gpu(index, gpu_memory_gib, sharing)))
     torch.set_num_threads(prepared.job.cpu_threads)
     return prepared
 

@@ -40,11 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     placement = prepared.placement
     gpu = placement.device.type == "cuda"
     if gpu:
-        placement = replace(placement, device=torch.device("cuda", 0))
-        torch.cuda.set_device(0)
-        if args.gpu_memory_gib:
-            total = torch.cuda.get_device_properties(0).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_memory_gib * 2**30 / total), 0)
+        from onepiece_hpc.runtime.gpus import take_gpu
+
+        placement = replace(placement, device=take_gpu(0, args.gpu_memory_gib))
     items = prepared.plan.items
     batches = [int(b) for b in args.batches.split(",")]
 

@@ -57,20 +57,6 @@ class PixArtAdapter(DiffusersPipelineAdapter):
     @torch.no_grad()
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        params = unit.params
-        on_device = {name: tensor.to(placement.device) for name, tensor in inputs.items()}
-        latents = pipe(
-            negative_prompt=None,
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            height=params.height,
-            width=params.width,
-            generator=unit.generators(),
-            output_type="latent",
-            return_dict=False,
-            use_resolution_binning=False,
-            clean_caption=False,
-            max_sequence_length=self.max_sequence,
-            **on_device,
-        )[0]
+        latents = self.latents_of(pipe, placement, unit, inputs, negative_prompt=None, use_resolution_binning=False,
+                                  clean_caption=False, max_sequence_length=self.max_sequence)
         return {"latents": latents}

@@ -60,19 +60,7 @@ class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
     @torch.no_grad()
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        params = unit.params
-        on_device = {name: tensor.to(placement.device) for name, tensor in inputs.items()}
-        latents = pipe(
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            height=params.height,
-            width=params.width,
-            generator=unit.generators(),
-            output_type="latent",
-            return_dict=False,
-            **on_device,
-        )[0]
-        return {"latents": latents}
+        return {"latents": self.latents_of(pipe, placement, unit, inputs)}
 
     @torch.no_grad()
     def decode(self, pipe, processor: VaeImageProcessor, unit: UnitInput,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+from onepiece_hpc.models.tiny_clip import tiny_clip_text_config
 from onepiece_hpc.models.tiny_vae import tiny_vae
 from onepiece_hpc.models.tokenizers import tiny_clip_tokenizer
 
@@ -12,27 +13,11 @@ from onepiece_hpc.models.tokenizers import tiny_clip_tokenizer
 TIME_EMBED_DIM = 8
 
 
-def _text_config(tokenizer: CLIPTokenizer, hidden_act: str) -> CLIPTextConfig:
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=32,
-        hidden_act=hidden_act,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
 def build() -> StableDiffusionXLPipeline:
     """Build the pipeline from configs; the caller seeds torch's RNG first."""
     tokenizer, tokenizer_2 = tiny_clip_tokenizer(), tiny_clip_tokenizer()
-    text_encoder = CLIPTextModel(_text_config(tokenizer, "quick_gelu"))
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer_2, "gelu"))
+    text_encoder = CLIPTextModel(tiny_clip_text_config(tokenizer))
+    text_encoder_2 = CLIPTextModelWithProjection(tiny_clip_text_config(tokenizer_2, "gelu"))
     unet = UNet2DConditionModel(
         sample_size=8,
         in_channels=4,

@@ -42,21 +42,4 @@ class StableDiffusionAdapter(DiffusersPipelineAdapter):
     @torch.no_grad()
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        params = unit.params
-        latents = pipe(
-            prompt_embeds=inputs["prompt_embeds"].to(placement.device),
-            negative_prompt_embeds=_optional(inputs, "negative_prompt_embeds", placement),
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            height=params.height,
-            width=params.width,
-            generator=unit.generators(),
-            output_type="latent",
-            return_dict=False,
-        )[0]
-        return {"latents": latents}
-
-
-def _optional(inputs: dict[str, torch.Tensor], name: str, placement: Placement) -> torch.Tensor | None:
-    tensor = inputs.get(name)
-    return None if tensor is None else tensor.to(placement.device)
+        return {"latents": self.latents_of(pipe, placement, unit, inputs)}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextModel
 
+from onepiece_hpc.models.tiny_clip import tiny_clip_text_config
 from onepiece_hpc.models.tiny_vae import tiny_vae
 from onepiece_hpc.models.tokenizers import tiny_clip_tokenizer
 
@@ -12,18 +13,7 @@ from onepiece_hpc.models.tokenizers import tiny_clip_tokenizer
 def build() -> StableDiffusionPipeline:
     """Build the pipeline from configs; the caller seeds torch's RNG first."""
     tokenizer = tiny_clip_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
+    text_encoder = CLIPTextModel(tiny_clip_text_config(tokenizer))
     unet = UNet2DConditionModel(
         sample_size=8,
         in_channels=4,

@@ -131,21 +131,8 @@ class WanAdapter(DiffusersPipelineAdapter):
     @torch.no_grad()
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        params = unit.params
-        negative = inputs.get("negative_prompt_embeds")
-        latents = pipe(
-            prompt_embeds=inputs["prompt_embeds"].to(placement.device),
-            negative_prompt_embeds=None if negative is None else negative.to(placement.device),
-            height=params.height,
-            width=params.width,
-            num_frames=params.frames,
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            generator=unit.generators(),
-            output_type="latent",
-            return_dict=False,
-            max_sequence_length=MAX_SEQUENCE,
-        )[0]
+        latents = self.latents_of(pipe, placement, unit, inputs, num_frames=unit.params.frames,
+                                  max_sequence_length=MAX_SEQUENCE)
         return {"latents": latents.to(placement.dtype)}  # decode casts to the VAE's dtype first: the same bits
 
     @torch.no_grad()

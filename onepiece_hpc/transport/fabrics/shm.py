@@ -163,8 +163,6 @@ class ShmRegion:
 class ShmPeerRegion:
     """A peer's segment, mapped for writing."""
 
-    accepts_device = False
-
     def __init__(self, name: str, nbytes: int, peer: PeerInfo, copies=None) -> None:
         self._copies = copies  # a CopyQueue when this rank is on a GPU: the segment is pinned
         self.accepts_device = copies is not None
