@@ -26,5 +26,8 @@ def slurm_index_dir() -> Path:
 
 
 def with_visible_gpus(count: int) -> dict[str, str]:
-    """This process's environment for a child that may see only GPUs 0..count-1."""
-    return {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(count))}
+    """This process's environment for a child that may see only the first `count` of the GPUs this
+    process sees (all of the machine's, or those CUDA_VISIBLE_DEVICES already names)."""
+    given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    chosen = given[:count] if given else [str(i) for i in range(count)]
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(chosen)}

@@ -5,15 +5,20 @@ cuda` run them on GPU machines; CI has none."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from onepiece_hpc.environment import with_visible_gpus
+from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.bench_gpu import GpuBench, _job_copy, best_batches, gpu_busy
+from onepiece_hpc.runtime.gpu_layout import StageCost, choose_layout, evaluate, gpu_loads
 from onepiece_hpc.runtime.gpus import gpu_index
 from onepiece_hpc.runtime.tensors import from_wire, to_wire
 from onepiece_hpc.transport import DType, Integrity, RingLayout, TensorOut
@@ -112,12 +117,59 @@ def test_each_configuration_gets_its_best_batch():
 
 
 def test_bench_job_copy_is_absolute_on_cuda_with_the_configuration(tmp_path):
-    bench = GpuBench(job=ROOT / "jobs" / "gpu" / "sdxl-1024.yaml", gpus=4, stage_ranks=None, gpu_memory_gib=None,
+    bench = GpuBench(job=ROOT / "jobs" / "gpu" / "sdxl-1024.yaml", gpus=4, stage_ranks=(1, 4, 2), gpu_memory_gib=None,
                      offload=(), batches=(1, 2), policies=("static",), as_root=False)
     fields = yaml.safe_load(_job_copy(bench, tmp_path, 4, "x").read_text())
     assert fields["microbatch"] == 4 and fields["device"] == "cuda"
-    assert fields["stages"] == {"encode": 1, "denoise": 4, "decode": 1}
+    assert fields["stages"] == {"encode": 1, "denoise": 4, "decode": 2}
     assert os.path.isabs(fields["prompts"]) and os.path.exists(fields["prompts"])
+
+
+def test_bench_items_takes_the_first_prompts_and_keeps_images_found(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "job.yaml").write_text("name: j\nmodel: builtin:tiny-wan-i2v\nprompts: p.jsonl\n")
+    (tmp_path / "in" / "p.jsonl").write_text('{"prompt": "a", "image": "cat.png"}\n\n{"prompt": "b"}\n{"prompt": "c"}\n')
+    bench = GpuBench(job=tmp_path / "in" / "job.yaml", gpus=1, stage_ranks=None, gpu_memory_gib=None, offload=(),
+                     batches=(1,), policies=("static",), as_root=False, items=2)
+    fields = yaml.safe_load(_job_copy(bench, tmp_path, 1, "x").read_text())
+    lines = [json.loads(line) for line in open(fields["prompts"]).read().splitlines()]
+    assert lines == [{"prompt": "a", "image": str(tmp_path / "in" / "cat.png")}, {"prompt": "b"}]
+    assert "stages" not in fields  # chosen after the profile
+    with pytest.raises(UserError, match="--items 9: .* has only 3 prompts"):
+        _job_copy(replace(bench, items=9), tmp_path, 1, "y")
+
+
+def test_a_child_sees_the_first_gpus_of_those_it_may_see(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert with_visible_gpus(2)["CUDA_VISIBLE_DEVICES"] == "0,1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # two benches side by side on one machine
+    assert with_visible_gpus(1)["CUDA_VISIBLE_DEVICES"] == "2"
+    assert with_visible_gpus(2)["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+
+GIB = 1024.0
+WAN14B = (StageCost(0.052, 12.8 * GIB), StageCost(13.09, 30.3 * GIB), StageCost(2.38, 4.7 * GIB))  # measured, H200
+
+
+def test_the_layout_puts_the_big_denoiser_alone_on_its_gpus_and_pairs_the_small_stages():
+    # 40 GiB a GPU: a 30 GiB denoise rank can't share; encode and decode share GPU 0
+    layout = choose_layout(WAN14B, gpus=4, gpu_memory_mb=40 * GIB)
+    assert layout.stage_ranks == (1, 3, 1)
+    assert layout.gpu_s_per_output == pytest.approx(4 * 13.09 / 3)
+    assert gpu_loads(layout.stage_ranks, WAN14B, 4)[0] == [(0, 1), (2, 1)]
+    assert evaluate((1, 3, 2), WAN14B, 4, 40 * GIB) is None  # the second decode rank would join a denoise rank
+
+
+def test_the_layout_balances_shared_gpus_and_prefers_fewer_ranks_on_a_near_tie():
+    wan13 = (StageCost(0.052, 13 * GIB), StageCost(2.50, 5.8 * GIB), StageCost(2.36, 6 * GIB))
+    layout = choose_layout(wan13, gpus=4, gpu_memory_mb=134 * GIB)
+    assert layout.stage_ranks == (1, 2, 2) and layout.efficiency > 0.95
+    assert choose_layout(wan13, gpus=1, gpu_memory_mb=134 * GIB).stage_ranks == (1, 1, 1)
+
+
+def test_no_fitting_layout_is_a_clear_error():
+    with pytest.raises(UserError, match="fits 20.0 GiB a GPU.*fix: more GPUs"):
+        choose_layout(WAN14B, gpus=4, gpu_memory_mb=20 * GIB)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU is visible")

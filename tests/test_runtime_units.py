@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime import messages
 from onepiece_hpc.runtime.layout import NODE_MANAGER, default_split, plan_layout
+from onepiece_hpc.runtime.telemetry import can_hold, stage_memory_needs
 from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.spec.loader import load_job
 
@@ -76,3 +77,20 @@ def test_wrongly_typed_fields_are_rejected(fields):
     except messages.BadMessage:
         return
     assert type(message).__name__ == fields["type"]
+
+
+def _beat(rank: int, stage: str, memory_mb: float, limit_mb: float) -> messages.Heartbeat:
+    return messages.Heartbeat(rank, "serving", stage, 0, 1, 1.0, 0.0, 0.0, 1.0, 0.1, 0, memory_mb,
+                              [0.0, 0.0, 0.0], [0, 0, 0], [0.0, 0.0, 0.0], memory_limit_mb=limit_mb)
+
+
+def test_a_rank_moves_only_to_a_stage_whose_memory_need_fits_its_share_of_the_gpu():
+    # 14B-size at 40 GiB a GPU: encode and decode share GPU 0 (20 GiB each), denoise ranks hold a GPU each
+    beats = [_beat(1, "encode", 13_000, 20_480), _beat(2, "denoise", 31_000, 40_960),
+             _beat(3, "denoise", 30_500, 40_960), _beat(4, "decode", 4_800, 20_480)]
+    needs = stage_memory_needs(beats)
+    assert needs == {"encode": 13_000, "denoise": 31_000, "decode": 4_800}
+    assert not can_hold(beats[0], "denoise", needs)   # 31 GB into a 20 GiB share: refused
+    assert can_hold(beats[0], "decode", needs) and can_hold(beats[1], "encode", needs)
+    cpu = _beat(5, "decode", 900.0, 0.0)               # no limit known (CPU ranks): any stage
+    assert can_hold(cpu, "denoise", needs) and can_hold(None, "denoise", needs)

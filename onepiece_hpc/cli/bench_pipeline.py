@@ -35,9 +35,11 @@ def _table(result: dict) -> str:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: staged adaptive and static vs. data-parallel on --gpus GPUs, plus the floor.")
 @click.option("--gpus", type=click.IntRange(1), default=None, help="GPUs to use (cuda; default: all visible).")
-@click.option("--stage-ranks", default=None, metavar="E,D,X",
-              help="Stage ranks for the staged runs (cuda; default 1,GPUS,1: encode and decode share GPUs "
-                   "with denoise ranks).")
+@click.option("--stage-ranks", default="auto", show_default=True, metavar="E,D,X|auto",
+              help="Stage ranks for the staged runs (cuda); auto: the layout that the stage profile says "
+                   "balances the GPUs best within their memory.")
+@click.option("--items", type=click.IntRange(1), default=None,
+              help="Run on the job's first N prompts (cuda; default: all).")
 @click.option("--gpu-memory-gib", type=click.FloatRange(min=1.0), default=None,
               help="Cap every GPU at this many GiB (cuda; ranks sharing a GPU split it).")
 @click.option("--offload", multiple=True, type=click.Choice(["encode", "denoise", "decode"]),
@@ -48,7 +50,7 @@ def _table(result: dict) -> str:
               help="Folder for the JSON record of a cuda run.")
 def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, device: str, gpus: int | None,
                        stage_ranks: str | None, gpu_memory_gib: float | None, offload: tuple[str, ...],
-                       batches: str, policies: str, results: Path) -> None:
+                       batches: str, policies: str, results: Path, items: int | None) -> None:
     """Staged runtime vs. monolithic data-parallel (every rank runs the whole pipeline on its share).
 
     On CPU: throughput, busy/moving/idle share of the allocated rank time, and peak memory per
@@ -61,7 +63,7 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
 
     quiet_libraries()
     if device == "cuda":
-        _bench_gpu(job_file, gpus, stage_ranks, gpu_memory_gib, offload, batches, policies, results, as_json)
+        _bench_gpu(job_file, gpus, stage_ranks, gpu_memory_gib, offload, batches, policies, results, as_json, items)
         return
     from onepiece_hpc.runtime.bench_pipeline import bench_pipeline
     from onepiece_hpc.runtime.layout import plan_layout
@@ -74,7 +76,8 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
 
 
 def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_memory_gib: float | None,
-               offload: tuple[str, ...], batches: str, policies: str, results: Path, as_json: bool) -> None:
+               offload: tuple[str, ...], batches: str, policies: str, results: Path, as_json: bool,
+               items: int | None) -> None:
     import sys
 
     import torch
@@ -89,10 +92,10 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
     if gpus > visible:
         raise UserError(f"--gpus {gpus}: only {visible} GPUs are visible here")
     layout = None
-    if stage_ranks:
+    if stage_ranks != "auto":
         parts = stage_ranks.split(",")
         if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-            raise UserError(f"--stage-ranks {stage_ranks!r}: write three whole numbers E,D,X, e.g. 1,2,1")
+            raise UserError(f"--stage-ranks {stage_ranks!r}: write auto, or three whole numbers E,D,X, e.g. 1,2,1")
         layout = tuple(int(p) for p in parts)
     try:
         sizes = tuple(int(b) for b in batches.split(","))
@@ -102,7 +105,7 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
     if not chosen or any(p not in ("adaptive", "static") for p in chosen):
         raise UserError(f"--policies {policies!r}: write adaptive, static or both")
     bench = GpuBench(job=job_file, gpus=gpus, stage_ranks=layout, gpu_memory_gib=gpu_memory_gib, offload=offload,
-                     batches=sizes, policies=chosen, as_root=os.geteuid() == 0)
+                     batches=sizes, policies=chosen, as_root=os.geteuid() == 0, items=items)
     results.mkdir(parents=True, exist_ok=True)
 
     def keep(record: dict) -> None:

@@ -100,6 +100,7 @@ class Placement:
 
     device: torch.device
     dtype: torch.dtype
+    memory_limit_mb: float = 0.0  # this process's share of its GPU's memory (0: no limit known)
 
 
 def read_config(folder: Path, component: str) -> dict:

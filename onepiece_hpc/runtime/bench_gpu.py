@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -28,20 +28,25 @@ import yaml
 
 from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.runtime.gpu_layout import StageCost, choose_layout, evaluate
 from onepiece_hpc.runtime.gpus import gpu_index
 from onepiece_hpc.runtime.launch import find_mpiexec, launch
+from onepiece_hpc.spec.job import Stage
+
+USABLE_SHARE = 0.95  # of an uncapped GPU's memory: CUDA contexts and the allocator's slack take the rest
 
 
 @dataclass(frozen=True)
 class GpuBench:
     job: Path
     gpus: int
-    stage_ranks: tuple[int, int, int] | None  # encode, denoise, decode ranks; None: 1, GPUs, 1
+    stage_ranks: tuple[int, int, int] | None  # encode, denoise, decode ranks; None: chosen from the profile
     gpu_memory_gib: float | None
     offload: tuple[str, ...]                  # stages the data-parallel baseline keeps on the host
     batches: tuple[int, ...]
     policies: tuple[str, ...]
     as_root: bool
+    items: int | None = None                  # the job's first N prompts; None: all of them
 
     @property
     def env(self) -> dict[str, str]:
@@ -50,7 +55,9 @@ class GpuBench:
 
     @property
     def layout(self) -> tuple[int, int, int]:
-        return self.stage_ranks or (1, self.gpus, 1)
+        if self.stage_ranks is None:
+            raise RuntimeError("the layout is chosen after the stage profile (see plan_stage_ranks)")
+        return self.stage_ranks
 
 
 def _job_copy(bench: GpuBench, folder: Path, microbatch: int, label: str) -> Path:
@@ -58,14 +65,39 @@ def _job_copy(bench: GpuBench, folder: Path, microbatch: int, label: str) -> Pat
     source = bench.job.resolve()
     fields = yaml.safe_load(source.read_text(encoding="utf-8"))
     prompts = Path(fields["prompts"])
-    fields["prompts"] = str(prompts if prompts.is_absolute() else (source.parent / prompts).resolve())
+    prompts = prompts if prompts.is_absolute() else (source.parent / prompts).resolve()
+    if bench.items is not None:
+        prompts = _first_prompts(prompts, bench.items, folder)
+    fields["prompts"] = str(prompts)
     fields.pop("output", None)
-    encode, denoise, decode = bench.layout
-    fields.update(device="cuda", microbatch=microbatch,
-                  stages={"encode": encode, "denoise": denoise, "decode": decode})
+    fields.update(device="cuda", microbatch=microbatch)
+    if bench.stage_ranks is not None:
+        encode, denoise, decode = bench.stage_ranks
+        fields["stages"] = {"encode": encode, "denoise": denoise, "decode": decode}
     path = folder / f"{label}.yaml"
     path.write_text(yaml.safe_dump(fields, sort_keys=False), encoding="utf-8")
     return path
+
+
+def _first_prompts(source: Path, count: int, folder: Path) -> Path:
+    """A copy of the prompt file's first `count` prompt lines (blank lines skipped)."""
+    lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(lines) < count:
+        raise UserError(f"--items {count}: {source} has only {len(lines)} prompts; fix: a smaller --items, "
+                        "or a job with more prompts")
+    chosen = lines[:count]
+    if source.suffix.lower() == ".jsonl":  # the copy lives elsewhere: conditioning images by absolute path
+        chosen = [json.dumps(_absolute_image(json.loads(line), source.parent)) for line in chosen]
+    path = folder / f"first-{count}{source.suffix}"
+    path.write_text("\n".join(chosen) + "\n", encoding="utf-8")
+    return path
+
+
+def _absolute_image(record: dict, base: Path) -> dict:
+    image = record.get("image") if isinstance(record, dict) else None
+    if isinstance(image, str) and not Path(image).is_absolute():
+        record["image"] = str((base / image).resolve())
+    return record
 
 
 def _python(module: str, *args: str) -> list[str]:
@@ -93,6 +125,33 @@ def best_batches(profile: dict) -> tuple[int, int]:
     whole = min(common, key=lambda b: sum(s["s_per_item"][b] for s in stages.values()))
     bottleneck = max(stages.values(), key=lambda s: s["best_s_per_item"])
     return int(whole), int(bottleneck["best_batch"])
+
+
+def stage_costs(profile: dict, batch: int) -> tuple[StageCost, ...]:
+    """Each stage's seconds per item at `batch` (its best where it could not run that batch) and peak memory."""
+    def cost(stage: dict) -> StageCost:
+        return StageCost(stage["s_per_item"].get(str(batch), stage["best_s_per_item"]), stage["peak_memory_mb"])
+    return tuple(cost(profile["stages"][stage.value]) for stage in Stage)
+
+
+def plan_stage_ranks(bench: GpuBench, profile: dict, batch: int, gpu_memory_mb: float) -> tuple[GpuBench, dict]:
+    """The bench with its stage ranks (given, or the best fitting layout for the profile) and the
+    layout model's prediction, to set beside the measurement."""
+    costs = stage_costs(profile, batch)
+    if bench.stage_ranks is None:
+        chosen = choose_layout(costs, bench.gpus, gpu_memory_mb)
+        bench = replace(bench, stage_ranks=chosen.stage_ranks)
+        how = "chosen from the profile"
+    else:
+        how = "given"
+    busiest = evaluate(bench.layout, costs, bench.gpus, gpu_memory_mb)
+    model = {"stage_ranks": list(bench.layout), "how": how, "gpu_memory_mb": gpu_memory_mb,
+             "fits": busiest is not None}
+    if busiest is not None:
+        floor = sum(c.seconds_per_item for c in costs)
+        model.update(predicted_gpu_s_per_output=bench.gpus * busiest,
+                     predicted_efficiency=floor / (bench.gpus * busiest))
+    return bench, model
 
 
 def _summarise(mode: str, gpus: int, items: int, window: float, busy: float, peak_mb: float, **extra) -> dict:
@@ -154,11 +213,14 @@ def bench_pipeline_gpu(bench: GpuBench, command: list[str], keep: Callable[[dict
     with tempfile.TemporaryDirectory(prefix="onepiece-bench-gpu-") as scratch:
         folder = Path(scratch)
         profile = profile_stages(bench, folder)
+        dp_batch, staged_batch = best_batches(profile)
+        memory_mb = (bench.gpu_memory_gib * 1024 if bench.gpu_memory_gib
+                     else USABLE_SHARE * torch.cuda.get_device_properties(0).total_memory / 2**20)
+        bench, layout = plan_stage_ranks(bench, profile, staged_batch, memory_mb)
         record = {"job": str(bench.job), "command": command, "date": started.isoformat(timespec="seconds"),
                   "host": socket.gethostname(), "device": f"{bench.gpus} x {torch.cuda.get_device_name(0)}",
                   "gpus": bench.gpus, "gpu_memory_gib": bench.gpu_memory_gib, "profile": profile,
-                  "floor_gpu_s_per_output": profile["floor_s_per_item"], "runs": []}
-        dp_batch, staged_batch = best_batches(profile)
+                  "floor_gpu_s_per_output": profile["floor_s_per_item"], "layout": layout, "runs": []}
 
         def add(run: dict) -> None:
             baseline = record["runs"][0] if record["runs"] else run
@@ -184,6 +246,7 @@ def table(record: dict) -> str:
     lines = [f"{record['job']} on {record['device']}"
              + (f", {record['gpu_memory_gib']} GiB a GPU" if record["gpu_memory_gib"] else ""),
              f"floor (sum of per-stage best s/item): {record['floor_gpu_s_per_output']:.3f} GPU-s per output",
+             _layout_line(record.get("layout")),
              f"{'configuration':28} {'batch':>5} {'GPU-s/out':>10} {'x mono':>7} {'x floor':>8} {'out/h':>9} "
              f"{'effic.':>7} {'peak GiB':>9}"]
     for run in record["runs"]:
@@ -192,3 +255,13 @@ def table(record: dict) -> str:
                      f"{run['outputs_per_hour']:>9.0f} {run['efficiency']:>7.1%} "
                      f"{run['peak_memory_mb_per_rank'] / 1024:>9.1f}")
     return "\n".join(lines)
+
+
+def _layout_line(layout: dict | None) -> str:
+    if not layout:
+        return "stage ranks: (not recorded)"
+    ranks = ",".join(map(str, layout["stage_ranks"]))
+    if not layout["fits"]:
+        return f"stage ranks {ranks} ({layout['how']}): the profile's peaks do not fit the GPUs' memory"
+    return (f"stage ranks {ranks} ({layout['how']}): the layout model predicts "
+            f"{layout['predicted_gpu_s_per_output']:.3f} GPU-s per output, efficiency {layout['predicted_efficiency']:.1%}")

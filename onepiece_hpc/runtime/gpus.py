@@ -20,3 +20,10 @@ def take_gpu(index: int, memory_gib: float | None = None, sharing: int = 1) -> t
         total = torch.cuda.get_device_properties(index).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, memory_gib * 2**30 / sharing / total), index)
     return torch.device("cuda", index)
+
+
+def memory_share_mb(index: int, memory_gib: float | None = None, sharing: int = 1) -> float:
+    """The GPU memory a process may plan on: its cap where there is one, else an even share of
+    the GPU among the `sharing` processes on it (what the layout and the rank moves plan with)."""
+    total_gib = memory_gib if memory_gib is not None else torch.cuda.get_device_properties(index).total_memory / 2**30
+    return total_gib * 1024 / sharing

@@ -54,6 +54,7 @@ class Heartbeat:
     stage_busy_s: list[float]    # busy seconds in each stage (encode, denoise, decode)
     stage_units: list[int]       # units done in each stage
     stage_time_s: list[float]    # seconds spent serving each stage
+    memory_limit_mb: float = 0.0  # the most GPU memory this rank may take (0: no limit known, e.g. CPU)
 
 
 @dataclass(frozen=True)

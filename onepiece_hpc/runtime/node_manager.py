@@ -24,7 +24,7 @@ from onepiece_hpc.runtime.peers import RankInfo, process_alive
 from onepiece_hpc.runtime.policy import PolicyInput, make_policy
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
-from onepiece_hpc.runtime.telemetry import StageSummary, Telemetry
+from onepiece_hpc.runtime.telemetry import StageSummary, Telemetry, can_hold, stage_memory_needs
 from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.store.output import OutputWriter
 from onepiece_hpc.store.telemetry import MOVE_DTYPE, RANK_DTYPE, SAMPLE_DTYPE, STAGE_DTYPE
@@ -218,7 +218,8 @@ class NodeManager:
             source, target = ORDER[move.source], ORDER[move.target]
             members = getattr(self.routes, source.value)
             now = time.monotonic()
-            free = [r for r in members if self._cooling.get(r, 0.0) <= now]
+            needs = self._stage_needs_mb()
+            free = [r for r in members if self._cooling.get(r, 0.0) <= now and self._fits(r, target, needs)]
             free.sort(key=lambda r: self.telemetry.latest[r].backlog if r in self.telemetry.latest else 0)
             for rank in free[:min(move.count, len(members) - 1)]:
                 movers.append((rank, source, target, move.reason))
@@ -254,8 +255,17 @@ class NodeManager:
         unfinished = np.concatenate([in_flight, undispatched])
         queues = (self.costs.queue(0, undispatched), self.costs.queue(1, unfinished), self.costs.queue(2, unfinished))
         switch = tuple(float(np.mean(self._loads.get(s.value) or self._initial_loads(s))) for s in ORDER)
+        needs = self._stage_needs_mb()
+        fits = tuple(any(self._fits(r, s, needs) for t in ORDER if t is not s for r in getattr(self.routes, t.value))
+                     for s in ORDER)
         return PolicyInput(now=now, serving=tuple(serving), movable=tuple(movable), queues=queues,
-                           switch_s=switch, fits=(True, True, True))
+                           switch_s=switch, fits=fits)
+
+    def _stage_needs_mb(self) -> dict[str, float]:
+        return stage_memory_needs(self.telemetry.latest.values())
+
+    def _fits(self, rank: int, stage: Stage, needs: dict[str, float]) -> bool:
+        return can_hold(self.telemetry.latest.get(rank), stage.value, needs)
 
     def _initial_loads(self, stage: Stage) -> list[float]:
         loads = [b.load_s for r, b in self.telemetry.latest.items() if self.layout.stage_of(r) is stage]

@@ -15,7 +15,7 @@ import torch
 from onepiece_hpc import environment
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.control import ControlPlane
-from onepiece_hpc.runtime.gpus import gpu_index, take_gpu
+from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb, take_gpu
 from onepiece_hpc.runtime.layout import NODE_MANAGER, plan_layout
 from onepiece_hpc.runtime.node_manager import NodeManager, initial_routes
 from onepiece_hpc.runtime.peers import exchange_peers, me
@@ -90,7 +90,8 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -
         node.Free()
         if manager:
             return replace(prepared, placement=replace(placement, device=torch.device("cpu")))
-        return replace(prepared, placement=replace(placement, device=take_gpu(index, gpu_memory_gib, sharing)))
+        return replace(prepared, placement=replace(placement, device=take_gpu(index, gpu_memory_gib, sharing),
+                                                   memory_limit_mb=memory_share_mb(index, gpu_memory_gib, sharing)))
     torch.set_num_threads(prepared.job.cpu_threads)
     return prepared
 

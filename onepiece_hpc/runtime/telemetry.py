@@ -76,3 +76,19 @@ def summary_table(rows: list[StageSummary]) -> str:
         lines.append(f"{r.stage:<8} {r.ranks:>5} {r.units:>6} {r.busy_share:>6.0%} {r.wait_share:>6.0%} "
                      f"{r.send_share:>6.0%} {r.mean_service_s:>12.4f} {r.peak_memory_mb:>9.0f}")
     return "\n".join(lines)
+
+
+def stage_memory_needs(beats) -> dict[str, float]:
+    """The most memory any rank took while serving each stage (a GPU rank's peak restarts when it
+    moves, so its later heartbeats speak of its new stage only)."""
+    needs: dict[str, float] = {}
+    for beat in beats:
+        needs[beat.stage] = max(needs.get(beat.stage, 0.0), beat.memory_mb)
+    return needs
+
+
+def can_hold(beat: Heartbeat | None, stage: str, needs: dict[str, float]) -> bool:
+    """Whether the rank of `beat` can serve `stage` without running out of memory: its memory
+    limit, where it has one, covers what the stage has needed so far."""
+    limit = beat.memory_limit_mb if beat else 0.0
+    return not limit or needs.get(stage, 0.0) <= limit

@@ -297,6 +297,8 @@ class StageWorker:
         moving, source = self.moving, self.stage
         drained = time.monotonic() - moving.started
         self.runners[source].offload()
+        if self.prepared.placement.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()  # from here the rank's peak is its new stage's
         self.counters.enter(moving.to, source)
         self.counters.state = RankState.LOADING
         load_s = self._load(moving.to)
@@ -344,4 +346,4 @@ class StageWorker:
                          units_done=c.units_done, busy_s=c.busy_s, wait_s=c.wait_s, send_s=c.send_s,
                          elapsed_s=elapsed, load_s=c.load_s, backlog=sum(p.in_flight for p in downstream),
                          memory_mb=memory, stage_busy_s=list(c.stage_busy_s), stage_units=list(c.stage_units),
-                         stage_time_s=times)
+                         stage_time_s=times, memory_limit_mb=self.prepared.placement.memory_limit_mb)
