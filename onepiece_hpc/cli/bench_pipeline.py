@@ -40,6 +40,8 @@ def _table(result: dict) -> str:
                    "balances the GPUs best within their memory.")
 @click.option("--items", type=click.IntRange(1), default=None,
               help="Run on the job's first N prompts (cuda; default: all).")
+@click.option("--repeats", type=click.IntRange(1), default=2, show_default=True,
+              help="Timed runs per stage and batch size in the profile, after one warm-up (cuda).")
 @click.option("--gpu-memory-gib", type=click.FloatRange(min=1.0), default=None,
               help="Cap every GPU at this many GiB (cuda; ranks sharing a GPU split it).")
 @click.option("--offload", multiple=True, type=click.Choice(["encode", "denoise", "decode"]),
@@ -50,7 +52,7 @@ def _table(result: dict) -> str:
               help="Folder for the JSON record of a cuda run.")
 def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, device: str, gpus: int | None,
                        stage_ranks: str | None, gpu_memory_gib: float | None, offload: tuple[str, ...],
-                       batches: str, policies: str, results: Path, items: int | None) -> None:
+                       batches: str, policies: str, results: Path, items: int | None, repeats: int) -> None:
     """Staged runtime vs. monolithic data-parallel (every rank runs the whole pipeline on its share).
 
     On CPU: throughput, busy/moving/idle share of the allocated rank time, and peak memory per
@@ -63,7 +65,8 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
 
     quiet_libraries()
     if device == "cuda":
-        _bench_gpu(job_file, gpus, stage_ranks, gpu_memory_gib, offload, batches, policies, results, as_json, items)
+        _bench_gpu(job_file, gpus, stage_ranks, gpu_memory_gib, offload, batches, policies, results, as_json, items,
+                   repeats)
         return
     from onepiece_hpc.runtime.bench_pipeline import bench_pipeline
     from onepiece_hpc.runtime.layout import plan_layout
@@ -77,7 +80,7 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
 
 def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_memory_gib: float | None,
                offload: tuple[str, ...], batches: str, policies: str, results: Path, as_json: bool,
-               items: int | None) -> None:
+               items: int | None, repeats: int) -> None:
     import sys
 
     import torch
@@ -105,7 +108,8 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
     if not chosen or any(p not in ("adaptive", "static") for p in chosen):
         raise UserError(f"--policies {policies!r}: write adaptive, static or both")
     bench = GpuBench(job=job_file, gpus=gpus, stage_ranks=layout, gpu_memory_gib=gpu_memory_gib, offload=offload,
-                     batches=sizes, policies=chosen, as_root=os.geteuid() == 0, items=items)
+                     batches=sizes, policies=chosen, as_root=os.geteuid() == 0, items=items,
+                     repeats=repeats)
     results.mkdir(parents=True, exist_ok=True)
 
     def keep(record: dict) -> None:

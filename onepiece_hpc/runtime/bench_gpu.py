@@ -47,6 +47,7 @@ class GpuBench:
     policies: tuple[str, ...]
     as_root: bool
     items: int | None = None                  # the job's first N prompts; None: all of them
+    repeats: int = 2                          # timed runs per stage and batch in the profile
 
     @property
     def env(self) -> dict[str, str]:
@@ -111,7 +112,8 @@ def _cap(bench: GpuBench) -> list[str]:
 def profile_stages(bench: GpuBench, folder: Path) -> dict:
     job = _job_copy(bench, folder, 1, "profile")
     done = subprocess.run(_python("onepiece_hpc.runtime.stage_profile", str(job), "--batches",
-                                  ",".join(map(str, bench.batches)), *_cap(bench)),
+                                  ",".join(map(str, bench.batches)), "--repeats", str(bench.repeats),
+                                  *_cap(bench)),
                           capture_output=True, text=True, timeout=1800, env=bench.env)
     if done.returncode:
         raise UserError(f"the stage profile failed (exit {done.returncode}): {done.stderr[-3000:]}")
