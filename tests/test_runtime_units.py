@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime import messages
 from onepiece_hpc.runtime.layout import NODE_MANAGER, default_split, plan_layout
-from onepiece_hpc.runtime.telemetry import can_hold, stage_memory_needs
+from onepiece_hpc.runtime.telemetry import can_hold, gpu_runs_stage, stage_memory_needs
 from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.spec.loader import load_job
 
@@ -94,3 +94,12 @@ def test_a_rank_moves_only_to_a_stage_whose_memory_need_fits_its_share_of_the_gp
     assert can_hold(beats[0], "decode", needs) and can_hold(beats[1], "encode", needs)
     cpu = _beat(5, "decode", 900.0, 0.0)               # no limit known (CPU ranks): any stage
     assert can_hold(cpu, "denoise", needs) and can_hold(None, "denoise", needs)
+
+
+def test_a_second_rank_of_a_stage_on_one_gpu_adds_no_compute():
+    # SDXL on 4 GPUs as (1, 4, 3): every GPU runs a denoise rank, so no decode rank may become one
+    denoise_gpus = [("n1", 0), ("n1", 1), ("n1", 2), ("n1", 3)]
+    assert gpu_runs_stage(("n1", 1), denoise_gpus)
+    assert not gpu_runs_stage(("n1", 1), [("n1", 0), ("n1", 2)])   # GPU 1 has no denoise rank yet
+    assert not gpu_runs_stage(("n2", 1), denoise_gpus)              # same index, another node
+    assert not gpu_runs_stage(None, denoise_gpus)                   # CPU ranks: every rank is compute

@@ -8,6 +8,10 @@ last output, so loading is out and the tail of the batch is in:
 
 - GPU-seconds per output: GPUs x window / outputs;
 - pipeline efficiency: busy GPU-seconds (stage compute, synchronised; see `gpu_busy`) / (GPUs x window);
+  where ranks share a GPU each counts the time the others' kernels hold it, so this is an upper
+  bound there (the table marks it with <=);
+- work efficiency: the floor / GPU-seconds per output, the share of the held GPU time the work
+  itself needs at the profile's speed (a lower bound on the busy share);
 - peak memory per rank: the most GPU memory torch allocated on any rank.
 """
 
@@ -194,6 +198,7 @@ def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder:
     return _summarise(f"staged {policy}", bench.gpus, int(report["summary"]["committed_now"]), window,
                       gpu_busy(stage_rows, bench.gpus, window), float(stage_rows["peak_memory_mb"].max()),
                       microbatch=microbatch, stage_ranks=list(bench.layout), moves=moves,
+                      shares_gpus=sum(bench.layout) > bench.gpus,
                       send_s=float(stage_rows["send_s"].sum()), load_s=float(stage_rows["load_s"].max()),
                       stages=report["summary"]["stages"])
 
@@ -228,6 +233,7 @@ def bench_pipeline_gpu(bench: GpuBench, command: list[str], keep: Callable[[dict
             baseline = record["runs"][0] if record["runs"] else run
             run["gpu_s_per_output_vs_monolithic"] = run["gpu_s_per_output"] / baseline["gpu_s_per_output"]
             run["gpu_s_per_output_vs_floor"] = run["gpu_s_per_output"] / profile["floor_s_per_item"]
+            run["work_efficiency"] = profile["floor_s_per_item"] / run["gpu_s_per_output"]
             record["runs"].append(run)
             keep(record)
 
@@ -250,11 +256,13 @@ def table(record: dict) -> str:
              f"floor (sum of per-stage best s/item): {record['floor_gpu_s_per_output']:.3f} GPU-s per output",
              _layout_line(record.get("layout")),
              f"{'configuration':28} {'batch':>5} {'GPU-s/out':>10} {'x mono':>7} {'x floor':>8} {'out/h':>9} "
-             f"{'effic.':>7} {'peak GiB':>9}"]
+             f"{'effic.':>8} {'work eff.':>9} {'peak GiB':>9}"]
     for run in record["runs"]:
+        bound = "<=" if run.get("shares_gpus") else ""
+        work = record["floor_gpu_s_per_output"] / run["gpu_s_per_output"]
         lines.append(f"{run['mode']:28} {run['microbatch']:>5} {run['gpu_s_per_output']:>10.3f} "
                      f"{run['gpu_s_per_output_vs_monolithic']:>7.2f} {run['gpu_s_per_output_vs_floor']:>8.2f} "
-                     f"{run['outputs_per_hour']:>9.0f} {run['efficiency']:>7.1%} "
+                     f"{run['outputs_per_hour']:>9.0f} {bound + format(run['efficiency'], '.1%'):>8} {work:>9.1%} "
                      f"{run['peak_memory_mb_per_rank'] / 1024:>9.1f}")
     return "\n".join(lines)
 

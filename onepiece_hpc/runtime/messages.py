@@ -55,6 +55,7 @@ class Heartbeat:
     stage_units: list[int]       # units done in each stage
     stage_time_s: list[float]    # seconds spent serving each stage
     memory_limit_mb: float = 0.0  # the most GPU memory this rank may take (0: no limit known, e.g. CPU)
+    gpu: int = -1                 # the node-local GPU this rank runs on (-1: none)
 
 
 @dataclass(frozen=True)

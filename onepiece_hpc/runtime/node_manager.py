@@ -24,7 +24,13 @@ from onepiece_hpc.runtime.peers import RankInfo, process_alive
 from onepiece_hpc.runtime.policy import PolicyInput, make_policy
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
-from onepiece_hpc.runtime.telemetry import StageSummary, Telemetry, can_hold, stage_memory_needs
+from onepiece_hpc.runtime.telemetry import (
+    StageSummary,
+    Telemetry,
+    can_hold,
+    gpu_runs_stage,
+    stage_memory_needs,
+)
 from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.store.output import OutputWriter
 from onepiece_hpc.store.telemetry import MOVE_DTYPE, RANK_DTYPE, SAMPLE_DTYPE, STAGE_DTYPE
@@ -221,9 +227,14 @@ class NodeManager:
             needs = self._stage_needs_mb()
             free = [r for r in members if self._cooling.get(r, 0.0) <= now and self._fits(r, target, needs)]
             free.sort(key=lambda r: self.telemetry.latest[r].backlog if r in self.telemetry.latest else 0)
-            for rank in free[:min(move.count, len(members) - 1)]:
+            room = min(move.count, len(members) - 1)  # a stage keeps one rank
+            for rank in free:
+                joining = [r for r, _, to, _ in movers if to is target]
+                if room <= 0 or not self._adds_compute(rank, target, joining):
+                    continue
                 movers.append((rank, source, target, move.reason))
                 members.remove(rank)
+                room -= 1
         if not movers:
             return
         self.routes = Routes(self.routes.version + 1, self.routes.encode, self.routes.denoise, self.routes.decode)
@@ -263,6 +274,17 @@ class NodeManager:
 
     def _stage_needs_mb(self) -> dict[str, float]:
         return stage_memory_needs(self.telemetry.latest.values())
+
+    def _gpu_of(self, rank: int) -> tuple[str, int] | None:
+        beat = self.telemetry.latest.get(rank)
+        return (self.peers[rank].host, beat.gpu) if beat and beat.gpu >= 0 else None
+
+    def _adds_compute(self, rank: int, stage: Stage, joining: list[int]) -> bool:
+        """A move adds compute to `stage` unless the rank's GPU already runs it (in a rank that
+        serves it, is moving to it, or joins it in this decision)."""
+        others = {*getattr(self.routes, stage.value), *joining,
+                  *(r for r, m in self._moving.items() if m.target == stage.value)} - {rank}
+        return not gpu_runs_stage(self._gpu_of(rank), (self._gpu_of(r) for r in others))
 
     def _fits(self, rank: int, stage: Stage, needs: dict[str, float]) -> bool:
         return can_hold(self.telemetry.latest.get(rank), stage.value, needs)

@@ -333,6 +333,11 @@ class StageWorker:
             except Exception:  # never let telemetry kill the rank; the manager notices silence
                 log.debug("heartbeat failed", exc_info=True)
 
+    @property
+    def _gpu(self) -> int:
+        device = self.prepared.placement.device
+        return device.index if device.type == "cuda" and device.index is not None else -1
+
     def heartbeat(self) -> Heartbeat:
         c = self.counters
         elapsed = time.monotonic() - c.serving_since if c.serving_since else 0.0
@@ -346,4 +351,5 @@ class StageWorker:
                          units_done=c.units_done, busy_s=c.busy_s, wait_s=c.wait_s, send_s=c.send_s,
                          elapsed_s=elapsed, load_s=c.load_s, backlog=sum(p.in_flight for p in downstream),
                          memory_mb=memory, stage_busy_s=list(c.stage_busy_s), stage_units=list(c.stage_units),
-                         stage_time_s=times, memory_limit_mb=self.prepared.placement.memory_limit_mb)
+                         stage_time_s=times, memory_limit_mb=self.prepared.placement.memory_limit_mb,
+                         gpu=self._gpu)
