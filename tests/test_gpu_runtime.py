@@ -18,7 +18,7 @@ import yaml
 from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.bench_gpu import GpuBench, _job_copy, best_batches, gpu_busy
-from onepiece_hpc.runtime.gpu_layout import StageCost, choose_layout, evaluate, gpu_loads
+from onepiece_hpc.runtime.gpu_layout import StageCost, choose_layout, evaluate, ranks_per_gpu
 from onepiece_hpc.runtime.gpus import gpu_index
 from onepiece_hpc.runtime.tensors import from_wire, to_wire
 from onepiece_hpc.transport import DType, Integrity, RingLayout, TensorOut
@@ -156,7 +156,7 @@ def test_the_layout_puts_the_big_denoiser_alone_on_its_gpus_and_pairs_the_small_
     layout = choose_layout(WAN14B, gpus=4, gpu_memory_mb=40 * GIB)
     assert layout.stage_ranks == (1, 3, 1)
     assert layout.gpu_s_per_output == pytest.approx(4 * 13.09 / 3)
-    assert gpu_loads(layout.stage_ranks, WAN14B, 4)[0] == [(0, 1), (2, 1)]
+    assert ranks_per_gpu(layout.stage_ranks, 4)[0] == [(0, 1), (2, 1)]
     assert evaluate((1, 3, 2), WAN14B, 4, 40 * GIB) is None  # the second decode rank would join a denoise rank
 
 

@@ -32,7 +32,7 @@ import yaml
 
 from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.runtime.gpu_layout import StageCost, choose_layout, evaluate
+from onepiece_hpc.runtime.gpu_layout import GpuLayout, StageCost, choose_layout, evaluate
 from onepiece_hpc.runtime.gpus import gpu_index
 from onepiece_hpc.runtime.launch import find_mpiexec, launch
 from onepiece_hpc.spec.job import Stage
@@ -144,19 +144,16 @@ def plan_stage_ranks(bench: GpuBench, profile: dict, batch: int, gpu_memory_mb: 
     """The bench with its stage ranks (given, or the best fitting layout for the profile) and the
     layout model's prediction, to set beside the measurement."""
     costs = stage_costs(profile, batch)
+    how = "given"
     if bench.stage_ranks is None:
         chosen = choose_layout(costs, bench.gpus, gpu_memory_mb)
-        bench = replace(bench, stage_ranks=chosen.stage_ranks)
-        how = "chosen from the profile"
-    else:
-        how = "given"
+        bench, how = replace(bench, stage_ranks=chosen.stage_ranks), "chosen from the profile"
     busiest = evaluate(bench.layout, costs, bench.gpus, gpu_memory_mb)
-    model = {"stage_ranks": list(bench.layout), "how": how, "gpu_memory_mb": gpu_memory_mb,
-             "fits": busiest is not None}
+    model = {"stage_ranks": list(bench.layout), "how": how, "gpu_memory_mb": gpu_memory_mb, "fits": busiest is not None}
     if busiest is not None:
-        floor = sum(c.seconds_per_item for c in costs)
-        model.update(predicted_gpu_s_per_output=bench.gpus * busiest,
-                     predicted_efficiency=floor / (bench.gpus * busiest))
+        predicted = GpuLayout(bench.layout, busiest, bench.gpus, sum(c.seconds_per_item for c in costs))
+        model.update(predicted_gpu_s_per_output=predicted.gpu_s_per_output,
+                     predicted_efficiency=predicted.efficiency)
     return bench, model
 
 

@@ -45,7 +45,7 @@ class GpuLayout:
         return 0.0 if not self.busiest_gpu_s_per_item else self.floor / self.gpu_s_per_output
 
 
-def gpu_loads(layout: tuple[int, ...], costs: tuple[StageCost, ...], gpus: int) -> list[list[tuple[int, int]]]:
+def ranks_per_gpu(layout: tuple[int, ...], gpus: int) -> list[list[tuple[int, int]]]:
     """For each GPU, the (stage, ranks of that stage) of every rank it holds."""
     held: list[list[tuple[int, int]]] = [[] for _ in range(gpus)]
     rank = 1  # rank 0, the Node Manager, holds no GPU
@@ -60,7 +60,7 @@ def evaluate(layout: tuple[int, ...], costs: tuple[StageCost, ...], gpus: int, g
     """The busiest GPU's seconds per output under `layout`, or None where a rank's stage doesn't
     fit its share of its GPU's memory."""
     busiest = 0.0
-    for ranks in gpu_loads(layout, costs, gpus):
+    for ranks in ranks_per_gpu(layout, gpus):
         if not ranks:
             continue
         share = gpu_memory_mb / len(ranks)
