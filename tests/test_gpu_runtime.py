@@ -181,6 +181,17 @@ def test_gpu_benchmarks_refuse_clearly_without_a_gpu(command):
     assert "no GPU is visible" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args, words", [
+    (["jobs/gpu/sdxl-1024.yaml", "--stage-ranks", "1,2"], "--stage-ranks '1,2': write auto, or three whole numbers"),
+    (["jobs/gpu/sdxl-1024.yaml", "--policies", "fast"], "--policies 'fast': write adaptive, static or both"),
+    (["jobs/gpu/missing.yaml"], "missing.yaml: job file not found"),
+])
+def test_the_gpu_bench_names_a_user_mistake_before_it_looks_for_a_gpu(args, words):
+    result = run_cli("bench", "pipeline", *args, "--device", "cuda", cwd=ROOT)
+    assert result.returncode == 2 and words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_stage_profile_sums_the_best_stage_times_into_the_floor(model_cache):
     import json
     import subprocess

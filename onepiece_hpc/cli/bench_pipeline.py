@@ -87,13 +87,11 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
 
     from onepiece_hpc.errors import UserError
     from onepiece_hpc.runtime.bench_gpu import GpuBench, bench_pipeline_gpu, results_path, table
+    from onepiece_hpc.spec.loader import load_job
 
-    if not torch.cuda.is_available():
-        raise UserError("--device cuda: no GPU is visible here; fix: run on a GPU node, or use --device cpu")
-    visible = torch.cuda.device_count()
-    gpus = gpus or visible
-    if gpus > visible:
-        raise UserError(f"--gpus {gpus}: only {visible} GPUs are visible here")
+    problems: list[str] = []
+    if load_job(job_file, problems) is None:  # the job's own mistakes first, with their lines
+        raise UserError(problems, headline=f"{job_file}: the job file has {len(problems)} problem(s):")
     layout = None
     if stage_ranks != "auto":
         parts = stage_ranks.split(",")
@@ -107,6 +105,12 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
     chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
     if not chosen or any(p not in ("adaptive", "static") for p in chosen):
         raise UserError(f"--policies {policies!r}: write adaptive, static or both")
+    if not torch.cuda.is_available():
+        raise UserError("--device cuda: no GPU is visible here; fix: run on a GPU node, or use --device cpu")
+    visible = torch.cuda.device_count()
+    gpus = gpus or visible
+    if gpus > visible:
+        raise UserError(f"--gpus {gpus}: only {visible} GPUs are visible here")
     bench = GpuBench(job=job_file, gpus=gpus, stage_ranks=layout, gpu_memory_gib=gpu_memory_gib, offload=offload,
                      batches=sizes, policies=chosen, as_root=os.geteuid() == 0, items=items,
                      repeats=repeats)
