@@ -33,11 +33,9 @@ import yaml
 from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.gpu_layout import GpuLayout, StageCost, choose_layout, evaluate
-from onepiece_hpc.runtime.gpus import gpu_index
+from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb
 from onepiece_hpc.runtime.launch import find_mpiexec, launch
 from onepiece_hpc.spec.job import Stage
-
-USABLE_SHARE = 0.95  # of an uncapped GPU's memory: CUDA contexts and the allocator's slack take the rest
 
 
 @dataclass(frozen=True)
@@ -218,9 +216,7 @@ def bench_pipeline_gpu(bench: GpuBench, command: list[str], keep: Callable[[dict
         folder = Path(scratch)
         profile = profile_stages(bench, folder)
         dp_batch, staged_batch = best_batches(profile)
-        memory_mb = (bench.gpu_memory_gib * 1024 if bench.gpu_memory_gib
-                     else USABLE_SHARE * torch.cuda.get_device_properties(0).total_memory / 2**20)
-        bench, layout = plan_stage_ranks(bench, profile, staged_batch, memory_mb)
+        bench, layout = plan_stage_ranks(bench, profile, staged_batch, memory_share_mb(0, bench.gpu_memory_gib))
         record = {"job": str(bench.job), "command": command, "date": started.isoformat(timespec="seconds"),
                   "host": socket.gethostname(), "device": f"{bench.gpus} x {torch.cuda.get_device_name(0)}",
                   "gpus": bench.gpus, "gpu_memory_gib": bench.gpu_memory_gib, "profile": profile,

@@ -12,18 +12,24 @@ def gpu_index(local_rank: int, holds_manager: bool, gpus: int) -> int:
     return (local_rank - 1 if holds_manager else local_rank) % gpus
 
 
+USABLE_SHARE = 0.95  # of an uncapped GPU's memory: CUDA contexts and the allocator's slack take the rest
+
+
 def take_gpu(index: int, memory_gib: float | None = None, sharing: int = 1) -> torch.device:
     """Make GPU `index` this process's device; with `memory_gib`, cap what torch may allocate on
     it at that many GiB split between the `sharing` processes on the GPU."""
     torch.cuda.set_device(index)
     if memory_gib is not None:
-        total = torch.cuda.get_device_properties(index).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_gib * 2**30 / sharing / total), index)
+        total_mb = torch.cuda.get_device_properties(index).total_memory / 2**20
+        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_share_mb(index, memory_gib, sharing) / total_mb),
+                                                   index)
     return torch.device("cuda", index)
 
 
 def memory_share_mb(index: int, memory_gib: float | None = None, sharing: int = 1) -> float:
-    """The GPU memory a process may plan on: its cap where there is one, else an even share of
-    the GPU among the `sharing` processes on it (what the layout and the rank moves plan with)."""
-    total_gib = memory_gib if memory_gib is not None else torch.cuda.get_device_properties(index).total_memory / 2**30
-    return total_gib * 1024 / sharing
+    """The GPU memory a process may plan on: an even share, among the `sharing` processes on GPU
+    `index`, of the cap where there is one, else of the GPU's usable memory. The cap `take_gpu`
+    sets, and what the layout and the rank moves plan with."""
+    if memory_gib is not None:
+        return memory_gib * 1024 / sharing
+    return USABLE_SHARE * torch.cuda.get_device_properties(index).total_memory / 2**20 / sharing

@@ -217,14 +217,14 @@ class NodeManager:
     def _decide(self, queue: deque, outstanding: set[int]) -> None:
         if self.settings.name == "static" or not self.costs.ready or self.drain.is_set():
             return
-        view = self._view(queue, outstanding)
+        needs = stage_memory_needs(self.telemetry.latest.values())
+        view = self._view(queue, outstanding, needs)
         moves = self.rebalance(view)
         movers: list[tuple[int, Stage, Stage, str]] = []
         for move in moves:
             source, target = ORDER[move.source], ORDER[move.target]
             members = getattr(self.routes, source.value)
             now = time.monotonic()
-            needs = self._stage_needs_mb()
             free = [r for r in members if self._cooling.get(r, 0.0) <= now and self._fits(r, target, needs)]
             free.sort(key=lambda r: self.telemetry.latest[r].backlog if r in self.telemetry.latest else 0)
             room = min(move.count, len(members) - 1)  # a stage keeps one rank
@@ -255,7 +255,7 @@ class NodeManager:
         self.routes = Routes(self.routes.version + 1, self.routes.encode, self.routes.denoise, self.routes.decode)
         self._broadcast(self.routes)
 
-    def _view(self, queue: deque, outstanding: set[int]) -> PolicyInput:
+    def _view(self, queue: deque, outstanding: set[int], needs: dict[str, float]) -> PolicyInput:
         now = time.monotonic()
         serving = [len(getattr(self.routes, s.value)) for s in ORDER]
         for record in self._moving.values():
@@ -266,14 +266,10 @@ class NodeManager:
         unfinished = np.concatenate([in_flight, undispatched])
         queues = (self.costs.queue(0, undispatched), self.costs.queue(1, unfinished), self.costs.queue(2, unfinished))
         switch = tuple(float(np.mean(self._loads.get(s.value) or self._initial_loads(s))) for s in ORDER)
-        needs = self._stage_needs_mb()
         fits = tuple(any(self._fits(r, s, needs) for t in ORDER if t is not s for r in getattr(self.routes, t.value))
                      for s in ORDER)
         return PolicyInput(now=now, serving=tuple(serving), movable=tuple(movable), queues=queues,
                            switch_s=switch, fits=fits)
-
-    def _stage_needs_mb(self) -> dict[str, float]:
-        return stage_memory_needs(self.telemetry.latest.values())
 
     def _gpu_of(self, rank: int) -> tuple[str, int] | None:
         beat = self.telemetry.latest.get(rank)

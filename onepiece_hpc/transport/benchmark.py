@@ -177,18 +177,26 @@ def run_benchmark(comm: MPI.Comm, sizes: Sequence[int], slots: int = 4, trials: 
         FabricKind.MPI_RMA: RmaFabric(comm, slots * slot_bytes_for(
             [TensorSpec("x", (max(sizes),), DType.UINT8)]) + (1 << 20)),
     }
-    records: list[Record] = []
+    def pairs(size: int) -> list[Record]:
+        return [_mpi(comm, size, trials), *(_ring(comm, fabrics, c, size, slots, trials) for c in CONTENDERS)]
+
     try:
-        for size in sizes:
-            if progress is not None and comm.rank == 0:
-                progress(f"{size} bytes")
-            if comm.rank == 0:
-                records.append(_memcpy(size, trials))
-            comm.Barrier()
-            records.append(_mpi(comm, size, trials))
-            for contender in CONTENDERS:
-                records.append(_ring(comm, fabrics, contender, size, slots, trials))
+        records = sweep_sizes(comm, sizes, progress, lambda size: _memcpy(size, trials), pairs)
     finally:
         for fabric in fabrics.values():
             fabric.close()
     return records if comm.rank == 0 else []
+
+
+def sweep_sizes(comm: MPI.Comm, sizes: Sequence[int], progress: Callable[[str], None] | None,
+                ceiling: Callable[[int], Record], pairs: Callable[[int], list[Record]]) -> list[Record]:
+    """At each size: the one-process ceiling on rank 0 alone, then the 2-rank contenders together."""
+    records: list[Record] = []
+    for size in sizes:
+        if progress is not None and comm.rank == 0:
+            progress(f"{size} bytes")
+        if comm.rank == 0:
+            records.append(ceiling(size))
+        comm.Barrier()
+        records.extend(pairs(size))
+    return records

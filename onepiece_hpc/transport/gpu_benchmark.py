@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from mpi4py import MPI
 
-from onepiece_hpc.transport.benchmark import Record, _best, _repeats, timed_pong, timed_stream
+from onepiece_hpc.transport.benchmark import Record, _best, _repeats, sweep_sizes, timed_pong, timed_stream
 from onepiece_hpc.transport.connect import FabricChoice, IntegrityChoice, Outbound, open_channels
 from onepiece_hpc.transport.fabrics.cuda_ipc import CudaIpcFabric
 from onepiece_hpc.transport.fabrics.shm import ShmFabric
@@ -156,18 +156,14 @@ def run_gpu_benchmark(comm: MPI.Comm, sizes: Sequence[int], slots: int = 4, tria
     shared_gpu = torch.cuda.device_count() < 2  # NCCL refuses two ranks on one GPU
     if not shared_gpu:
         _nccl_group(comm)
-    records: list[Record] = []
+
+    def pairs(size: int) -> list[Record]:
+        return [*([] if shared_gpu else [_nccl(comm, size, trials)]),
+                _ring(comm, ipc, "ring/cuda-ipc", FabricChoice.CUDA_IPC, size, slots, trials),
+                _ring(comm, shm, "ring/pinned-shm", FabricChoice.SHM, size, slots, trials)]
+
     try:
-        for size in sizes:
-            if progress is not None and comm.rank == 0:
-                progress(f"{size} bytes")
-            if comm.rank == 0:
-                records.append(_d2d(size, trials))
-            comm.Barrier()
-            if not shared_gpu:
-                records.append(_nccl(comm, size, trials))
-            records.append(_ring(comm, ipc, "ring/cuda-ipc", FabricChoice.CUDA_IPC, size, slots, trials))
-            records.append(_ring(comm, shm, "ring/pinned-shm", FabricChoice.SHM, size, slots, trials))
+        records = sweep_sizes(comm, sizes, progress, lambda size: _d2d(size, trials), pairs)
     finally:
         ipc.close()
         shm.close()
