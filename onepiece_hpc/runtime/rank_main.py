@@ -22,6 +22,7 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.quiet import quiet_libraries
 
 NODE_MANAGER = 0
+MANAGER_GONE_GRACE_S = 5.0  # how long a rank that lost its Node Manager waits to be ended by its abort
 log = logging.getLogger("onepiece.rank")
 
 
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
             comm.Abort(130)
         os._exit(130)
     except ManagerGone as err:
+        # A Node Manager that reported a failure aborts the job, which ends this rank within the
+        # grace; only one that vanished without a word leaves this rank to say so.
+        time.sleep(MANAGER_GONE_GRACE_S)
         print(f"error: {err}", file=sys.stderr, flush=True)
         os._exit(1)
     except Exception as err:
