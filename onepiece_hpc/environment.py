@@ -31,3 +31,13 @@ def with_visible_gpus(count: int) -> dict[str, str]:
     given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     chosen = given[:count] if given else [str(i) for i in range(count)]
     return {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(chosen)}
+
+
+def slurm_job() -> tuple[str, int]:
+    """This process's Slurm job id ("" outside Slurm) and how often Slurm has restarted it (a requeue)."""
+    job = os.environ.get("SLURM_JOB_ID", "")
+    try:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        restarts = 0
+    return job, restarts

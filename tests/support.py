@@ -122,3 +122,35 @@ def write_png(path: Path, height: int = 48, width: int = 40, shift: int = 0) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.astype("uint8")).save(path)
     return path
+
+
+def runs_of(output: Path) -> list[dict]:
+    """The output's run records, oldest first (status, items_committed, mode, ...)."""
+    from onepiece_hpc.store.reader import view_of
+
+    return view_of(Path(output)).runs
+
+
+def telemetry_of(output: Path):
+    """The last staged run's telemetry record (ranks, samples, stages, moves)."""
+    from onepiece_hpc.store.reader import view_of
+    from onepiece_hpc.store.telemetry import latest_run
+
+    return latest_run(view_of(Path(output)))
+
+
+def tamper(output: Path, items: list[int], *, done: int | None = None, pixels: int | None = None) -> None:
+    """Change items in their data files as a fault would (a lost flag, damaged bytes); never through the
+    index, whose virtual datasets are for reading."""
+    import h5py
+
+    from onepiece_hpc.store.reader import view_of
+
+    view = view_of(Path(output))
+    for item in items:
+        seg = next(seg for seg in view.segments if seg.start <= item < seg.start + seg.count)
+        with h5py.File(seg.path, "r+", locking=False) as f:
+            if done is not None:
+                f["done"][item - seg.start] = done
+            if pixels is not None:
+                f[view.dataset][item - seg.start] = pixels

@@ -29,7 +29,7 @@ def test_inspect_json_reports_counts_shapes_and_name(finished):
     assert info["items_total"] == info["items_done"] == 3 and info["complete"]
     assert info["job_name"] == "my-job"
     assert info["outputs"]["images"]["shape"] == [3, 64, 64, 3]
-    assert info["outputs"]["images"]["chunks"] == [1, 64, 64, 3]
+    assert info["files"] == {"data_files": 1, "created": 1, "items_per_file": 3}
     assert info["provenance"]["torch_version"] and info["provenance"]["model_ref"] == "builtin:tiny-sd"
     assert info["runs"][0]["status"] == "completed"
     assert set(info["mean_seconds_per_item"]) == {"encode", "denoise", "decode", "write"}
@@ -94,11 +94,16 @@ def test_damaged_output_is_refused_not_crashed_on(finished, tmp_path):
 
     damaged = tmp_path / "damaged.h5"
     shutil.copy(finished, damaged)
-    with h5py.File(damaged, "r+") as f:
+    shutil.copytree(f"{finished}.d", f"{damaged}.d")
+    with h5py.File(f"{damaged}.d/data-00000.h5", "r+") as f:
         del f["done"]
-    for args in (("inspect", damaged), ("export", damaged, tmp_path / "png")):
+    for args in (("inspect", damaged), ("export", damaged, tmp_path / "png"), ("verify", damaged)):
         result = invoke(*args)
-        assert result.code == 2 and "damaged" in result.err and "/done" in result.err
+        assert result.code in (1, 2) and "damaged" in result.err + result.out and "/done" in result.err + result.out
+    alone = tmp_path / "alone.h5"
+    shutil.copy(finished, alone)  # an index copied without its data folder
+    result = invoke("inspect", alone)
+    assert result.code == 2 and "alone.h5.d" in result.err and "missing" in result.err
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +122,6 @@ def test_inspect_describes_videos(video_output):
     assert "3 videos of 9 frames (0.6 s at 16 fps), 48 x 32 px" in result.out
     info = json.loads(invoke("inspect", video_output, "--json").out)
     assert info["output_kind"] == "video" and info["frame_rate"] == 16
-    assert info["outputs"]["videos"]["chunks"] == [1, 9, 32, 48, 3]
 
 
 def test_export_videos_as_mp4_by_default_and_as_gif(video_output, tmp_path):

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from support import done_count, invoke, running, wait_until, write_job
+from support import done_count, invoke, running, runs_of, tamper, wait_until, write_job
 
 PROMPTS = [f"prompt number {i}, a landscape" for i in range(40)]
 PARAMS = "{steps: 8, guidance: 5.0, height: 64, width: 64}"
@@ -43,12 +43,11 @@ def test_interrupted_run_resumes_exactly_once_and_identical(tmp_path, sig):
     with h5py.File(output, "r") as cut, h5py.File(tmp_path / "whole/out/t.h5", "r") as ref:
         assert cut["done"][...].all()
         np.testing.assert_array_equal(cut["outputs/images"][...], ref["outputs/images"][...])
-        runs = cut["runs"][...]
-        assert len(runs) == 2
-        first = runs[0]["status"].decode()
-        assert first == ("running" if sig == signal.SIGKILL else "interrupted")
-        assert runs[1]["status"].decode() == "completed"
-        assert int(runs[1]["items_committed"]) == len(PROMPTS) - kept
+    runs = runs_of(output)
+    assert len(runs) == 2
+    assert runs[0]["status"] == ("running" if sig == signal.SIGKILL else "interrupted")
+    assert runs[1]["status"] == "completed"
+    assert int(runs[1]["items_committed"]) == len(PROMPTS) - kept
 
     again = invoke("run", job, "--monolithic")
     assert again.code == 0 and "(0 this run" in again.out
@@ -58,13 +57,25 @@ def test_partial_unit_is_completed_without_rewriting_done_items(tmp_path):
     job = write_job(tmp_path, PROMPTS[:4], params=PARAMS, microbatch="2")
     assert invoke("run", job, "--monolithic").code == 0
     output = tmp_path / "out/t.h5"
-    with h5py.File(output, "r+") as f:
+    with h5py.File(output, "r") as f:
         reference = f["outputs/images"][...]
-        f["done"][1] = 0              # as if the run had died between two flags of one unit
-        f["outputs/images"][1] = 0
-        f["outputs/images"][0] = 255  # a done item must never be written again
+    tamper(output, [1], done=0, pixels=0)  # as if the run had died between two flags of one unit
     result = invoke("run", job, "--monolithic")
     assert result.code == 0 and "(1 this run" in result.out
     with h5py.File(output, "r") as f:
-        np.testing.assert_array_equal(f["outputs/images"][1], reference[1])
-        assert (f["outputs/images"][0] == 255).all()
+        np.testing.assert_array_equal(f["outputs/images"][...], reference)
+
+
+def test_damaged_done_item_is_found_by_its_digest_and_generated_again(tmp_path):
+    job = write_job(tmp_path, PROMPTS[:6], params=PARAMS)
+    assert invoke("run", job, "--monolithic").code == 0
+    output = tmp_path / "out/t.h5"
+    with h5py.File(output, "r") as f:
+        reference = f["outputs/images"][...]
+    tamper(output, [4], done=0)     # the file is partly filled again, as a run in progress leaves it
+    tamper(output, [1], pixels=7)   # and a done item's bytes are damaged (a bad disk, a torn page)
+    result = invoke("run", job, "--monolithic")
+    assert result.code == 0, result.err
+    assert "(2 this run" in result.out, "the damaged item is generated again beside the missing one"
+    with h5py.File(output, "r") as f:
+        np.testing.assert_array_equal(f["outputs/images"][...], reference)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from onepiece_hpc.store.reader import open_output, summary
+from onepiece_hpc.store.reader import open_output
+from onepiece_hpc.store.summary import summary
 
 
 def _describe_items(info: dict, shape: list[int]) -> str:
@@ -32,6 +33,12 @@ def _render(info: dict) -> str:
     for name, ds in info["outputs"].items():
         lines.append(f"  outputs    /outputs/{name}  {' x '.join(map(str, ds['shape']))}  {ds['dtype']}"
                      f"  ({_describe_items(info, ds['shape'])})")
+    files = info["files"]
+    if info["kind"] == "output":
+        lines.append(f"  files      {files['created']} of {files['data_files']} data file(s) created, "
+                     f"{files['items_per_file']} items each")
+    for source in info["sources"]:
+        lines.append(f"  source     {source['path']}: items {source['offset']}..{source['offset'] + source['items'] - 1}")
     means = {k: v for k, v in info["mean_seconds_per_item"].items() if v is not None}
     if means:
         lines.append("  per item   " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in means.items()))
@@ -44,8 +51,13 @@ def _render(info: dict) -> str:
         lines.append(f"  telemetry  {t['run']}: {t['ranks']} stage ranks, policy {t['policy']}, {t['moves']} moves, "
                      f"busy {t['busy_rank_s']:.1f} rank-s, idle {t['idle_rank_s']:.1f} rank-s")
     for run in info["runs"]:
-        lines.append(f"  run        {run['started_at']} .. {run['finished_at'] or '(not closed)'}  "
-                     f"{run['mode']} on {run['host']}: {run['status']}, {run['items_committed']} items")
+        software = run.get("software") or {}
+        versions = f", torch {software['torch']}" if "torch" in software else ""
+        gpu = (run.get("hardware") or {}).get("gpu")
+        where = f"{run.get('host', '?')}" + (f" ({gpu})" if gpu else "")
+        lines.append(f"  run        {run.get('started_at', '?')} .. {run.get('finished_at') or '(not closed)'}  "
+                     f"{run.get('mode', '?')} on {where}{versions}: {run.get('status', '?')}, "
+                     f"{run.get('items_committed', 0)} items")
     return "\n".join(lines)
 
 
@@ -54,6 +66,6 @@ def _render(info: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def inspect_cmd(output: Path, as_json: bool) -> None:
     """Summarise OUTPUT: items done and missing, shapes, timings, provenance, runs."""
-    with open_output(output) as file:
-        info = summary(file, output)
+    with open_output(output) as view:
+        info = summary(view)
     click.echo(json.dumps(info, indent=2) if as_json else _render(info))

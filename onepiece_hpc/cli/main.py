@@ -16,6 +16,7 @@ from onepiece_hpc.cli.simulate import simulate_cmd
 from onepiece_hpc.cli.status import status
 from onepiece_hpc.cli.submit import submit
 from onepiece_hpc.cli.sweep import sweep
+from onepiece_hpc.cli.verify import verify
 from onepiece_hpc.errors import UserError
 
 
@@ -47,7 +48,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-for command in (run, inspect_cmd, export_cmd, bench, simulate_cmd, submit, sweep, merge, status):
+for command in (run, inspect_cmd, export_cmd, verify, bench, simulate_cmd, submit, sweep, merge, status):
     cli.add_command(command)
 
 

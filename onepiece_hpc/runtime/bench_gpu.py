@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import h5py
 import yaml
 
 from onepiece_hpc.environment import with_visible_gpus
@@ -36,6 +35,8 @@ from onepiece_hpc.runtime.gpu_layout import GpuLayout, StageCost, choose_layout,
 from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb
 from onepiece_hpc.runtime.launch import find_mpiexec, launch
 from onepiece_hpc.spec.job import Stage
+from onepiece_hpc.store.reader import open_output
+from onepiece_hpc.store.telemetry import latest_run
 
 
 @dataclass(frozen=True)
@@ -185,9 +186,9 @@ def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder:
                     rank_stdout=sys.stderr, env=bench.env)
     if report["status"] != "completed":
         raise UserError(f"the staged {policy} run failed: {report.get('error', report)}")
-    with h5py.File(output, "r") as file:
-        rows = file["telemetry/run0/ranks"][...]
-        moves = len(file["telemetry/run0/moves"]) if "telemetry/run0/moves" in file else 0
+    with open_output(output) as view:
+        record = latest_run(view)
+    rows, moves = record.ranks, len(record.moves)
     stage_rows = rows[rows["rank"] > 0]
     window = float(stage_rows["elapsed_s"].min())  # from the moment the last rank had its weights
     return _summarise(f"staged {policy}", bench.gpus, int(report["summary"]["committed_now"]), window,

@@ -14,10 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
-
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.launch import find_mpiexec, launch
+from onepiece_hpc.store.reader import open_output
+from onepiece_hpc.store.telemetry import latest_run
 
 
 def _staged(job: Path, ranks: int, output: Path, flags: list[str], as_root: bool) -> dict:
@@ -25,8 +25,8 @@ def _staged(job: Path, ranks: int, output: Path, flags: list[str], as_root: bool
     if report["status"] != "completed":
         raise UserError(f"the staged run failed: {report.get('error', report)}")
     summary = report["summary"]
-    with h5py.File(output, "r") as f:
-        rows = f["telemetry/run0/ranks"][...]
+    with open_output(output) as view:
+        rows = latest_run(view).ranks
     seconds = summary["seconds"]
     allocated = ranks * seconds
     return {

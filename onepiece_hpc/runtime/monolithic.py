@@ -50,7 +50,8 @@ def run_monolithic(prepared: Prepared,
     plan, adapter, placement = prepared.plan, prepared.model.adapter, prepared.placement
     if placement.device.type == "cpu":
         torch.set_num_threads(prepared.job.cpu_threads)
-    writer = OutputWriter.open(prepared.output, plan, prepared.layout, prepared.provenance, mode="monolithic")
+    writer = OutputWriter.open(prepared.output, plan, prepared.layout, prepared.provenance, mode="monolithic",
+                               settings=prepared.store, run=prepared.run_info("monolithic"))
     status = "failed"
     spent = dict.fromkeys(TIMING_STAGES, 0.0)
     started = time.monotonic()

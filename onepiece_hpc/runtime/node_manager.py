@@ -104,7 +104,7 @@ class NodeManager:
     def run(self, progress: Callable[[int, int], ProgressReporter] | None = None) -> StagedSummary:
         plan = self.prepared.plan
         writer = OutputWriter.open(self.prepared.output, plan, self.prepared.layout, self.prepared.provenance,
-                                   mode=self.mode)
+                                   mode=self.mode, settings=self.prepared.store, run=self.prepared.run_info(self.mode))
         started = time.monotonic()
         status = "failed"
         try:
@@ -140,6 +140,7 @@ class NodeManager:
             if now >= next_liveness:
                 next_liveness = now + LIVENESS_EVERY_S
                 self._check_liveness()
+                writer.sync_if_due()
                 if reporter:
                     reporter.note(self.telemetry.busy_note())
             if self._first_failure_at is not None and now - self._first_failure_at >= SETTLE_S:

@@ -13,8 +13,9 @@ from onepiece_hpc.models.source import ModelSource, resolve_model
 from onepiece_hpc.spec.job import Job, PromptRecord, Stage
 from onepiece_hpc.spec.loader import load_job
 from onepiece_hpc.spec.plan import Plan, plan_job
-from onepiece_hpc.store.output import OutputLayout, check_writable
-from onepiece_hpc.store.provenance import Provenance, collect
+from onepiece_hpc.environment import slurm_job
+from onepiece_hpc.store.output import OutputLayout, StoreSettings, check_writable
+from onepiece_hpc.store.provenance import Provenance, RunInfo, collect, hardware_of, software_versions
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,18 @@ class Prepared:
     @property
     def job(self) -> Job:
         return self.plan.job
+
+    @property
+    def store(self) -> StoreSettings:
+        """The job file's `store:` settings for a new output."""
+        fields = self.job.store
+        return StoreSettings(file_bytes=fields.file_mb * 2**20, sync_interval_s=fields.sync_interval_s)
+
+    def run_info(self, mode: str) -> RunInfo:
+        """This run as the output's journal records it: how it started, what software and hardware it used."""
+        job_id, restarts = slurm_job()
+        return RunInfo(mode=mode, slurm_job=job_id, slurm_restart=restarts, software=software_versions(),
+                       hardware=hardware_of(self.placement.device.type, self.job.cpu_threads))
 
 
 def _placement(job: Job, problems: list[str]) -> Placement | None:

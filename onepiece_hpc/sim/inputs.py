@@ -11,6 +11,8 @@ import yaml
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.sim.scenario import StageProfile, Scenario, UnitClass
+from onepiece_hpc.store.reader import open_output, read_dataset
+from onepiece_hpc.store.telemetry import latest_run
 
 PROFILE_KEYS = ("encode_s", "forward_s", "decode_s", "weights_gib", "host_gbps")
 
@@ -40,16 +42,18 @@ def load_profile(path: Path) -> tuple[StageProfile, tuple[float, ...] | None]:
     return profile, None
 
 
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _from_telemetry(path: Path) -> tuple[StageProfile, tuple[float, ...]]:
-    with h5py.File(path, "r") as f:
-        runs = sorted(k for k in f.get("telemetry", {}) if k.startswith("run"))
-        if not runs:
-            raise UserError(f"{path} has no /telemetry record; run the job staged (-n N) to measure one")
-        group = f["telemetry"][runs[-1]]
-        stages = {row["stage"].decode(): float(row["mean_service_s"]) for row in group["stages"][...]}
-        ranks = group["ranks"][...]
-        items = f["items"][...]
-        microbatch = int(f.attrs["microbatch"])
+    with open_output(path) as view:
+        record = latest_run(view)
+        stages = {_text(row["stage"]): float(row["mean_service_s"]) for row in record.stages}
+        ranks = record.ranks
+        items = np.concatenate([read_dataset(file, "items", seg.path)[["steps", "guidance"]]
+                                for seg, file in view.each() if file is not None])
+        microbatch = int(view.attrs["microbatch"])
     forwards = np.mean(items["steps"] * np.where(items["guidance"] > 1, 2, 1)) * microbatch
     load = tuple(float(np.mean(ranks["load_s"][ranks["stage"] == name.encode()]) or 0.0)
                  for name in ("encode", "denoise", "decode"))

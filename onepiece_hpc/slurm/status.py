@@ -92,17 +92,14 @@ class Progress:
         return self.total > 0 and self.done == self.total
 
 
-def progress(done: np.ndarray, committed_at: np.ndarray, total: int) -> Progress:
-    """Done count, commit rate over the last RATE_WINDOW commits, and the time left at that rate."""
-    done = np.asarray(done, dtype=bool)
-    count = int(done.sum())
-    times = np.sort(np.asarray(committed_at, dtype=float)[done])
-    times = times[np.isfinite(times)][-RATE_WINDOW:]
+def progress(done: int, latest_commits: np.ndarray, total: int) -> Progress:
+    """Done count, commit rate over the latest commits (their times, sorted), and the time left at that rate."""
+    times = np.asarray(latest_commits, dtype=float)[-RATE_WINDOW:]
     rate = None
     if times.size >= 2 and times[-1] > times[0]:
         rate = float((times.size - 1) / (times[-1] - times[0]))
-    eta = 0.0 if count == total else ((total - count) / rate if rate else None)
-    return Progress(count, total, rate, eta)
+    eta = 0.0 if done == total else ((total - done) / rate if rate else None)
+    return Progress(done, total, rate, eta)
 
 
 def job_tasks(job_id: str) -> tuple[list[TaskState], list[str]]:
@@ -127,29 +124,25 @@ def job_tasks(job_id: str) -> tuple[list[TaskState], list[str]]:
 
 
 def output_progress(paths: list[Path], totals: list[int | None]) -> tuple[Progress, list[Progress | None]]:
-    """Progress of each output (None where the file is not there yet) and of all of them together."""
-    from onepiece_hpc.store import schema as s
+    """Progress of each output (None where it is not there yet) and of all of them together."""
     from onepiece_hpc.store.reader import open_output
+    from onepiece_hpc.store.summary import latest_commits
 
     each: list[Progress | None] = []
-    dones, times, total = [], [], 0
+    done_all, times_all, total = 0, np.empty(0), 0
     for path, expected in zip(paths, totals):
         if not Path(path).exists():
             each.append(None)
             total += expected or 0
             continue
-        with open_output(Path(path)) as file:
-            done, committed = file[s.DONE][...], file[s.COMMITTED_AT][...]
-            items = int(file.attrs["items_total"])
-        each.append(progress(done, committed, items))
-        dones.append(done)
-        times.append(committed)
+        with open_output(Path(path)) as view:
+            done, times = latest_commits(view, RATE_WINDOW)
+            items = view.items_total
+        each.append(progress(done, times, items))
+        done_all += done
+        times_all = np.sort(np.concatenate([times_all, times]))[-RATE_WINDOW:]
         total += items
-    if dones:
-        together = progress(np.concatenate(dones), np.concatenate(times), total)
-    else:
-        together = Progress(0, total, None, None if total else 0.0)
-    return together, each
+    return progress(done_all, times_all, total), each
 
 
 def format_eta(seconds: float | None) -> str:

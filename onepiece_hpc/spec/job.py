@@ -72,6 +72,13 @@ SLURM_CONSTRAINT_PATTERN = r"^[A-Za-z0-9._&|*\[\]()!:,-]{1,256}$"
 SLURM_OPTION_PATTERN = r"^--[a-z][a-z0-9-]*(=[^\n\r]*)?$"
 
 
+class StoreFields(_Strict):
+    """How a new output is laid out on disk and how often commits reach stable storage."""
+
+    file_mb: int = Field(4096, ge=1, le=1_048_576)
+    sync_interval_s: float = Field(1.0, gt=0, le=3600)
+
+
 class SlurmFields(_Strict):
     """How `onepiece submit` asks Slurm for resources. Every value here reaches an #SBATCH line,
     so each is held to a pattern with no spaces, quotes or line breaks; `extra` options go to
@@ -119,6 +126,7 @@ class JobFields(_Strict):
     policy: PolicyFields = PolicyFields()
     description: str = ""
     slurm: SlurmFields = SlurmFields()
+    store: StoreFields = StoreFields()
 
 
 FIELD_HINTS: dict[str, str] = {
@@ -159,6 +167,8 @@ FIELD_HINTS: dict[str, str] = {
     "slurm.drain_seconds": "use a whole number of seconds from 10 to 86400: how long before the end "
                            "Slurm signals the job to commit and requeue",
     "slurm.mpi": "write auto (detected from mpi4py's MPI) or an srun --mpi plugin such as pmi2 or pmix",
+    "store.file_mb": "use a whole number of megabytes a data file holds, from 1 to 1048576 (default 4096)",
+    "store.sync_interval_s": "use a number of seconds between syncs of committed outputs, above 0 (default 1)",
     "slurm.extra": "write a list of sbatch options, each --name=value, e.g. [--mail-type=END]",
 }
 
@@ -229,6 +239,7 @@ class Job:
     description: str
     field_lines: dict[str, int]
     slurm: SlurmFields = SlurmFields()
+    store: StoreFields = StoreFields()
 
     def where(self, field: str) -> str:
         """'job.yaml:LINE' for a field (or the file alone), for error messages."""

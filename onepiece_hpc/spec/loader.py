@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from onepiece_hpc.spec.images import ImageReader
 from onepiece_hpc.spec.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings, Stage
-from onepiece_hpc.spec.prompts import read_prompts
+from onepiece_hpc.spec.prompts import read_prompts, text_problem
 from onepiece_hpc.spec.yaml_source import YamlDocument, parse_yaml
 
 OUTPUT_SUFFIXES = (".h5", ".hdf5")
@@ -107,6 +107,10 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
         records = read_prompts(resolve_path(base, prompts_value), problems, images)
     if fields is None:
         return None
+    negative_problem = text_problem(fields.params.negative_prompt)
+    if negative_problem is not None:
+        problems.append(f"{doc.path}:{doc.line_of('params.negative_prompt')}: field 'params.negative_prompt' "
+                        f"{negative_problem}")
     image = None
     if fields.params.image is not None:
         where = f"{doc.path}:{doc.line_of('params.image')}: field 'params.image'"
@@ -152,4 +156,5 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
         description=fields.description,
         field_lines=dict(doc.lines),
         slurm=fields.slurm,
+        store=fields.store,
     )

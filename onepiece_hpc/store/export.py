@@ -10,7 +10,8 @@ import numpy as np
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.media import MP4_PIXELS, write_gif, write_mp4, write_png
-from onepiece_hpc.store.reader import item_records, open_output, output_dataset
+from onepiece_hpc.store.items import item_records
+from onepiece_hpc.store.reader import open_output, read_dataset
 
 MANIFEST = "manifest.jsonl"
 #: the formats each output kind exports to; the first is the default
@@ -35,12 +36,12 @@ def _format(output: Path, kind: str, requested: str | None) -> str:
     return requested
 
 
-def _frame_rate(output: Path, file, kind: str, fps: int | None) -> int | None:
+def _frame_rate(output: Path, attrs: dict, kind: str, fps: int | None) -> int | None:
     if kind == "image":
         if fps is not None:
             raise UserError(f"{output} holds images; --fps is for videos; fix: leave it out")
         return None
-    fps = fps or file.attrs.get("frame_rate")
+    fps = fps or attrs.get("frame_rate")
     if fps is None:
         raise UserError(f"{output} does not record its videos' frame rate; fix: give one with --fps N")
     return int(fps)
@@ -50,36 +51,44 @@ def export_items(output: Path, folder: Path, requested: str | None = None, fps: 
     """Write one file per done item and DIR/manifest.jsonl; returns how many were written, and the format.
 
     Images export as PNG; videos as MP4 (H.264, lossy; even sizes) or GIF (256 colours a frame).
+    Data files are read one at a time, an item at a time.
     """
-    with open_output(output) as file:
-        kind = str(file.attrs["output_kind"])
+    with open_output(output) as view:
+        kind = view.output_kind
         fmt = _format(output, kind, requested)
-        fps = _frame_rate(output, file, kind, fps)
-        data = output_dataset(file)
-        if fmt == "mp4" and (data.shape[2] % 2 or data.shape[3] % 2):
-            raise UserError(f"{output}: its videos are {data.shape[3]} x {data.shape[2]} px, and MP4 (H.264, "
+        fps = _frame_rate(output, view.attrs, kind, fps)
+        shape = view.item_shape
+        if fmt == "mp4" and (shape[1] % 2 or shape[2] % 2):
+            raise UserError(f"{output}: its videos are {shape[2]} x {shape[1]} px, and MP4 (H.264, "
                             f"{MP4_PIXELS}) needs even sizes; fix: use --format gif")
         _check_target(folder)
-        done = np.flatnonzero(file[s.DONE][...])
-        width = max(6, len(str(data.shape[0] - 1)))
+        width = max(6, len(str(view.items_total - 1)))
         folder.mkdir(parents=True, exist_ok=True)
+        written = 0
         with open(folder / MANIFEST, "x", encoding="utf-8") as manifest:
-            for record in item_records(file, done):
-                name = f"{record.index:0{width}d}.{fmt}"
-                if fmt == "png":
-                    write_png(folder / name, data[record.index])
-                elif fmt == "mp4":
-                    write_mp4(folder / name, data[record.index], fps)
-                else:
-                    write_gif(folder / name, data[record.index], fps)
-                entry = {
-                    "index": record.index, "key": record.key, "prompt": record.prompt,
-                    "negative_prompt": record.negative_prompt, "seed": record.seed, "steps": record.steps,
-                    "guidance": record.guidance, "file": name,
-                }
-                if kind == "video":
-                    entry |= {"frames": record.frames, "fps": fps}
-                if record.image:
-                    entry["image"] = record.image
-                manifest.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    return len(done), fmt
+            for seg, file in view.each():
+                if file is None:
+                    continue
+                done = np.flatnonzero(read_dataset(file, s.DONE, seg.path))
+                for local, record in zip(done, item_records(file, seg.path, done)):
+                    index = seg.start + int(local)
+                    pixels = read_dataset(file, view.dataset, seg.path, np.s_[int(local)])
+                    name = f"{index:0{width}d}.{fmt}"
+                    if fmt == "png":
+                        write_png(folder / name, pixels)
+                    elif fmt == "mp4":
+                        write_mp4(folder / name, pixels, fps)
+                    else:
+                        write_gif(folder / name, pixels, fps)
+                    entry = {
+                        "index": index, "key": record.key, "prompt": record.prompt,
+                        "negative_prompt": record.negative_prompt, "seed": record.seed, "steps": record.steps,
+                        "guidance": record.guidance, "file": name,
+                    }
+                    if kind == "video":
+                        entry |= {"frames": record.frames, "fps": fps}
+                    if record.image:
+                        entry["image"] = record.image
+                    manifest.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                    written += 1
+    return written, fmt

@@ -1,18 +1,20 @@
-"""One output file over many (a sweep's shards): HDF5 virtual datasets, no image copied.
+"""One output over many (a sweep's shards): a merged view that copies no output.
 
-The merged file is an ordinary output to `inspect` and `export`: its item i is item
-i - offset(s) of shard s, shards in the order given. The per-item datasets that grow while a
-run commits (/done, /outputs/*, /timings, /committed_at) are virtual: they read the shards'
-own bytes, so a merge made while shards still run shows their progress, and a missing shard
-file reads as not done. /items (whose `index` and `unit` must become global), /runs and
-/merge/* (where each item comes from) are small tables, written out. Source paths are stored
-relative to the merged file, so the folder can move as a whole.
+A merged view is a small index of its own (kind "merged"): the sources it was made from, each
+with its identity (store id, job fingerprint, item count), and virtual datasets over their data
+files for users' own h5py code. Whenever it is opened, every source is opened and checked
+against that record, so a missing, damaged or replaced source is an error naming it, never
+"not done". Item i of the view is item i - offset(s) of source s, sources in the order given.
+
+No item may appear twice: sources of the same job, a merged view given as a source, and items
+with the same key in two sources are refused. Keys are read from the data files the sources
+have created so far; a source still running is checked again by `onepiece verify`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import os
 import socket
 import time
@@ -25,51 +27,47 @@ import numpy as np
 from onepiece_hpc import __version__
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
-from onepiece_hpc.store.reader import open_output
+from onepiece_hpc.store.files import AlreadyThere, write_new
+from onepiece_hpc.store.index import new_store_id, write_views
+from onepiece_hpc.store.reader import (
+    HDF5_ERRORS, OutputView, attrs_of, open_hdf5, read_dataset, view_of,
+)
 
-VIRTUAL = (s.DONE, s.TIMINGS, s.COMMITTED_AT)
+log = logging.getLogger(__name__)
+
+SOURCE_DTYPE = np.dtype([("path", h5py.string_dtype("utf-8")), ("store_id", "S64"), ("fingerprint", "S64"),
+                         ("items", "<i8"), ("offset", "<i8")])
 COMMON_ATTRS = ("model_identity", "model_ref", "microbatch", "execution")
-KEPT_ATTRS = ("output_kind", "frame_rate")  # the merged file takes them from the first source
 
 
-@dataclass(frozen=True)
-class Source:
-    path: Path
-    items: int
-    fingerprint: str
-    attrs: dict
-    output_name: str
-    output_shape: tuple[int, ...]
-    output_dtype: np.dtype
-    timing_stages: tuple
-    item_rows: np.ndarray
-    runs: np.ndarray
+def identity(view: OutputView) -> str:
+    """What tells one output from another that replaced it: its store id (format 3), else its fingerprint and
+    creation time (format 2)."""
+    store_id = str(view.attrs.get("store_id", ""))
+    return store_id or f"v2:{view.attrs.get('job_fingerprint')}:{view.provenance.get('created_at', '')}"
 
 
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _read_source(path: Path) -> Source:
-    with open_output(path) as file:
-        kind = _text(file.attrs["output_kind"])
-        name = s.OUTPUT_DATASETS[kind]
-        images = file[s.OUTPUTS][name]
-        return Source(
-            path=path, items=int(file.attrs["items_total"]), fingerprint=_text(file.attrs["job_fingerprint"]),
-            attrs={k: file.attrs[k] for k in (*COMMON_ATTRS, *KEPT_ATTRS) if k in file.attrs},
-            output_name=name, output_shape=images.shape, output_dtype=images.dtype,
-            timing_stages=tuple(file[s.TIMINGS].attrs["stages"]), item_rows=s.current_items(file[s.ITEMS][...]),
-            runs=file[s.RUNS][...],
-        )
+def is_merged(path: Path) -> bool:
+    try:
+        with open_hdf5(path) as file:
+            return attrs_of(file, path).get("kind") == s.KIND_MERGED
+    except UserError:
+        return False
 
 
 def find_sources(paths: list[Path], target: Path) -> list[Path]:
-    """The files to merge: given files as they are, folders as their *.h5 files (sorted)."""
+    """The files to merge: given files as they are, folders as their *.h5 outputs (sorted), never a
+    merged view found in a folder."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.glob("*.h5") if p.resolve() != target.resolve())
+            for candidate in sorted(path.glob("*.h5")):
+                if candidate.name.startswith(".") or candidate.resolve() == target.resolve():
+                    continue
+                if is_merged(candidate):
+                    log.info("skipping %s: it is a merged view", candidate)
+                    continue
+                found.append(candidate)
         else:
             found.append(path)
     if not found:
@@ -78,102 +76,177 @@ def find_sources(paths: list[Path], target: Path) -> list[Path]:
     return found
 
 
-def _check(sources: list[Source]) -> None:
+def _check_shapes(views: list[OutputView]) -> None:
     shapes: dict[tuple, list[str]] = {}
-    for src in sources:
-        shapes.setdefault((src.output_name, src.output_shape[1:], str(src.output_dtype)), []).append(src.path.name)
+    for view in views:
+        shapes.setdefault((view.output_kind, view.item_shape), []).append(view.path.name)
     if len(shapes) > 1:
-        groups = "; ".join(f"{name} {'x'.join(map(str, shape))} {dtype}: {', '.join(files[:4])}"
-                           f"{' ...' if len(files) > 4 else ''}" for (name, shape, dtype), files in shapes.items())
+        groups = "; ".join(f"{kind}s {'x'.join(map(str, shape))}: {', '.join(files[:4])}"
+                           f"{' ...' if len(files) > 4 else ''}" for (kind, shape), files in shapes.items())
         raise UserError(f"the outputs hold items of different shapes, which one dataset can't hold ({groups}); "
                         "fix: merge each group into its own file")
+
+
+def _check_distinct(views: list[OutputView]) -> None:
     seen: dict[str, Path] = {}
-    for src in sources:
-        if src.fingerprint in seen:
-            raise UserError(f"{src.path} and {seen[src.fingerprint]} are outputs of the same job; merging both "
+    for view in views:
+        if view.kind == s.KIND_MERGED:
+            raise UserError(f"{view.path} is a merged view; merging it again would list its items twice or "
+                            "hide its sources; fix: merge its sources (or their folder) instead")
+        fingerprint = str(view.attrs["job_fingerprint"])
+        if fingerprint in seen:
+            raise UserError(f"{view.path} and {seen[fingerprint]} are outputs of the same job; merging both "
                             "would list its items twice; fix: give each output once")
-        seen[src.fingerprint] = src.path
+        seen[fingerprint] = view.path
 
 
-def _common(sources: list[Source], name: str, mixed):
-    values = {(_text(src.attrs[name]) if name != "microbatch" else int(src.attrs[name])) for src in sources}
+def _key_prefixes(keys: np.ndarray) -> np.ndarray:
+    """The first 16 hex digits of each S64 key as an unsigned 64-bit number."""
+    raw = np.frombuffer(np.ascontiguousarray(keys).tobytes(), dtype=np.uint8).reshape(len(keys), -1)[:, :16]
+    values = np.where(raw >= ord("a"), raw - ord("a") + 10, raw - ord("0")).astype(np.uint64)
+    weights = np.uint64(16) ** np.arange(15, -1, -1, dtype=np.uint64)
+    return (values * weights).sum(axis=1, dtype=np.uint64)
+
+
+def duplicate_keys(views: list[OutputView]) -> tuple[list[str], int]:
+    """Problems for item keys found in two places (at most 5 named), and how many items could not be checked
+    (in data files not created yet). Memory: 12 bytes an item."""
+    prefixes, origins, positions = [], [], []
+    unchecked = 0
+    offset = 0
+    for number, view in enumerate(views):
+        for seg, file in view.each():
+            if file is None:
+                unchecked += seg.count
+                continue
+            keys = read_dataset(file, s.ITEMS, seg.path)["key"]
+            prefixes.append(_key_prefixes(keys))
+            origins.append(np.full(len(keys), number, dtype=np.int32))
+            positions.append(np.arange(seg.start, seg.start + seg.count, dtype=np.int64))
+        offset += view.items_total
+    if not prefixes:
+        return [], unchecked
+    prefix, origin, position = np.concatenate(prefixes), np.concatenate(origins), np.concatenate(positions)
+    order = np.argsort(prefix, kind="stable")
+    same = np.flatnonzero(prefix[order][1:] == prefix[order][:-1])
+    problems = []
+    for at in same[:50]:
+        a, b = order[at], order[at + 1]
+        key_a, key_b = _key_at(views[origin[a]], position[a]), _key_at(views[origin[b]], position[b])
+        if key_a == key_b:
+            problems.append(f"item {position[a]} of {views[origin[a]].path} and item {position[b]} of "
+                            f"{views[origin[b]].path} are the same item (key {key_a[:16]}...)")
+    return problems[:5], unchecked
+
+
+def _key_at(view: OutputView, item: int) -> str:
+    for seg, file in view.each():
+        if file is not None and seg.start <= item < seg.start + seg.count:
+            key = read_dataset(file, s.ITEMS, seg.path, np.s_[item - seg.start])["key"]
+            return key.decode() if isinstance(key, bytes) else str(key)
+    return ""
+
+
+def _common(views: list[OutputView], name: str, mixed):
+    values = {(str(v.attrs.get(name)) if name != "microbatch" else int(v.attrs.get(name, 0))) for v in views}
     return values.pop() if len(values) == 1 else mixed
 
 
-def _virtual(file: h5py.File, name: str, sources: list[Source], target_dir: Path, path_in_source: str,
-             shape_of, dtype, fill) -> None:
-    total = sum(src.items for src in sources)
-    layout = h5py.VirtualLayout(shape=(total, *shape_of(sources[0])[1:]), dtype=dtype)
-    start = 0
-    for src in sources:
-        relative = os.path.relpath(src.path.resolve(), target_dir)
-        layout[start:start + src.items] = h5py.VirtualSource(relative, path_in_source, shape=shape_of(src))
-        start += src.items
-    file.create_virtual_dataset(name, layout, fillvalue=fill)
+@dataclass(frozen=True)
+class MergeResult:
+    file: str
+    sources: int
+    items_total: int
+    unchecked: int  # items whose keys could not be checked yet (sources still running)
 
 
-def _items(sources: list[Source]) -> np.ndarray:
-    rows, offset, unit_offset = [], 0, 0
-    for src in sources:
-        part = src.item_rows.copy()
-        part["index"] += offset
-        part["unit"] += unit_offset
-        rows.append(part)
-        offset += src.items
-        unit_offset += int(src.item_rows["unit"].max()) + 1 if len(src.item_rows) else 0
-    return np.concatenate(rows)
-
-
-def merge_outputs(paths: list[Path], target: Path) -> dict:
-    """Write `target` as one view over the outputs in `paths`; returns what it holds."""
+def merge_outputs(paths: list[Path], target: Path) -> MergeResult:
+    """Write `target` as one view over the outputs in `paths`."""
     target = target.absolute()
-    if target.exists():
+    if target.exists() or target.is_symlink():
         raise UserError(f"{target} exists; merge never overwrites a file; fix: give a new file name "
-                        "(or remove the old merge: it holds no images of its own)")
+                        "(or remove the old merge: it holds no outputs of its own)")
     if target.suffix.lower() not in (".h5", ".hdf5"):
         raise UserError(f"{target}: a merged output must end in .h5 or .hdf5")
-    sources = [_read_source(p.absolute()) for p in find_sources(paths, target)]
-    _check(sources)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    total = sum(src.items for src in sources)
-    fingerprint = hashlib.sha256("\n".join(src.fingerprint for src in sources).encode()).hexdigest()
-    tmp = target.with_name(f".{target.name}.merging")
-    first = sources[0]
-    with h5py.File(tmp, "w") as file:
-        file.attrs.update({
-            "format": s.FORMAT, "format_version": s.FORMAT_VERSION, "job_name": target.stem,
-            "job_fingerprint": fingerprint, "items_total": total, "output_kind": _text(first.attrs["output_kind"]),
-            "model_identity": _common(sources, "model_identity", "mixed: see /merge/sources"),
-            "model_ref": _common(sources, "model_ref", "mixed: see /merge/sources"),
-            "microbatch": _common(sources, "microbatch", 0),
-            "execution": _common(sources, "execution", "mixed: see /merge/sources"),
-        })
-        if "frame_rate" in first.attrs:
-            file.attrs["frame_rate"] = first.attrs["frame_rate"]
-        items = _items(sources)
-        file.create_dataset(s.ITEMS, shape=items.shape, dtype=s.ITEM_DTYPE)[...] = items
-        here = target.parent
-        outputs = file.create_group(s.OUTPUTS)
-        _virtual(outputs, first.output_name, sources, here, f"{s.OUTPUTS}/{first.output_name}",
-                 lambda src: src.output_shape, first.output_dtype, 0)
-        _virtual(file, s.DONE, sources, here, s.DONE, lambda src: (src.items,), np.uint8, 0)
-        _virtual(file, s.TIMINGS, sources, here, s.TIMINGS, lambda src: (src.items, len(src.timing_stages)),
-                 np.float64, np.nan)
-        file[s.TIMINGS].attrs["stages"] = list(first.timing_stages)
-        _virtual(file, s.COMMITTED_AT, sources, here, s.COMMITTED_AT, lambda src: (src.items,), np.float64, np.nan)
-        runs = np.concatenate([src.runs for src in sources])
-        file.create_dataset(s.RUNS, shape=runs.shape, dtype=s.RUN_DTYPE)[...] = runs
-        merge = file.create_group("merge")
-        merge.create_dataset("sources", data=[os.path.relpath(src.path, here) for src in sources],
-                             dtype=h5py.string_dtype("utf-8"))
-        merge.create_dataset("offsets", data=np.cumsum([0] + [src.items for src in sources[:-1]]).astype("<i8"))
-        merge.create_dataset("counts", data=np.array([src.items for src in sources], dtype="<i8"))
-        provenance = file.create_group(s.PROVENANCE)
-        provenance.attrs.update({
-            "package_version": __version__, "host": socket.gethostname(),
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "model_ref": _common(sources, "model_ref", "mixed: see /merge/sources"),
-            "merged_from": json.dumps([os.path.relpath(src.path, here) for src in sources]),
-        })
-    os.replace(tmp, target)
-    return {"file": str(target), "sources": len(sources), "items_total": total}
+    views = [view_of(p.absolute()) for p in find_sources(paths, target)]
+    _check_distinct(views)
+    _check_shapes(views)
+    problems, unchecked = duplicate_keys(views)
+    if problems:
+        raise UserError(problems, headline="the outputs share items, which a merge would list twice; nothing "
+                        "was written; fix: merge outputs of disjoint prompts (or remove the duplicates' outputs):")
+    here = target.parent
+    here.mkdir(parents=True, exist_ok=True)
+    total = sum(view.items_total for view in views)
+    offsets = np.cumsum([0] + [view.items_total for view in views[:-1]]).astype(np.int64)
+    first = views[0]
+    fingerprint = hashlib.sha256("\n".join(str(v.attrs["job_fingerprint"]) for v in views).encode()).hexdigest()
+    table = np.array([(os.path.relpath(v.path, here), identity(v).encode(), str(v.attrs["job_fingerprint"]).encode(),
+                       v.items_total, off) for v, off in zip(views, offsets)], dtype=SOURCE_DTYPE)
+
+    def fill(tmp: Path) -> None:
+        with h5py.File(tmp, "w", locking=False) as file:
+            file.attrs.update({
+                "format": s.FORMAT, "format_version": s.FORMAT_VERSION, "kind": s.KIND_MERGED,
+                "store_id": new_store_id(), "job_name": target.stem, "job_fingerprint": fingerprint,
+                "items_total": total, "output_kind": first.output_kind,
+                "item_shape": np.array(first.item_shape, dtype="<i8"),
+                "model_identity": _common(views, "model_identity", "mixed: see /merge/sources"),
+                "model_ref": _common(views, "model_ref", "mixed: see /merge/sources"),
+                "microbatch": _common(views, "microbatch", 0),
+                "execution": _common(views, "execution", "mixed: see /merge/sources"),
+            })
+            if "frame_rate" in first.attrs:
+                file.attrs["frame_rate"] = first.attrs["frame_rate"]
+            file.create_group("merge").create_dataset("sources", data=table)
+            ranges = [(os.path.relpath(seg.path, here), int(off) + seg.start, int(off) + seg.start + seg.count)
+                      for view, off in zip(views, offsets) for seg in view.segments]
+            write_views(file, ranges, total, first.output_kind, first.item_shape)
+            file.create_group(s.PROVENANCE).attrs.update({
+                "package_version": __version__, "host": socket.gethostname(),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "model_ref": _common(views, "model_ref", "mixed: see /merge/sources"),
+            })
+
+    try:
+        write_new(target, fill)
+    except AlreadyThere:
+        raise UserError(f"{target} appeared while merging; merge never overwrites a file; fix: give a new "
+                        "file name") from None
+    return MergeResult(str(target), len(views), total, unchecked)
+
+
+def expand_merged(path: Path, file: h5py.File, attrs: dict) -> OutputView:
+    """A merged view's segments: each source opened and checked against what the merge recorded."""
+    try:
+        table = file["merge"]["sources"][...]
+    except HDF5_ERRORS as err:
+        raise UserError(f"{path} is damaged: its list of sources can't be read ({err}); fix: merge again") from None
+    segments, runs, telemetry, sources = [], [], [], []
+    for row in table:
+        relative = row["path"].decode() if isinstance(row["path"], bytes) else str(row["path"])
+        source = (path.parent / relative).resolve()
+        fix = f"put back {source} as it was, or merge again"
+        if not source.exists():
+            raise UserError(f"{path}: its source {source} is missing; nothing can say which of its items are "
+                            f"done; fix: {fix}")
+        try:
+            view = view_of(source)
+        except UserError as err:
+            raise UserError(f"{path}: its source {source} can't be read: {err}; fix: {fix}") from None
+        expected = (row["store_id"].decode(), row["fingerprint"].decode(), int(row["items"]))
+        if (identity(view), str(view.attrs["job_fingerprint"]), view.items_total) != expected:
+            raise UserError(f"{path}: its source {source} was replaced since the merge (it now holds job "
+                            f"'{view.attrs.get('job_name')}' with {view.items_total} items, another output than the "
+                            f"one merged); its items would be mislabelled; fix: {fix}")
+        offset = int(row["offset"])
+        segments += [seg.shifted(offset) for seg in view.segments]
+        runs += [{**run, "source": relative} for run in view.runs]
+        telemetry += view.telemetry_dirs
+        sources.append({"path": relative, "items": view.items_total, "offset": offset})
+    provenance = {}
+    try:
+        provenance = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in file[s.PROVENANCE].attrs.items()}
+    except HDF5_ERRORS:
+        pass
+    return OutputView(path, s.KIND_MERGED, attrs, provenance, segments, runs, telemetry, sources)

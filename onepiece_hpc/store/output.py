@@ -1,12 +1,22 @@
-"""Writing an output file: create it, or resume it if it belongs to the same job; commit units."""
+"""Writing an output: create it, or resume it if it belongs to the same job; commit units.
+
+Exactly once rests on four rules (see store/schema.py for the layout):
+- the index is published with link(2), so an existing output is never replaced, and the
+  writer holds the lock of store/lock.py, so one process writes an output at a time;
+- committed bytes reach stable storage before their done flags are written (group commit:
+  one fsync per data file per `sync_interval_s`, then the flags);
+- each item's digest is stored beside it; a resume re-checks the data files the last run was
+  filling, and `onepiece verify` checks everything;
+- space for a data file is reserved when it is created, and the space the remaining items
+  need is checked before work starts, so a full disk stops the run with a clear error.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-import socket
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
@@ -14,9 +24,22 @@ import numpy as np
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.spec.plan import Plan
+from onepiece_hpc.store import journal
 from onepiece_hpc.store import schema as s
-from onepiece_hpc.store.provenance import Provenance, now_iso
+from onepiece_hpc.store.datafile import DataFileSpec, RawDataFile, create_data_file, digest, read_offsets
+from onepiece_hpc.store.files import (
+    AlreadyThere, free_bytes, format_bytes, no_space_error, publish, temporary_path, write_new,
+)
+from onepiece_hpc.store.index import (
+    DEFAULT_FILE_BYTES, StoreLayout, choose_items_per_file, data_file_path, new_store_id, write_index,
+)
+from onepiece_hpc.store.items import item_rows
+from onepiece_hpc.store.lock import WriterLock, myself
+from onepiece_hpc.store.provenance import Provenance, RunInfo, changes_between, now_iso
+from onepiece_hpc.store.reader import StoreReader
 from onepiece_hpc.store.telemetry import write_telemetry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,14 +56,30 @@ class OutputLayout:
         return s.OUTPUT_DATASETS[self.kind]
 
 
+@dataclass(frozen=True)
+class StoreSettings:
+    """How a new output is laid out and how often commits are synced (the job file's `store:`)."""
+
+    file_bytes: int = DEFAULT_FILE_BYTES
+    sync_interval_s: float = 1.0
+
+
 def check_writable(path: Path, problems: list[str]) -> None:
     """Fail early (before any model loads) if the output can't be created or updated."""
-    if path.exists():
+    folder = Path(s.data_folder(path))
+    if path.exists() or path.is_symlink():
         if path.is_dir():
             problems.append(f"output {path} is a folder; fix: give a file path ending in .h5")
-        elif not os.access(path, os.R_OK | os.W_OK):
-            problems.append(f"output {path} exists but is not readable and writable by you; "
+        elif not os.access(path, os.R_OK):
+            problems.append(f"output {path} exists but is not readable by you; "
                             "fix: change its permissions or choose another output path")
+        elif folder.exists() and not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+            problems.append(f"output {path}: its folder {folder} is not writable by you; "
+                            "fix: change its permissions or choose another output path")
+        return
+    if folder.is_symlink() or (folder.exists() and (not folder.is_dir() or any(folder.iterdir()))):
+        problems.append(f"output {path} does not exist but {folder} does (the data of an output whose index "
+                        f"was removed?); nothing was changed; fix: move {folder} away or choose another output path")
         return
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
@@ -48,177 +87,272 @@ def check_writable(path: Path, problems: list[str]) -> None:
     reason = None
     if not parent.is_dir():
         reason = f"{parent} is not a folder"
-    else:
-        try:
-            with tempfile.TemporaryFile(dir=parent):
-                pass
-        except OSError as err:
-            reason = f"{parent} is not writable ({err.strerror})"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        reason = f"{parent} is not writable"
     if reason:
         problems.append(f"output {path}: cannot create it, {reason}; "
                         "fix: choose an output path in a folder you can write")
 
 
-def _items_table(plan: Plan) -> np.ndarray:
-    unit_of = np.empty(len(plan.items), dtype=np.int64)
-    for unit in plan.units:
-        unit_of[unit.start:unit.stop] = unit.index
-    table = np.empty(len(plan.items), dtype=s.ITEM_DTYPE)
-    for i, item in enumerate(plan.items):
-        p = item.params
-        table[i] = (item.index, item.key.encode(), item.prompt, item.negative_prompt, item.seed,
-                    p.steps, p.guidance, p.height, p.width, unit_of[i], item.meta, p.frames,
-                    str(p.image.path) if p.image else "")
-    return table
+def _index_attrs(plan: Plan, provenance: Provenance, layout: OutputLayout) -> dict:
+    attrs = {"store_id": new_store_id(), "job_name": plan.job.name, "job_fingerprint": plan.fingerprint,
+             "model_identity": plan.model_identity, "model_ref": provenance.model_ref,
+             "microbatch": plan.job.microbatch, "execution": plan.execution, "created_at": now_iso()}
+    if layout.frame_rate is not None:
+        attrs["frame_rate"] = layout.frame_rate
+    return attrs
 
 
-def _create(path: Path, plan: Plan, layout: OutputLayout, provenance: Provenance) -> None:
-    """Write the whole skeleton into a temporary file, then rename it into place atomically."""
+def _create_index(path: Path, plan: Plan, layout: OutputLayout, provenance: Provenance,
+                  settings: StoreSettings) -> None:
+    """Publish a new index at `path`; if another process published one first, leave it be.
+
+    The data folder comes first: an index without its folder is then damage, never "nothing yet"."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    n = len(plan.items)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update({
-                "format": s.FORMAT, "format_version": s.FORMAT_VERSION, "job_name": plan.job.name,
-                "job_fingerprint": plan.fingerprint, "model_identity": plan.model_identity,
-                "model_ref": provenance.model_ref, "items_total": n, "output_kind": layout.kind,
-                "microbatch": plan.job.microbatch, "execution": plan.execution,
-            })
-            if layout.frame_rate is not None:
-                f.attrs["frame_rate"] = layout.frame_rate
-            f.create_dataset(s.ITEMS, data=_items_table(plan))
-            f.create_dataset(s.DONE, shape=(n,), dtype="u1", dcpl=s.preallocated())[...] = 0
-            timings = f.create_dataset(s.TIMINGS, shape=(n, len(s.TIMING_STAGES)), dtype="<f8",
-                                       dcpl=s.preallocated())
-            timings[...] = np.nan
-            timings.attrs["stages"] = np.array(s.TIMING_STAGES, dtype=h5py.string_dtype())
-            timings.attrs["units"] = "seconds per item (a unit's time split evenly over its items)"
-            f.create_dataset(s.COMMITTED_AT, shape=(n,), dtype="<f8", dcpl=s.preallocated())[...] = np.nan
-            outputs = f.create_group(s.OUTPUTS)
-            outputs.create_dataset(layout.dataset, shape=(n, *layout.item_shape), dtype="u1",
-                                   chunks=(1, *layout.item_shape), dcpl=s.preallocated())
-            f.create_group(s.PROVENANCE).attrs.update(provenance.as_attrs())
-            f.create_dataset(s.RUNS, shape=(0,), maxshape=(None,), dtype=s.RUN_DTYPE, chunks=(16,))
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.rename(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    Path(s.data_folder(path)).mkdir(exist_ok=True)
+    item_bytes = int(np.prod(layout.item_shape))
+    per_file = choose_items_per_file(len(plan.items), item_bytes, settings.file_bytes)
+    store = StoreLayout(len(plan.items), per_file, layout.kind, tuple(layout.item_shape))
+    with temporary_path(path.parent, f".{path.name}.") as tmp:
+        try:
+            write_index(tmp, path, store, _index_attrs(plan, provenance, layout), provenance.as_attrs())
+        except OSError as err:
+            if "No space" in str(err) or "errno = 28" in str(err):
+                raise no_space_error(path.parent, None) from None
+            raise
+        os.chmod(tmp, 0o644)
+        try:
+            publish(tmp, path)
+        except AlreadyThere:
+            pass
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _mismatch(f: h5py.File, plan: Plan, path: Path) -> str | None:
-    """Why the file at `path` is not this job's output, or None if it is."""
-    attrs = f.attrs
-    if attrs.get("format") != s.FORMAT:
-        return f"{path} is an HDF5 file but not an onepiece output"
-    if int(attrs.get("format_version", 0)) > s.FORMAT_VERSION:
-        return f"{path} was written by a newer onepiece (format {attrs['format_version']}); upgrade to resume it"
+def _mismatch(reader: StoreReader, plan: Plan) -> str | None:
+    """Why the output is not this job's, or None if it is."""
+    attrs, path = reader.attrs, reader.path
     if attrs.get("job_fingerprint") == plan.fingerprint:
         return None
     theirs = f"job '{attrs.get('job_name')}' with {attrs.get('items_total')} items"
     if attrs.get("model_identity") != plan.model_identity:
-        why = "a different model"
+        why = "a different model (or the same model folder with other weights)"
     elif int(attrs.get("items_total", -1)) != len(plan.items):
         why = f"{attrs.get('items_total')} items, this job has {len(plan.items)}"
     elif int(attrs.get("microbatch", -1)) != plan.job.microbatch or attrs.get("execution") != plan.execution:
         why = (f"microbatch {attrs.get('microbatch')}, {attrs.get('execution')}; this job has microbatch "
                f"{plan.job.microbatch}, {plan.execution} (both change the output bits)")
     else:
-        keys = f[s.ITEMS]["key"]
-        first = next(i for i, item in enumerate(plan.items) if keys[i].decode() != item.key)
-        why = f"item {first} differs (prompt, seed or params; prompt file line {plan.items[first].line})"
+        first = reader.first_key_mismatch([item.key for item in plan.items])
+        why = ("its items differ (prompt, seed or params)" if first is None else
+               f"item {first} differs (prompt, seed or params; prompt file line {plan.items[first].line})")
     return f"{path} holds the output of another job ({theirs}): {why}"
 
 
 class OutputWriter:
-    """An open output file of one job. Commits are crash-safe; see store/schema.py."""
+    """The one open writer of an output: commits are durable before they are marked done."""
 
-    def __init__(self, path: Path, file: h5py.File, run_row: int) -> None:
+    def __init__(self, path: Path, plan: Plan, reader: StoreReader, lock: WriterLock, run_number: int,
+                 settings: StoreSettings) -> None:
         self.path = path
-        self._file = file
-        self._done = file[s.DONE]
-        self._outputs = file[s.OUTPUTS][next(iter(file[s.OUTPUTS]))]
-        self._timings = file[s.TIMINGS]
-        self._committed_at = file[s.COMMITTED_AT]
-        self._run_row = run_row
+        self._plan = plan
+        self._store = reader.layout
+        self._store_id = str(reader.attrs["store_id"])
+        self._folder = Path(s.data_folder(path))
+        self._journal = self._folder / s.JOURNAL
+        self._lock = lock
+        self._run = run_number
+        self._settings = settings
+        self._done = reader.done_mask()
+        self._existing = set(reader.existing_files())
+        self._open: dict[int, RawDataFile] = {}
+        self._pending: list[int] = []  # items written, their flags not yet
+        self._pending_since = 0.0
+        self._closed = False
         self.committed_this_run = 0
 
     @classmethod
-    def open(cls, path: Path, plan: Plan, layout: OutputLayout, provenance: Provenance,
-             mode: str) -> OutputWriter:
+    def open(cls, path: Path, plan: Plan, layout: OutputLayout, provenance: Provenance, mode: str,
+             settings: StoreSettings = StoreSettings(), run: RunInfo | None = None) -> OutputWriter:
         """Create the output, or resume it if it is this job's; refuse anything else (exit 2)."""
+        run = run or RunInfo(mode=mode)
         if not path.exists():
-            _create(path, plan, layout, provenance)
-        elif not h5py.is_hdf5(path):
-            raise UserError(f"{path} exists and is not an HDF5 file; nothing was changed; "
-                            "fix: choose another output path (-o) or move the file away")
+            _create_index(path, plan, layout, provenance, settings)
+        reader = StoreReader.open_for_resume(path)
+        problem = _mismatch(reader, plan)
+        if problem:
+            raise UserError(f"{problem}; nothing was changed; fix: choose another output path (-o) "
+                            "or move the old output away")
+        folder = Path(s.data_folder(path))
         try:
-            file = h5py.File(path, "r+")
+            folder.mkdir(exist_ok=True)
         except OSError as err:
-            if "lock" in str(err).lower():
-                raise UserError(f"{path} is open for writing in another process (a run still going?); "
-                                "fix: wait for it to finish or choose another output path") from None
-            raise UserError(f"cannot open {path} ({err}); nothing was changed; fix: check the file, "
-                            "or choose another output path") from None
+            raise UserError(f"{path}: cannot create its data folder {folder} ({err.strerror}); fix: choose an "
+                            "output path in a folder you can write") from None
+        lock = WriterLock.acquire(folder / s.LOCK, myself(mode, run.slurm_job, run.slurm_restart), path)
         try:
-            problem = _mismatch(file, plan, path)
-            if problem:
-                raise UserError(f"{problem}; nothing was changed; fix: choose another output path (-o) "
-                                "or move the old file away")
-            runs = file[s.RUNS]
-            row = runs.shape[0]
-            runs.resize((row + 1,))
-            runs[row] = (now_iso(), "", socket.gethostname(), os.getpid(), mode, "running", 0)
-            file.flush()
+            reader = StoreReader.open_for_resume(path)  # what the last holder left, read under the lock
+            _remove_orphans(folder)
+            previous = reader.journal.runs
+            repaired = reader.repair_partial_files()
+            if repaired:
+                log.warning("%s: %d committed item(s) failed their digest check and will be generated again",
+                            path, repaired)
+            _check_space(reader.layout, set(reader.existing_files()), reader.done_mask(), folder)
+            record = {"event": "run", "run": reader.journal.next_run, "started_at": now_iso(), "pid": os.getpid(),
+                      **{k: v for k, v in asdict(run).items()}}
+            record["execution"] = plan.execution
+            journal.append(folder / s.JOURNAL, record)
+            _warn_changes(path, previous, record)
+            return cls(path, plan, reader, lock, record["run"], settings)
         except BaseException:
-            file.close()
+            lock.release()
             raise
-        return cls(path, file, row)
 
     def done_mask(self) -> np.ndarray:
-        return self._done[...].astype(bool)
+        return self._done.copy()
 
+    # -- commits -------------------------------------------------------------------------------
     def commit(self, start: int, outputs: np.ndarray, stage_seconds: np.ndarray) -> int:
-        """Store items [start, start + len(outputs)), then mark them done; returns how many were new.
+        """Store items [start, start + len(outputs)); returns how many were new.
 
         `stage_seconds` holds each item's seconds for every timing stage but the last ("write"),
-        which is measured here.
+        which is measured here. Done flags follow at the next group sync.
         """
-        stop = start + len(outputs)
-        fresh = ~self._done[start:stop].astype(bool)
-        if not fresh.any():
-            return 0
         began = time.perf_counter()
-        for offset in np.flatnonzero(fresh):
-            self._outputs[start + offset] = outputs[offset]
-        write = (time.perf_counter() - began) / len(outputs)
-        timings = np.hstack([stage_seconds, np.full((len(outputs), 1), write)])
-        self._timings[start:stop] = np.where(fresh[:, None], timings, self._timings[start:stop])
-        self._committed_at[start:stop] = np.where(fresh, time.time(), self._committed_at[start:stop])
-        self._file.flush()
-        self._done[start:stop] = np.ones(stop - start, dtype="u1")
-        self._file.flush()
-        count = int(fresh.sum())
-        self.committed_this_run += count
-        return count
+        fresh = [offset for offset in range(len(outputs)) if not self._done[start + offset]]
+        if not fresh:
+            return 0
+        now = time.time()
+        placed = []
+        for offset in fresh:
+            file, local = self._file_for(start + offset)
+            file.write_output(local, outputs[offset])
+            placed.append((file, local, digest(outputs[offset])))
+        write_s = (time.perf_counter() - began) / len(fresh)
+        for offset, (file, local, item_digest) in zip(fresh, placed):
+            file.write_record(local, item_digest, np.append(stage_seconds[offset], write_s), now)
+        written = [start + offset for offset in fresh]
+        self._done[written] = True
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending += written
+        self.committed_this_run += len(written)
+        self.sync_if_due()
+        return len(written)
 
+    def sync_if_due(self) -> None:
+        if self._pending and time.monotonic() - self._pending_since >= self._settings.sync_interval_s:
+            self.sync()
+
+    def sync(self) -> None:
+        """Outputs to stable storage, then their done flags (made durable by the next sync)."""
+        if not self._pending:
+            for file in self._open.values():
+                file.sync()
+            return
+        for file in self._open.values():
+            file.sync()
+        items = np.array(sorted(self._pending), dtype=np.int64)
+        per_file = self._store.items_per_file
+        for index in np.unique(items // per_file):
+            chosen = items[items // per_file == index]
+            self._open[int(index)].write_flags(chosen - index * per_file, 1)
+        self._pending = []
+        self._close_finished_files()
+
+    def _close_finished_files(self) -> None:
+        for index in list(self._open):
+            start, stop = self._store.file_range(index)
+            if self._done[start:stop].all():
+                self._open.pop(index).close()
+
+    def _file_for(self, item: int) -> tuple[RawDataFile, int]:
+        index = self._store.file_of(item)
+        file = self._open.get(index)
+        if file is None:
+            file = self._open_data_file(index)
+        return file, item - index * self._store.items_per_file
+
+    def _open_data_file(self, index: int) -> RawDataFile:
+        path = data_file_path(self.path, index)
+        start, stop = self._store.file_range(index)
+        if index not in self._existing:
+            needed = self._store.file_bytes(index)
+            free = free_bytes(self._folder)
+            if free is not None and free < needed:
+                raise no_space_error(self._folder, needed - free)
+            spec = DataFileSpec(path, index, start, stop - start, self._store_id, self._store.output_kind,
+                                self._store.item_shape)
+            try:
+                create_data_file(spec, item_rows(self._plan, start, stop))
+            except OSError as err:
+                if "No space" in str(err) or "errno = 28" in str(err) or "Disk quota" in str(err):
+                    raise no_space_error(self._folder, needed) from None
+                raise
+            journal.append(self._journal, {"event": "file", "file": index, "run": self._run, "at": now_iso()})
+            self._existing.add(index)
+        with h5py.File(path, "r", locking=False) as f:
+            offsets = read_offsets(f, self._store.output_kind)
+        file = RawDataFile(path, offsets)
+        self._open[index] = file
+        return file
+
+    # -- the run's records -------------------------------------------------------------------------
     def record_telemetry(self, ranks: np.ndarray, samples: np.ndarray, stages: np.ndarray, moves: np.ndarray,
                          attrs: dict) -> None:
-        """Store this run's telemetry under /telemetry/run<N> (N: its row in /runs)."""
-        write_telemetry(self._file, self._run_row, ranks, samples, stages, moves, attrs)
-        self._file.flush()
+        """Store this run's telemetry in its own file (a kill or a full disk can't touch the outputs)."""
+        folder = self._folder / s.TELEMETRY_DIR
+        target = folder / s.TELEMETRY_FILE.format(self._run)
+        try:
+            folder.mkdir(exist_ok=True)
+            write_new(target, lambda tmp: write_telemetry(tmp, ranks, samples, stages, moves,
+                                                          {**attrs, "run": self._run}))
+        except (OSError, UserError, AlreadyThere) as err:
+            log.warning("%s: this run's telemetry was not saved (%s); the outputs are not affected", self.path, err)
 
     def close(self, status: str) -> None:
-        runs = self._file[s.RUNS]
-        row = runs[self._run_row]
-        runs[self._run_row] = (row["started_at"], now_iso(), row["host"], row["pid"], row["mode"],
-                               status, self.committed_this_run)
-        self._file.close()
+        """Sync everything, record how the run ended, release the lock. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.sync()
+            for file in self._open.values():
+                file.close()
+            self._open.clear()
+            journal.append(self._journal, {"event": "end", "run": self._run, "finished_at": now_iso(),
+                                           "status": status, "items_committed": self.committed_this_run})
+        finally:
+            self._lock.release()
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Temporary files in the data folder were left by a killed writer (only the lock holder writes)."""
+    for orphan in folder.glob(".*.partial"):
+        orphan.unlink(missing_ok=True)
+    for orphan in folder.glob(".stale-lock.*"):
+        orphan.unlink(missing_ok=True)
+
+
+def _check_space(store: StoreLayout, existing: set[int], done: np.ndarray, folder: Path) -> None:
+    """Refuse to start if the data files still to create can't fit in the free space."""
+    needed = 0
+    for index in range(store.files):
+        start, stop = store.file_range(index)
+        if index not in existing and not done[start:stop].all():
+            needed += store.file_bytes(index)
+    free = free_bytes(folder)
+    if free is not None and needed > free:
+        raise UserError(f"{folder}: the items still to generate need {format_bytes(needed)} and "
+                        f"{format_bytes(free)} is free there; nothing was started; fix: free space there (or raise "
+                        "the quota), or write the output elsewhere")
+
+
+def _warn_changes(path: Path, previous: list[dict], now: dict) -> None:
+    """Say so when this run could give other bits than the runs that made the items so far."""
+    made = [run for run in previous if int(run.get("items_committed", 0)) > 0 or run.get("status") == "running"]
+    if not made:
+        return
+    changes = changes_between(made[-1], now)
+    if changes:
+        log.warning("%s: this run differs from the run that made earlier items (%s); items made now may not "
+                    "be bit-identical to those made before", path, "; ".join(changes))

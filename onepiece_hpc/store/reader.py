@@ -1,10 +1,15 @@
-"""Reading an output file: open with a clear error, summarise, iterate done items."""
+"""Reading outputs: one view over an output (index + data files), a format-2 file, or a merged
+view, that streams segment by segment (one file open at a time, bounded memory) and turns
+every kind of damage into a UserError naming the file and what is wrong.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -12,109 +17,327 @@ import numpy as np
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
+from onepiece_hpc.store.datafile import digest
+from onepiece_hpc.store.index import StoreLayout, data_file_path
+from onepiece_hpc.store.journal import JournalView, read_journal
 
-
-@contextmanager
-def open_output(path: Path) -> Iterator[h5py.File]:
-    """Open an onepiece output read-only, or raise UserError saying what the file is instead."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file; fix: give the path of an output (.h5) file")
-    if path.is_dir():
-        raise UserError(f"{path} is a folder; fix: give the path of an output (.h5) file")
-    if not h5py.is_hdf5(path):
-        raise UserError(f"{path} is not an HDF5 file")
-    try:
-        file = h5py.File(path, "r", locking=False)
-    except OSError as err:
-        raise UserError(f"{path}: cannot open ({err})") from None
-    with file:
-        if file.attrs.get("format") != s.FORMAT:
-            raise UserError(f"{path} is an HDF5 file but not an onepiece output (no format attribute)")
-        missing = [f"attribute {a}" for a in s.REQUIRED_ATTRS if a not in file.attrs]
-        missing += [f"dataset /{d}" for d in s.REQUIRED_DATASETS if d not in file]
-        if missing:
-            raise UserError(f"{path} is damaged or from an incompatible onepiece version (format "
-                            f"{file.attrs.get('format_version')}): missing {', '.join(missing)}")
-        yield file
+HDF5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
 
 def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def damaged_error(path: Path, what: str, fix: str | None = None) -> UserError:
+    return UserError(f"{path} is damaged: {what}; fix: {fix or 'restore it from a copy, or move it away and run the job again to regenerate what it held'}")
+
+
+def open_hdf5(path: Path, role: str = "output") -> h5py.File:
+    """Open an HDF5 file read-only, or raise UserError saying what it is instead."""
+    if not path.exists():
+        raise UserError(f"{path}: no such file; fix: give the path of an {role} (.h5) file")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; fix: give the path of an {role} (.h5) file")
+    try:
+        if not h5py.is_hdf5(path):
+            raise UserError(f"{path} is not an HDF5 file (or its header is damaged); fix: give the path of an "
+                            f"{role} (.h5) file")
+        return h5py.File(path, "r", locking=False)
+    except UserError:
+        raise
+    except HDF5_ERRORS as err:
+        raise damaged_error(path, f"HDF5 can't open it ({_short(err)})") from None
+
+
+def _short(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text[:300]
+
+
+def read_dataset(file: h5py.File, name: str, path: Path, selection=()):
+    """Read `name`, or raise UserError naming the file and the dataset that can't be read."""
+    try:
+        return file[name][selection]
+    except HDF5_ERRORS as err:
+        raise damaged_error(path, f"/{name} can't be read ({_short(err)})") from None
+
+
+def attrs_of(file: h5py.File, path: Path) -> dict:
+    try:
+        return {k: (_text(v) if isinstance(v, (bytes, str)) else v) for k, v in file.attrs.items()}
+    except HDF5_ERRORS as err:
+        raise damaged_error(path, f"its attributes can't be read ({_short(err)})") from None
 
 
 @dataclass(frozen=True)
-class ItemRecord:
-    index: int
-    key: str
-    prompt: str
-    negative_prompt: str
-    seed: int
-    steps: int
-    guidance: float
-    height: int
-    width: int
-    frames: int
-    image: str  # the conditioning image's path, "" for none
+class Segment:
+    """A run of consecutive items that one file holds (a data file, or a whole format-2 file)."""
+
+    path: Path
+    start: int          # the first item's index in the view
+    count: int
+    own_start: int      # the first item's index in the output the file belongs to
+    store_id: str       # what the file must say it belongs to; "" for a format-2 file
+    created: bool       # the journal says it was made: if it is missing, that is damage
+    has_digest: bool
+    source: str         # the output it belongs to, for messages
+
+    def open(self) -> h5py.File | None:
+        """The file, checked; None if it was never created (its items are not done)."""
+        if not self.path.exists():
+            if self.created:
+                raise damaged_error(Path(self.source), f"its data file {self.path} is missing (it was created "
+                                    "and held committed items)", "restore it, or run the job again: its items "
+                                    "will be generated again")
+            return None
+        file = open_hdf5(self.path, "data")
+        if self.store_id:
+            found = attrs_of(file, self.path)
+            if (found.get("store_id"), found.get("start"), found.get("count")) != (self.store_id, self.own_start,
+                                                                                   self.count):
+                file.close()
+                raise damaged_error(self.path, f"it does not belong to {self.source} (it says store "
+                                    f"{found.get('store_id')}, items from {found.get('start')}, {found.get('count')} "
+                                    "of them)", "put back the right file, or move this one away")
+        return file
+
+    def shifted(self, offset: int) -> Segment:
+        """The same segment inside a view whose items start `offset` earlier (a merged view)."""
+        return replace(self, start=self.start + offset)
 
 
-def item_records(file: h5py.File, indices: np.ndarray) -> list[ItemRecord]:
-    rows = s.current_items(file[s.ITEMS][np.sort(indices)]) if len(indices) else []
-    return [ItemRecord(int(r["index"]), _text(r["key"]), _text(r["prompt"]), _text(r["negative_prompt"]),
-                       int(r["seed"]), int(r["steps"]), float(r["guidance"]), int(r["height"]),
-                       int(r["width"]), int(r["frames"]), _text(r["image"])) for r in rows]
+def _segment(path: Path, start: int, count: int, store_id: str, created: bool, has_digest: bool,
+             source: Path) -> Segment:
+    return Segment(path, start, count, start, store_id, created, has_digest, str(source))
 
 
-def output_dataset(file: h5py.File) -> h5py.Dataset:
-    return file[s.OUTPUTS][s.OUTPUT_DATASETS[_text(file.attrs["output_kind"])]]
+class OutputView:
+    """An output as readers see it: attributes, segments, runs. Use `open_output`."""
+
+    def __init__(self, path: Path, kind: str, attrs: dict, provenance: dict, segments: list[Segment],
+                 runs: list[dict], telemetry_dirs: list[Path], sources: list[dict] | None = None) -> None:
+        self.path, self.kind, self.attrs, self.provenance = path, kind, attrs, provenance
+        self.segments, self.runs, self.telemetry_dirs = segments, runs, telemetry_dirs
+        self.sources = sources or []
+
+    @property
+    def items_total(self) -> int:
+        return int(self.attrs["items_total"])
+
+    @property
+    def output_kind(self) -> str:
+        return str(self.attrs["output_kind"])
+
+    @property
+    def dataset(self) -> str:
+        return f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[self.output_kind]}"
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(int(x) for x in self.attrs["item_shape"])
+
+    def each(self) -> Iterator[tuple[Segment, h5py.File | None]]:
+        """Every segment with its open file (None: not created yet), one at a time."""
+        for seg in self.segments:
+            file = seg.open()
+            try:
+                yield seg, file
+            finally:
+                if file is not None:
+                    file.close()
+
+    def done_mask(self) -> np.ndarray:
+        done = np.zeros(self.items_total, dtype=bool)
+        for seg, file in self.each():
+            if file is not None:
+                done[seg.start:seg.start + seg.count] = read_dataset(file, s.DONE, seg.path).astype(bool)
+        return done
 
 
-def _telemetry_summary(file: h5py.File) -> list[dict]:
-    """One record per staged run: its policy, moves, and where the rank-seconds went."""
-    records = []
-    for name, group in sorted(file.get("telemetry", {}).items()):
-        ranks = group["ranks"][...]
-        moves = group["moves"][...] if "moves" in group else []
-        records.append({
-            "run": name, "policy": _text(group.attrs.get("policy", "static")), "layout": _text(group.attrs.get("layout", "")),
-            "ranks": int(len(ranks)), "moves": int(len(moves)),
-            "busy_rank_s": float(ranks["busy_s"].sum()), "idle_rank_s": float(ranks["wait_s"].sum()),
-            "moving_data_rank_s": float(ranks["send_s"].sum()),
-        })
-    return records
+# -- opening -----------------------------------------------------------------------------------------
+def _format_version(attrs: dict, path: Path) -> int:
+    if attrs.get("format") != s.FORMAT:
+        raise UserError(f"{path} is an HDF5 file but not an onepiece output (no format attribute)")
+    version = int(attrs.get("format_version", 0))
+    if version > s.FORMAT_VERSION:
+        raise UserError(f"{path} was written by a newer onepiece (format {version}); fix: upgrade onepiece to read it")
+    return version
 
 
-def summary(file: h5py.File, path: Path) -> dict:
-    """The facts `onepiece inspect` shows, as plain JSON-able values."""
-    done = file[s.DONE][...].astype(bool)
-    timings = file[s.TIMINGS][...]
-    committed = file[s.COMMITTED_AT][...][done]
-    stages = [_text(x) for x in file[s.TIMINGS].attrs["stages"]]
-    mean = {st: (float(np.mean(timings[done, i])) if done.any() else None) for i, st in enumerate(stages)}
-    rate = None
-    if committed.size >= 2 and committed.max() > committed.min():
-        rate = float((committed.size - 1) / (committed.max() - committed.min()))
-    prov = {k: _text(v) for k, v in file[s.PROVENANCE].attrs.items() if k != "job_file"}
+def _view_v3(path: Path, file: h5py.File, attrs: dict) -> OutputView:
+    missing = [a for a in s.INDEX_ATTRS if a not in attrs]
+    if missing:
+        raise damaged_error(path, f"its index lacks the attribute(s) {', '.join(missing)}")
+    folder = Path(s.data_folder(path))
+    if not folder.is_dir():
+        raise damaged_error(path, f"its data folder {folder} is missing", f"put {folder} back beside it (an output "
+                            "is the index and that folder together)")
+    journal = read_journal(folder / s.JOURNAL)
+    layout = layout_of(attrs)
+    segments = [_segment(data_file_path(path, k), *_range(layout, k), str(attrs["store_id"]), k in journal.files,
+                         True, path) for k in range(layout.files)]
+    provenance = _provenance(file, path)
+    return OutputView(path, s.KIND_OUTPUT, attrs, provenance, segments, journal.runs, [folder / s.TELEMETRY_DIR])
+
+
+def _range(layout: StoreLayout, index: int) -> tuple[int, int]:
+    start, stop = layout.file_range(index)
+    return start, stop - start
+
+
+def layout_of(attrs: dict) -> StoreLayout:
+    return StoreLayout(int(attrs["items_total"]), int(attrs["items_per_file"]), str(attrs["output_kind"]),
+                       tuple(int(x) for x in attrs["item_shape"]))
+
+
+def _provenance(file: h5py.File, path: Path) -> dict:
+    if s.PROVENANCE not in file:
+        return {}
+    try:
+        return {k: _text(v) for k, v in file[s.PROVENANCE].attrs.items()}
+    except HDF5_ERRORS as err:
+        raise damaged_error(path, f"/provenance can't be read ({_short(err)})") from None
+
+
+def _view_v2(path: Path, file: h5py.File, attrs: dict) -> OutputView:
+    missing = [f"attribute {a}" for a in s.V2_ATTRS if a not in attrs]
+    missing += [f"dataset /{d}" for d in s.V2_DATASETS if d not in file]
+    if missing:
+        raise damaged_error(path, f"missing {', '.join(missing)} (format {attrs.get('format_version')})")
+    kind = str(attrs["output_kind"])
+    shape = tuple(read_shape(file, f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[kind]}", path)[1:])
+    attrs = {**attrs, "item_shape": shape, "store_id": ""}
     runs = [{name: (_text(r[name]) if isinstance(r[name], (bytes, str)) else int(r[name]))
-             for name in s.RUN_DTYPE.names} for r in file[s.RUNS][...]]
-    outputs = {name: {"shape": list(ds.shape), "dtype": str(ds.dtype), "chunks": list(ds.chunks or ())}
-               for name, ds in file[s.OUTPUTS].items()}
-    return {
-        "telemetry": _telemetry_summary(file),
-        "file": str(path),
-        "format_version": int(file.attrs["format_version"]),
-        "job_name": _text(file.attrs["job_name"]),
-        "job_fingerprint": _text(file.attrs["job_fingerprint"]),
-        "items_total": int(file.attrs["items_total"]),
-        "items_done": int(done.sum()),
-        "complete": bool(done.all()),
-        "output_kind": _text(file.attrs["output_kind"]),
-        "frame_rate": int(file.attrs["frame_rate"]) if "frame_rate" in file.attrs else None,
-        "outputs": outputs,
-        "microbatch": int(file.attrs["microbatch"]),
-        "execution": _text(file.attrs["execution"]),
-        "mean_seconds_per_item": mean,
-        "commit_rate_items_per_s": rate,
-        "provenance": prov,
-        "runs": runs,
-    }
+             for name in r.dtype.names} for r in read_dataset(file, s.RUNS, path)]
+    segment = _segment(path, 0, int(attrs["items_total"]), "", True, False, path)
+    return OutputView(path, "format-2", attrs, _provenance(file, path), [segment], runs, [])
+
+
+def read_shape(file: h5py.File, name: str, path: Path) -> tuple[int, ...]:
+    try:
+        return tuple(file[name].shape)
+    except HDF5_ERRORS as err:
+        raise damaged_error(path, f"/{name} can't be read ({_short(err)})") from None
+
+
+def _view_merged(path: Path, file: h5py.File, attrs: dict) -> OutputView:
+    from onepiece_hpc.store.merge import expand_merged  # a merged view is made of other views
+
+    return expand_merged(path, file, attrs)
+
+
+def view_of(path: Path) -> OutputView:
+    """Read what an output is made of (the files stay closed until their segment is read)."""
+    path = Path(path)
+    with open_hdf5(path) as file:
+        attrs = attrs_of(file, path)
+        version = _format_version(attrs, path)
+        if version <= 2:
+            return _view_v2(path, file, attrs)
+        if attrs.get("kind") == s.KIND_MERGED:
+            return _view_merged(path, file, attrs)
+        return _view_v3(path, file, attrs)
+
+
+@contextmanager
+def open_output(path: Path) -> Iterator[OutputView]:
+    yield view_of(path)
+
+
+# -- for the writer ------------------------------------------------------------------------------------
+class StoreReader:
+    """A format-3 output as its writer needs it: layout, done flags, data files, journal."""
+
+    def __init__(self, view: OutputView, journal: JournalView) -> None:
+        self.view = view
+        self.path = view.path
+        self.attrs = view.attrs
+        self.layout = layout_of(view.attrs)
+        self.journal = journal
+
+    @classmethod
+    def open_for_resume(cls, path: Path) -> StoreReader:
+        view = view_of(path)
+        if view.kind == "format-2":
+            raise UserError(f"{path} was written by an earlier onepiece (format 2, one file); this version reads it "
+                            "(inspect, export, verify, merge) but adds nothing to it; nothing was changed; fix: "
+                            "finish it with the release that started it, or give this job a new output path")
+        if view.kind == s.KIND_MERGED:
+            raise UserError(f"{path} is a merged view of other outputs; a job writes to its own output; nothing was "
+                            "changed; fix: give the job another output path")
+        return cls(view, read_journal(Path(s.data_folder(path)) / s.JOURNAL))
+
+    def done_mask(self) -> np.ndarray:
+        return self.view.done_mask()
+
+    def existing_files(self) -> list[int]:
+        return [k for k, seg in enumerate(self.view.segments) if seg.path.exists()]
+
+    def first_key_mismatch(self, keys: list[str]) -> int | None:
+        for seg, file in self.view.each():
+            if file is None:
+                continue
+            theirs = read_dataset(file, s.ITEMS, seg.path)["key"]
+            for offset, key in enumerate(theirs):
+                if _text(key) != keys[seg.start + offset]:
+                    return seg.start + offset
+        return None
+
+    def repair_partial_files(self) -> int:
+        """Check the digests of done items in data files not yet full (where the last run was writing);
+        clear the flags of those that fail, so they are generated again. Returns how many failed."""
+        failed = 0
+        for seg, file in self.view.each():
+            if file is None:
+                continue
+            done = read_dataset(file, s.DONE, seg.path).astype(bool)
+            if done.all() or not done.any():
+                continue
+            bad = damaged_items(file, seg.path, np.flatnonzero(done))
+            if len(bad):
+                clear_done_flags(seg.path, file, bad)
+                failed += len(bad)
+        return failed
+
+
+def damaged_items(file: h5py.File, path: Path, indices: np.ndarray, batch_bytes: int = 256 * 2**20) -> np.ndarray:
+    """Local indices among `indices` whose output bytes don't match their digest."""
+    kind = _text(file.attrs["output_kind"])
+    data = file[s.OUTPUTS][s.OUTPUT_DATASETS[kind]]
+    digests = read_dataset(file, s.DIGEST, path)
+    per_item = max(1, int(np.prod(data.shape[1:])))
+    step = max(1, batch_bytes // per_item)
+    bad = []
+    for begin in range(0, len(indices), step):
+        chosen = indices[begin:begin + step]
+        lo, hi = int(chosen[0]), int(chosen[-1]) + 1
+        block = read_dataset(file, f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[kind]}", path, np.s_[lo:hi])
+        for local in chosen:
+            if digest(block[local - lo]) != bytes(digests[local]):
+                bad.append(int(local))
+    return np.array(bad, dtype=np.int64)
+
+
+def clear_done_flags(path: Path, file: h5py.File, local: np.ndarray) -> None:
+    """Mark items of a data file not done (raw bytes at the done flags' offset), durably."""
+    offset = file[s.DONE].id.get_offset()
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        for item in local:
+            os.pwrite(fd, b"\x00", offset + int(item))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def json_safe(value):
+    """Attribute values as JSON-able Python values."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def dumps(info: dict) -> str:
+    return json.dumps(info, indent=2, default=json_safe)

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from support import runs_of
 from slurm_helpers import REPO, onepiece, start_now, squeue_state, wait_gone, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -73,8 +74,7 @@ def assert_same_complete_output(output: Path, reference: Path) -> None:
 
 
 def run_statuses(output: Path) -> list[str]:
-    with h5py.File(output, "r", locking=False) as file:
-        return [s.decode() if isinstance(s, bytes) else s for s in file["runs"]["status"][...]]
+    return [run["status"] for run in runs_of(output)]
 
 
 def test_submit_tiny_job_completes_and_keeps_its_script(slurm_cluster, tmp_path):

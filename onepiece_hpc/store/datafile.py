@@ -1,0 +1,134 @@
+"""Data files: a fixed range of items with every per-item dataset, created complete, then written
+in place as raw bytes at fixed offsets (never through HDF5, so its metadata can't change).
+
+A data file is published only once it is whole (rows, zeroed flags, storage reserved on disk);
+the writer then opens it as a plain file and puts each item's output, digest, timings and
+commit time at their offsets, and its done flag only after those bytes are on stable storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from onepiece_hpc.store import schema as s
+from onepiece_hpc.store.files import NO_SPACE, no_space_error, reserve, write_new
+
+
+def digest(data: np.ndarray) -> bytes:
+    """The digest an item's output bytes carry (sha256)."""
+    return hashlib.sha256(np.ascontiguousarray(data).data).digest()
+
+
+@dataclass(frozen=True)
+class DataFileSpec:
+    """Where a data file lies and what it holds."""
+
+    path: Path
+    index: int
+    start: int   # its first item's index in the output
+    count: int
+    store_id: str
+    output_kind: str
+    item_shape: tuple[int, ...]
+
+
+def create_data_file(spec: DataFileSpec, rows: np.ndarray) -> None:
+    """Write the complete data file for `rows` (ITEM_DTYPE, `spec.count` of them) and publish it."""
+    def fill(tmp: Path) -> None:
+        with h5py.File(tmp, "w", locking=False) as f:
+            f.attrs.update({"format": s.FORMAT, "store_id": spec.store_id, "file_index": spec.index,
+                            "start": spec.start, "count": spec.count, "output_kind": spec.output_kind})
+            f.create_dataset(s.ITEMS, data=rows)
+            n, dcpl = spec.count, s.contiguous_preallocated
+            f.create_dataset(s.DONE, shape=(n,), dtype="u1", dcpl=dcpl())[...] = 0
+            f.create_dataset(s.DIGEST, shape=(n, s.DIGEST_BYTES), dtype="u1", dcpl=dcpl())[...] = 0
+            f[s.DIGEST].attrs["algorithm"] = s.DIGEST_NAME
+            timings = f.create_dataset(s.TIMINGS, shape=(n, len(s.TIMING_STAGES)), dtype="<f8", dcpl=dcpl())
+            timings[...] = np.nan
+            timings.attrs["stages"] = np.array(s.TIMING_STAGES, dtype=h5py.string_dtype())
+            timings.attrs["units"] = "seconds per item (a unit's time split evenly over its items)"
+            f.create_dataset(s.COMMITTED_AT, shape=(n,), dtype="<f8", dcpl=dcpl())[...] = np.nan
+            f.create_group(s.OUTPUTS).create_dataset(s.OUTPUT_DATASETS[spec.output_kind],
+                                                     shape=(n, *spec.item_shape), dtype="u1", dcpl=dcpl())
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            reserve(fd, os.fstat(fd).st_size, spec.path.parent)
+        finally:
+            os.close(fd)
+
+    write_new(spec.path, fill)
+
+
+@dataclass(frozen=True)
+class Offsets:
+    """Byte offsets of a data file's raw datasets."""
+
+    done: int
+    digest: int
+    timings: int
+    committed_at: int
+    outputs: int
+    item_bytes: int
+
+
+def read_offsets(file: h5py.File, output_kind: str) -> Offsets:
+    ds = file[s.OUTPUTS][s.OUTPUT_DATASETS[output_kind]]
+    return Offsets(done=file[s.DONE].id.get_offset(), digest=file[s.DIGEST].id.get_offset(),
+                   timings=file[s.TIMINGS].id.get_offset(), committed_at=file[s.COMMITTED_AT].id.get_offset(),
+                   outputs=ds.id.get_offset(), item_bytes=int(np.prod(ds.shape[1:])))
+
+
+class RawDataFile:
+    """A published data file opened for raw writes at its datasets' offsets."""
+
+    def __init__(self, path: Path, offsets: Offsets) -> None:
+        self.path = path
+        self.offsets = offsets
+        self.fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        self.dirty = False
+
+    def _pwrite(self, data, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as err:
+            if err.errno in NO_SPACE:
+                raise no_space_error(self.path.parent, len(view), err) from None
+            raise
+        self.dirty = True
+
+    def write_output(self, local: int, output: np.ndarray) -> None:
+        o = self.offsets
+        self._pwrite(np.ascontiguousarray(output, dtype=np.uint8), o.outputs + local * o.item_bytes)
+
+    def write_record(self, local: int, item_digest: bytes, timings: np.ndarray, committed_at: float) -> None:
+        """An item's digest, timings and commit time: everything of it but its output and done flag."""
+        o = self.offsets
+        self._pwrite(item_digest, o.digest + local * s.DIGEST_BYTES)
+        self._pwrite(np.ascontiguousarray(timings, dtype="<f8"), o.timings + local * 8 * len(s.TIMING_STAGES))
+        self._pwrite(np.array([committed_at], dtype="<f8"), o.committed_at + local * 8)
+
+    def write_flags(self, local: np.ndarray, value: int) -> None:
+        """Set the done flags of the local indices `local` (sorted) to `value`, in runs of neighbours."""
+        if not len(local):
+            return
+        breaks = np.flatnonzero(np.diff(local) != 1) + 1
+        for run in np.split(local, breaks):
+            self._pwrite(np.full(len(run), value, dtype=np.uint8), self.offsets.done + int(run[0]))
+
+    def sync(self) -> None:
+        if self.dirty:
+            os.fsync(self.fd)
+            self.dirty = False
+
+    def close(self) -> None:
+        self.sync()
+        os.close(self.fd)

@@ -1,0 +1,106 @@
+"""The index file: an output's identity and file layout, written once, plus virtual datasets
+that present the data files as one output to anyone who opens it with h5py.
+
+Its cost does not depend on the item count: attributes, one provenance group, and one
+virtual mapping per data file and dataset. Data files that don't exist yet read as fill values
+(not done), which is what they are.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from onepiece_hpc.store import schema as s
+
+DEFAULT_FILE_BYTES = 4 * 2**30
+MAX_FILES = 1_000_000
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """How an output's items are spread over data files."""
+
+    items_total: int
+    items_per_file: int
+    output_kind: str
+    item_shape: tuple[int, ...]
+
+    @property
+    def files(self) -> int:
+        return max(1, math.ceil(self.items_total / self.items_per_file))
+
+    @property
+    def item_bytes(self) -> int:
+        return int(np.prod(self.item_shape))
+
+    def file_range(self, index: int) -> tuple[int, int]:
+        start = index * self.items_per_file
+        return start, min(self.items_total, start + self.items_per_file)
+
+    def file_of(self, item: int) -> int:
+        return item // self.items_per_file
+
+    def file_bytes(self, index: int) -> int:
+        """About what a data file takes on disk: outputs plus the small per-item datasets."""
+        start, stop = self.file_range(index)
+        return (stop - start) * (self.item_bytes + s.DIGEST_BYTES + 8 * len(s.TIMING_STAGES) + 9 + 256) + 65_536
+
+
+def choose_items_per_file(items_total: int, item_bytes: int, file_bytes: int = DEFAULT_FILE_BYTES) -> int:
+    """Items a data file holds: as many as fit in `file_bytes` (at least one), at most all of them."""
+    per_file = max(1, file_bytes // max(1, item_bytes))
+    per_file = max(per_file, math.ceil(items_total / MAX_FILES))
+    return max(1, min(items_total, per_file))
+
+
+def data_file_name(index: int) -> str:
+    return s.DATA_FILE.format(index)
+
+
+def data_file_path(index_path: Path, file_index: int) -> Path:
+    return Path(s.data_folder(index_path)) / data_file_name(file_index)
+
+
+def new_store_id() -> str:
+    return uuid.uuid4().hex
+
+
+def write_index(tmp: Path, index_path: Path, layout: StoreLayout, attrs: dict, provenance: dict[str, str]) -> None:
+    """Write the index for an output that will live at `index_path` into the file `tmp`."""
+    relative_folder = os.path.basename(s.data_folder(index_path))
+    with h5py.File(tmp, "w", locking=False) as f:
+        f.attrs.update({**attrs, "format": s.FORMAT, "format_version": s.FORMAT_VERSION, "kind": s.KIND_OUTPUT,
+                        "items_total": layout.items_total, "items_per_file": layout.items_per_file,
+                        "files": layout.files, "output_kind": layout.output_kind,
+                        "item_shape": np.array(layout.item_shape, dtype="<i8")})
+        f.create_group(s.PROVENANCE).attrs.update(provenance)
+        ranges = [(f"{relative_folder}/{data_file_name(k)}", *layout.file_range(k)) for k in range(layout.files)]
+        write_views(f, ranges, layout.items_total, layout.output_kind, layout.item_shape)
+
+
+def write_views(f: h5py.File, ranges: list[tuple[str, int, int]], total: int, output_kind: str,
+                item_shape: tuple[int, ...]) -> None:
+    """Virtual datasets over data files: `ranges` lists (file name, first item, end) in order."""
+    output = f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[output_kind]}"
+    views = [
+        (s.ITEMS, (), s.ITEM_DTYPE, None),
+        (s.DONE, (), np.dtype("u1"), 0),
+        (s.DIGEST, (s.DIGEST_BYTES,), np.dtype("u1"), 0),
+        (s.TIMINGS, (len(s.TIMING_STAGES),), np.dtype("<f8"), np.nan),
+        (s.COMMITTED_AT, (), np.dtype("<f8"), np.nan),
+        (output, tuple(item_shape), np.dtype("u1"), 0),
+    ]
+    f.require_group(s.OUTPUTS)
+    for name, tail, dtype, fill in views:
+        layout = h5py.VirtualLayout(shape=(total, *tail), dtype=dtype)
+        for file_name, start, stop in ranges:
+            layout[start:stop] = h5py.VirtualSource(file_name, name, shape=(stop - start, *tail), dtype=dtype)
+        f.create_virtual_dataset(name, layout, fillvalue=fill)
+    f[s.TIMINGS].attrs["stages"] = np.array(s.TIMING_STAGES, dtype=h5py.string_dtype())

@@ -1,0 +1,95 @@
+"""What `onepiece inspect` shows, computed segment by segment (memory bounded by one data file's
+small datasets, whatever the item count)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onepiece_hpc.store import schema as s
+from onepiece_hpc.store.reader import OutputView, read_dataset
+from onepiece_hpc.store.telemetry import read_runs
+
+
+def _telemetry_summary(view: OutputView) -> list[dict]:
+    """One record per staged run: its policy, moves, and where the rank-seconds went."""
+    records = []
+    for run in read_runs(view.telemetry_dirs, view.path if view.kind == "format-2" else None):
+        records.append({
+            "run": run.name, "policy": str(run.attrs.get("policy", "static")), "layout": str(run.attrs.get("layout", "")),
+            "ranks": int(len(run.ranks)), "moves": int(len(run.moves)),
+            "busy_rank_s": float(run.ranks["busy_s"].sum()), "idle_rank_s": float(run.ranks["wait_s"].sum()),
+            "moving_data_rank_s": float(run.ranks["send_s"].sum()),
+        })
+    return records
+
+
+def latest_commits(view: OutputView, keep: int) -> tuple[int, np.ndarray]:
+    """Items done, and the commit times of the latest `keep` of them (sorted), file by file."""
+    done_total, latest = 0, np.empty(0)
+    for seg, file in view.each():
+        if file is None:
+            continue
+        done = read_dataset(file, s.DONE, seg.path).astype(bool)
+        done_total += int(done.sum())
+        times = read_dataset(file, s.COMMITTED_AT, seg.path)[done]
+        latest = np.sort(np.concatenate([latest, times[np.isfinite(times)]]))[-keep:]
+    return done_total, latest
+
+
+def summary(view: OutputView) -> dict:
+    """The facts `onepiece inspect` shows, as plain JSON-able values."""
+    stages = list(s.TIMING_STAGES)
+    sums = np.zeros(len(stages))
+    done_total, first, last, times = 0, None, None, 0
+    created = 0
+    for seg, file in view.each():
+        if file is None:
+            continue
+        created += 1
+        done = read_dataset(file, s.DONE, seg.path).astype(bool)
+        if not done.any():
+            continue
+        done_total += int(done.sum())
+        timings = read_dataset(file, s.TIMINGS, seg.path)[done]
+        sums += np.nansum(timings[:, :len(stages)], axis=0)
+        committed = read_dataset(file, s.COMMITTED_AT, seg.path)[done]
+        committed = committed[np.isfinite(committed)]
+        if committed.size:
+            first = float(committed.min()) if first is None else min(first, float(committed.min()))
+            last = float(committed.max()) if last is None else max(last, float(committed.max()))
+            times += int(committed.size)
+    mean = {st: (float(sums[i] / done_total) if done_total else None) for i, st in enumerate(stages)}
+    rate = (times - 1) / (last - first) if times >= 2 and last > first else None
+    attrs = view.attrs
+    total = view.items_total
+    return {
+        "file": str(view.path),
+        "kind": view.kind,
+        "format_version": int(attrs["format_version"]),
+        "job_name": str(attrs.get("job_name", "")),
+        "job_fingerprint": str(attrs.get("job_fingerprint", "")),
+        "items_total": total,
+        "items_done": done_total,
+        "complete": done_total == total,
+        "output_kind": view.output_kind,
+        "frame_rate": int(attrs["frame_rate"]) if "frame_rate" in attrs else None,
+        "outputs": {s.OUTPUT_DATASETS[view.output_kind]: {"shape": [total, *view.item_shape], "dtype": "uint8"}},
+        "files": {"data_files": len(view.segments), "created": created,
+                  "items_per_file": int(attrs["items_per_file"]) if "items_per_file" in attrs else total},
+        "microbatch": int(attrs.get("microbatch", 0)),
+        "execution": str(attrs.get("execution", "")),
+        "mean_seconds_per_item": mean,
+        "commit_rate_items_per_s": rate,
+        "provenance": {k: v for k, v in view.provenance.items() if k != "job_file"},
+        "runs": [_run_row(run) for run in view.runs],
+        "sources": view.sources,
+        "telemetry": _telemetry_summary(view),
+    }
+
+
+def _run_row(run: dict) -> dict:
+    keys = ("run", "started_at", "finished_at", "host", "pid", "mode", "status", "items_committed", "slurm_job",
+            "software", "hardware", "source")
+    row = {key: run[key] for key in keys if key in run}
+    row.setdefault("host", run.get("hardware", {}).get("host", "")) if isinstance(run.get("hardware"), dict) else None
+    return row
