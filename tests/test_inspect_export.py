@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import invoke, run_cli, write_job
+from support import invoke, run_cli, tamper, write_job
 
 PROMPTS = ["a quiet harbour", "a \"quoted\" prompt; with $(shell) `chars`", "ünïcödé 🌸 prompt"]
 
@@ -71,8 +71,7 @@ def test_export_writes_viewable_pngs_and_manifest(finished, tmp_path):
 def test_export_of_partial_output_lists_only_done_items(tmp_path):
     job = write_job(tmp_path, PROMPTS)
     assert invoke("run", job, "--monolithic").code == 0
-    with h5py.File(tmp_path / "out/t.h5", "r+") as f:
-        f["done"][1] = 0
+    tamper(tmp_path / "out/t.h5", [1], done=0)
     assert invoke("export", tmp_path / "out/t.h5", tmp_path / "png").code == 0
     manifest = (tmp_path / "png/manifest.jsonl").read_text().splitlines()
     assert [json.loads(m)["index"] for m in manifest] == [0, 2]

@@ -16,6 +16,7 @@ from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.spec.plan import Plan, Unit
+from onepiece_hpc.store.items import PlanItems
 from onepiece_hpc.store.output import OutputWriter
 from onepiece_hpc.store.schema import TIMING_STAGES
 
@@ -50,7 +51,7 @@ def run_monolithic(prepared: Prepared,
     plan, adapter, placement = prepared.plan, prepared.model.adapter, prepared.placement
     if placement.device.type == "cpu":
         torch.set_num_threads(prepared.job.cpu_threads)
-    writer = OutputWriter.open(prepared.output, plan, prepared.layout, prepared.provenance, mode="monolithic",
+    writer = OutputWriter.open(prepared.output, PlanItems(plan), prepared.layout, prepared.provenance, mode="monolithic",
                                settings=prepared.store, run=prepared.run_info("monolithic"))
     status = "failed"
     spent = dict.fromkeys(TIMING_STAGES, 0.0)

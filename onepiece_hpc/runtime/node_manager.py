@@ -32,6 +32,7 @@ from onepiece_hpc.runtime.telemetry import (
     stage_memory_needs,
 )
 from onepiece_hpc.spec.job import Stage
+from onepiece_hpc.store.items import PlanItems
 from onepiece_hpc.store.output import OutputWriter
 from onepiece_hpc.store.telemetry import MOVE_DTYPE, RANK_DTYPE, SAMPLE_DTYPE, STAGE_DTYPE
 from onepiece_hpc.transport import WaitPolicy
@@ -103,7 +104,7 @@ class NodeManager:
 
     def run(self, progress: Callable[[int, int], ProgressReporter] | None = None) -> StagedSummary:
         plan = self.prepared.plan
-        writer = OutputWriter.open(self.prepared.output, plan, self.prepared.layout, self.prepared.provenance,
+        writer = OutputWriter.open(self.prepared.output, PlanItems(plan), self.prepared.layout, self.prepared.provenance,
                                    mode=self.mode, settings=self.prepared.store, run=self.prepared.run_info(self.mode))
         started = time.monotonic()
         status = "failed"

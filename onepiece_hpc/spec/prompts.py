@@ -1,9 +1,27 @@
-"""Prompt sources: .txt (one prompt a line) and .jsonl (one JSON object a line)."""
+"""Prompt sources: .txt (one prompt a line) and .jsonl (one JSON object a line).
+
+The rule for prompt text, the same in both formats, so that one line is one item and every error
+names the line an editor shows:
+- lines end at "\n" only (a "\r\n" ending is accepted); nothing else splits a line, so a line
+  number is the count of "\n" before it plus one;
+- a line, blank or not, may not hold a control character other than tab (U+0000-U+001F,
+  U+007F-U+009F: NUL, a lone CR, form feed, U+0085 ...), U+2028 or U+2029 (line and paragraph
+  separators, which other tools split on), or a surrogate (U+D800-U+DFFF: not a character, and
+  not writable as UTF-8); the file is refused naming file:line, the character as U+XXXX and the fix;
+- in .jsonl the same holds for every string after JSON escapes are decoded ("prompt",
+  "negative_prompt", "image", and the keys and values under "meta"), since "\u2028" or "\ud800"
+  in JSON is valid there (the job file's params.negative_prompt is held to it too);
+- everything else is kept as written (tabs, emoji, joiners, other scripts); a prompt only loses
+  its leading and trailing whitespace.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 from onepiece_hpc.spec.images import ImageReader
@@ -11,6 +29,37 @@ from onepiece_hpc.spec.job import SEED_MAX, PromptRecord
 
 JSONL_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "image", "meta")
 MAX_REPORTED = 20  # problems listed per file before "... and N more"
+#: what prompt text may not hold (see the module docstring): controls but tab, U+2028/9, surrogates
+REFUSED = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """What the prompt-text rule refuses in `text` (the character as U+XXXX, where, the fix), or None."""
+    found = REFUSED.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    if unicodedata.category(char) == "Cs":
+        what, fix = "a lone surrogate, not a character", "write the character itself or its full \\u pair"
+    elif char == "\r":
+        what, fix = "a carriage return", "save the file with \\n or \\r\\n line endings"
+    else:
+        what = unicodedata.name(char, "a control character")
+        fix = "delete it or put a space there (prompt text is one line of plain text)"
+    return f"holds U+{ord(char):04X} ({what}) at character {found.start() + 1}; fix: {fix}"
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string in a decoded JSON value: itself, or the keys and values it holds."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _decode(path: Path, raw: bytes, problems: list[str]) -> str | None:
@@ -36,6 +85,12 @@ def _record_from_json(path: Path, line: int, obj: object, images: ImageReader,
         problems.append(f'{where}: expected a JSON object like {{"prompt": "..."}}, got {type(obj).__name__}')
         return None
     bad = len(problems)
+    refused = set()
+    for field in JSONL_FIELDS:
+        problem = next(filter(None, map(text_problem, _strings(obj.get(field)))), None)
+        if problem is not None:
+            refused.add(field)
+            problems.append(f'{where}: "{field}" {problem}')
     unknown = sorted(set(obj) - set(JSONL_FIELDS))
     if unknown:
         problems.append(
@@ -66,7 +121,7 @@ def _record_from_json(path: Path, line: int, obj: object, images: ImageReader,
     image = obj.get("image")
     if image is not None and (not isinstance(image, str) or not image.strip()):
         problems.append(f'{where}: "image" must be the path of an image file, got {image!r}')
-    elif image is not None:
+    elif image is not None and "image" not in refused:
         image = images.read(path.parent / image, where, f"the prompt file's folder {path.parent}", problems)
     if len(problems) > bad:
         return None
@@ -82,9 +137,14 @@ def _record_from_json(path: Path, line: int, obj: object, images: ImageReader,
     )
 
 
-def _non_blank_lines(text: str):
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
+def _lines(path: Path, text: str, problems: list[str]) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each non-blank line that keeps the prompt-text rule; the others go to problems."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        problem = text_problem(line)
+        if problem is not None:
+            problems.append(f"{path}:{number}: the line {problem}")
+        elif line.strip():
             yield number, line
 
 
@@ -117,7 +177,7 @@ def read_prompts(path: Path, problems: list[str], images: ImageReader | None = N
         text = text[1:]
     records: list[PromptRecord] = []
     errors: list[str] = []
-    for number, line in _non_blank_lines(text):
+    for number, line in _lines(path, text, errors):
         if suffix == ".txt":
             records.append(PromptRecord(line=number, prompt=line.strip()))
             continue

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onepiece_hpc.store.items import PlanItems
 from onepiece_hpc.store.output import OutputLayout, OutputWriter
 
 #: item shapes, and what 8 decode ranks produce per second on one H100 each (DESIGN.md figures:
@@ -52,13 +53,14 @@ def bench_writer(prepared, folder: Path, cases: list[str], max_bytes: int = 2 * 
             output = Path(scratch) / "bench.h5"
             kind = "video" if len(shape) == 4 else "image"
             sized = replace(prepared, layout=OutputLayout(kind=kind, item_shape=shape), output=output)
-            writer = OutputWriter.open(output, sized.plan, sized.layout, sized.provenance, mode="bench")
+            writer = OutputWriter.open(output, PlanItems(sized.plan), sized.layout, sized.provenance, mode="bench",
+                                       settings=prepared.store)
             timings = np.zeros((1, 3))
             start = time.perf_counter()
             for index in range(count):
                 writer.commit(index, payload, timings)
+            writer.close("completed")  # the last group's sync and flags count too
             seconds = time.perf_counter() - start
-            writer.close("completed")
             plain = _plain_write_seconds(Path(scratch), payload, count)
         rate = count / seconds
         records.append({

@@ -5,12 +5,53 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import h5py
 import numpy as np
 
 from onepiece_hpc.spec.plan import Plan
 from onepiece_hpc.store import schema as s
+
+
+class ItemSource(Protocol):
+    """What the writer needs to know of a job's items: identity, count, and rows a range at a time
+    (so nothing costs Python objects per item beyond the range being created)."""
+
+    name: str
+    fingerprint: str
+    model_identity: str
+    microbatch: int
+    execution: str
+
+    def __len__(self) -> int: ...
+
+    def rows(self, start: int, stop: int) -> np.ndarray: ...
+
+    def keys(self, start: int, stop: int) -> list[str]: ...
+
+    def where(self, index: int) -> str: ...
+
+
+class PlanItems:
+    """A planned job's items as an ItemSource."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.name, self.fingerprint = plan.job.name, plan.fingerprint
+        self.model_identity, self.microbatch, self.execution = plan.model_identity, plan.job.microbatch, plan.execution
+
+    def __len__(self) -> int:
+        return len(self.plan.items)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return item_rows(self.plan, start, stop)
+
+    def keys(self, start: int, stop: int) -> list[str]:
+        return [item.key for item in self.plan.items[start:stop]]
+
+    def where(self, index: int) -> str:
+        return f"prompt file line {self.plan.items[index].line}"
 
 
 def item_rows(plan: Plan, start: int, stop: int) -> np.ndarray:

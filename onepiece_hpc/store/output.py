@@ -23,7 +23,6 @@ import h5py
 import numpy as np
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.spec.plan import Plan
 from onepiece_hpc.store import journal
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.datafile import DataFileSpec, RawDataFile, create_data_file, digest, read_offsets
@@ -33,7 +32,7 @@ from onepiece_hpc.store.files import (
 from onepiece_hpc.store.index import (
     DEFAULT_FILE_BYTES, StoreLayout, choose_items_per_file, data_file_path, new_store_id, write_index,
 )
-from onepiece_hpc.store.items import item_rows
+from onepiece_hpc.store.items import ItemSource
 from onepiece_hpc.store.lock import WriterLock, myself
 from onepiece_hpc.store.provenance import Provenance, RunInfo, changes_between, now_iso
 from onepiece_hpc.store.reader import StoreReader
@@ -94,16 +93,16 @@ def check_writable(path: Path, problems: list[str]) -> None:
                         "fix: choose an output path in a folder you can write")
 
 
-def _index_attrs(plan: Plan, provenance: Provenance, layout: OutputLayout) -> dict:
-    attrs = {"store_id": new_store_id(), "job_name": plan.job.name, "job_fingerprint": plan.fingerprint,
-             "model_identity": plan.model_identity, "model_ref": provenance.model_ref,
-             "microbatch": plan.job.microbatch, "execution": plan.execution, "created_at": now_iso()}
+def _index_attrs(items: ItemSource, provenance: Provenance, layout: OutputLayout) -> dict:
+    attrs = {"store_id": new_store_id(), "job_name": items.name, "job_fingerprint": items.fingerprint,
+             "model_identity": items.model_identity, "model_ref": provenance.model_ref,
+             "microbatch": items.microbatch, "execution": items.execution, "created_at": now_iso()}
     if layout.frame_rate is not None:
         attrs["frame_rate"] = layout.frame_rate
     return attrs
 
 
-def _create_index(path: Path, plan: Plan, layout: OutputLayout, provenance: Provenance,
+def _create_index(path: Path, items: ItemSource, layout: OutputLayout, provenance: Provenance,
                   settings: StoreSettings) -> None:
     """Publish a new index at `path`; if another process published one first, leave it be.
 
@@ -111,11 +110,11 @@ def _create_index(path: Path, plan: Plan, layout: OutputLayout, provenance: Prov
     path.parent.mkdir(parents=True, exist_ok=True)
     Path(s.data_folder(path)).mkdir(exist_ok=True)
     item_bytes = int(np.prod(layout.item_shape))
-    per_file = choose_items_per_file(len(plan.items), item_bytes, settings.file_bytes)
-    store = StoreLayout(len(plan.items), per_file, layout.kind, tuple(layout.item_shape))
-    with temporary_path(path.parent, f".{path.name}.") as tmp:
+    per_file = choose_items_per_file(len(items), item_bytes, settings.file_bytes)
+    store = StoreLayout(len(items), per_file, layout.kind, tuple(layout.item_shape))
+    with temporary_path(Path(s.data_folder(path)), ".index.") as tmp:  # in the data folder: its orphans are swept
         try:
-            write_index(tmp, path, store, _index_attrs(plan, provenance, layout), provenance.as_attrs())
+            write_index(tmp, path, store, _index_attrs(items, provenance, layout), provenance.as_attrs())
         except OSError as err:
             if "No space" in str(err) or "errno = 28" in str(err):
                 raise no_space_error(path.parent, None) from None
@@ -124,36 +123,36 @@ def _create_index(path: Path, plan: Plan, layout: OutputLayout, provenance: Prov
         try:
             publish(tmp, path)
         except AlreadyThere:
-            pass
+            pass  # another process published it first: it is checked like any existing output
 
 
-def _mismatch(reader: StoreReader, plan: Plan) -> str | None:
+def _mismatch(reader: StoreReader, items: ItemSource) -> str | None:
     """Why the output is not this job's, or None if it is."""
     attrs, path = reader.attrs, reader.path
-    if attrs.get("job_fingerprint") == plan.fingerprint:
+    if attrs.get("job_fingerprint") == items.fingerprint:
         return None
     theirs = f"job '{attrs.get('job_name')}' with {attrs.get('items_total')} items"
-    if attrs.get("model_identity") != plan.model_identity:
+    if attrs.get("model_identity") != items.model_identity:
         why = "a different model (or the same model folder with other weights)"
-    elif int(attrs.get("items_total", -1)) != len(plan.items):
-        why = f"{attrs.get('items_total')} items, this job has {len(plan.items)}"
-    elif int(attrs.get("microbatch", -1)) != plan.job.microbatch or attrs.get("execution") != plan.execution:
+    elif int(attrs.get("items_total", -1)) != len(items):
+        why = f"{attrs.get('items_total')} items, this job has {len(items)}"
+    elif int(attrs.get("microbatch", -1)) != items.microbatch or attrs.get("execution") != items.execution:
         why = (f"microbatch {attrs.get('microbatch')}, {attrs.get('execution')}; this job has microbatch "
-               f"{plan.job.microbatch}, {plan.execution} (both change the output bits)")
+               f"{items.microbatch}, {items.execution} (both change the output bits)")
     else:
-        first = reader.first_key_mismatch([item.key for item in plan.items])
+        first = reader.first_key_mismatch(items)
         why = ("its items differ (prompt, seed or params)" if first is None else
-               f"item {first} differs (prompt, seed or params; prompt file line {plan.items[first].line})")
+               f"item {first} differs (prompt, seed or params; {items.where(first)})")
     return f"{path} holds the output of another job ({theirs}): {why}"
 
 
 class OutputWriter:
     """The one open writer of an output: commits are durable before they are marked done."""
 
-    def __init__(self, path: Path, plan: Plan, reader: StoreReader, lock: WriterLock, run_number: int,
+    def __init__(self, path: Path, items: ItemSource, reader: StoreReader, lock: WriterLock, run_number: int,
                  settings: StoreSettings) -> None:
         self.path = path
-        self._plan = plan
+        self._items = items
         self._store = reader.layout
         self._store_id = str(reader.attrs["store_id"])
         self._folder = Path(s.data_folder(path))
@@ -170,14 +169,14 @@ class OutputWriter:
         self.committed_this_run = 0
 
     @classmethod
-    def open(cls, path: Path, plan: Plan, layout: OutputLayout, provenance: Provenance, mode: str,
+    def open(cls, path: Path, items: ItemSource, layout: OutputLayout, provenance: Provenance, mode: str,
              settings: StoreSettings = StoreSettings(), run: RunInfo | None = None) -> OutputWriter:
         """Create the output, or resume it if it is this job's; refuse anything else (exit 2)."""
         run = run or RunInfo(mode=mode)
         if not path.exists():
-            _create_index(path, plan, layout, provenance, settings)
+            _create_index(path, items, layout, provenance, settings)
         reader = StoreReader.open_for_resume(path)
-        problem = _mismatch(reader, plan)
+        problem = _mismatch(reader, items)
         if problem:
             raise UserError(f"{problem}; nothing was changed; fix: choose another output path (-o) "
                             "or move the old output away")
@@ -199,10 +198,10 @@ class OutputWriter:
             _check_space(reader.layout, set(reader.existing_files()), reader.done_mask(), folder)
             record = {"event": "run", "run": reader.journal.next_run, "started_at": now_iso(), "pid": os.getpid(),
                       **{k: v for k, v in asdict(run).items()}}
-            record["execution"] = plan.execution
+            record["execution"] = items.execution
             journal.append(folder / s.JOURNAL, record)
             _warn_changes(path, previous, record)
-            return cls(path, plan, reader, lock, record["run"], settings)
+            return cls(path, items, reader, lock, record["run"], settings)
         except BaseException:
             lock.release()
             raise
@@ -283,7 +282,7 @@ class OutputWriter:
             spec = DataFileSpec(path, index, start, stop - start, self._store_id, self._store.output_kind,
                                 self._store.item_shape)
             try:
-                create_data_file(spec, item_rows(self._plan, start, stop))
+                create_data_file(spec, self._items.rows(start, stop))
             except OSError as err:
                 if "No space" in str(err) or "errno = 28" in str(err) or "Disk quota" in str(err):
                     raise no_space_error(self._folder, needed) from None
@@ -325,12 +324,18 @@ class OutputWriter:
             self._lock.release()
 
 
+ORPHAN_AGE_S = 3600.0  # a temporary file this old was left by a killed process, not one in progress
+
+
 def _remove_orphans(folder: Path) -> None:
-    """Temporary files in the data folder were left by a killed writer (only the lock holder writes)."""
-    for orphan in folder.glob(".*.partial"):
-        orphan.unlink(missing_ok=True)
-    for orphan in folder.glob(".stale-lock.*"):
-        orphan.unlink(missing_ok=True)
+    """Sweep temporary files that killed processes left in the data folder (old enough to be sure)."""
+    now = time.time()
+    for orphan in [*folder.glob(".*.partial"), *folder.glob(".stale-lock.*")]:
+        try:
+            if now - orphan.lstat().st_mtime > ORPHAN_AGE_S:
+                orphan.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _check_space(store: StoreLayout, existing: set[int], done: np.ndarray, folder: Path) -> None:

@@ -273,13 +273,15 @@ class StoreReader:
     def existing_files(self) -> list[int]:
         return [k for k, seg in enumerate(self.view.segments) if seg.path.exists()]
 
-    def first_key_mismatch(self, keys: list[str]) -> int | None:
+    def first_key_mismatch(self, items) -> int | None:
+        """The first item whose key differs from `items.keys` (an ItemSource), in the files created so far."""
         for seg, file in self.view.each():
             if file is None:
                 continue
             theirs = read_dataset(file, s.ITEMS, seg.path)["key"]
+            ours = items.keys(seg.start, seg.start + seg.count)
             for offset, key in enumerate(theirs):
-                if _text(key) != keys[seg.start + offset]:
+                if _text(key) != ours[offset]:
                     return seg.start + offset
         return None
 
