@@ -4,6 +4,7 @@ and bit-identical to an uninterrupted run; a different job is refused."""
 from __future__ import annotations
 
 import signal
+import time
 
 import h5py
 import numpy as np
@@ -15,22 +16,34 @@ PROMPTS = [f"prompt number {i}, a landscape" for i in range(40)]
 PARAMS = "{steps: 8, guidance: 5.0, height: 64, width: 64}"
 
 
-def _start_and_interrupt(job, output, sig: int) -> int:
-    """Start a real run, send `sig` once some but not all items are done; return its exit code."""
+def _start_and_interrupt(job, output, sig: int, times: int) -> int:
+    """Start a real run, send `sig` (`times` times in a row) once some but not all items are done; return its
+    exit code."""
     with running("run", job, "--monolithic") as proc:
         wait_until(proc, lambda: 3 <= done_count(output) < len(PROMPTS) - 5, "a few committed items")
-        proc.send_signal(sig)
+        for _ in range(times):
+            proc.send_signal(sig)
+            time.sleep(0.02)
         proc.wait(timeout=60)
     return proc.returncode
 
 
+CUTS = {  # signal, how often it is sent, the exit code, how the run's record ends
+    "sigkill": (signal.SIGKILL, 1, -signal.SIGKILL, "running"),
+    "sigint": (signal.SIGINT, 1, 130, "interrupted"),
+    "sigterm": (signal.SIGTERM, 1, 143, "terminated"),
+    "sigterm-twice": (signal.SIGTERM, 2, 143, "terminated"),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
-def test_interrupted_run_resumes_exactly_once_and_identical(tmp_path, sig):
+@pytest.mark.parametrize("cut", list(CUTS))
+def test_interrupted_run_resumes_exactly_once_and_identical(tmp_path, cut):
+    sig, times, expected_code, expected_status = CUTS[cut]
     job = write_job(tmp_path / "cut", PROMPTS, params=PARAMS)
     output = tmp_path / "cut/out/t.h5"
-    code = _start_and_interrupt(job, output, sig)
-    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130)
+    code = _start_and_interrupt(job, output, sig, times)
+    assert code == expected_code
     kept = done_count(output)
     assert 3 <= kept < len(PROMPTS)
 
@@ -45,7 +58,7 @@ def test_interrupted_run_resumes_exactly_once_and_identical(tmp_path, sig):
         np.testing.assert_array_equal(cut["outputs/images"][...], ref["outputs/images"][...])
     runs = runs_of(output)
     assert len(runs) == 2
-    assert runs[0]["status"] == ("running" if sig == signal.SIGKILL else "interrupted")
+    assert runs[0]["status"] == expected_status
     assert runs[1]["status"] == "completed"
     assert int(runs[1]["items_committed"]) == len(PROMPTS) - kept
 

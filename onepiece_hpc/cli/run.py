@@ -52,6 +52,7 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
     from onepiece_hpc.runtime.quiet import quiet_libraries
 
     quiet_libraries(ctx.obj["verbose"])
+    from onepiece_hpc.runtime.interrupts import exit_code, interrupt_on_sigterm
     from onepiece_hpc.runtime.monolithic import run_monolithic  # torch and diffusers: import on use
     from onepiece_hpc.runtime.prepare import prepare
     from onepiece_hpc.runtime.progress import ProgressReporter
@@ -71,12 +72,13 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
     def progress(total: int, done: int) -> ProgressReporter:
         return ProgressReporter(total, done, prepared.job.name, sys.stderr, interactive)
 
+    interrupt_on_sigterm()
     try:
         summary = run_monolithic(prepared, progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         click.echo(f"interrupted; finished items are kept in {prepared.output}; run the same command "
                    "again to resume", err=True)
-        sys.exit(130)
+        sys.exit(exit_code(stop))
     _print_summary(summary)
 
 

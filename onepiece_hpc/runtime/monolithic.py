@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from onepiece_hpc.models.base import UnitInput
+from onepiece_hpc.runtime.interrupts import Terminated
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.spec.job import Stage
@@ -65,8 +66,8 @@ def run_monolithic(prepared: Prepared,
             for unit in pending:
                 _run_unit(plan, unit, runners, writer, prepared.layout.dataset, spent, reporter)
         status = "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
+    except KeyboardInterrupt as stop:
+        status = "terminated" if isinstance(stop, Terminated) else "interrupted"
         raise
     finally:
         writer.close(status)

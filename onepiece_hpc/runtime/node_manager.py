@@ -22,6 +22,7 @@ from onepiece_hpc.runtime.messages import (
 )
 from onepiece_hpc.runtime.peers import RankInfo, process_alive
 from onepiece_hpc.runtime.policy import PolicyInput, make_policy
+from onepiece_hpc.runtime.interrupts import Terminated
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.runtime.telemetry import (
@@ -117,8 +118,8 @@ class NodeManager:
             with progress(len(plan.items), already) if progress else nullcontext() as reporter:
                 self._serve(queue, outstanding, writer, reporter)
             status = "preempted" if outstanding else "completed"
-        except KeyboardInterrupt:
-            status = "interrupted"
+        except KeyboardInterrupt as stop:
+            status = "terminated" if isinstance(stop, Terminated) else "interrupted"
             raise
         finally:
             self._record_telemetry(writer)

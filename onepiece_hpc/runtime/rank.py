@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -99,8 +100,9 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -
 def write_report(path: Path | None, report: dict) -> None:
     if path is None:
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=str))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # never a predictable name
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(report, indent=1, default=str))
     os.replace(tmp, path)
 
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.runtime.interrupts import exit_code, interrupt_on_sigterm
 from onepiece_hpc.runtime.quiet import quiet_libraries
 
 NODE_MANAGER = 0
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     from onepiece_hpc.runtime.rank import EXIT_PREEMPTED, run_rank, write_report
     from onepiece_hpc.runtime.worker import ManagerGone
 
+    if rank == NODE_MANAGER:
+        interrupt_on_sigterm()  # the writer closes in order; other ranks just stop
     try:
         if run_rank(args, comm) == "preempted" and rank == NODE_MANAGER:
             sys.exit(EXIT_PREEMPTED)
@@ -97,13 +100,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr, flush=True)
         write_report(args.report, {"status": "failed", "error": str(err)})
         comm.Abort(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if rank == NODE_MANAGER:
             print("interrupted; finished items are kept; run the same command again to resume",
                   file=sys.stderr, flush=True)
             write_report(args.report, {"status": "interrupted"})
-            comm.Abort(130)
-        os._exit(130)
+            comm.Abort(exit_code(stop))
+        os._exit(exit_code(stop))
     except ManagerGone as err:
         # A Node Manager that reported a failure aborts the job, which ends this rank within the
         # grace; only one that vanished without a word leaves this rank to say so.

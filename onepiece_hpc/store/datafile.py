@@ -46,14 +46,16 @@ def create_data_file(spec: DataFileSpec, rows: np.ndarray) -> None:
                             "start": spec.start, "count": spec.count, "output_kind": spec.output_kind})
             f.create_dataset(s.ITEMS, data=rows)
             n, dcpl = spec.count, s.contiguous_preallocated
-            f.create_dataset(s.DONE, shape=(n,), dtype="u1", dcpl=dcpl())[...] = 0
-            f.create_dataset(s.DIGEST, shape=(n, s.DIGEST_BYTES), dtype="u1", dcpl=dcpl())[...] = 0
+            stages = len(s.TIMING_STAGES)
+            f.create_dataset(s.DONE, shape=(n,), dtype="u1", dcpl=dcpl())[...] = np.zeros(n, dtype="u1")
+            f.create_dataset(s.DIGEST, shape=(n, s.DIGEST_BYTES), dtype="u1",
+                             dcpl=dcpl())[...] = np.zeros((n, s.DIGEST_BYTES), dtype="u1")
             f[s.DIGEST].attrs["algorithm"] = s.DIGEST_NAME
-            timings = f.create_dataset(s.TIMINGS, shape=(n, len(s.TIMING_STAGES)), dtype="<f8", dcpl=dcpl())
-            timings[...] = np.nan
+            timings = f.create_dataset(s.TIMINGS, shape=(n, stages), dtype="<f8", dcpl=dcpl())
+            timings[...] = np.full((n, stages), np.nan)  # whole arrays: h5py broadcasts a scalar row by row
             timings.attrs["stages"] = np.array(s.TIMING_STAGES, dtype=h5py.string_dtype())
             timings.attrs["units"] = "seconds per item (a unit's time split evenly over its items)"
-            f.create_dataset(s.COMMITTED_AT, shape=(n,), dtype="<f8", dcpl=dcpl())[...] = np.nan
+            f.create_dataset(s.COMMITTED_AT, shape=(n,), dtype="<f8", dcpl=dcpl())[...] = np.full(n, np.nan)
             f.create_group(s.OUTPUTS).create_dataset(s.OUTPUT_DATASETS[spec.output_kind],
                                                      shape=(n, *spec.item_shape), dtype="u1", dcpl=dcpl())
         fd = os.open(tmp, os.O_RDWR)
@@ -105,16 +107,17 @@ class RawDataFile:
             raise
         self.dirty = True
 
-    def write_output(self, local: int, output: np.ndarray) -> None:
+    def write_outputs(self, local: int, outputs: np.ndarray) -> None:
+        """The outputs of consecutive items from `local` on, in one write."""
         o = self.offsets
-        self._pwrite(np.ascontiguousarray(output, dtype=np.uint8), o.outputs + local * o.item_bytes)
+        self._pwrite(np.ascontiguousarray(outputs, dtype=np.uint8), o.outputs + local * o.item_bytes)
 
-    def write_record(self, local: int, item_digest: bytes, timings: np.ndarray, committed_at: float) -> None:
-        """An item's digest, timings and commit time: everything of it but its output and done flag."""
+    def write_records(self, local: int, digests: np.ndarray, timings: np.ndarray, committed_at: np.ndarray) -> None:
+        """Digests, timings and commit times of consecutive items: all of them but outputs and done flags."""
         o = self.offsets
-        self._pwrite(item_digest, o.digest + local * s.DIGEST_BYTES)
+        self._pwrite(np.ascontiguousarray(digests, dtype=np.uint8), o.digest + local * s.DIGEST_BYTES)
         self._pwrite(np.ascontiguousarray(timings, dtype="<f8"), o.timings + local * 8 * len(s.TIMING_STAGES))
-        self._pwrite(np.array([committed_at], dtype="<f8"), o.committed_at + local * 8)
+        self._pwrite(np.ascontiguousarray(committed_at, dtype="<f8"), o.committed_at + local * 8)
 
     def write_flags(self, local: np.ndarray, value: int) -> None:
         """Set the done flags of the local indices `local` (sorted) to `value`, in runs of neighbours."""

@@ -20,6 +20,7 @@ import numpy as np
 from onepiece_hpc.store import schema as s
 
 DEFAULT_FILE_BYTES = 4 * 2**30
+MAX_ITEMS_PER_FILE = 65_536  # small items: a data file's rows (prompts) are written when it is created
 MAX_FILES = 1_000_000
 
 
@@ -54,8 +55,9 @@ class StoreLayout:
 
 
 def choose_items_per_file(items_total: int, item_bytes: int, file_bytes: int = DEFAULT_FILE_BYTES) -> int:
-    """Items a data file holds: as many as fit in `file_bytes` (at least one), at most all of them."""
-    per_file = max(1, file_bytes // max(1, item_bytes))
+    """Items a data file holds: as many as fit in `file_bytes` (at least one, at most MAX_ITEMS_PER_FILE),
+    at most all of them."""
+    per_file = max(1, min(MAX_ITEMS_PER_FILE, file_bytes // max(1, item_bytes)))
     per_file = max(per_file, math.ceil(items_total / MAX_FILES))
     return max(1, min(items_total, per_file))
 

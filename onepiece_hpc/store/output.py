@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ from onepiece_hpc.store.reader import StoreReader
 from onepiece_hpc.store.telemetry import write_telemetry
 
 log = logging.getLogger(__name__)
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ class OutputWriter:
         self._done = reader.done_mask()
         self._existing = set(reader.existing_files())
         self._open: dict[int, RawDataFile] = {}
-        self._pending: list[int] = []  # items written, their flags not yet
+        self._pending: list[np.ndarray] = []  # items written, their flags not yet
         self._pending_since = 0.0
         self._closed = False
         self.committed_this_run = 0
@@ -214,29 +217,40 @@ class OutputWriter:
         """Store items [start, start + len(outputs)); returns how many were new.
 
         `stage_seconds` holds each item's seconds for every timing stage but the last ("write"),
-        which is measured here. Done flags follow at the next group sync.
+        which is measured here. Consecutive items go to disk in one write a dataset; their done
+        flags follow at the next group sync.
         """
         began = time.perf_counter()
-        fresh = [offset for offset in range(len(outputs)) if not self._done[start + offset]]
-        if not fresh:
+        fresh = np.flatnonzero(~self._done[start:start + len(outputs)])
+        if not len(fresh):
             return 0
         now = time.time()
-        placed = []
-        for offset in fresh:
-            file, local = self._file_for(start + offset)
-            file.write_output(local, outputs[offset])
-            placed.append((file, local, digest(outputs[offset])))
+        runs = self._runs(start, fresh)
+        digests = np.zeros((len(outputs), s.DIGEST_BYTES), dtype=np.uint8)
+        for first, stop in runs:
+            file, local = self._file_for(start + first)
+            file.write_outputs(local, outputs[first:stop])
+            for offset in range(first, stop):
+                digests[offset] = np.frombuffer(digest(outputs[offset]), dtype=np.uint8)
         write_s = (time.perf_counter() - began) / len(fresh)
-        for offset, (file, local, item_digest) in zip(fresh, placed):
-            file.write_record(local, item_digest, np.append(stage_seconds[offset], write_s), now)
-        written = [start + offset for offset in fresh]
+        timings = np.hstack([stage_seconds, np.full((len(outputs), 1), write_s)])
+        for first, stop in runs:
+            file, local = self._file_for(start + first)
+            file.write_records(local, digests[first:stop], timings[first:stop], np.full(stop - first, now))
+        written = start + fresh
         self._done[written] = True
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending += written
+        self._pending.append(written)
         self.committed_this_run += len(written)
         self.sync_if_due()
         return len(written)
+
+    def _runs(self, start: int, fresh: np.ndarray) -> list[tuple[int, int]]:
+        """[first, stop) offsets of consecutive fresh items that lie in one data file."""
+        per_file = self._store.items_per_file
+        cuts = np.flatnonzero((np.diff(fresh) != 1) | (np.diff((start + fresh) // per_file) != 0)) + 1
+        return [(int(run[0]), int(run[-1]) + 1) for run in np.split(fresh, cuts)]
 
     def sync_if_due(self) -> None:
         if self._pending and time.monotonic() - self._pending_since >= self._settings.sync_interval_s:
@@ -250,7 +264,7 @@ class OutputWriter:
             return
         for file in self._open.values():
             file.sync()
-        items = np.array(sorted(self._pending), dtype=np.int64)
+        items = np.sort(np.concatenate(self._pending))
         per_file = self._store.items_per_file
         for index in np.unique(items // per_file):
             chosen = items[items // per_file == index]
@@ -313,6 +327,7 @@ class OutputWriter:
         if self._closed:
             return
         self._closed = True
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # a second Ctrl-C waits for the close
         try:
             self.sync()
             for file in self._open.values():
@@ -322,6 +337,7 @@ class OutputWriter:
                                            "status": status, "items_committed": self.committed_this_run})
         finally:
             self._lock.release()
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 ORPHAN_AGE_S = 3600.0  # a temporary file this old was left by a killed process, not one in progress

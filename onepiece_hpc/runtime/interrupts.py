@@ -1,0 +1,24 @@
+"""SIGTERM (scancel, a time limit, a stopping node) stops a run the way Ctrl-C does: the unit in
+progress is dropped, everything committed is synced, the run's record says how it ended."""
+
+from __future__ import annotations
+
+import signal
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop with SIGTERM."""
+
+
+def _raise(signum, frame) -> None:
+    raise Terminated()
+
+
+def interrupt_on_sigterm() -> None:
+    """Turn SIGTERM into Terminated in the main thread (call from the main thread)."""
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM (128 + the signal's number, as shells report)."""
+    return 128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
