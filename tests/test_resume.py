@@ -3,6 +3,7 @@ and bit-identical to an uninterrupted run; a different job is refused."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -10,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from support import done_count, invoke, running, runs_of, tamper, wait_until, write_job
+from support import done_count, invoke, run_cli, running, runs_of, tamper, wait_until, write_job
 
 PROMPTS = [f"prompt number {i}, a landscape" for i in range(40)]
 PARAMS = "{steps: 8, guidance: 5.0, height: 64, width: 64}"
@@ -92,3 +93,19 @@ def test_damaged_done_item_is_found_by_its_digest_and_generated_again(tmp_path):
     assert "(2 this run" in result.out, "the damaged item is generated again beside the missing one"
     with h5py.File(output, "r") as f:
         np.testing.assert_array_equal(f["outputs/images"][...], reference)
+
+
+def test_a_resume_under_other_software_says_so(tmp_path):
+    job = write_job(tmp_path, PROMPTS[:3], params=PARAMS)
+    assert invoke("run", job, "--monolithic").code == 0
+    output = tmp_path / "out/t.h5"
+    journal = tmp_path / "out/t.h5.d/journal.jsonl"
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    lines[0]["software"]["torch"] = "1.0.0"  # as if the first items were made by an older torch
+    journal.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    tamper(output, [2], done=0)
+    result = run_cli("run", job, "--monolithic")
+    assert result.returncode == 0, result.stderr
+    assert "torch 1.0.0 -> " in result.stderr and "may not be bit-identical" in result.stderr
+    runs = runs_of(output)
+    assert runs[-1]["software"]["torch"] != "1.0.0" and runs[-1]["hardware"]["device"] == "cpu"
