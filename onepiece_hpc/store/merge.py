@@ -44,7 +44,10 @@ def identity(view: OutputView) -> str:
     """What tells one output from another that replaced it: its store id (format 3), else its fingerprint and
     creation time (format 2)."""
     store_id = str(view.attrs.get("store_id", ""))
-    return store_id or f"v2:{view.attrs.get('job_fingerprint')}:{view.provenance.get('created_at', '')}"
+    if store_id:
+        return store_id
+    made = f"{view.attrs.get('job_fingerprint')}:{view.provenance.get('created_at', '')}"
+    return "v2-" + hashlib.sha256(made.encode()).hexdigest()[:61]  # 64 characters, as /merge/sources keeps
 
 
 def is_merged(path: Path) -> bool:

@@ -178,7 +178,10 @@ class OutputWriter:
         run = run or RunInfo(mode=mode)
         if not path.exists():
             _create_index(path, items, layout, provenance, settings)
-        reader = StoreReader.open_for_resume(path)
+        try:
+            reader = StoreReader.open_for_resume(path)
+        except UserError as err:
+            raise UserError(f"{err.render()}; nothing was changed") from None
         problem = _mismatch(reader, items)
         if problem:
             raise UserError(f"{problem}; nothing was changed; fix: choose another output path (-o) "
