@@ -229,3 +229,28 @@ def test_drain_signal_commits_what_is_dispatched_then_resume_finishes(tmp_path):
     first = runs_of(output)[0]
     assert first["status"] == "preempted" and int(first["items_committed"]) == kept
     _resume_completes_exactly_once_and_identical(tmp_path, job, output, kept)
+
+
+@pytest.mark.parametrize("victim", ["node-manager", "everything"])
+def test_kill9_of_the_writer_or_the_whole_run_then_resume_is_exactly_once_and_identical(tmp_path, victim):
+    """A kill -9 of rank 0 (the writer) alone, or of every process at once as a dead node does, while
+    units commit: every command reads what is left, and a staged resume completes it bit for bit."""
+    job, output = _interruptible_job(tmp_path)
+    with running("run", job, "-n", "5", "--wait-timeout", "60") as proc:
+        wait_until(proc, lambda: done_count(output) >= 3, "three committed items")
+        if victim == "everything":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            os.kill(_rank_pids(str(job))[0], signal.SIGKILL)
+        proc.communicate(timeout=120)
+    for rank_pid in _rank_pids(str(job)).values():  # what a killed launcher left (issue of its own)
+        try:
+            os.kill(rank_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert invoke("inspect", output).code == 0
+    assert invoke("verify", output).code == 1  # not complete, nothing damaged
+    kept = done_count(output)
+    assert 3 <= kept < len(INTERRUPTED)
+    assert runs_of(output)[0]["status"] == "running"  # the run's end was never recorded
+    _resume_completes_exactly_once_and_identical(tmp_path, job, output, kept)

@@ -219,3 +219,38 @@ def test_a_disk_that_fills_mid_run_stops_cleanly_and_a_resume_after_freeing_spac
                              timeout=120, check=True)
     assert int(resumed.stdout) == count - json.loads(kept.out)["items_done"]
     _assert_complete(output, count)
+
+
+def _driver(job: Path, output: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*DRIVER, str(job), str(output)], env=_env(), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("planted", ["index", "lock", "journal", "data-file", "dangling-data-file"])
+def test_a_planted_symlink_never_redirects_a_write(tmp_path, planted):
+    job = _job(tmp_path / "job")
+    output = tmp_path / "out/d.h5"
+    assert _driver(job, output).returncode == 0
+    folder = Path(f"{output}.d")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    if planted == "index":
+        output.rename(tmp_path / "moved.h5")
+        output.symlink_to(victim)
+    elif planted == "lock":
+        (folder / "lock").symlink_to(victim)
+    elif planted == "journal":
+        (folder / "journal.jsonl").unlink()
+        (folder / "journal.jsonl").symlink_to(victim)
+    else:  # a data file the run must create again: the journal no longer lists it
+        (folder / "data-00001.h5").unlink()
+        lines = (folder / "journal.jsonl").read_text().splitlines()
+        (folder / "journal.jsonl").write_text("".join(f"{line}\n" for line in lines if '"file": 1,' not in line))
+        store_driver_items = 6
+        with h5py.File(folder / "data-00000.h5", "r") as f:
+            assert len(f["done"]) < store_driver_items, "the job must span several data files"
+        target = victim if planted == "data-file" else tmp_path / "nothing-here"
+        (folder / "data-00001.h5").symlink_to(target)
+    result = _driver(job, output)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.startswith("error:")
+    assert victim.read_text() == "precious"

@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.files import NO_SPACE, no_space_error, reserve, write_new
 
@@ -92,7 +93,11 @@ class RawDataFile:
     def __init__(self, path: Path, offsets: Offsets) -> None:
         self.path = path
         self.offsets = offsets
-        self.fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError as err:
+            raise UserError(f"cannot open the data file {path} for writing ({err.strerror}); nothing was changed; "
+                            "fix: it must be a plain file you can write (not a link)") from None
         self.dirty = False
 
     def _pwrite(self, data, offset: int) -> None:

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onepiece_hpc.errors import UserError
 from onepiece_hpc.store.files import NO_SPACE, no_space_error
 
 
@@ -77,4 +78,5 @@ def append(path: Path, record: dict) -> None:
     except OSError as err:
         if err.errno in NO_SPACE:
             raise no_space_error(path.parent, len(line), err) from None
-        raise
+        raise UserError(f"cannot write the output's journal {path} ({err.strerror}); everything committed is kept; "
+                        "fix: make it a plain file you can write (not a link), then run again") from None

@@ -300,6 +300,9 @@ class OutputWriter:
                                 self._store.item_shape)
             try:
                 create_data_file(spec, self._items.rows(start, stop))
+            except AlreadyThere:
+                raise UserError(f"{path} appeared while this run was about to create it (this output's journal "
+                                "does not list it); nothing was overwritten; fix: move it away and run again") from None
             except OSError as err:
                 if "No space" in str(err) or "errno = 28" in str(err) or "Disk quota" in str(err):
                     raise no_space_error(self._folder, needed) from None
