@@ -35,6 +35,8 @@ CUTS = {  # signal, how often it is sent, the exit code, how the run's record en
     "sigterm": (signal.SIGTERM, 1, 143, "terminated"),
     "sigterm-twice": (signal.SIGTERM, 2, 143, "terminated"),
 }
+#: a second SIGTERM that lands once the process is past its close and exiting ends it with the signal
+ALSO_ACCEPTED = {"sigterm-twice": -signal.SIGTERM}
 
 
 @pytest.mark.slow
@@ -44,7 +46,7 @@ def test_interrupted_run_resumes_exactly_once_and_identical(tmp_path, cut):
     job = write_job(tmp_path / "cut", PROMPTS, params=PARAMS)
     output = tmp_path / "cut/out/t.h5"
     code = _start_and_interrupt(job, output, sig, times)
-    assert code == expected_code
+    assert code in (expected_code, ALSO_ACCEPTED.get(cut))
     kept = done_count(output)
     assert 3 <= kept < len(PROMPTS)
 

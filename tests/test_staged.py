@@ -7,6 +7,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -238,7 +240,9 @@ def test_kill9_of_the_writer_or_the_whole_run_then_resume_is_exactly_once_and_id
     job, output = _interruptible_job(tmp_path)
     with running("run", job, "-n", "5", "--wait-timeout", "60") as proc:
         wait_until(proc, lambda: done_count(output) >= 3, "three committed items")
-        if victim == "everything":
+        if victim == "everything":  # every rank, then the launcher (mpiexec keeps the ranks in groups of their own)
+            for rank_pid in _rank_pids(str(job)).values():
+                os.kill(rank_pid, signal.SIGKILL)
             os.killpg(proc.pid, signal.SIGKILL)
         else:
             os.kill(_rank_pids(str(job))[0], signal.SIGKILL)
@@ -254,3 +258,24 @@ def test_kill9_of_the_writer_or_the_whole_run_then_resume_is_exactly_once_and_id
     assert 3 <= kept < len(INTERRUPTED)
     assert runs_of(output)[0]["status"] == "running"  # the run's end was never recorded
     _resume_completes_exactly_once_and_identical(tmp_path, job, output, kept)
+
+
+def test_a_staged_run_into_an_output_in_use_is_refused_at_once(tmp_path):
+    """The writer's lock is found taken only on rank 0, after every rank started: the job ends with exit 2
+    naming the holder instead of leaving the other ranks waiting."""
+    job, output = _interruptible_job(tmp_path)
+    with running("run", job, "--monolithic") as first:  # an output with a few items, as a run leaves it
+        wait_until(first, lambda: done_count(output) >= 1, "a committed item")
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=60)
+    holder = (f"import sys, time; from pathlib import Path; from onepiece_hpc.store.lock import WriterLock, myself; "
+              f"WriterLock.acquire(Path('{output}.d/lock'), myself('another run', '', 0), Path('{output}')); "
+              "print('held', flush=True); time.sleep(600)")
+    with subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True) as other:
+        try:
+            assert other.stdout.readline().strip() == "held"
+            second = run_cli("run", job, "-n", "5", "--wait-timeout", "600")  # a wait would outlast run_cli's bound
+        finally:
+            other.kill()
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"is being written by pid {other.pid}" in second.stderr

@@ -11,6 +11,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stop is under way: a second SIGTERM changes nothing
     raise Terminated()
 
 

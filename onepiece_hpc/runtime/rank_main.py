@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         if rank == NODE_MANAGER:
             print(f"error: {err.render()}", file=sys.stderr, flush=True)
             write_report(args.report, {"status": "refused", "error": err.render()})
+            # the other ranks may already wait for work (a refusal found only here: the output is in use
+            # or another job's); ending the whole job keeps them from waiting out their deadline
+            comm.Abort(UserError.exit_code)
         sys.exit(UserError.exit_code)
     except JobFailed as err:
         print(f"error: {err}", file=sys.stderr, flush=True)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from onepiece_hpc.store.items import PlanItems
+from onepiece_hpc.store.bench_scale import SyntheticItems
 from onepiece_hpc.store.output import OutputLayout, OutputWriter
 
 #: item shapes, and what 8 decode ranks produce per second on one H100 each (DESIGN.md figures:
@@ -29,11 +28,13 @@ CASES = {
 
 
 def _plain_write_seconds(folder: Path, payload: np.ndarray, count: int) -> float:
+    """A plain sequential write of the same bytes, made durable with one fsync at the end."""
     fd, path = tempfile.mkstemp(dir=folder, prefix=".raw-")
     try:
         start = time.perf_counter()
         for _ in range(count):
             os.write(fd, payload.data)
+        os.fsync(fd)
         return time.perf_counter() - start
     finally:
         os.close(fd)
@@ -41,19 +42,22 @@ def _plain_write_seconds(folder: Path, payload: np.ndarray, count: int) -> float
 
 
 def bench_writer(prepared, folder: Path, cases: list[str], max_bytes: int = 2 * 2**30) -> list[dict]:
-    """One record per case: commits per second, MB/s, and ratios to the plain write and to demand."""
+    """One record per case: commits per second, MB/s, and ratios to the plain write and to demand.
+
+    Each case commits `max_bytes` of items (synthetic ones, as many as that takes: a steady state,
+    with its data files created and synced as a long run does), then closes the output.
+    """
     records = []
-    plan = prepared.plan
     for name in cases:
         shape, demand = CASES[name]
         item_bytes = int(np.prod(shape))
-        count = max(2, min(len(plan.items), max_bytes // item_bytes))
+        count = max(2, max_bytes // item_bytes)
         payload = np.random.default_rng(0).integers(0, 255, size=(1, *shape), dtype=np.uint8)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".bench-writer-") as scratch:
             output = Path(scratch) / "bench.h5"
             kind = "video" if len(shape) == 4 else "image"
-            sized = replace(prepared, layout=OutputLayout(kind=kind, item_shape=shape), output=output)
-            writer = OutputWriter.open(output, PlanItems(sized.plan), sized.layout, sized.provenance, mode="bench",
+            layout = OutputLayout(kind=kind, item_shape=shape)
+            writer = OutputWriter.open(output, SyntheticItems(count), layout, prepared.provenance, mode="bench",
                                        settings=prepared.store)
             timings = np.zeros((1, 3))
             start = time.perf_counter()
