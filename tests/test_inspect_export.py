@@ -80,10 +80,10 @@ def test_export_of_partial_output_lists_only_done_items(tmp_path):
 
 def test_bench_writer_json(tmp_path):
     job = write_job(tmp_path, PROMPTS)
-    result = invoke("bench", "writer", job, "--case", "image-512", "--dir", tmp_path, "--json")
+    result = invoke("bench", "writer", job, "--case", "image-512", "--dir", tmp_path, "--mb", "8", "--json")
     assert result.code == 0, result.err
     record = json.loads(result.out)
-    assert record["case"] == "image-512" and record["items"] == 3
+    assert record["case"] == "image-512" and record["items"] == 8 * 2**20 // (512 * 512 * 3)
     assert record["commits_per_s"] > 0 and record["headroom"] > 0
     assert not list(tmp_path.glob(".bench-writer-*")), "scratch files left behind"
 

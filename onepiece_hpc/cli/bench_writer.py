@@ -17,10 +17,13 @@ CASES = ("image-512", "image-1024", "video-81x480x832")  # as in store/bench_wri
 @click.option("--dir", "folder", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where to write the test files (default: beside the job's output); use your output filesystem.")
 @click.option("--case", "cases", multiple=True, type=click.Choice(list(CASES)), help="Item sizes (default: all).")
+@click.option("--mb", "megabytes", type=click.IntRange(1, 1_000_000), default=2048, show_default=True,
+              help="Megabytes of items each case commits.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per case.")
-def bench_writer_cmd(job_file: Path, folder: Path | None, cases: tuple[str, ...], as_json: bool) -> None:
-    """HDF5 commit rate of the rank-0 writer vs. a plain file write of the same bytes, and vs. what
-    8 decode ranks on H100s produce (DESIGN.md reference figures)."""
+def bench_writer_cmd(job_file: Path, folder: Path | None, cases: tuple[str, ...], megabytes: int,
+                     as_json: bool) -> None:
+    """Commit rate of the rank-0 writer (synced to stable storage) vs. a durable plain write of the same
+    bytes, and vs. what 8 decode ranks on H100s produce (DESIGN.md reference figures)."""
     from onepiece_hpc.runtime.quiet import quiet_libraries
 
     quiet_libraries()
@@ -30,7 +33,7 @@ def bench_writer_cmd(job_file: Path, folder: Path | None, cases: tuple[str, ...]
     prepared = prepare(job_file, None, environment.cache_dir())
     target = folder or prepared.output.parent
     target.mkdir(parents=True, exist_ok=True)
-    records = bench_writer(prepared, target, list(cases or CASES))
+    records = bench_writer(prepared, target, list(cases or CASES), megabytes * 2**20)
     if as_json:
         for record in records:
             click.echo(json.dumps(record))
