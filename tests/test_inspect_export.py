@@ -154,3 +154,12 @@ def test_export_refuses_a_format_of_the_other_kind(video_output, finished, tmp_p
         assert not (tmp_path / fmt).exists()
     result = invoke("export", finished, tmp_path / "fps", "--fps", "8")
     assert result.code == 2 and "--fps is for videos" in result.err
+
+
+def test_bench_store_json(tmp_path):
+    result = invoke("bench", "store", "--items", "300", "--dir", tmp_path, "--json")
+    assert result.code == 0, result.err
+    record = json.loads(result.out)
+    assert record["items"] == 300 and record["data_files"] == 1
+    assert record["fill_s"] > 0 and record["inspect_peak_mb"] > 0 and record["verify_s"] > 0
+    assert not list(tmp_path.iterdir()), "scratch files left behind"
