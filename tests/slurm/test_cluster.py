@@ -121,7 +121,9 @@ def test_sweep_runs_as_arrays_and_merges_into_one_view(slurm_cluster, tmp_path):
     assert (info["items_total"], info["items_done"], info["complete"]) == (18, 18, True)
     with h5py.File(tmp_path / "merged.h5", "r") as merged:
         keys = merged["items"]["key"][...]
-        assert len(set(keys)) == 18 and list(merged["items"]["index"][...]) == list(range(18))
+        offsets = merged["merge/sources"]["offset"][...]
+        assert len(set(keys)) == 18 and list(offsets) == [0, 3, 6, 9, 12, 15]
+        assert list(merged["items"]["index"][...]) == [0, 1, 2] * 6  # each row as its shard numbers it
         for number, shard in enumerate(shards):
             with h5py.File(shard, "r") as part:
                 assert np.array_equal(merged["outputs/images"][number * 3:(number + 1) * 3], part["outputs/images"][...])
