@@ -10,6 +10,7 @@ The job file's prompts become items of 8 x 8 px; item i's pixels are all (i * 37
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -18,9 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.spec.loader import load_job
-from onepiece_hpc.spec.plan import plan_job
-from onepiece_hpc.store.items import PlanItems
+from onepiece_hpc.store.bench_scale import SyntheticItems
 from onepiece_hpc.store.output import OutputLayout, OutputWriter, StoreSettings
 from onepiece_hpc.store.provenance import Provenance, RunInfo
 from onepiece_hpc.store.telemetry import MOVE_DTYPE, RANK_DTYPE, SAMPLE_DTYPE, STAGE_DTYPE
@@ -33,13 +32,21 @@ def pixels(index: int) -> np.ndarray:
     return np.full(SHAPE, (index * 37) % 251, dtype=np.uint8)
 
 
-def plan_of(job_file: Path):
-    problems: list[str] = []
-    job = load_job(job_file, problems)
-    plan = plan_job(job, "driver-model", SHAPE[:2], "cpu/float32/threads=1", problems) if job else None
-    if plan is None:
-        raise UserError(problems)
-    return plan
+class DriverItems(SyntheticItems):
+    """The job file's prompts as items (no planning code: this process must start fast)."""
+
+    def __init__(self, job_file: Path) -> None:
+        lines = (job_file.parent / "prompts.txt").read_text(encoding="utf-8").split("\n")
+        prompts = [line for line in lines if line.strip()]
+        super().__init__(len(prompts))
+        self.prompts = prompts
+        self.name = "driver"
+        self.fingerprint = hashlib.sha256("\n".join(prompts).encode()).hexdigest()
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        table = super().rows(start, stop)
+        table["prompt"] = np.array(self.prompts[start:stop], dtype=object)
+        return table
 
 
 def _pause(go: Path) -> None:
@@ -52,20 +59,19 @@ def _pause(go: Path) -> None:
 
 def run(job_file: Path, output: Path, pause_at: int = -1, go: Path = Path("")) -> int:
     """Generate what is missing; returns how many items this run committed."""
-    plan = plan_of(job_file)
+    items = DriverItems(job_file)
     provenance = Provenance(job_file="", job_path=str(job_file), package_version="test", model_ref="driver",
                             model_identity="driver-model", model_config_hash="", pipeline_class="none",
                             torch_version="", diffusers_version="", transformers_version="", python_version="",
                             host="", created_at="")
-    writer = OutputWriter.open(output, PlanItems(plan), OutputLayout("image", SHAPE), provenance, "driver",
+    writer = OutputWriter.open(output, items, OutputLayout("image", SHAPE), provenance, "driver",
                                settings=SETTINGS, run=RunInfo(mode="driver", software={"torch": "none"}))
     status = "failed"
     try:
         done = writer.done_mask()
-        for unit in plan.units:
-            if not done[unit.start:unit.stop].all():
-                batch = np.stack([pixels(i) for i in range(unit.start, unit.stop)])
-                writer.commit(unit.start, batch, np.zeros((unit.size, 3)))
+        for index in range(len(items)):
+            if not done[index]:
+                writer.commit(index, pixels(index)[None], np.zeros((1, 3)))
                 if writer.committed_this_run == pause_at:
                     _pause(go)
         ranks = np.array([(1, "h", "encode", 1, 0.1, 0.2, 0.0, 1.0, 0.5, 10.0)], dtype=RANK_DTYPE)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import h5py
 import numpy as np
 
-from onepiece_hpc.spec.plan import Plan
 from onepiece_hpc.store import schema as s
+
+if TYPE_CHECKING:  # the store reads plans through ItemSource; it needs no planning code to run
+    from onepiece_hpc.spec.plan import Plan
 
 
 class ItemSource(Protocol):
