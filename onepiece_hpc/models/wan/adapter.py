@@ -109,10 +109,13 @@ class WanAdapter(DiffusersPipelineAdapter):
         pipe.vae_scale_factor_temporal = self.frame_step()
         return pipe
 
+    # -- stages -----------------------------------------------------------------------------
     def postprocessor(self) -> VideoProcessor:
         return VideoProcessor(vae_scale_factor=self.vae_scale_factor())
 
-    # -- stages -----------------------------------------------------------------------------
+    def plain_arguments(self, unit: UnitInput) -> dict:
+        return super().plain_arguments(unit) | {"num_frames": unit.params.frames, "max_sequence_length": MAX_SEQUENCE}
+
     def encode_text(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
         guided = self.uses_guidance(unit.params)
         positive, negative = pipe.encode_prompt(
@@ -156,6 +159,9 @@ class WanImageToVideoAdapter(WanAdapter):
 
     def components(self, stage: Stage) -> tuple[str, ...]:
         return self.encode_components if stage is Stage.ENCODE else super().components(stage)
+
+    def plain_arguments(self, unit: UnitInput) -> dict:
+        return super().plain_arguments(unit) | {"image": open_condition_image(unit.params.image)}
 
     def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
         vision = read_config(self.folder, "image_encoder")
