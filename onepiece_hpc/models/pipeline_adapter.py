@@ -10,7 +10,6 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-from diffusers.image_processor import VaeImageProcessor
 
 from onepiece_hpc.models.base import (
     LoadedStage, ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, read_config,
@@ -157,13 +156,8 @@ class DiffusersPipelineAdapter(ModelAdapter):
         elif stage is Stage.DENOISE:
             run = lambda unit, inputs: self.denoise(pipe, placement, unit, inputs)  # noqa: E731
         else:
-            processor = self.postprocessor()
-            run = lambda unit, inputs: self.decode(pipe, processor, unit, inputs)  # noqa: E731
+            run = lambda unit, inputs: self.decode(pipe, unit, inputs)  # noqa: E731
         return LoadedStage(pipe, run, placement.device)
-
-    def postprocessor(self) -> VaeImageProcessor:
-        """What turns the VAE's decoded pixels into arrays (a VideoProcessor for video models)."""
-        return VaeImageProcessor(vae_scale_factor=self.vae_scale_factor())
 
     def load_plain(self, placement: Placement) -> PlainCall:
         """Every stage's components in one pipeline, called whole (see `PlainCall`)."""
@@ -198,10 +192,8 @@ class DiffusersPipelineAdapter(ModelAdapter):
                     **on_device, **extra)[0]
 
     @torch.no_grad()
-    def decode(self, pipe: DiffusionPipeline, processor: VaeImageProcessor, unit: UnitInput,
-               inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def decode(self, pipe: DiffusionPipeline, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         vae = pipe.vae
         latents = inputs["latents"].to(vae.device, vae.dtype)
         image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-        images = processor.postprocess(image, output_type="np", do_denormalize=[True] * image.shape[0])
-        return {"images": torch.from_numpy(to_uint8(images))}
+        return {"images": pixels_to_uint8(image)}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 from diffusers import StableDiffusionXLPipeline
-from diffusers.image_processor import VaeImageProcessor
 
 from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
-from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, to_uint8
+from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
 from onepiece_hpc.spec.job import GenParams
 
 
@@ -63,8 +62,7 @@ class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
         return {"latents": self.latents_of(pipe, placement, unit, inputs)}
 
     @torch.no_grad()
-    def decode(self, pipe, processor: VaeImageProcessor, unit: UnitInput,
-               inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def decode(self, pipe, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The pipeline's own decode: a force_upcast VAE runs in float32 when loaded in float16 (it
         overflows there), latents are denormalised by latents_mean/std when the VAE declares them."""
         vae = pipe.vae
@@ -81,5 +79,4 @@ class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
         image = vae.decode(latents, return_dict=False)[0]
         if pipe.watermark is not None:  # present when the invisible-watermark package is installed
             image = pipe.watermark.apply_watermark(image)
-        images = processor.postprocess(image, output_type="np", do_denormalize=[True] * image.shape[0])
-        return {"images": torch.from_numpy(to_uint8(images))}
+        return {"images": pixels_to_uint8(image)}
