@@ -2,7 +2,7 @@
 # One-GPU runs of issue 17, as they ran for the records in bench/results/: where the stage
 # runners and data-parallel lose against the plain diffusers loop (stage traces), and the bench
 # against the plain loop on Wan2.1-1.3B (4 steps, 480x832x81, 4 videos) and SDXL (1024 px,
-# 30 steps with guidance, 12 images). A step runs in this checkout, or in another one named after
+# 30 steps with guidance, 8 images at batch 4). A step runs in this checkout, or in another one named after
 # an @ (an older checkout, for a before/after pair in one call); a step that would run past
 # DEADLINE seconds from the start (default 570) is skipped.
 #   bash bench/perf-1gpu.sh RESULTS STEP[@CHECKOUT]... [DEADLINE=s]
@@ -20,7 +20,7 @@ for arg in "$@"; do
 done
 py() { (cd "$tree" && PYTHONPATH="$tree${PYTHONPATH:+:$PYTHONPATH}" python3 "$@"); }
 
-declare -A needs=([trace-wan]=110 [trace-sdxl]=90 [bench-wan]=240 [bench-sdxl]=200)  # seconds a step takes, roughly
+declare -A needs=([trace-wan]=110 [trace-sdxl]=300 [bench-wan]=215 [bench-sdxl]=200)  # seconds a step took on an H200
 run_step() {
     local name=${1%@*} tree=$PWD label
     [[ $1 == *@* ]] && tree=$(cd "${1#*@}" && pwd)
@@ -40,7 +40,7 @@ run_step() {
                        --items 4 --batches 1 --repeats 1 --policies static --results "$results/$label" \
                        >>"$results/bench.log" 2>&1 ;;
         bench-sdxl) py -m onepiece_hpc.cli.main bench pipeline jobs/gpu/sdxl-1024.yaml --device cuda --gpus 1 \
-                        --items 12 --batches 2,4 --repeats 1 --policies static --results "$results/$label" \
+                        --items 8 --batches 4 --repeats 1 --policies static --results "$results/$label" \
                         >>"$results/bench.log" 2>&1 ;;
         *) echo "unknown step $name"; return ;;
     esac

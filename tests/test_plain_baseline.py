@@ -125,7 +125,8 @@ def _record() -> dict:
         "denoise": {**stage, "s_per_item": {"1": 2.4}, "best_s_per_item": 2.4},
         "decode": {**stage, "s_per_item": {"1": 2.0}, "best_s_per_item": 2.0}}}
     run = {"microbatch": 1, "outputs_per_hour": 1.0, "efficiency": 1.0, "peak_memory_mb_per_rank": 1024.0}
-    plain = {**run, "mode": "plain diffusers loop", "gpu_s_per_output": 5.0,
+    plain = {**run, "mode": "plain diffusers loop", "gpu_s_per_output": 5.0, "items": 4, "write_s": 0.8,
+             "gpu_s_per_output_without_writes": 4.8,
              "phases_s_per_item": {"encode": 0.1, "denoise": 2.5, "decode": 2.4}}
     data_parallel = {**run, "mode": "monolithic data-parallel", "gpu_s_per_output": 4.0}
     staged = {**run, "mode": "staged static", "gpu_s_per_output": 4.6, "shares_gpus": True,
@@ -149,6 +150,7 @@ def test_the_record_sets_every_run_the_floor_and_each_stage_against_the_plain_lo
     assert "staged static_s_per_item" not in stages["encode"]  # the staged run reported no encode units
     text = table(record)
     assert "0.900x the plain loop" in text and "x plain" in text
+    assert "without its writes: 4.800 GPU-s per output (its .npy writes took 0.200 s an output)" in text
     assert text.splitlines()[-2].split()[:4] == ["denoise", "2.500", "2.400", "0.960"]
 
 

@@ -27,9 +27,14 @@ def pixels_to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     """The VAE's pixels (N, C, ...) in [-1, 1] as host uint8 with the channels last: the bits of
     diffusers' postprocess to "np" (denormalised in the pixels' dtype, then float32) followed by
     `to_uint8`, computed where the pixels are, so only the uint8 bytes cross to the host (a
-    quarter of the float32 frames, and no pass of the host's CPU over them)."""
+    quarter of the float32 frames, and no pass of the host's CPU over them), into page-locked
+    memory (a pageable copy of an 81-frame 480p video took 72 ms on an H200, a pinned one 2 ms)."""
     unit = (pixels * 0.5 + 0.5).clamp(0, 1)  # VaeImageProcessor.denormalize, op for op
-    return unit.movedim(1, -1).contiguous().float().mul_(255).round_().to(torch.uint8).cpu()
+    frames = unit.movedim(1, -1).contiguous().float().mul_(255).round_().to(torch.uint8)
+    if not frames.is_cuda:
+        return frames
+    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)  # torch caches pinned blocks
+    return host.copy_(frames)  # synchronous: the frames are on the host when this returns
 
 
 class PlainCall:

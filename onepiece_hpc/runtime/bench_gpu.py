@@ -188,7 +188,9 @@ def run_plain(bench: GpuBench, job: Path, folder: Path) -> dict:
                       sum(r["busy_s"] + r["write_s"] for r in rows), max(r["peak_memory_mb"] for r in rows),
                       microbatch=rows[0]["batch"], write_s=sum(r["write_s"] for r in rows),
                       load_s=max(r["load_s"] for r in rows), probe_s_per_item=rows[0]["probe_s_per_item"],
-                      phases_s_per_item=phases)
+                      phases_s_per_item=phases,
+                      gpu_s_per_output_without_writes=bench.gpus * max(r["done_at_s"] - r["write_s"] for r in rows)
+                      / items)
 
 
 def run_data_parallel(bench: GpuBench, job: Path, microbatch: int, folder: Path) -> dict:
@@ -311,8 +313,12 @@ def table(record: dict) -> str:
                      f"{run['gpu_s_per_output_vs_plain']:>8.3f} {run['gpu_s_per_output_vs_floor']:>8.3f} "
                      f"{run['outputs_per_hour']:>9.0f} {bound + format(run['efficiency'], '.1%'):>8} "
                      f"{run['work_efficiency']:>9.1%} {run['peak_memory_mb_per_rank'] / 1024:>9.1f}")
+    plain = record["runs"][0]
+    lines.append(f"the plain loop without its writes: {plain['gpu_s_per_output_without_writes']:.3f} GPU-s per output "
+                 f"(its .npy writes took {plain['write_s'] / plain['items']:.3f} s an output)")
     staged = [run["mode"] for run in record["runs"] if run.get("stages")]
-    lines.append(f"each stage, s/item, against its share of the plain call (batch {record['plain_batch']}):")
+    lines.append(f"each stage, s/item, against its share of the plain call (batch {record['plain_batch']}; "
+                 "in a staged run on shared GPUs a stage's time includes the other ranks' kernels):")
     lines.append(f"{'stage':8} {'plain share':>12} {'alone':>8} {'x share':>8}"
                  + "".join(f" {mode:>16} {'x share':>8}" for mode in staged))
     for name, row in record["stages_vs_plain_share"].items():

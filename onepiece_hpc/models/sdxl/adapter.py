@@ -42,15 +42,18 @@ class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
         """Each item's own negative prompt; with force_zeros_for_empty_prompt an item without one
         gets zeros, as a pipeline call without negative_prompt gives, whatever its unit-mates have."""
         guided = self.uses_guidance(unit.params)
+        empty = [row for row, text in enumerate(unit.negative_prompts) if not text]
+        zeros = self.zeroes_empty_negatives()
+        # no negative prompt at all: the pipeline makes the zeros itself, and encodes nothing more
+        negatives = None if zeros and len(empty) == len(unit.items) else list(unit.negative_prompts)
         positive, negative, pooled, negative_pooled = pipe.encode_prompt(
             list(unit.prompts), device=placement.device, num_images_per_prompt=1,
-            do_classifier_free_guidance=guided, negative_prompt=list(unit.negative_prompts),
+            do_classifier_free_guidance=guided, negative_prompt=negatives,
         )
         out = {"prompt_embeds": positive, "pooled_prompt_embeds": pooled}
         if not guided:
             return out
-        empty = [row for row, text in enumerate(unit.negative_prompts) if not text]
-        if empty and self.zeroes_empty_negatives():
+        if empty and zeros and negatives is not None:
             rows = torch.tensor(empty, device=placement.device)
             negative, negative_pooled = negative.index_fill(0, rows, 0.0), negative_pooled.index_fill(0, rows, 0.0)
         out |= {"negative_prompt_embeds": negative, "negative_pooled_prompt_embeds": negative_pooled}
