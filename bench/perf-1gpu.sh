@@ -20,7 +20,7 @@ for arg in "$@"; do
 done
 py() { (cd "$tree" && PYTHONPATH="$tree${PYTHONPATH:+:$PYTHONPATH}" python3 "$@"); }
 
-declare -A needs=([trace-wan]=110 [trace-sdxl]=300 [bench-wan]=215 [bench-sdxl]=200)  # seconds a step took on an H200
+declare -A needs=([trace-wan]=105 [trace-sdxl]=200 [bench-wan]=210 [bench-sdxl]=175)  # seconds a step took on an H200
 run_step() {
     local name=${1%@*} tree=$PWD label
     [[ $1 == *@* ]] && tree=$(cd "${1#*@}" && pwd)

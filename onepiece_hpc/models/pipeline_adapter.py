@@ -172,9 +172,10 @@ class DiffusersPipelineAdapter(ModelAdapter):
     def plain_arguments(self, unit: UnitInput) -> dict:
         """The `pipe(...)` arguments a user passes for the unit's items (one generator an item)."""
         params = unit.params
-        return dict(prompt=list(unit.prompts), negative_prompt=list(unit.negative_prompts) if any(unit.negative_prompts)
-                    else None, num_inference_steps=params.steps, guidance_scale=params.guidance, height=params.height,
-                    width=params.width, generator=unit.generators(), output_type="np", return_dict=False)
+        negatives = list(unit.negative_prompts) if any(unit.negative_prompts) else None
+        return {"prompt": list(unit.prompts), "negative_prompt": negatives, "num_inference_steps": params.steps,
+                "guidance_scale": params.guidance, "height": params.height, "width": params.width,
+                "generator": unit.generators(), "output_type": "np", "return_dict": False}
 
     # -- stages -----------------------------------------------------------------------------
     def encode(self, pipe: DiffusionPipeline, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
@@ -197,7 +198,8 @@ class DiffusersPipelineAdapter(ModelAdapter):
                     **on_device, **extra)[0]
 
     @torch.no_grad()
-    def decode(self, pipe: DiffusionPipeline, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def decode(self, pipe: DiffusionPipeline, unit: UnitInput,
+               inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         vae = pipe.vae
         latents = inputs["latents"].to(vae.device, vae.dtype)
         image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]

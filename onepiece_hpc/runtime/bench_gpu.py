@@ -302,11 +302,11 @@ def results_path(folder: Path, record: dict) -> Path:
 def table(record: dict) -> str:
     lines = [f"{record['job']} on {record['device']}"
              + (f", {record['gpu_memory_gib']} GiB a GPU" if record["gpu_memory_gib"] else ""),
-             f"floor (sum of per-stage best s/item): {record['floor_gpu_s_per_output']:.3f} GPU-s per output, "
-             f"{record['floor_vs_plain']:.3f}x the plain loop",
+             (f"floor (sum of per-stage best s/item): {record['floor_gpu_s_per_output']:.3f} GPU-s per output, "
+              f"{record['floor_vs_plain']:.3f}x the plain loop"),
              _layout_line(record.get("layout")),
-             f"{'configuration':28} {'batch':>5} {'GPU-s/out':>10} {'x plain':>8} {'x floor':>8} {'out/h':>9} "
-             f"{'effic.':>8} {'work eff.':>9} {'peak GiB':>9}"]
+             (f"{'configuration':28} {'batch':>5} {'GPU-s/out':>10} {'x plain':>8} {'x floor':>8} {'out/h':>9} "
+              f"{'effic.':>8} {'work eff.':>9} {'peak GiB':>9}")]
     for run in record["runs"]:
         bound = "<=" if run.get("shares_gpus") else ""
         lines.append(f"{run['mode']:28} {run['microbatch']:>5} {run['gpu_s_per_output']:>10.3f} "

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     ops: list[str] = []
     for stage in Stage:
         runner = adapter.load(stage, placement)
-        record["stages"][stage.value], inputs, text = _trace(lambda: runner(unit, inputs), gpu)
+        record["stages"][stage.value], inputs, text = _trace(lambda run=runner, given=inputs: run(unit, given), gpu)
         ops.append(f"== {stage.value} ==\n{text}")
         runner = None
         gc.collect()
