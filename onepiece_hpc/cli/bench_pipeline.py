@@ -1,4 +1,5 @@
-"""`onepiece bench pipeline`: staged against data-parallel, same items, ranks and machine."""
+"""`onepiece bench pipeline`: staged against data-parallel (and, on GPUs, both against the plain
+diffusers loop), same items and machine."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def _table(result: dict) -> str:
 @click.option("--fabric", type=click.Choice(["auto", "shm", "mpi-rma"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="cuda: staged adaptive and static vs. data-parallel on --gpus GPUs, plus the floor.")
+              help="cuda: the plain diffusers loop, data-parallel, staged adaptive and static on --gpus GPUs, "
+                   "plus the floor, all against the plain loop.")
 @click.option("--gpus", type=click.IntRange(1), default=None, help="GPUs to use (cuda; default: all visible).")
 @click.option("--stage-ranks", default="auto", show_default=True, metavar="E,D,X|auto",
               help="Stage ranks for the staged runs (cuda); auto: the layout that the stage profile says "
@@ -46,7 +48,8 @@ def _table(result: dict) -> str:
               help="Cap every GPU at this many GiB (cuda; ranks sharing a GPU split it).")
 @click.option("--offload", multiple=True, type=click.Choice(["encode", "denoise", "decode"]),
               help="Stages the data-parallel baseline keeps on the host between units (cuda), repeatable.")
-@click.option("--batches", default="1,2,4", show_default=True, help="Batch sizes the profile tries (cuda).")
+@click.option("--batches", default="1,2,4", show_default=True,
+              help="Batch sizes the stage profile and the plain loop try (cuda).")
 @click.option("--policies", default="adaptive,static", show_default=True, help="Staged policies to run (cuda).")
 @click.option("--results", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True,
               help="Folder for the JSON record of a cuda run.")
@@ -57,9 +60,11 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
 
     On CPU: throughput, busy/moving/idle share of the allocated rank time, and peak memory per
     rank, as ratios measured in this one run. On GPUs (--device cuda): GPU-seconds per output,
-    outputs per hour, pipeline efficiency and peak memory per rank for staged adaptive, staged
-    static and data-parallel, each at its best batch size, against the floor (the sum of the
-    per-stage service times at their best batch sizes); the record is kept under --results.
+    outputs per hour, pipeline efficiency and peak memory per rank for the plain diffusers loop
+    (the pipeline's own call, one process a GPU, outputs written as uint8 .npy files), data-parallel,
+    staged adaptive and staged static, each at its best batch size, as ratios to the plain loop and
+    to the floor (the sum of the per-stage service times at their best batch sizes), and each
+    stage's time against its share of the plain call; the record is kept under --results.
     """
     from onepiece_hpc.runtime.quiet import quiet_libraries
 

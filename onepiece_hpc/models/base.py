@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from onepiece_hpc.spec.job import GenParams, Stage
@@ -55,6 +56,15 @@ class StageRunner(Protocol):
 
     def restore(self) -> None:
         """Bring the host copy back onto the stage's device."""
+
+
+class PlainRunner(Protocol):
+    """The whole pipeline, called as users call it: a unit's prompts in, its uint8 outputs out."""
+
+    def __call__(self, unit: UnitInput) -> np.ndarray: ...
+
+    def phases(self, unit: UnitInput) -> tuple[np.ndarray, dict[str, float]]:
+        """The same call, with the seconds each stage's part of it took."""
 
 
 class LoadedStage:
@@ -155,3 +165,7 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def load(self, stage: Stage, placement: Placement) -> StageRunner:
         """Load only the stage's components and return its runner."""
+
+    @abc.abstractmethod
+    def load_plain(self, placement: Placement) -> PlainRunner:
+        """Load every component as one pipeline, to be called whole: what users run instead."""

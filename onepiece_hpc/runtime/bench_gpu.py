@@ -1,10 +1,14 @@
-"""`onepiece bench pipeline --device cuda`: staged (adaptive and static) against monolithic
-data-parallel on the same GPUs, items and job, plus the floor, in one call.
+"""`onepiece bench pipeline --device cuda`: the plain diffusers loop users run (the baseline),
+our monolithic data-parallel and our staged runtime (adaptive and static) on the same GPUs, items
+and job, plus the floor, in one call; every figure is set against the plain loop's.
 
-Every configuration runs at its own best batch size from the stage profile (the data-parallel
-baseline at the batch that minimises its whole-pipeline time per item, the staged runs at the
-best batch of the bottleneck stage). Times run from the moment every rank has its weights to the
-last output, so loading is out and the tail of the batch is in:
+Every configuration runs at its own best batch size: the plain loop at the batch its own probe
+found fastest, data-parallel at the batch that minimises the whole pipeline's time per item in the
+stage profile, the staged runs at the best batch of the bottleneck stage. Every configuration
+warms up (one unit through its stages) before its clock starts, and writes its outputs: the
+plain loop as a user's loop does (.npy files, between calls), data-parallel from a writer thread,
+staged through rank 0 into HDF5. Times run from the moment every rank is ready to the last
+output, so loading and warm-up are out and the tail of the batch is in:
 
 - GPU-seconds per output: GPUs x window / outputs;
 - pipeline efficiency: busy GPU-seconds (stage compute, synchronised; see `gpu_busy`) / (GPUs x window);
@@ -163,34 +167,58 @@ def _summarise(mode: str, gpus: int, items: int, window: float, busy: float, pea
             "efficiency": busy / allocated, "busy_gpu_s": busy, "peak_memory_mb_per_rank": peak_mb, **extra}
 
 
-def run_data_parallel(bench: GpuBench, job: Path, microbatch: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="onepiece-dp-") as scratch:
-        program = _python("onepiece_hpc.runtime.data_parallel", str(job), "--report-dir", scratch, *_cap(bench),
-                          *[arg for stage in bench.offload for arg in ("--offload", stage)])
-        done = subprocess.run(find_mpiexec().command(bench.gpus, program, bench.as_root), stdout=sys.stderr,
-                              stderr=subprocess.PIPE, text=True, env=bench.env)
+def _rank_reports(bench: GpuBench, program: list[str], what: str) -> list[dict]:
+    """Run `program` as one process a GPU under mpiexec; each rank's JSON report (`--report-dir`)."""
+    with tempfile.TemporaryDirectory(prefix="onepiece-reports-") as scratch:
+        done = subprocess.run(find_mpiexec().command(bench.gpus, [*program, "--report-dir", scratch], bench.as_root),
+                              stdout=sys.stderr, stderr=subprocess.PIPE, text=True, env=bench.env)
         if done.returncode:
-            raise UserError(f"the data-parallel run failed (exit {done.returncode}): {done.stderr[-3000:]}")
-        rows = [json.loads(p.read_text()) for p in sorted(Path(scratch).glob("rank-*.json"))]
+            raise UserError(f"the {what} run failed (exit {done.returncode}): {done.stderr[-3000:]}")
+        return [json.loads(p.read_text()) for p in sorted(Path(scratch).glob("rank-*.json"))]
+
+
+def run_plain(bench: GpuBench, job: Path, folder: Path) -> dict:
+    """The plain diffusers loop: the pipeline's own call at its best batch, outputs to .npy files."""
+    rows = _rank_reports(bench, _python("onepiece_hpc.runtime.plain_loop", str(job), "--batches",
+                                        ",".join(map(str, bench.batches)), "--repeats", str(bench.repeats),
+                                        "--write-dir", str(folder / "plain-out"), *_cap(bench)), "plain loop")
+    items = sum(r["items"] for r in rows)
+    phases = {stage: sum(r["phases_s_per_item"][stage] for r in rows) / len(rows)
+              for stage in rows[0]["phases_s_per_item"]}
+    return _summarise("plain diffusers loop", bench.gpus, items, max(r["done_at_s"] for r in rows),
+                      sum(r["busy_s"] + r["write_s"] for r in rows), max(r["peak_memory_mb"] for r in rows),
+                      microbatch=rows[0]["batch"], write_s=sum(r["write_s"] for r in rows),
+                      load_s=max(r["load_s"] for r in rows), probe_s_per_item=rows[0]["probe_s_per_item"],
+                      phases_s_per_item=phases,
+                      gpu_s_per_output_without_writes=bench.gpus * max(r["done_at_s"] - r["write_s"] for r in rows)
+                      / items)
+
+
+def run_data_parallel(bench: GpuBench, job: Path, microbatch: int, folder: Path) -> dict:
+    rows = _rank_reports(bench, _python("onepiece_hpc.runtime.data_parallel", str(job), "--warm-up", "--write-dir",
+                                        str(folder / "dp-out"), *_cap(bench),
+                                        *[arg for stage in bench.offload for arg in ("--offload", stage)]),
+                         "data-parallel")
     return _summarise("monolithic data-parallel", bench.gpus, sum(r["items"] for r in rows),
                       max(r["done_at_s"] for r in rows), sum(r["busy_s"] for r in rows),
                       max(r["peak_memory_mb"] for r in rows), microbatch=microbatch,
                       offload=list(bench.offload), offload_s=sum(r["offload_s"] for r in rows),
-                      load_s=max(r["load_s"] for r in rows))
+                      load_s=max(r["load_s"] for r in rows), warm_up_s=max(r["warm_up_s"] for r in rows),
+                      write_s=sum(r["write_s"] for r in rows))
 
 
 def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder: Path) -> dict:
     output = folder / f"staged-{policy}.h5"
     ranks = 1 + sum(bench.layout)
-    report = launch(job, ranks, output, ["--policy", policy, "--fabric", "auto", *_cap(bench)], bench.as_root,
-                    rank_stdout=sys.stderr, env=bench.env)
+    report = launch(job, ranks, output, ["--policy", policy, "--fabric", "auto", "--warm-up", *_cap(bench)],
+                    bench.as_root, rank_stdout=sys.stderr, env=bench.env)
     if report["status"] != "completed":
         raise UserError(f"the staged {policy} run failed: {report.get('error', report)}")
     with open_output(output) as view:
         record = latest_run(view)
     rows, moves = record.ranks, len(record.moves)
     stage_rows = rows[rows["rank"] > 0]
-    window = float(stage_rows["elapsed_s"].min())  # from the moment the last rank had its weights
+    window = float(stage_rows["elapsed_s"].min())  # from the moment the last rank was ready
     return _summarise(f"staged {policy}", bench.gpus, int(report["summary"]["committed_now"]), window,
                       gpu_busy(stage_rows, bench.gpus, window), float(stage_rows["peak_memory_mb"].max()),
                       microbatch=microbatch, stage_ranks=list(bench.layout), moves=moves,
@@ -209,8 +237,9 @@ def gpu_busy(rows, gpus: int, window: float) -> float:
 
 
 def bench_pipeline_gpu(bench: GpuBench, command: list[str], keep: Callable[[dict], None] = lambda _: None) -> dict:
-    """Profile, then data-parallel, staged adaptive and staged static; returns the whole record,
-    and hands the record so far to `keep` after each run (a long bench cut short keeps its part)."""
+    """Profile, then the plain loop, data-parallel, staged adaptive and staged static; returns the
+    whole record, and hands the record so far to `keep` after each run (a long bench cut short
+    keeps its part)."""
     import torch
     started = datetime.datetime.now(datetime.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="onepiece-bench-gpu-") as scratch:
@@ -224,18 +253,45 @@ def bench_pipeline_gpu(bench: GpuBench, command: list[str], keep: Callable[[dict
                   "floor_gpu_s_per_output": profile["floor_s_per_item"], "layout": layout, "runs": []}
 
         def add(run: dict) -> None:
-            baseline = record["runs"][0] if record["runs"] else run
-            run["gpu_s_per_output_vs_monolithic"] = run["gpu_s_per_output"] / baseline["gpu_s_per_output"]
-            run["gpu_s_per_output_vs_floor"] = run["gpu_s_per_output"] / profile["floor_s_per_item"]
-            run["work_efficiency"] = profile["floor_s_per_item"] / run["gpu_s_per_output"]
             record["runs"].append(run)
+            record.update(against_plain(record))
             keep(record)
 
-        add(run_data_parallel(bench, _job_copy(bench, folder, dp_batch, "dp"), dp_batch))
+        add(run_plain(bench, _job_copy(bench, folder, 1, "plain"), folder))
+        add(run_data_parallel(bench, _job_copy(bench, folder, dp_batch, "dp"), dp_batch, folder))
         for policy in bench.policies:
             job = _job_copy(bench, folder, staged_batch, f"staged-{policy}")
             add(run_staged(bench, job, staged_batch, policy, folder))
     return record
+
+
+def against_plain(record: dict) -> dict:
+    """Every run's and the floor's GPU-seconds per output over the plain loop's (the first run), and
+    each stage's seconds per item (alone, and inside the staged runs) over its share of the plain call."""
+    runs, profile = record["runs"], record["profile"]
+    plain, floor = runs[0], profile["floor_s_per_item"]
+    by_mode = {run["mode"]: run for run in runs}
+    for run in runs:
+        run["gpu_s_per_output_vs_plain"] = run["gpu_s_per_output"] / plain["gpu_s_per_output"]
+        if "monolithic data-parallel" in by_mode:
+            run["gpu_s_per_output_vs_data_parallel"] = (run["gpu_s_per_output"]
+                                                        / by_mode["monolithic data-parallel"]["gpu_s_per_output"])
+        run["gpu_s_per_output_vs_floor"] = run["gpu_s_per_output"] / floor
+        run["work_efficiency"] = floor / run["gpu_s_per_output"]
+    batch = str(plain["microbatch"])
+    stages = {}
+    for name, share in plain["phases_s_per_item"].items():
+        alone = profile["stages"][name]["s_per_item"].get(batch, profile["stages"][name]["best_s_per_item"])
+        row = {"plain_share_s_per_item": share, "alone_s_per_item": alone, "alone_vs_plain_share": alone / share}
+        for run in runs:
+            for stage in run.get("stages", []):
+                if stage["stage"] == name and stage["units"]:
+                    per_item = stage["mean_service_s"] / run["microbatch"]
+                    row[f"{run['mode']}_s_per_item"] = per_item
+                    row[f"{run['mode']}_vs_plain_share"] = per_item / share
+        stages[name] = row
+    return {"floor_vs_plain": floor / plain["gpu_s_per_output"], "plain_batch": plain["microbatch"],
+            "stages_vs_plain_share": stages}
 
 
 def results_path(folder: Path, record: dict) -> Path:
@@ -247,17 +303,32 @@ def results_path(folder: Path, record: dict) -> Path:
 def table(record: dict) -> str:
     lines = [f"{record['job']} on {record['device']}"
              + (f", {record['gpu_memory_gib']} GiB a GPU" if record["gpu_memory_gib"] else ""),
-             f"floor (sum of per-stage best s/item): {record['floor_gpu_s_per_output']:.3f} GPU-s per output",
+             (f"floor (sum of per-stage best s/item): {record['floor_gpu_s_per_output']:.3f} GPU-s per output, "
+              f"{record['floor_vs_plain']:.3f}x the plain loop"),
              _layout_line(record.get("layout")),
-             f"{'configuration':28} {'batch':>5} {'GPU-s/out':>10} {'x mono':>7} {'x floor':>8} {'out/h':>9} "
-             f"{'effic.':>8} {'work eff.':>9} {'peak GiB':>9}"]
+             (f"{'configuration':28} {'batch':>5} {'GPU-s/out':>10} {'x plain':>8} {'x floor':>8} {'out/h':>9} "
+              f"{'effic.':>8} {'work eff.':>9} {'peak GiB':>9}")]
     for run in record["runs"]:
         bound = "<=" if run.get("shares_gpus") else ""
-        work = record["floor_gpu_s_per_output"] / run["gpu_s_per_output"]
         lines.append(f"{run['mode']:28} {run['microbatch']:>5} {run['gpu_s_per_output']:>10.3f} "
-                     f"{run['gpu_s_per_output_vs_monolithic']:>7.2f} {run['gpu_s_per_output_vs_floor']:>8.2f} "
-                     f"{run['outputs_per_hour']:>9.0f} {bound + format(run['efficiency'], '.1%'):>8} {work:>9.1%} "
-                     f"{run['peak_memory_mb_per_rank'] / 1024:>9.1f}")
+                     f"{run['gpu_s_per_output_vs_plain']:>8.3f} {run['gpu_s_per_output_vs_floor']:>8.3f} "
+                     f"{run['outputs_per_hour']:>9.0f} {bound + format(run['efficiency'], '.1%'):>8} "
+                     f"{run['work_efficiency']:>9.1%} {run['peak_memory_mb_per_rank'] / 1024:>9.1f}")
+    plain = record["runs"][0]
+    lines.append(f"the plain loop without its writes: {plain['gpu_s_per_output_without_writes']:.3f} GPU-s per output "
+                 f"(its .npy writes took {plain['write_s'] / plain['items']:.3f} s an output)")
+    staged = [run["mode"] for run in record["runs"] if run.get("stages")]
+    lines.append(f"each stage, s/item, against its share of the plain call (batch {record['plain_batch']}; "
+                 "in a staged run on shared GPUs a stage's time includes the other ranks' kernels):")
+    lines.append(f"{'stage':8} {'plain share':>12} {'alone':>8} {'x share':>8}"
+                 + "".join(f" {mode:>16} {'x share':>8}" for mode in staged))
+    for name, row in record["stages_vs_plain_share"].items():
+        line = (f"{name:8} {row['plain_share_s_per_item']:>12.3f} {row['alone_s_per_item']:>8.3f} "
+                f"{row['alone_vs_plain_share']:>8.3f}")
+        for mode in staged:
+            if f"{mode}_s_per_item" in row:
+                line += f" {row[f'{mode}_s_per_item']:>16.3f} {row[f'{mode}_vs_plain_share']:>8.3f}"
+        lines.append(line)
     return "\n".join(lines)
 
 

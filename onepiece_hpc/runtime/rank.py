@@ -159,7 +159,7 @@ def run_rank(args: argparse.Namespace, comm) -> str:
         outcome = serve_manager(prepared, layout, channels, control, peers, policy, args)
     else:
         StageWorker(mine, stage, prepared, initial_routes(layout), channels, control, peers, policy,
-                    args.heartbeat, status).run()
+                    args.heartbeat, status, warm_up=args.warm_up).run()
     channels.close(policy, timeout_s=args.wait_timeout)
     close_fabrics(fabrics)
     control.close()

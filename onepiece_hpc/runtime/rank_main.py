@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="rank 0's progress: a live bar, plain lines, or auto (a bar on a terminal)")
     parser.add_argument("--init-timeout", type=float, default=300.0,
                         help="seconds MPI_Init may take before the rank gives up with an error")
+    parser.add_argument("--warm-up", action="store_true",
+                        help="each stage rank runs its stage once on zero inputs before it serves (benchmarks)")
     parser.add_argument("--mode", default="staged")
     return parser.parse_args(argv)
 

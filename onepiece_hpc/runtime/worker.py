@@ -90,9 +90,10 @@ class StageWorker:
 
     def __init__(self, me: RankInfo, stage: Stage, prepared: Prepared, routes: Routes, channels: Channels,
                  control: ControlPlane, peers: list[RankInfo], policy: WaitPolicy, heartbeat_s: float,
-                 status: StatusFile | None = None) -> None:
+                 status: StatusFile | None = None, warm_up: bool = False) -> None:
         self.me, self.stage, self.prepared, self.routes = me, stage, prepared, routes
         self.control, self.policy, self.heartbeat_s, self.status = control, policy, heartbeat_s, status
+        self.warm_up = warm_up
         self.manager = peers[NODE_MANAGER]
         self.others = [p.rank for p in peers[1:] if p.rank != me.rank]
         self.consumers = {rank: ch.consumer for rank, ch in channels.inbound.items()}
@@ -115,6 +116,8 @@ class StageWorker:
         beat.start()
         try:
             self.counters.load_s = self._load(self.stage)
+            if self.warm_up:
+                self.counters.load_s += self._warm_up()
             self.counters.state = RankState.SERVING
             self.counters.serving_since = time.monotonic()
             self.counters.enter(self.stage, None)
@@ -318,6 +321,21 @@ class StageWorker:
             self.runners[stage].restore()
         else:
             self.runners[stage] = self.prepared.model.adapter.load(stage, self.prepared.placement)
+        return time.monotonic() - started
+
+    def _warm_up(self) -> float:
+        """Run the stage once on the plan's first unit with zero inputs, so that its one-time
+        costs (kernel choice, workspaces, the allocator's growth) fall before serving starts."""
+        started = time.monotonic()
+        plan, placement, adapter = self.prepared.plan, self.prepared.placement, self.prepared.model.adapter
+        unit = plan.units[0]
+        request = unit_input(plan, unit)
+        index = ORDER.index(self.stage)
+        specs = adapter.output_specs(ORDER[index - 1], request.params, unit.size, placement.dtype) if index else ()
+        inputs = {s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device=placement.device) for s in specs}
+        self.runners[self.stage](request, inputs)
+        if placement.device.type == "cuda":
+            torch.cuda.synchronize()
         return time.monotonic() - started
 
     # -- liveness and telemetry -----------------------------------------------------------------

@@ -32,6 +32,11 @@ class PixArtAdapter(DiffusersPipelineAdapter):
     def uses_guidance(self, params: GenParams) -> bool:
         return params.guidance > 1
 
+    def plain_arguments(self, unit: UnitInput) -> dict:
+        return super().plain_arguments(unit) | {"negative_prompt": list(unit.negative_prompts), "clean_caption": False,
+                                                "use_resolution_binning": False,
+                                                "max_sequence_length": self.max_sequence}
+
     def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
         width = int(read_config(self.folder, "text_encoder").get("d_model", 4096))
         name = str(dtype).removeprefix("torch.")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 from diffusers import StableDiffusionXLPipeline
-from diffusers.image_processor import VaeImageProcessor
 
 from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
-from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, to_uint8
+from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
 from onepiece_hpc.spec.job import GenParams
 
 
@@ -43,15 +42,18 @@ class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
         """Each item's own negative prompt; with force_zeros_for_empty_prompt an item without one
         gets zeros, as a pipeline call without negative_prompt gives, whatever its unit-mates have."""
         guided = self.uses_guidance(unit.params)
+        empty = [row for row, text in enumerate(unit.negative_prompts) if not text]
+        zeros = self.zeroes_empty_negatives()
+        # no negative prompt at all: the pipeline makes the zeros itself, and encodes nothing more
+        negatives = None if zeros and len(empty) == len(unit.items) else list(unit.negative_prompts)
         positive, negative, pooled, negative_pooled = pipe.encode_prompt(
             list(unit.prompts), device=placement.device, num_images_per_prompt=1,
-            do_classifier_free_guidance=guided, negative_prompt=list(unit.negative_prompts),
+            do_classifier_free_guidance=guided, negative_prompt=negatives,
         )
         out = {"prompt_embeds": positive, "pooled_prompt_embeds": pooled}
         if not guided:
             return out
-        empty = [row for row, text in enumerate(unit.negative_prompts) if not text]
-        if empty and self.zeroes_empty_negatives():
+        if empty and zeros and negatives is not None:
             rows = torch.tensor(empty, device=placement.device)
             negative, negative_pooled = negative.index_fill(0, rows, 0.0), negative_pooled.index_fill(0, rows, 0.0)
         out |= {"negative_prompt_embeds": negative, "negative_pooled_prompt_embeds": negative_pooled}
@@ -63,8 +65,7 @@ class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
         return {"latents": self.latents_of(pipe, placement, unit, inputs)}
 
     @torch.no_grad()
-    def decode(self, pipe, processor: VaeImageProcessor, unit: UnitInput,
-               inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def decode(self, pipe, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The pipeline's own decode: a force_upcast VAE runs in float32 when loaded in float16 (it
         overflows there), latents are denormalised by latents_mean/std when the VAE declares them."""
         vae = pipe.vae
@@ -81,5 +82,4 @@ class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
         image = vae.decode(latents, return_dict=False)[0]
         if pipe.watermark is not None:  # present when the invisible-watermark package is installed
             image = pipe.watermark.apply_watermark(image)
-        images = processor.postprocess(image, output_type="np", do_denormalize=[True] * image.shape[0])
-        return {"images": torch.from_numpy(to_uint8(images))}
+        return {"images": pixels_to_uint8(image)}

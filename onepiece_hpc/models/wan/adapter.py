@@ -15,11 +15,10 @@ from functools import partial
 import torch
 from diffusers import DiffusionPipeline, WanImageToVideoPipeline, WanPipeline
 from diffusers.utils.torch_utils import randn_tensor
-from diffusers.video_processor import VideoProcessor
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
-from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, to_uint8
+from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
 from onepiece_hpc.spec.images import open_condition_image
 from onepiece_hpc.spec.job import GenParams, Stage
 
@@ -109,10 +108,10 @@ class WanAdapter(DiffusersPipelineAdapter):
         pipe.vae_scale_factor_temporal = self.frame_step()
         return pipe
 
-    def postprocessor(self) -> VideoProcessor:
-        return VideoProcessor(vae_scale_factor=self.vae_scale_factor())
-
     # -- stages -----------------------------------------------------------------------------
+    def plain_arguments(self, unit: UnitInput) -> dict:
+        return super().plain_arguments(unit) | {"num_frames": unit.params.frames, "max_sequence_length": MAX_SEQUENCE}
+
     def encode_text(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
         guided = self.uses_guidance(unit.params)
         positive, negative = pipe.encode_prompt(
@@ -136,14 +135,12 @@ class WanAdapter(DiffusersPipelineAdapter):
         return {"latents": latents.to(placement.dtype)}  # decode casts to the VAE's dtype first: the same bits
 
     @torch.no_grad()
-    def decode(self, pipe, processor: VideoProcessor, unit: UnitInput,
-               inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def decode(self, pipe, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         vae = pipe.vae
         latents = inputs["latents"].to(vae.device, vae.dtype)
         mean, inverse_std = latent_statistics(vae.config, latents.device, latents.dtype)
         video = vae.decode(latents / inverse_std + mean, return_dict=False)[0]
-        frames = processor.postprocess_video(video, output_type="np")
-        return {"videos": torch.from_numpy(to_uint8(frames))}
+        return {"videos": pixels_to_uint8(video)}  # (N, C, T, H, W) -> (N, T, H, W, 3)
 
 
 class WanImageToVideoAdapter(WanAdapter):
@@ -156,6 +153,9 @@ class WanImageToVideoAdapter(WanAdapter):
 
     def components(self, stage: Stage) -> tuple[str, ...]:
         return self.encode_components if stage is Stage.ENCODE else super().components(stage)
+
+    def plain_arguments(self, unit: UnitInput) -> dict:
+        return super().plain_arguments(unit) | {"image": open_condition_image(unit.params.image)}
 
     def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
         vision = read_config(self.folder, "image_encoder")
