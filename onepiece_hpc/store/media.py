@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -21,6 +20,8 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
     """T x H x W x 3 uint8 frames as H.264 in MP4 (lossy); H and W must be even."""
+    import av  # PyAV: only where videos are exported
+
     height, width = frames.shape[1:3]
     with open(path, "xb") as handle, av.open(handle, mode="w", format="mp4") as container:
         stream = container.add_stream(MP4_CODEC, rate=fps)
