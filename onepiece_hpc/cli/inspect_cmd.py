@@ -10,6 +10,8 @@ import click
 from onepiece_hpc.store.reader import open_output
 from onepiece_hpc.store.summary import summary
 
+SHOWN = 10  # sources and runs listed in the text summary (a merge of a sweep has thousands)
+
 
 def _describe_items(info: dict, shape: list[int]) -> str:
     """'3 images of 64 x 64 px' or '2 videos of 81 frames (5.1 s at 16 fps), 832 x 480 px' (width first)."""
@@ -37,8 +39,10 @@ def _render(info: dict) -> str:
     if info["kind"] == "output":
         lines.append(f"  files      {files['created']} of {files['data_files']} data file(s) created, "
                      f"{files['items_per_file']} items each")
-    for source in info["sources"]:
+    for source in info["sources"][:SHOWN]:
         lines.append(f"  source     {source['path']}: items {source['offset']}..{source['offset'] + source['items'] - 1}")
+    if len(info["sources"]) > SHOWN:
+        lines.append(f"  source     ... and {len(info['sources']) - SHOWN} more (--json lists them all)")
     means = {k: v for k, v in info["mean_seconds_per_item"].items() if v is not None}
     if means:
         lines.append("  per item   " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in means.items()))
@@ -50,7 +54,9 @@ def _render(info: dict) -> str:
     for t in info["telemetry"]:
         lines.append(f"  telemetry  {t['run']}: {t['ranks']} stage ranks, policy {t['policy']}, {t['moves']} moves, "
                      f"busy {t['busy_rank_s']:.1f} rank-s, idle {t['idle_rank_s']:.1f} rank-s")
-    for run in info["runs"]:
+    if len(info["runs"]) > SHOWN:
+        lines.append(f"  run        {len(info['runs']) - SHOWN} earlier runs (--json lists them all), then:")
+    for run in info["runs"][-SHOWN:]:
         software = run.get("software") or {}
         versions = f", torch {software['torch']}" if "torch" in software else ""
         gpu = (run.get("hardware") or {}).get("gpu")

@@ -9,9 +9,9 @@ import numpy as np
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
-from onepiece_hpc.store.media import MP4_PIXELS, write_gif, write_mp4, write_png
 from onepiece_hpc.store.items import item_records
-from onepiece_hpc.store.reader import open_output, read_dataset
+from onepiece_hpc.store.media import MP4_PIXELS, write_gif, write_mp4, write_png
+from onepiece_hpc.store.reader import OutputView, open_output, read_dataset
 
 MANIFEST = "manifest.jsonl"
 #: the formats each output kind exports to; the first is the default
@@ -63,32 +63,56 @@ def export_items(output: Path, folder: Path, requested: str | None = None, fps: 
                             f"{MP4_PIXELS}) needs even sizes; fix: use --format gif")
         _check_target(folder)
         width = max(6, len(str(view.items_total - 1)))
+        made = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
-        written = 0
-        with open(folder / MANIFEST, "x", encoding="utf-8") as manifest:
-            for seg, file in view.each():
-                if file is None:
-                    continue
-                done = np.flatnonzero(read_dataset(file, s.DONE, seg.path))
-                for local, record in zip(done, item_records(file, seg.path, done)):
-                    index = seg.start + int(local)
-                    pixels = read_dataset(file, view.dataset, seg.path, np.s_[int(local)])
-                    name = f"{index:0{width}d}.{fmt}"
-                    if fmt == "png":
-                        write_png(folder / name, pixels)
-                    elif fmt == "mp4":
-                        write_mp4(folder / name, pixels, fps)
-                    else:
-                        write_gif(folder / name, pixels, fps)
-                    entry = {
-                        "index": index, "key": record.key, "prompt": record.prompt,
-                        "negative_prompt": record.negative_prompt, "seed": record.seed, "steps": record.steps,
-                        "guidance": record.guidance, "file": name,
-                    }
-                    if kind == "video":
-                        entry |= {"frames": record.frames, "fps": fps}
-                    if record.image:
-                        entry["image"] = record.image
-                    manifest.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                    written += 1
+        try:
+            written = _write_items(view, folder, fmt, fps, width)
+        except UserError:
+            _undo(folder, made)  # damage found midway: leave no half export that blocks the next try
+            raise
     return written, fmt
+
+
+def _write_items(view: OutputView, folder: Path, fmt: str, fps: int | None, width: int) -> int:
+    """One file per done item and the manifest line that names it; returns how many."""
+    kind = view.output_kind
+    written = 0
+    with open(folder / MANIFEST, "x", encoding="utf-8") as manifest:
+        for seg, file in view.each():
+            if file is None:
+                continue
+            done = np.flatnonzero(read_dataset(file, s.DONE, seg.path))
+            for local, record in zip(done, item_records(file, seg.path, done)):
+                index = seg.start + int(local)
+                pixels = read_dataset(file, view.dataset, seg.path, np.s_[int(local)])
+                name = f"{index:0{width}d}.{fmt}"
+                if fmt == "png":
+                    write_png(folder / name, pixels)
+                elif fmt == "mp4":
+                    write_mp4(folder / name, pixels, fps)
+                else:
+                    write_gif(folder / name, pixels, fps)
+                entry = {
+                    "index": index, "key": record.key, "prompt": record.prompt,
+                    "negative_prompt": record.negative_prompt, "seed": record.seed, "steps": record.steps,
+                    "guidance": record.guidance, "file": name,
+                }
+                if kind == "video":
+                    entry |= {"frames": record.frames, "fps": fps}
+                if record.image:
+                    entry["image"] = record.image
+                manifest.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                written += 1
+    return written
+
+
+def _undo(folder: Path, made: bool) -> None:
+    """Remove what an export that failed wrote into `folder` (new or empty when it began)."""
+    for entry in folder.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            entry.unlink()
+    if made:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass

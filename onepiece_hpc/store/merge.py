@@ -30,7 +30,14 @@ from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.files import AlreadyThere, write_new
 from onepiece_hpc.store.index import new_store_id, write_views
 from onepiece_hpc.store.reader import (
-    HDF5_ERRORS, OutputView, attrs_of, open_hdf5, read_dataset, view_of,
+    HDF5_ERRORS,
+    SOURCE_ATTRS,
+    OutputView,
+    Segment,
+    attrs_of,
+    checked_layout,
+    open_hdf5,
+    view_of,
 )
 
 log = logging.getLogger(__name__)
@@ -111,42 +118,76 @@ def _key_prefixes(keys: np.ndarray) -> np.ndarray:
     return (values * weights).sum(axis=1, dtype=np.uint64)
 
 
-def duplicate_keys(views: list[OutputView]) -> tuple[list[str], int]:
+class KeyTable:
+    """Item keys' first 64 bits and where each was found (12 bytes an item), to find an item listed twice."""
+
+    def __init__(self) -> None:
+        self._prefixes: list[np.ndarray] = []
+        self._origins: list[np.ndarray] = []
+        self._positions: list[np.ndarray] = []
+
+    def add(self, origin: int, first: int, keys: np.ndarray) -> None:
+        """The keys of items first, first + 1, ... of source number `origin`."""
+        self._prefixes.append(_key_prefixes(keys))
+        self._origins.append(np.full(len(keys), origin, dtype=np.int32))
+        self._positions.append(np.arange(first, first + len(keys), dtype=np.int64))
+
+    def problems(self, sources: list[tuple[Path, list[Segment]]]) -> list[str]:
+        """At most 5 items found twice, each named by its sources and positions."""
+        if not self._prefixes:
+            return []
+        prefix, origin = np.concatenate(self._prefixes), np.concatenate(self._origins)
+        position = np.concatenate(self._positions)
+        order = np.argsort(prefix, kind="stable")
+        same = np.flatnonzero(prefix[order][1:] == prefix[order][:-1])
+        problems = []
+        for at in same[:50]:
+            a, b = order[at], order[at + 1]
+            key_a, key_b = _key_at(sources[origin[a]][1], position[a]), _key_at(sources[origin[b]][1], position[b])
+            if key_a == key_b:
+                problems.append(f"item {position[a]} of {sources[origin[a]][0]} and item {position[b]} of "
+                                f"{sources[origin[b]][0]} are the same item (key {key_a[:16]}...)")
+        return problems[:5]
+
+
+def duplicate_keys(sources: list[tuple[Path, list[Segment]]]) -> tuple[list[str], int]:
     """Problems for item keys found in two places (at most 5 named), and how many items could not be checked
-    (in data files not created yet). Memory: 12 bytes an item."""
-    prefixes, origins, positions = [], [], []
-    unchecked = 0
-    offset = 0
-    for number, view in enumerate(views):
-        for seg, file in view.each():
-            if file is None:
+    (in data files not created yet). `sources` are (output, its segments); items are numbered as in their own
+    output."""
+    table, unchecked = KeyTable(), 0
+    for number, (_, segments) in enumerate(sources):
+        for seg in segments:
+            keys = _keys_of(seg)
+            if keys is None:
                 unchecked += seg.count
-                continue
-            keys = read_dataset(file, s.ITEMS, seg.path)["key"]
-            prefixes.append(_key_prefixes(keys))
-            origins.append(np.full(len(keys), number, dtype=np.int32))
-            positions.append(np.arange(seg.start, seg.start + seg.count, dtype=np.int64))
-        offset += view.items_total
-    if not prefixes:
-        return [], unchecked
-    prefix, origin, position = np.concatenate(prefixes), np.concatenate(origins), np.concatenate(positions)
-    order = np.argsort(prefix, kind="stable")
-    same = np.flatnonzero(prefix[order][1:] == prefix[order][:-1])
-    problems = []
-    for at in same[:50]:
-        a, b = order[at], order[at + 1]
-        key_a, key_b = _key_at(views[origin[a]], position[a]), _key_at(views[origin[b]], position[b])
-        if key_a == key_b:
-            problems.append(f"item {position[a]} of {views[origin[a]].path} and item {position[b]} of "
-                            f"{views[origin[b]].path} are the same item (key {key_a[:16]}...)")
-    return problems[:5], unchecked
+            else:
+                table.add(number, seg.own_start, keys)
+    return table.problems(sources), unchecked
 
 
-def _key_at(view: OutputView, item: int) -> str:
-    for seg, file in view.each():
-        if file is not None and seg.start <= item < seg.start + seg.count:
-            key = read_dataset(file, s.ITEMS, seg.path, np.s_[item - seg.start])["key"]
-            return key.decode() if isinstance(key, bytes) else str(key)
+def read_keys(file: h5py.File, path: Path, selection=()) -> np.ndarray:
+    """Item keys (S64) of an open data file."""
+    try:
+        return np.asarray(file[s.ITEMS].fields("key")[selection], dtype="S64")
+    except HDF5_ERRORS as err:
+        raise UserError(f"{path} is damaged: /items can't be read ({err}); fix: restore it from a copy, "
+                        "or move it away and run the job again to regenerate what it held") from None
+
+
+def _keys_of(seg: Segment, selection=()) -> np.ndarray | None:
+    """A segment's item keys (S64), None if its file was not created yet."""
+    file = seg.open()
+    if file is None:
+        return None
+    with file:
+        return read_keys(file, seg.path, selection)
+
+
+def _key_at(segments: list[Segment], item: int) -> str:
+    for seg in segments:
+        if seg.own_start <= item < seg.own_start + seg.count:
+            keys = _keys_of(seg, np.s_[item - seg.own_start:item - seg.own_start + 1])
+            return "" if keys is None else keys[0].decode("ascii", "replace")
     return ""
 
 
@@ -171,10 +212,10 @@ def merge_outputs(paths: list[Path], target: Path) -> MergeResult:
                         "(or remove the old merge: it holds no outputs of its own)")
     if target.suffix.lower() not in (".h5", ".hdf5"):
         raise UserError(f"{target}: a merged output must end in .h5 or .hdf5")
-    views = [view_of(p.absolute()) for p in find_sources(paths, target)]
+    views = [view_of(p.absolute(), provenance=False) for p in find_sources(paths, target)]
     _check_distinct(views)
     _check_shapes(views)
-    problems, unchecked = duplicate_keys(views)
+    problems, unchecked = duplicate_keys([(view.path, view.segments) for view in views])
     if problems:
         raise UserError(problems, headline="the outputs share items, which a merge would list twice; nothing "
                         "was written; fix: merge outputs of disjoint prompts (or remove the duplicates' outputs):")
@@ -221,35 +262,47 @@ def merge_outputs(paths: list[Path], target: Path) -> MergeResult:
 
 def expand_merged(path: Path, file: h5py.File, attrs: dict) -> OutputView:
     """A merged view's segments: each source opened and checked against what the merge recorded."""
+    layout = checked_layout(path, attrs, per_file=False)
     try:
         table = file["merge"]["sources"][...]
-    except HDF5_ERRORS as err:
+        rows = [(_decoded(row["path"]), _decoded(row["store_id"]), _decoded(row["fingerprint"]), int(row["items"]),
+                 int(row["offset"])) for row in table]
+    except (*HDF5_ERRORS, IndexError, UnicodeError) as err:
         raise UserError(f"{path} is damaged: its list of sources can't be read ({err}); fix: merge again") from None
-    segments, runs, telemetry, sources = [], [], [], []
-    for row in table:
-        relative = row["path"].decode() if isinstance(row["path"], bytes) else str(row["path"])
+    if sum(row[3] for row in rows) != layout.items_total or [row[4] for row in rows] != list(
+            np.cumsum([0] + [row[3] for row in rows[:-1]])):
+        raise UserError(f"{path} is damaged: its list of sources does not add up to its {layout.items_total} items; "
+                        "fix: merge again")
+    segments, runs, telemetry, sources, warnings = [], [], [], [], []
+    for relative, store_id, fingerprint, items, offset in rows:
         source = (path.parent / relative).resolve()
         fix = f"put back {source} as it was, or merge again"
         if not source.exists():
             raise UserError(f"{path}: its source {source} is missing; nothing can say which of its items are "
                             f"done; fix: {fix}")
         try:
-            view = view_of(source)
+            view = view_of(source, provenance=False, attrs=SOURCE_ATTRS)
         except UserError as err:
-            raise UserError(f"{path}: its source {source} can't be read: {err}; fix: {fix}") from None
-        expected = (row["store_id"].decode(), row["fingerprint"].decode(), int(row["items"]))
-        if (identity(view), str(view.attrs["job_fingerprint"]), view.items_total) != expected:
+            raise UserError(f"{path}: its source {source} can't be read, so neither can the merged view: "
+                            f"{err.render()}") from None
+        found = (identity(view), str(view.attrs["job_fingerprint"]), view.items_total, view.output_kind,
+                 view.item_shape)
+        if found != (store_id, fingerprint, items, layout.output_kind, layout.item_shape):
             raise UserError(f"{path}: its source {source} was replaced since the merge (it now holds job "
                             f"'{view.attrs.get('job_name')}' with {view.items_total} items, another output than the "
                             f"one merged); its items would be mislabelled; fix: {fix}")
-        offset = int(row["offset"])
         segments += [seg.shifted(offset) for seg in view.segments]
         runs += [{**run, "source": relative} for run in view.runs]
         telemetry += view.telemetry_dirs
         sources.append({"path": relative, "items": view.items_total, "offset": offset})
+        warnings += view.warnings
     provenance = {}
     try:
         provenance = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in file[s.PROVENANCE].attrs.items()}
     except HDF5_ERRORS:
         pass
-    return OutputView(path, s.KIND_MERGED, attrs, provenance, segments, runs, telemetry, sources)
+    return OutputView(path, s.KIND_MERGED, attrs, provenance, segments, runs, telemetry, sources, warnings)
+
+
+def _decoded(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

@@ -6,6 +6,7 @@ every kind of damage into a UserError naming the file and what is wrong.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +19,10 @@ import numpy as np
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.datafile import digest
-from onepiece_hpc.store.index import StoreLayout, data_file_path
+from onepiece_hpc.store.index import MAX_FILES, StoreLayout, data_file_path
 from onepiece_hpc.store.journal import JournalView, read_journal
+
+log = logging.getLogger(__name__)
 
 HDF5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
@@ -62,11 +65,24 @@ def read_dataset(file: h5py.File, name: str, path: Path, selection=()):
         raise damaged_error(path, f"/{name} can't be read ({_short(err)})") from None
 
 
-def attrs_of(file: h5py.File, path: Path) -> dict:
+def attrs_of(file: h5py.File, path: Path, names: tuple[str, ...] | None = None) -> dict:
+    """The file's attributes (only `names`, those of them it has, if given: HDF5 takes tens of microseconds an
+    attribute, which a merged view of thousands of sources pays for each)."""
     try:
-        return {k: (_text(v) if isinstance(v, (bytes, str)) else v) for k, v in file.attrs.items()}
+        found = dict(file.attrs.items()) if names is None else _some_attrs(file, names)
+        return {k: (_text(v) if isinstance(v, (bytes, str)) else v) for k, v in found.items()}
     except HDF5_ERRORS as err:
         raise damaged_error(path, f"its attributes can't be read ({_short(err)})") from None
+
+
+def _some_attrs(file: h5py.File, names: tuple[str, ...]) -> dict:
+    found, attrs = {}, file.attrs  # h5py makes a new attribute manager on each `file.attrs`
+    for name in names:
+        try:
+            found[name] = attrs[name]
+        except KeyError:
+            pass  # absent: whoever needs it says so
+    return found
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,8 @@ class Segment:
     created: bool       # the journal says it was made: if it is missing, that is damage
     has_digest: bool
     source: str         # the output it belongs to, for messages
+    dataset: str        # its outputs dataset, which must hold `count` items of `item_shape`
+    item_shape: tuple[int, ...]
 
     def open(self) -> h5py.File | None:
         """The file, checked; None if it was never created (its items are not done)."""
@@ -92,13 +110,26 @@ class Segment:
             return None
         file = open_hdf5(self.path, "data")
         if self.store_id:
-            found = attrs_of(file, self.path)
-            if (found.get("store_id"), found.get("start"), found.get("count")) != (self.store_id, self.own_start,
-                                                                                   self.count):
+            try:  # only what is checked: reading every attribute costs as much as the rest of a small file
+                attrs = file.attrs
+                found = {name: attrs.get(name) for name in ("store_id", "start", "count")}
+            except HDF5_ERRORS as err:
+                file.close()
+                raise damaged_error(self.path, f"its attributes can't be read ({_short(err)})") from None
+            if (found["store_id"], found["start"], found["count"]) != (self.store_id, self.own_start, self.count):
                 file.close()
                 raise damaged_error(self.path, f"it does not belong to {self.source} (it says store "
                                     f"{found.get('store_id')}, items from {found.get('start')}, {found.get('count')} "
                                     "of them)", "put back the right file, or move this one away")
+        try:
+            shape = tuple(file[self.dataset].shape)
+        except HDF5_ERRORS as err:
+            file.close()
+            raise damaged_error(self.path, f"/{self.dataset} can't be read ({_short(err)})") from None
+        if shape != (self.count, *self.item_shape):
+            file.close()
+            raise damaged_error(self.path, f"/{self.dataset} holds {' x '.join(map(str, shape))} where "
+                                f"{self.source} says {' x '.join(map(str, (self.count, *self.item_shape)))}")
         return file
 
     def shifted(self, offset: int) -> Segment:
@@ -107,18 +138,21 @@ class Segment:
 
 
 def _segment(path: Path, start: int, count: int, store_id: str, created: bool, has_digest: bool,
-             source: Path) -> Segment:
-    return Segment(path, start, count, start, store_id, created, has_digest, str(source))
+             source: Path, layout: StoreLayout) -> Segment:
+    return Segment(path, start, count, start, store_id, created, has_digest, str(source),
+                   f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[layout.output_kind]}", layout.item_shape)
 
 
 class OutputView:
     """An output as readers see it: attributes, segments, runs. Use `open_output`."""
 
     def __init__(self, path: Path, kind: str, attrs: dict, provenance: dict, segments: list[Segment],
-                 runs: list[dict], telemetry_dirs: list[Path], sources: list[dict] | None = None) -> None:
+                 runs: list[dict], telemetry_dirs: list[Path], sources: list[dict] | None = None,
+                 warnings: list[str] | None = None) -> None:
         self.path, self.kind, self.attrs, self.provenance = path, kind, attrs, provenance
         self.segments, self.runs, self.telemetry_dirs = segments, runs, telemetry_dirs
         self.sources = sources or []
+        self.warnings = warnings or []  # damage that leaves every output readable (a journal's bad lines)
 
     @property
     def items_total(self) -> int:
@@ -158,26 +192,103 @@ class OutputView:
 def _format_version(attrs: dict, path: Path) -> int:
     if attrs.get("format") != s.FORMAT:
         raise UserError(f"{path} is an HDF5 file but not an onepiece output (no format attribute)")
-    version = int(attrs.get("format_version", 0))
+    try:
+        version = int(attrs.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise damaged_error(path, f"its format_version {attrs.get('format_version')!r} is not a number") from None
     if version > s.FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer onepiece (format {version}); fix: upgrade onepiece to read it")
     return version
 
 
-def _view_v3(path: Path, file: h5py.File, attrs: dict) -> OutputView:
-    missing = [a for a in s.INDEX_ATTRS if a not in attrs]
+def _view_v3(path: Path, file: h5py.File, attrs: dict, provenance: bool, names: tuple[str, ...] | None) -> OutputView:
+    missing = [a for a in s.INDEX_ATTRS if a not in attrs and (names is None or a in names)]
     if missing:
         raise damaged_error(path, f"its index lacks the attribute(s) {', '.join(missing)}")
+    layout = checked_layout(path, attrs)
     folder = Path(s.data_folder(path))
     if not folder.is_dir():
         raise damaged_error(path, f"its data folder {folder} is missing", f"put {folder} back beside it (an output "
                             "is the index and that folder together)")
-    journal = read_journal(folder / s.JOURNAL)
-    layout = layout_of(attrs)
+    journal, warnings = journal_of(path)
+    for warning in warnings:
+        log.warning("%s", warning)
     segments = [_segment(data_file_path(path, k), *_range(layout, k), str(attrs["store_id"]), k in journal.files,
-                         True, path) for k in range(layout.files)]
-    provenance = _provenance(file, path)
-    return OutputView(path, s.KIND_OUTPUT, attrs, provenance, segments, journal.runs, [folder / s.TELEMETRY_DIR])
+                         True, path, layout) for k in range(layout.files)]
+    return OutputView(path, s.KIND_OUTPUT, attrs, _provenance(file, path, provenance), segments,
+                      journal.runs, [folder / s.TELEMETRY_DIR], warnings=warnings)
+
+
+def checked_layout(path: Path, attrs: dict, per_file: bool = True) -> StoreLayout:
+    """The layout an index's attributes describe, or UserError if they can't be one (a flipped bit: HDF5 keeps
+    no checksum of them)."""
+    try:
+        total = int(attrs["items_total"])
+        layout = StoreLayout(total, int(attrs["items_per_file"]) if per_file else max(1, total),
+                             str(attrs["output_kind"]), tuple(int(x) for x in np.ravel(attrs["item_shape"])))
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        raise damaged_error(path, f"its layout attributes can't be read ({_short(err)})") from None
+    problems = []
+    if not (0 <= layout.items_total and 1 <= layout.items_per_file <= max(1, layout.items_total)
+            and layout.files <= MAX_FILES):
+        problems.append(f"{layout.items_total} items, {layout.items_per_file} a file")
+    if per_file and "files" in attrs and _int_or_none(attrs["files"]) != layout.files:
+        problems.append(f"{attrs['files']} data files where {layout.files} hold its items")
+    if layout.output_kind not in s.OUTPUT_DATASETS:
+        problems.append(f"output kind {layout.output_kind!r}")
+    wanted = 3 if layout.output_kind == "image" else 4
+    if len(layout.item_shape) != wanted or min(layout.item_shape, default=0) < 1:
+        problems.append(f"item shape {layout.item_shape}")
+    if per_file and not (isinstance(attrs.get("store_id"), str) and attrs["store_id"]):
+        problems.append(f"store id {attrs.get('store_id')!r}")
+    if problems:
+        raise damaged_error(path, f"its attributes can't describe an output ({'; '.join(problems)})")
+    return layout
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def journal_of(path: Path) -> tuple[JournalView, list[str]]:
+    """The journal of the output at `path`, its run records cleaned of values of the wrong type, and warnings for
+    lines it had to skip. The outputs don't need it, but a journal that can't be read at all is damage."""
+    journal_path = Path(s.data_folder(path)) / s.JOURNAL
+    try:
+        journal = read_journal(journal_path)
+    except (OSError, UnicodeError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise damaged_error(journal_path, f"it can't be read ({_short(err)})", "restore it from a copy, or remove "
+                            "the lines that are not records onepiece wrote (it lists the runs and the data files "
+                            "created; the outputs themselves don't need it)") from None
+    journal.runs = [_clean_run(run) for run in journal.runs]
+    warnings = []
+    if journal.unreadable_lines:
+        warnings.append(f"{journal_path}: {journal.unreadable_lines} line(s) are not records onepiece wrote and were "
+                        "skipped (a run killed while writing one leaves its last line cut short); every output is "
+                        "still read; fix: restore the journal from a copy to keep its run records")
+    return journal, warnings
+
+
+_RUN_DICTS = ("software", "hardware")
+_RUN_TEXTS = ("started_at", "finished_at", "host", "mode", "status", "slurm_job", "execution")
+
+
+def _clean_run(run: dict) -> dict:
+    """A run record as readers and the writer expect it, whatever a damaged or edited journal holds."""
+    clean = dict(run)
+    for name in _RUN_DICTS:
+        value = clean.get(name, {})
+        clean[name] = ({str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {})
+    for name in _RUN_TEXTS:
+        if name in clean and not isinstance(clean[name], str):
+            clean[name] = str(clean[name])
+    for name in ("items_committed", "pid", "slurm_restart"):
+        if name in clean and _int_or_none(clean[name]) is None:
+            clean[name] = 0
+    return clean
 
 
 def _range(layout: StoreLayout, index: int) -> tuple[int, int]:
@@ -187,13 +298,16 @@ def _range(layout: StoreLayout, index: int) -> tuple[int, int]:
 
 def layout_of(attrs: dict) -> StoreLayout:
     return StoreLayout(int(attrs["items_total"]), int(attrs["items_per_file"]), str(attrs["output_kind"]),
-                       tuple(int(x) for x in attrs["item_shape"]))
+                       tuple(int(x) for x in np.ravel(attrs["item_shape"])))
 
 
-def _provenance(file: h5py.File, path: Path) -> dict:
-    if s.PROVENANCE not in file:
-        return {}
-    try:
+def _provenance(file: h5py.File, path: Path, read: bool = True) -> dict:
+    """The /provenance attributes (only checked for, if not `read`)."""
+    try:  # every version writes it: without it, a flipped bit in its name would pass for "no provenance"
+        if s.PROVENANCE not in file:
+            raise damaged_error(path, "its /provenance group is missing")
+        if not read:
+            return {}
         return {k: _text(v) for k, v in file[s.PROVENANCE].attrs.items()}
     except HDF5_ERRORS as err:
         raise damaged_error(path, f"/provenance can't be read ({_short(err)})") from None
@@ -201,15 +315,21 @@ def _provenance(file: h5py.File, path: Path) -> dict:
 
 def _view_v2(path: Path, file: h5py.File, attrs: dict) -> OutputView:
     missing = [f"attribute {a}" for a in s.V2_ATTRS if a not in attrs]
-    missing += [f"dataset /{d}" for d in s.V2_DATASETS if d not in file]
+    try:
+        missing += [f"dataset /{d}" for d in s.V2_DATASETS if d not in file]
+    except HDF5_ERRORS as err:
+        raise damaged_error(path, f"its groups can't be read ({_short(err)})") from None
     if missing:
         raise damaged_error(path, f"missing {', '.join(missing)} (format {attrs.get('format_version')})")
     kind = str(attrs["output_kind"])
+    if kind not in s.OUTPUT_DATASETS:
+        raise damaged_error(path, f"its output kind {kind!r} is none of {', '.join(s.OUTPUT_DATASETS)}")
     shape = tuple(read_shape(file, f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[kind]}", path)[1:])
     attrs = {**attrs, "item_shape": shape, "store_id": ""}
+    layout = checked_layout(path, attrs, per_file=False)
     runs = [{name: (_text(r[name]) if isinstance(r[name], (bytes, str)) else int(r[name]))
              for name in r.dtype.names} for r in read_dataset(file, s.RUNS, path)]
-    segment = _segment(path, 0, int(attrs["items_total"]), "", True, False, path)
+    segment = _segment(path, 0, layout.items_total, "", True, False, path, layout)
     return OutputView(path, "format-2", attrs, _provenance(file, path), [segment], runs, [])
 
 
@@ -226,17 +346,24 @@ def _view_merged(path: Path, file: h5py.File, attrs: dict) -> OutputView:
     return expand_merged(path, file, attrs)
 
 
-def view_of(path: Path) -> OutputView:
-    """Read what an output is made of (the files stay closed until their segment is read)."""
+#: what a merged view reads of each source: its identity and layout
+SOURCE_ATTRS = ("format", "format_version", "kind", "store_id", "job_fingerprint", "job_name", "items_total",
+                "items_per_file", "output_kind", "item_shape", "files")
+
+
+def view_of(path: Path, provenance: bool = True, attrs: tuple[str, ...] | None = None) -> OutputView:
+    """Read what an output is made of (the files stay closed until their segment is read); a merge reads its
+    sources without their provenance, and a merged view only their SOURCE_ATTRS."""
     path = Path(path)
+    names = attrs
     with open_hdf5(path) as file:
-        attrs = attrs_of(file, path)
+        attrs = attrs_of(file, path, names)
         version = _format_version(attrs, path)
         if version <= 2:
-            return _view_v2(path, file, attrs)
+            return _view_v2(path, file, attrs if names is None else attrs_of(file, path))
         if attrs.get("kind") == s.KIND_MERGED:
             return _view_merged(path, file, attrs)
-        return _view_v3(path, file, attrs)
+        return _view_v3(path, file, attrs, provenance, names)
 
 
 @contextmanager
@@ -265,7 +392,7 @@ class StoreReader:
         if view.kind == s.KIND_MERGED:
             raise UserError(f"{path} is a merged view of other outputs; a job writes to its own output; nothing was "
                             "changed; fix: give the job another output path")
-        return cls(view, read_journal(Path(s.data_folder(path)) / s.JOURNAL))
+        return cls(view, journal_of(path)[0])
 
     def done_mask(self) -> np.ndarray:
         return self.view.done_mask()
@@ -304,16 +431,22 @@ class StoreReader:
 
 def damaged_items(file: h5py.File, path: Path, indices: np.ndarray, batch_bytes: int = 256 * 2**20) -> np.ndarray:
     """Local indices among `indices` whose output bytes don't match their digest."""
-    kind = _text(file.attrs["output_kind"])
-    data = file[s.OUTPUTS][s.OUTPUT_DATASETS[kind]]
+    try:
+        name = f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[_text(file.attrs['output_kind'])]}"
+        shape = file[name].shape
+    except HDF5_ERRORS as err:
+        raise damaged_error(path, f"its outputs can't be found ({_short(err)})") from None
     digests = read_dataset(file, s.DIGEST, path)
-    per_item = max(1, int(np.prod(data.shape[1:])))
+    if len(indices) and (digests.shape[0] < len(indices) or shape[0] <= int(indices[-1])):
+        raise damaged_error(path, f"its datasets are shorter than its done flags ({shape[0]} outputs, "
+                            f"{digests.shape[0]} digests)")
+    per_item = max(1, int(np.prod(shape[1:])))
     step = max(1, batch_bytes // per_item)
     bad = []
     for begin in range(0, len(indices), step):
         chosen = indices[begin:begin + step]
         lo, hi = int(chosen[0]), int(chosen[-1]) + 1
-        block = read_dataset(file, f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[kind]}", path, np.s_[lo:hi])
+        block = read_dataset(file, name, path, np.s_[lo:hi])
         for local in chosen:
             if digest(block[local - lo]) != bytes(digests[local]):
                 bad.append(int(local))
@@ -322,7 +455,12 @@ def damaged_items(file: h5py.File, path: Path, indices: np.ndarray, batch_bytes:
 
 def clear_done_flags(path: Path, file: h5py.File, local: np.ndarray) -> None:
     """Mark items of a data file not done (raw bytes at the done flags' offset), durably."""
-    offset = file[s.DONE].id.get_offset()
+    try:
+        offset = file[s.DONE].id.get_offset()
+    except HDF5_ERRORS as err:
+        raise damaged_error(path, f"/done can't be found ({_short(err)})") from None
+    if offset is None:
+        raise damaged_error(path, "/done has no storage of its own (it was not written by onepiece)")
     fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     try:
         for item in local:

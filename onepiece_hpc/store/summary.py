@@ -84,6 +84,7 @@ def summary(view: OutputView) -> dict:
         "runs": [_run_row(run) for run in view.runs],
         "sources": view.sources,
         "telemetry": _telemetry_summary(view),
+        "warnings": view.warnings,
     }
 
 

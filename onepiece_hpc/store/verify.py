@@ -9,7 +9,9 @@ run writes the output meanwhile.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +21,16 @@ from onepiece_hpc.store import journal
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.files import temporary_path
 from onepiece_hpc.store.lock import WriterLock, myself
-from onepiece_hpc.store.merge import duplicate_keys
+from onepiece_hpc.store.merge import KeyTable, read_keys
 from onepiece_hpc.store.provenance import now_iso
 from onepiece_hpc.store.reader import (
-    OutputView, Segment, clear_done_flags, damaged_items, open_hdf5, read_dataset, view_of,
+    OutputView,
+    Segment,
+    clear_done_flags,
+    damaged_items,
+    open_hdf5,
+    read_dataset,
+    view_of,
 )
 
 
@@ -55,8 +63,9 @@ class VerifyReport:
                 "repaired": self.repaired, "moved_aside": self.moved_aside, "complete": self.complete}
 
 
-def _check_segment(seg: Segment, report: VerifyReport) -> list[int]:
-    """Check one segment; returns the local indices of its damaged items (empty if none or unreadable)."""
+def _check_segment(seg: Segment, report: VerifyReport, on_keys: Callable[[np.ndarray], None] | None = None) -> list[int]:
+    """Check one segment (its item keys to `on_keys`); returns the local indices of its damaged items (empty if
+    none or unreadable)."""
     try:
         file = seg.open()
     except UserError as err:
@@ -69,6 +78,8 @@ def _check_segment(seg: Segment, report: VerifyReport) -> list[int]:
     with file:
         try:
             done = read_dataset(file, s.DONE, seg.path).astype(bool)
+            if on_keys is not None:
+                on_keys(read_keys(file, seg.path))
             indices = np.flatnonzero(done)
             if not seg.has_digest:
                 report.unchecked += len(indices)
@@ -103,9 +114,17 @@ def verify_output(path: Path, repair: bool = False) -> VerifyReport:
 
 def _verify(view: OutputView, repair_in: Path | None = None) -> VerifyReport:
     report = VerifyReport(str(view.path), view.items_total)
+    report.unreadable += view.warnings
+    keys = KeyTable() if view.kind == s.KIND_MERGED else None
+    by_source: dict[str, list[Segment]] = {}  # a merged view's sources, in order, to name duplicates
     for number, seg in enumerate(view.segments):
         unreadable_before = len(report.unreadable)
-        bad = _check_segment(seg, report)
+        on_keys = None
+        if keys is not None:
+            origin = len(by_source) - (seg.source in by_source)
+            by_source.setdefault(seg.source, []).append(seg)
+            on_keys = partial(keys.add, origin, seg.own_start)
+        bad = _check_segment(seg, report, on_keys)
         if repair_in is None:
             continue
         if bad:
@@ -117,9 +136,12 @@ def _verify(view: OutputView, repair_in: Path | None = None) -> VerifyReport:
             report.repaired += seg.count
         if len(report.unreadable) > unreadable_before:
             journal.append(repair_in / s.JOURNAL, {"event": "file_removed", "file": number, "at": now_iso()})
-    if view.kind == s.KIND_MERGED:
-        sources = [view_of(Path(seg_source)) for seg_source in dict.fromkeys(seg.source for seg in view.segments)]
-        report.duplicates, _ = duplicate_keys(sources)
+    if keys is not None:
+        try:
+            report.duplicates = keys.problems([(Path(source), segs) for source, segs in by_source.items()])
+        except UserError as err:  # a source's file that can't be read is named above already
+            if not report.unreadable:
+                report.unreadable.append(err.render())
     return report
 
 
