@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
+from onepiece_hpc.store.index import attrs_digest
 from support import REPO, invoke, run_cli, tamper, write_job
 
 SHARDS = {"s0": ["a harbour at noon", "a snowy owl"], "s1": ["a tin robot", "a paper boat", "a red kite"]}
@@ -233,6 +234,8 @@ def many_shards(folder: Path, count: int) -> list[Path]:
     with h5py.File(template, "r") as f:
         store_id, fingerprint = f.attrs["store_id"].encode(), f.attrs["job_fingerprint"].encode()
         key = f["items"]["key"][0]
+        template_attrs = dict(f.attrs)
+    sealed = template_attrs["attrs_digest"].encode()
     index = template.read_bytes()
     data = Path(f"{template}.d/data-00000.h5").read_bytes()
     journal = Path(f"{template}.d/journal.jsonl")
@@ -244,7 +247,9 @@ def many_shards(folder: Path, count: int) -> list[Path]:
             b"key" + seed).hexdigest().encode()
         path = folder / f"{number:05d}/shard.h5"
         Path(f"{path}.d").mkdir(parents=True)
-        path.write_bytes(index.replace(store_id, new_id).replace(fingerprint, new_fingerprint))
+        new_seal = attrs_digest({**template_attrs, "store_id": new_id.decode(),
+                                 "job_fingerprint": new_fingerprint.decode()}).encode()
+        path.write_bytes(index.replace(store_id, new_id).replace(fingerprint, new_fingerprint).replace(sealed, new_seal))
         Path(f"{path}.d/data-00000.h5").write_bytes(data.replace(store_id, new_id).replace(key, new_key))
         os.link(journal, f"{path}.d/journal.jsonl")
         paths.append(path)

@@ -8,6 +8,8 @@ virtual mapping per data file and dataset. Data files that don't exist yet read 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import uuid
@@ -74,6 +76,28 @@ def new_store_id() -> str:
     return uuid.uuid4().hex
 
 
+def attrs_digest(attrs: dict) -> str:
+    """sha256 of an index's attributes (all but the digest itself): HDF5 keeps no checksum of them, so a
+    flipped bit in a fingerprint or a count would otherwise pass unseen."""
+    def plain(value):
+        if isinstance(value, np.ndarray):
+            return [plain(v) for v in value.tolist()]
+        if isinstance(value, np.generic):
+            value = value.item()
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+    canonical = {str(plain(key)): plain(value) for key, value in attrs.items() if key != ATTRS_DIGEST}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
+
+
+ATTRS_DIGEST = "attrs_digest"
+
+
+def seal(f: h5py.File) -> None:
+    """Store the digest of the file's root attributes, written last."""
+    f.attrs[ATTRS_DIGEST] = attrs_digest(dict(f.attrs))
+
+
 def write_index(tmp: Path, index_path: Path, layout: StoreLayout, attrs: dict, provenance: dict[str, str]) -> None:
     """Write the index for an output that will live at `index_path` into the file `tmp`."""
     relative_folder = os.path.basename(s.data_folder(index_path))
@@ -85,6 +109,7 @@ def write_index(tmp: Path, index_path: Path, layout: StoreLayout, attrs: dict, p
         f.create_group(s.PROVENANCE).attrs.update(provenance)
         ranges = [(f"{relative_folder}/{data_file_name(k)}", *layout.file_range(k)) for k in range(layout.files)]
         write_views(f, ranges, layout.items_total, layout.output_kind, layout.item_shape)
+        seal(f)
 
 
 def write_views(f: h5py.File, ranges: list[tuple[str, int, int]], total: int, output_kind: str,

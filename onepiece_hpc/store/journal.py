@@ -45,24 +45,37 @@ def read_journal(path: Path) -> JournalView:
     by_number: dict[int, dict] = {}
     for line in lines:
         try:
-            record = json.loads(line)
-            event = record["event"]
-        except (ValueError, KeyError, TypeError):
+            _apply(view, by_number, json.loads(line))
+        except (ValueError, KeyError, TypeError, AttributeError):  # not a record we wrote: torn or damaged
             view.unreadable_lines += 1
-            continue
-        if event == "run":
-            entry = {**record, "status": "running", "finished_at": "", "items_committed": 0}
-            by_number[int(record.get("run", len(view.runs)))] = entry
-            view.runs.append(entry)
-        elif event == "end" and isinstance(by_number.get(record.get("run")), dict):
-            by_number[record["run"]].update(status=record.get("status", "?"),
-                                            finished_at=record.get("finished_at", ""),
-                                            items_committed=record.get("items_committed", 0))
-        elif event == "file" and isinstance(record.get("file"), int):
-            view.files.add(record["file"])
-        elif event == "file_removed" and isinstance(record.get("file"), int):
-            view.files.discard(record["file"])  # `verify --repair` moved a damaged one aside
     return view
+
+
+def _apply(view: JournalView, by_number: dict[int, dict], record: dict) -> None:
+    event = record["event"]
+    if event == "run":
+        number = int(record.get("run", len(view.runs)))
+        entry = {**record, "run": number, "status": "running", "finished_at": "", "items_committed": 0}
+        by_number[number] = entry
+        view.runs.append(entry)
+    elif event == "end":
+        entry = by_number.get(int(record["run"]))
+        if entry is None:
+            raise KeyError(record["run"])
+        entry.update(status=str(record.get("status", "?")), finished_at=str(record.get("finished_at", "")),
+                     items_committed=int(record.get("items_committed", 0)))
+    elif event == "file":
+        view.files.add(_whole(record["file"]))
+    elif event == "file_removed":
+        view.files.discard(_whole(record["file"]))  # `verify --repair` moved a damaged one aside
+    else:
+        raise ValueError(event)
+
+
+def _whole(value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(value)
+    return value
 
 
 def append(path: Path, record: dict) -> None:
@@ -71,7 +84,9 @@ def append(path: Path, record: dict) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
-            os.write(fd, line)
+            view = memoryview(line)
+            while view:  # a short write (a disk filling up) goes on where it stopped: one line stays one line
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -185,12 +185,28 @@ def _current(path: Path) -> tuple[str | None, float]:
         return None, 0.0
 
 
+def _remove_abandoned(guard: Path) -> None:
+    """Remove a take-over guard that a killed process left (older than BREAK_STALE_AFTER_S), but only the
+    one judged old: a guard another process has just made in its place (another inode, or touched since)
+    stays."""
+    try:
+        judged = guard.lstat()
+    except FileNotFoundError:
+        return
+    if time.time() - judged.st_mtime <= BREAK_STALE_AFTER_S:
+        return
+    try:
+        now = guard.lstat()
+        if (now.st_ino, now.st_mtime_ns) == (judged.st_ino, judged.st_mtime_ns):
+            guard.unlink()
+    except FileNotFoundError:
+        pass
+
+
 def _take_over(path: Path, stale_text: str, reason: str) -> None:
     """Remove the stale lock if it is still the one we judged; one process at a time does this."""
     guard = path.with_name(path.name + ".takeover")
-    text, age = _current(guard)
-    if text is not None and age > BREAK_STALE_AFTER_S:
-        guard.unlink(missing_ok=True)
+    _remove_abandoned(guard)
     try:
         write_new(guard, lambda tmp: tmp.write_text(str(os.getpid()), encoding="utf-8"))
     except AlreadyThere:

@@ -28,7 +28,7 @@ from onepiece_hpc import __version__
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.files import AlreadyThere, write_new
-from onepiece_hpc.store.index import new_store_id, write_views
+from onepiece_hpc.store.index import new_store_id, seal, write_views
 from onepiece_hpc.store.reader import (
     HDF5_ERRORS,
     SOURCE_ATTRS,
@@ -246,6 +246,7 @@ def merge_outputs(paths: list[Path], target: Path) -> MergeResult:
             ranges = [(os.path.relpath(seg.path, here), int(off) + seg.start, int(off) + seg.start + seg.count)
                       for view, off in zip(views, offsets) for seg in view.segments]
             write_views(file, ranges, total, first.output_kind, first.item_shape)
+            seal(file)
             file.create_group(s.PROVENANCE).attrs.update({
                 "package_version": __version__, "host": socket.gethostname(),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

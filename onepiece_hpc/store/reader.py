@@ -19,7 +19,7 @@ import numpy as np
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.datafile import digest
-from onepiece_hpc.store.index import MAX_FILES, StoreLayout, data_file_path
+from onepiece_hpc.store.index import ATTRS_DIGEST, MAX_FILES, StoreLayout, attrs_digest, data_file_path
 from onepiece_hpc.store.journal import JournalView, read_journal
 
 log = logging.getLogger(__name__)
@@ -359,6 +359,9 @@ def view_of(path: Path, provenance: bool = True, attrs: tuple[str, ...] | None =
     with open_hdf5(path) as file:
         attrs = attrs_of(file, path, names)
         version = _format_version(attrs, path)
+        if names is None and ATTRS_DIGEST in attrs and attrs_digest(attrs) != attrs[ATTRS_DIGEST]:
+            raise damaged_error(path, "its attributes fail their digest (a changed bit in the job's identity or "
+                                "layout)")
         if version <= 2:
             return _view_v2(path, file, attrs if names is None else attrs_of(file, path))
         if attrs.get("kind") == s.KIND_MERGED:
