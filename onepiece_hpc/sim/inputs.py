@@ -10,8 +10,9 @@ import numpy as np
 import yaml
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.sim.scenario import StageProfile, Scenario, UnitClass
-from onepiece_hpc.store.reader import open_output, read_dataset
+from onepiece_hpc.sim.scenario import Scenario, StageProfile, UnitClass
+from onepiece_hpc.store.reader import open_output
+from onepiece_hpc.store.safe_read import read_dataset
 from onepiece_hpc.store.telemetry import latest_run
 
 PROFILE_KEYS = ("encode_s", "forward_s", "decode_s", "weights_gib", "host_gbps")

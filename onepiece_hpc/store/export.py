@@ -11,7 +11,8 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.items import item_records
 from onepiece_hpc.store.media import MP4_PIXELS, write_gif, write_mp4, write_png
-from onepiece_hpc.store.reader import OutputView, open_output, read_dataset
+from onepiece_hpc.store.reader import OutputView, open_output
+from onepiece_hpc.store.safe_read import read_dataset
 
 MANIFEST = "manifest.jsonl"
 #: the formats each output kind exports to; the first is the default

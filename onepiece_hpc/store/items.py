@@ -95,7 +95,7 @@ class ItemRecord:
 
 def item_records(file: h5py.File, path: Path, local: np.ndarray) -> list[ItemRecord]:
     """The rows of a data file's items at the local indices `local` (sorted)."""
-    from onepiece_hpc.store.reader import read_dataset
+    from onepiece_hpc.store.safe_read import read_dataset
 
     if not len(local):
         return []

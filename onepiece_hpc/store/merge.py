@@ -29,15 +29,12 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.files import AlreadyThere, write_new
 from onepiece_hpc.store.index import new_store_id, seal, write_views
-from onepiece_hpc.store.reader import (
+from onepiece_hpc.store.reader import SOURCE_ATTRS, OutputView, Segment, view_of
+from onepiece_hpc.store.safe_read import (
     HDF5_ERRORS,
-    SOURCE_ATTRS,
-    OutputView,
-    Segment,
     attrs_of,
     checked_layout,
     open_hdf5,
-    view_of,
 )
 
 log = logging.getLogger(__name__)

@@ -26,12 +26,29 @@ import numpy as np
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import journal
 from onepiece_hpc.store import schema as s
-from onepiece_hpc.store.datafile import DataFileSpec, RawDataFile, create_data_file, digest, read_offsets
+from onepiece_hpc.store.datafile import (
+    DataFileSpec,
+    RawDataFile,
+    create_data_file,
+    digest,
+    read_offsets,
+)
 from onepiece_hpc.store.files import (
-    AlreadyThere, free_bytes, format_bytes, no_space_error, publish, temporary_path, write_new,
+    AlreadyThere,
+    format_bytes,
+    free_bytes,
+    no_space_error,
+    publish,
+    temporary_path,
+    write_new,
 )
 from onepiece_hpc.store.index import (
-    DEFAULT_FILE_BYTES, StoreLayout, choose_items_per_file, data_file_path, new_store_id, write_index,
+    DEFAULT_FILE_BYTES,
+    StoreLayout,
+    choose_items_per_file,
+    data_file_path,
+    new_store_id,
+    write_index,
 )
 from onepiece_hpc.store.items import ItemSource
 from onepiece_hpc.store.lock import WriterLock, myself

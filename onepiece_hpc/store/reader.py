@@ -5,9 +5,7 @@ every kind of damage into a UserError naming the file and what is wrong.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -18,72 +16,28 @@ import numpy as np
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
-from onepiece_hpc.store.datafile import digest
-from onepiece_hpc.store.index import ATTRS_DIGEST, MAX_FILES, StoreLayout, attrs_digest, data_file_path
+from onepiece_hpc.store.index import (
+    ATTRS_DIGEST,
+    StoreLayout,
+    attrs_digest,
+    data_file_path,
+)
+from onepiece_hpc.store.integrity import clear_done_flags, damaged_items
 from onepiece_hpc.store.journal import JournalView, read_journal
+from onepiece_hpc.store.safe_read import (
+    HDF5_ERRORS,
+    attrs_of,
+    checked_layout,
+    damaged_error,
+    int_or_none,
+    open_hdf5,
+    read_dataset,
+    read_shape,
+    short,
+    text,
+)
 
 log = logging.getLogger(__name__)
-
-HDF5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
-
-
-def _text(value) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def damaged_error(path: Path, what: str, fix: str | None = None) -> UserError:
-    return UserError(f"{path} is damaged: {what}; fix: {fix or 'restore it from a copy, or move it away and run the job again to regenerate what it held'}")
-
-
-def open_hdf5(path: Path, role: str = "output") -> h5py.File:
-    """Open an HDF5 file read-only, or raise UserError saying what it is instead."""
-    if not path.exists():
-        raise UserError(f"{path}: no such file; fix: give the path of an {role} (.h5) file")
-    if path.is_dir():
-        raise UserError(f"{path} is a folder; fix: give the path of an {role} (.h5) file")
-    try:
-        if not h5py.is_hdf5(path):
-            raise UserError(f"{path} is not an HDF5 file (or its header is damaged); fix: give the path of an "
-                            f"{role} (.h5) file")
-        return h5py.File(path, "r", locking=False)
-    except UserError:
-        raise
-    except HDF5_ERRORS as err:
-        raise damaged_error(path, f"HDF5 can't open it ({_short(err)})") from None
-
-
-def _short(err: Exception) -> str:
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return text[:300]
-
-
-def read_dataset(file: h5py.File, name: str, path: Path, selection=()):
-    """Read `name`, or raise UserError naming the file and the dataset that can't be read."""
-    try:
-        return file[name][selection]
-    except HDF5_ERRORS as err:
-        raise damaged_error(path, f"/{name} can't be read ({_short(err)})") from None
-
-
-def attrs_of(file: h5py.File, path: Path, names: tuple[str, ...] | None = None) -> dict:
-    """The file's attributes (only `names`, those of them it has, if given: HDF5 takes tens of microseconds an
-    attribute, which a merged view of thousands of sources pays for each)."""
-    try:
-        found = dict(file.attrs.items()) if names is None else _some_attrs(file, names)
-        return {k: (_text(v) if isinstance(v, (bytes, str)) else v) for k, v in found.items()}
-    except HDF5_ERRORS as err:
-        raise damaged_error(path, f"its attributes can't be read ({_short(err)})") from None
-
-
-def _some_attrs(file: h5py.File, names: tuple[str, ...]) -> dict:
-    found, attrs = {}, file.attrs  # h5py makes a new attribute manager on each `file.attrs`
-    for name in names:
-        try:
-            found[name] = attrs[name]
-        except KeyError:
-            pass  # absent: whoever needs it says so
-    return found
-
 
 @dataclass(frozen=True)
 class Segment:
@@ -115,7 +69,7 @@ class Segment:
                 found = {name: attrs.get(name) for name in ("store_id", "start", "count")}
             except HDF5_ERRORS as err:
                 file.close()
-                raise damaged_error(self.path, f"its attributes can't be read ({_short(err)})") from None
+                raise damaged_error(self.path, f"its attributes can't be read ({short(err)})") from None
             if (found["store_id"], found["start"], found["count"]) != (self.store_id, self.own_start, self.count):
                 file.close()
                 raise damaged_error(self.path, f"it does not belong to {self.source} (it says store "
@@ -125,7 +79,7 @@ class Segment:
             shape = tuple(file[self.dataset].shape)
         except HDF5_ERRORS as err:
             file.close()
-            raise damaged_error(self.path, f"/{self.dataset} can't be read ({_short(err)})") from None
+            raise damaged_error(self.path, f"/{self.dataset} can't be read ({short(err)})") from None
         if shape != (self.count, *self.item_shape):
             file.close()
             raise damaged_error(self.path, f"/{self.dataset} holds {' x '.join(map(str, shape))} where "
@@ -219,40 +173,6 @@ def _view_v3(path: Path, file: h5py.File, attrs: dict, provenance: bool, names: 
                       journal.runs, [folder / s.TELEMETRY_DIR], warnings=warnings)
 
 
-def checked_layout(path: Path, attrs: dict, per_file: bool = True) -> StoreLayout:
-    """The layout an index's attributes describe, or UserError if they can't be one (a flipped bit: HDF5 keeps
-    no checksum of them)."""
-    try:
-        total = int(attrs["items_total"])
-        layout = StoreLayout(total, int(attrs["items_per_file"]) if per_file else max(1, total),
-                             str(attrs["output_kind"]), tuple(int(x) for x in np.ravel(attrs["item_shape"])))
-    except (KeyError, TypeError, ValueError, OverflowError) as err:
-        raise damaged_error(path, f"its layout attributes can't be read ({_short(err)})") from None
-    problems = []
-    if not (0 <= layout.items_total and 1 <= layout.items_per_file <= max(1, layout.items_total)
-            and layout.files <= MAX_FILES):
-        problems.append(f"{layout.items_total} items, {layout.items_per_file} a file")
-    if per_file and "files" in attrs and _int_or_none(attrs["files"]) != layout.files:
-        problems.append(f"{attrs['files']} data files where {layout.files} hold its items")
-    if layout.output_kind not in s.OUTPUT_DATASETS:
-        problems.append(f"output kind {layout.output_kind!r}")
-    wanted = 3 if layout.output_kind == "image" else 4
-    if len(layout.item_shape) != wanted or min(layout.item_shape, default=0) < 1:
-        problems.append(f"item shape {layout.item_shape}")
-    if per_file and not (isinstance(attrs.get("store_id"), str) and attrs["store_id"]):
-        problems.append(f"store id {attrs.get('store_id')!r}")
-    if problems:
-        raise damaged_error(path, f"its attributes can't describe an output ({'; '.join(problems)})")
-    return layout
-
-
-def _int_or_none(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
 def journal_of(path: Path) -> tuple[JournalView, list[str]]:
     """The journal of the output at `path`, its run records cleaned of values of the wrong type, and warnings for
     lines it had to skip. The outputs don't need it, but a journal that can't be read at all is damage."""
@@ -260,7 +180,7 @@ def journal_of(path: Path) -> tuple[JournalView, list[str]]:
     try:
         journal = read_journal(journal_path)
     except (OSError, UnicodeError, ValueError, TypeError, KeyError, AttributeError) as err:
-        raise damaged_error(journal_path, f"it can't be read ({_short(err)})", "restore it from a copy, or remove "
+        raise damaged_error(journal_path, f"it can't be read ({short(err)})", "restore it from a copy, or remove "
                             "the lines that are not records onepiece wrote (it lists the runs and the data files "
                             "created; the outputs themselves don't need it)") from None
     journal.runs = [_clean_run(run) for run in journal.runs]
@@ -286,7 +206,7 @@ def _clean_run(run: dict) -> dict:
         if name in clean and not isinstance(clean[name], str):
             clean[name] = str(clean[name])
     for name in ("items_committed", "pid", "slurm_restart"):
-        if name in clean and _int_or_none(clean[name]) is None:
+        if name in clean and int_or_none(clean[name]) is None:
             clean[name] = 0
     return clean
 
@@ -308,9 +228,9 @@ def _provenance(file: h5py.File, path: Path, read: bool = True) -> dict:
             raise damaged_error(path, "its /provenance group is missing")
         if not read:
             return {}
-        return {k: _text(v) for k, v in file[s.PROVENANCE].attrs.items()}
+        return {k: text(v) for k, v in file[s.PROVENANCE].attrs.items()}
     except HDF5_ERRORS as err:
-        raise damaged_error(path, f"/provenance can't be read ({_short(err)})") from None
+        raise damaged_error(path, f"/provenance can't be read ({short(err)})") from None
 
 
 def _view_v2(path: Path, file: h5py.File, attrs: dict) -> OutputView:
@@ -318,7 +238,7 @@ def _view_v2(path: Path, file: h5py.File, attrs: dict) -> OutputView:
     try:
         missing += [f"dataset /{d}" for d in s.V2_DATASETS if d not in file]
     except HDF5_ERRORS as err:
-        raise damaged_error(path, f"its groups can't be read ({_short(err)})") from None
+        raise damaged_error(path, f"its groups can't be read ({short(err)})") from None
     if missing:
         raise damaged_error(path, f"missing {', '.join(missing)} (format {attrs.get('format_version')})")
     kind = str(attrs["output_kind"])
@@ -327,21 +247,16 @@ def _view_v2(path: Path, file: h5py.File, attrs: dict) -> OutputView:
     shape = tuple(read_shape(file, f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[kind]}", path)[1:])
     attrs = {**attrs, "item_shape": shape, "store_id": ""}
     layout = checked_layout(path, attrs, per_file=False)
-    runs = [{name: (_text(r[name]) if isinstance(r[name], (bytes, str)) else int(r[name]))
+    runs = [{name: (text(r[name]) if isinstance(r[name], (bytes, str)) else int(r[name]))
              for name in r.dtype.names} for r in read_dataset(file, s.RUNS, path)]
     segment = _segment(path, 0, layout.items_total, "", True, False, path, layout)
     return OutputView(path, "format-2", attrs, _provenance(file, path), [segment], runs, [])
 
 
-def read_shape(file: h5py.File, name: str, path: Path) -> tuple[int, ...]:
-    try:
-        return tuple(file[name].shape)
-    except HDF5_ERRORS as err:
-        raise damaged_error(path, f"/{name} can't be read ({_short(err)})") from None
-
-
 def _view_merged(path: Path, file: h5py.File, attrs: dict) -> OutputView:
-    from onepiece_hpc.store.merge import expand_merged  # a merged view is made of other views
+    from onepiece_hpc.store.merge import (
+        expand_merged,  # a merged view is made of other views
+    )
 
     return expand_merged(path, file, attrs)
 
@@ -411,7 +326,7 @@ class StoreReader:
             theirs = read_dataset(file, s.ITEMS, seg.path)["key"]
             ours = items.keys(seg.start, seg.start + seg.count)
             for offset, key in enumerate(theirs):
-                if _text(key) != ours[offset]:
+                if text(key) != ours[offset]:
                     return seg.start + offset
         return None
 
@@ -430,57 +345,3 @@ class StoreReader:
                 clear_done_flags(seg.path, file, bad)
                 failed += len(bad)
         return failed
-
-
-def damaged_items(file: h5py.File, path: Path, indices: np.ndarray, batch_bytes: int = 256 * 2**20) -> np.ndarray:
-    """Local indices among `indices` whose output bytes don't match their digest."""
-    try:
-        name = f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[_text(file.attrs['output_kind'])]}"
-        shape = file[name].shape
-    except HDF5_ERRORS as err:
-        raise damaged_error(path, f"its outputs can't be found ({_short(err)})") from None
-    digests = read_dataset(file, s.DIGEST, path)
-    if len(indices) and (digests.shape[0] < len(indices) or shape[0] <= int(indices[-1])):
-        raise damaged_error(path, f"its datasets are shorter than its done flags ({shape[0]} outputs, "
-                            f"{digests.shape[0]} digests)")
-    per_item = max(1, int(np.prod(shape[1:])))
-    step = max(1, batch_bytes // per_item)
-    bad = []
-    for begin in range(0, len(indices), step):
-        chosen = indices[begin:begin + step]
-        lo, hi = int(chosen[0]), int(chosen[-1]) + 1
-        block = read_dataset(file, name, path, np.s_[lo:hi])
-        for local in chosen:
-            if digest(block[local - lo]) != bytes(digests[local]):
-                bad.append(int(local))
-    return np.array(bad, dtype=np.int64)
-
-
-def clear_done_flags(path: Path, file: h5py.File, local: np.ndarray) -> None:
-    """Mark items of a data file not done (raw bytes at the done flags' offset), durably."""
-    try:
-        offset = file[s.DONE].id.get_offset()
-    except HDF5_ERRORS as err:
-        raise damaged_error(path, f"/done can't be found ({_short(err)})") from None
-    if offset is None:
-        raise damaged_error(path, "/done has no storage of its own (it was not written by onepiece)")
-    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
-    try:
-        for item in local:
-            os.pwrite(fd, b"\x00", offset + int(item))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def json_safe(value):
-    """Attribute values as JSON-able Python values."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def dumps(info: dict) -> str:
-    return json.dumps(info, indent=2, default=json_safe)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from onepiece_hpc.store import schema as s
-from onepiece_hpc.store.reader import OutputView, read_dataset
+from onepiece_hpc.store.reader import OutputView
+from onepiece_hpc.store.safe_read import read_dataset
 from onepiece_hpc.store.telemetry import read_runs
 
 

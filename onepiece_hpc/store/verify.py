@@ -20,18 +20,12 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import journal
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.files import temporary_path
+from onepiece_hpc.store.integrity import clear_done_flags, damaged_items
 from onepiece_hpc.store.lock import WriterLock, myself
 from onepiece_hpc.store.merge import KeyTable, read_keys
 from onepiece_hpc.store.provenance import now_iso
-from onepiece_hpc.store.reader import (
-    OutputView,
-    Segment,
-    clear_done_flags,
-    damaged_items,
-    open_hdf5,
-    read_dataset,
-    view_of,
-)
+from onepiece_hpc.store.reader import OutputView, Segment, view_of
+from onepiece_hpc.store.safe_read import open_hdf5, read_dataset
 
 
 @dataclass
