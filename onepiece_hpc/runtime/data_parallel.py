@@ -78,24 +78,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from onepiece_hpc import environment
     from onepiece_hpc.runtime.monolithic import unit_input
+    from onepiece_hpc.runtime.gpus import place_rank
     from onepiece_hpc.runtime.prepare import prepare
     from onepiece_hpc.spec.job import Stage
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     prepared = prepare(args.job, None, environment.cache_dir())
-    placement = prepared.placement
+    placement = place_rank(prepared, comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank(), args.gpu_memory_gib)
     gpu = placement.device.type == "cuda"
-    if gpu:
-        from dataclasses import replace
-
-        from onepiece_hpc.runtime.gpus import gpu_index, take_gpu
-
-        node_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-        index = gpu_index(node_rank, holds_manager=False, gpus=torch.cuda.device_count())
-        placement = replace(placement, device=take_gpu(index, args.gpu_memory_gib))
-    else:
-        torch.set_num_threads(prepared.job.cpu_threads)
     offloaded = {Stage(name) for name in args.offload}
     comm.Barrier()
     start = time.monotonic()

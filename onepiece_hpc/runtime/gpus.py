@@ -3,7 +3,13 @@ the data-parallel baseline, the stage profile) and for the benchmark's accountin
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from onepiece_hpc.models.base import Placement
+    from onepiece_hpc.runtime.prepare import Prepared
 
 
 def gpu_index(local_rank: int, holds_manager: bool, gpus: int) -> int:
@@ -33,3 +39,16 @@ def memory_share_mb(index: int, memory_gib: float | None = None, sharing: int = 
     if memory_gib is not None:
         return memory_gib * 1024 / sharing
     return USABLE_SHARE * torch.cuda.get_device_properties(index).total_memory / 2**20 / sharing
+
+
+def place_rank(prepared: Prepared, node_rank: int, memory_gib: float | None) -> Placement:
+    """The placement of a rank that runs the whole pipeline (the baselines): its node's GPUs in turn,
+    none held by a Node Manager; on CPU, the job's thread count."""
+    from dataclasses import replace
+
+    placement = prepared.placement
+    if placement.device.type != "cuda":
+        torch.set_num_threads(prepared.job.cpu_threads)
+        return placement
+    index = gpu_index(node_rank, holds_manager=False, gpus=torch.cuda.device_count())
+    return replace(placement, device=take_gpu(index, memory_gib))

@@ -71,23 +71,14 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from onepiece_hpc import environment
+    from onepiece_hpc.runtime.gpus import place_rank
     from onepiece_hpc.runtime.prepare import prepare
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     prepared = prepare(args.job, None, environment.cache_dir())
-    placement = prepared.placement
+    placement = place_rank(prepared, comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank(), args.gpu_memory_gib)
     gpu = placement.device.type == "cuda"
-    if gpu:
-        from dataclasses import replace
-
-        from onepiece_hpc.runtime.gpus import gpu_index, take_gpu
-
-        node_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-        index = gpu_index(node_rank, holds_manager=False, gpus=torch.cuda.device_count())
-        placement = replace(placement, device=take_gpu(index, args.gpu_memory_gib))
-    else:
-        torch.set_num_threads(prepared.job.cpu_threads)
     mine = list(prepared.plan.items[rank::size])
 
     def synced() -> float:
