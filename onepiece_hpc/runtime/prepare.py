@@ -7,15 +7,22 @@ from pathlib import Path
 
 import torch
 
+from onepiece_hpc.environment import slurm_job
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import Placement
 from onepiece_hpc.models.source import ModelSource, resolve_model
 from onepiece_hpc.spec.job import Job, PromptRecord, Stage
 from onepiece_hpc.spec.loader import load_job
 from onepiece_hpc.spec.plan import Plan, plan_job
-from onepiece_hpc.environment import slurm_job
-from onepiece_hpc.store.output import OutputLayout, StoreSettings, check_writable
-from onepiece_hpc.store.provenance import Provenance, RunInfo, collect, hardware_of, software_versions
+from onepiece_hpc.store.output import OutputLayout, StoreSettings
+from onepiece_hpc.store.preflight import check_writable
+from onepiece_hpc.store.provenance import (
+    Provenance,
+    RunInfo,
+    collect,
+    hardware_of,
+    software_versions,
+)
 
 
 @dataclass(frozen=True)

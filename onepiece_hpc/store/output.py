@@ -35,7 +35,6 @@ from onepiece_hpc.store.datafile import (
 )
 from onepiece_hpc.store.files import (
     AlreadyThere,
-    format_bytes,
     free_bytes,
     no_space_error,
     publish,
@@ -52,7 +51,8 @@ from onepiece_hpc.store.index import (
 )
 from onepiece_hpc.store.items import ItemSource
 from onepiece_hpc.store.lock import WriterLock, myself
-from onepiece_hpc.store.provenance import Provenance, RunInfo, changes_between, now_iso
+from onepiece_hpc.store.preflight import check_space, remove_orphans, warn_changes
+from onepiece_hpc.store.provenance import Provenance, RunInfo, now_iso
 from onepiece_hpc.store.reader import StoreReader
 from onepiece_hpc.store.telemetry import write_telemetry
 
@@ -81,36 +81,6 @@ class StoreSettings:
 
     file_bytes: int = DEFAULT_FILE_BYTES
     sync_interval_s: float = 1.0
-
-
-def check_writable(path: Path, problems: list[str]) -> None:
-    """Fail early (before any model loads) if the output can't be created or updated."""
-    folder = Path(s.data_folder(path))
-    if path.exists() or path.is_symlink():
-        if path.is_dir():
-            problems.append(f"output {path} is a folder; fix: give a file path ending in .h5")
-        elif not os.access(path, os.R_OK):
-            problems.append(f"output {path} exists but is not readable by you; "
-                            "fix: change its permissions or choose another output path")
-        elif folder.exists() and not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
-            problems.append(f"output {path}: its folder {folder} is not writable by you; "
-                            "fix: change its permissions or choose another output path")
-        return
-    if folder.is_symlink() or (folder.exists() and (not folder.is_dir() or any(folder.iterdir()))):
-        problems.append(f"output {path} does not exist but {folder} does (the data of an output whose index "
-                        f"was removed?); nothing was changed; fix: move {folder} away or choose another output path")
-        return
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    reason = None
-    if not parent.is_dir():
-        reason = f"{parent} is not a folder"
-    elif not os.access(parent, os.W_OK | os.X_OK):
-        reason = f"{parent} is not writable"
-    if reason:
-        problems.append(f"output {path}: cannot create it, {reason}; "
-                        "fix: choose an output path in a folder you can write")
 
 
 def _index_attrs(items: ItemSource, provenance: Provenance, layout: OutputLayout) -> dict:
@@ -170,7 +140,7 @@ class OutputWriter:
     """The one open writer of an output: commits are durable before they are marked done."""
 
     def __init__(self, path: Path, items: ItemSource, reader: StoreReader, lock: WriterLock, run_number: int,
-                 settings: StoreSettings) -> None:
+                 settings: StoreSettings, done: np.ndarray, existing: set[int]) -> None:
         self.path = path
         self._items = items
         self._store = reader.layout
@@ -180,8 +150,8 @@ class OutputWriter:
         self._lock = lock
         self._run = run_number
         self._settings = settings
-        self._done = reader.done_mask()
-        self._existing = set(reader.existing_files())
+        self._done = done
+        self._existing = existing
         self._open: dict[int, RawDataFile] = {}
         self._pending: list[np.ndarray] = []  # items written, their flags not yet
         self._pending_since = 0.0
@@ -203,28 +173,23 @@ class OutputWriter:
         if problem:
             raise UserError(f"{problem}; nothing was changed; fix: choose another output path (-o) "
                             "or move the old output away")
-        folder = Path(s.data_folder(path))
-        try:
-            folder.mkdir(exist_ok=True)
-        except OSError as err:
-            raise UserError(f"{path}: cannot create its data folder {folder} ({err.strerror}); fix: choose an "
-                            "output path in a folder you can write") from None
+        folder = Path(s.data_folder(path))  # the reader has checked that it is there
         lock = WriterLock.acquire(folder / s.LOCK, myself(mode, run.slurm_job, run.slurm_restart), path)
         try:
             reader = StoreReader.open_for_resume(path)  # what the last holder left, read under the lock
-            _remove_orphans(folder)
+            remove_orphans(folder)
             previous = reader.journal.runs
             repaired = reader.repair_partial_files()
             if repaired:
                 log.warning("%s: %d committed item(s) failed their digest check and will be generated again",
                             path, repaired)
-            _check_space(reader.layout, set(reader.existing_files()), reader.done_mask(), folder)
+            done, existing = reader.done_mask(), set(reader.existing_files())  # each data file read once more
+            check_space(reader.layout, existing, done, folder)
             record = {"event": "run", "run": reader.journal.next_run, "started_at": now_iso(), "pid": os.getpid(),
-                      **{k: v for k, v in asdict(run).items()}}
-            record["execution"] = items.execution
+                      **asdict(run), "execution": items.execution}
             journal.append(folder / s.JOURNAL, record)
-            _warn_changes(path, previous, record)
-            return cls(path, items, reader, lock, record["run"], settings)
+            warn_changes(path, previous, record)
+            return cls(path, items, reader, lock, record["run"], settings, done, existing)
         except BaseException:
             lock.release()
             raise
@@ -361,42 +326,3 @@ class OutputWriter:
         finally:
             self._lock.release()
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-ORPHAN_AGE_S = 3600.0  # a temporary file this old was left by a killed process, not one in progress
-
-
-def _remove_orphans(folder: Path) -> None:
-    """Sweep temporary files that killed processes left in the data folder (old enough to be sure)."""
-    now = time.time()
-    for orphan in [*folder.glob(".*.partial"), *folder.glob(".stale-lock.*")]:
-        try:
-            if now - orphan.lstat().st_mtime > ORPHAN_AGE_S:
-                orphan.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _check_space(store: StoreLayout, existing: set[int], done: np.ndarray, folder: Path) -> None:
-    """Refuse to start if the data files still to create can't fit in the free space."""
-    needed = 0
-    for index in range(store.files):
-        start, stop = store.file_range(index)
-        if index not in existing and not done[start:stop].all():
-            needed += store.file_bytes(index)
-    free = free_bytes(folder)
-    if free is not None and needed > free:
-        raise UserError(f"{folder}: the items still to generate need {format_bytes(needed)} and "
-                        f"{format_bytes(free)} is free there; nothing was started; fix: free space there (or raise "
-                        "the quota), or write the output elsewhere")
-
-
-def _warn_changes(path: Path, previous: list[dict], now: dict) -> None:
-    """Say so when this run could give other bits than the runs that made the items so far."""
-    made = [run for run in previous if int(run.get("items_committed", 0)) > 0 or run.get("status") == "running"]
-    if not made:
-        return
-    changes = changes_between(made[-1], now)
-    if changes:
-        log.warning("%s: this run differs from the run that made earlier items (%s); items made now may not "
-                    "be bit-identical to those made before", path, "; ".join(changes))
