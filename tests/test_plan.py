@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.spec.job import ConditionImage, GenParams
 from onepiece_hpc.spec.loader import load_job
-from onepiece_hpc.spec.plan import Item, form_units, item_key, plan_job
+from onepiece_hpc.spec.plan import item_key, key_maker, plan_job, unit_bounds
 
 from support import write_job
 
@@ -66,19 +68,57 @@ def test_fingerprint_depends_on_microbatch_and_items(tmp_path):
     assert len({one.fingerprint, two.fingerprint, other.fingerprint}) == 3
 
 
-def _items(steps_list):
-    return tuple(Item(i, str(i), "p", "", i, GenParams(s, 5.0, 64, 64), "", i + 1) for i, s in enumerate(steps_list))
-
-
 @settings(deadline=None)
 @given(steps=st.lists(st.sampled_from([4, 50]), min_size=1, max_size=60), microbatch=st.integers(1, 8))
 def test_units_cover_every_item_once_in_order_with_equal_params(steps, microbatch):
-    items = _items(steps)
-    units = form_units(items, microbatch)
-    covered = [i for u in units for i in range(u.start, u.stop)]
-    assert covered == list(range(len(items)))
-    assert [u.index for u in units] == list(range(len(units)))
-    for u in units:
-        assert 1 <= u.size <= microbatch
-        assert len({items[i].params for i in range(u.start, u.stop)}) == 1
-    assert units == form_units(items, microbatch)
+    ids = np.array([0 if s == 4 else 1 for s in steps], dtype=np.int32)
+    bounds = unit_bounds(ids, microbatch)
+    units = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    assert [i for a, b in units for i in range(a, b)] == list(range(len(steps)))
+    for a, b in units:
+        assert 1 <= b - a <= microbatch
+        assert len(set(steps[a:b])) == 1
+    # each unit is as long as it may be: it ends at microbatch items or where the params change
+    for (a, b), (c, _) in zip(units, units[1:]):
+        assert b - a == microbatch or steps[b - 1] != steps[c]
+
+
+TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@settings(deadline=None, max_examples=300)
+@given(prompt=TEXT, negative=TEXT, model=TEXT, seed=st.integers(0, 2**63 - 1), steps=st.integers(1, 10_000),
+       guidance=st.floats(0, 100), video=st.booleans(), image=st.booleans())
+def test_the_fast_key_is_the_key(prompt, negative, model, seed, steps, guidance, video, image):
+    picture = ConditionImage(Path("/x.png"), "ab" * 32) if image else None
+    params = GenParams(steps, guidance, 64, 96, frames=17 if video else 1, image=picture)
+    assert key_maker(model, params, video)(prompt, negative, seed).hex() == \
+        item_key(model, prompt, negative, seed, params, video)
+
+
+def test_a_plan_holds_its_items_as_columns_and_gives_them_as_items(tmp_path):
+    lines = [json.dumps({"prompt": f"p{i} \u00e9", **({"steps": 9} if i % 3 == 0 else {}),
+                         **({"negative_prompt": "no"} if i == 4 else {}), **({"meta": {"i": i}} if i == 5 else {})})
+             for i in range(10)]
+    plan = _plan(tmp_path, "\n".join(lines) + "\n", microbatch="2", params="{steps: 4, negative_prompt: base}")
+    assert len(plan.items) == 10 and plan.items[-1].index == 9
+    assert [i.params.steps for i in plan.items] == [9, 4, 4, 9, 4, 4, 9, 4, 4, 9]
+    assert [(u.start, u.stop) for u in plan.units] == [(0, 1), (1, 3), (3, 4), (4, 6), (6, 7), (7, 9), (9, 10)]
+    assert plan.items[4].negative_prompt == "no" and plan.items[3].negative_prompt == "base"
+    assert json.loads(plan.items[5].meta) == {"i": 5} and plan.items[6].meta == ""
+    assert [i.key for i in plan.items] == [item_key("model-x", i.prompt, i.negative_prompt, i.seed, i.params)
+                                          for i in plan.items]
+    summary = plan.summary()
+    assert (summary.items, summary.units) == (10, 7)
+    assert {(summary.params[p].steps, size) for p, size in summary.shapes} == {(9, 1), (4, 2)}
+    assert type(summary).from_json(json.loads(json.dumps(summary.to_json()))) == summary
+
+
+def test_repeated_items_are_named_by_line(tmp_path):
+    problems: list[str] = []
+    seeded = "\n".join(json.dumps({"prompt": p, "seed": 1}) for p in "abaca") + "\n"
+    job = load_job(write_job(tmp_path, seeded, prompt_file="p.jsonl", prompts="p.jsonl"), problems)
+    assert plan_job(job, "m", (64, 64), "cpu", problems) is None
+    assert [p.split(":", 2)[1:] for p in problems] == [
+        [line, " same prompt, seed and params as line 1, so the same output twice; fix: give it another seed "
+               "or remove it"] for line in ("3", "5")]

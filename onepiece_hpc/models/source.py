@@ -149,20 +149,24 @@ def _model_files(folder: Path, rel: str = "",
                 yield f"{rel}{entry.name}", Path(entry.path)
 
 
-def _hashes(folder: Path, cache: Path | None = None) -> tuple[str, str]:
-    """(config hash, identity) of the pipeline folder; `cache` holds the digest cache (None: no cache)."""
+def _hashes(folder: Path, cache: Path | None = None, weights: bool = True) -> tuple[str, str]:
+    """(config hash, identity) of the pipeline folder; `cache` holds the digest cache (None: no cache).
+    `weights` False hashes the configs only and gives "" for the identity."""
     configs = hashlib.sha256()
     others = hashlib.sha256()
-    digests = DigestCache(cache)
+    digests = DigestCache(cache if weights else None)
     try:
         for rel, path in _model_files(folder):
             if path.suffix in CONFIG_SUFFIXES:
                 configs.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
-            else:
+            elif weights:
                 others.update(f"{rel}\0{digests.digest(path)}\0".encode())
     finally:
-        digests.save()
+        if weights:
+            digests.save()
     config_hash = configs.hexdigest()
+    if not weights:
+        return config_hash, ""
     return config_hash, hashlib.sha256((config_hash + others.hexdigest()).encode()).hexdigest()
 
 
@@ -195,8 +199,11 @@ def _missing_components(folder: Path, index: dict, adapter: ModelAdapter) -> lis
     return sorted(name for name in needed if not (folder / name).is_dir() or index.get(name) in (None, [None, None]))
 
 
-def resolve_model(ref: str, cache: Path, where: str, problems: list[str]) -> ModelSource | None:
-    """Validate the model reference; problems name `where` (the job file line) and the fix."""
+def resolve_model(ref: str, cache: Path, where: str, problems: list[str], weights: bool = True) -> ModelSource | None:
+    """Validate the model reference; problems name `where` (the job file line) and the fix.
+
+    `weights` False skips hashing the weight files: the identity is then "" (a stage rank, which
+    loads the model but keys no item)."""
     if ref.startswith("builtin:" + RANDOM_PREFIX):
         name = ref.removeprefix("builtin:" + RANDOM_PREFIX)
         architectures = real_size_builders()
@@ -230,7 +237,7 @@ def resolve_model(ref: str, cache: Path, where: str, problems: list[str]) -> Mod
                         f"{class_name} needs; fix: save the complete pipeline")
         return None
     try:
-        config_hash, identity = _hashes(folder, cache)
+        config_hash, identity = _hashes(folder, cache, weights)
     except OSError as err:
         problems.append(f"{where}: cannot read {err.filename or folder} ({err.strerror}); "
                         "fix: make every file of the model folder readable")

@@ -6,9 +6,12 @@ import enum
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from onepiece_hpc.spec.prompts import PromptTable
 
 SEED_MAX = 2**63 - 1  # seeds are stored as int64 in HDF5 and fed to torch.Generator.manual_seed
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -220,7 +223,7 @@ class Job:
     name: str
     model: str  # "builtin:NAME" or an absolute folder path
     prompts_path: Path
-    records: tuple[PromptRecord, ...]
+    records: PromptTable  # empty when the job was loaded without its prompts (a stage rank)
     steps: int
     guidance: float
     height: int | None

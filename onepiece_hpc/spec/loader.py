@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from onepiece_hpc.spec.images import ImageReader
 from onepiece_hpc.spec.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings, Stage
-from onepiece_hpc.spec.prompts import read_prompts, text_problem
+from onepiece_hpc.spec.prompts import PromptTable, empty_table, read_prompts, text_problem
 from onepiece_hpc.spec.yaml_source import YamlDocument, parse_yaml
 
 OUTPUT_SUFFIXES = (".h5", ".hdf5")
@@ -86,8 +86,12 @@ def resolve_path(base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def load_job(path: Path, problems: list[str]) -> Job | None:
-    """Validate the job file at `path`; every problem found is appended to `problems`."""
+def load_job(path: Path, problems: list[str], with_prompts: bool = True) -> Job | None:
+    """Validate the job file at `path`; every problem found is appended to `problems`.
+
+    `with_prompts` False leaves the prompt source unread (`records` empty): a stage rank gets
+    what each unit needs from the Node Manager, which alone reads and plans the prompts.
+    """
     path = Path(path).absolute()
     start = len(problems)
     doc = read_document(path, problems)
@@ -102,8 +106,8 @@ def load_job(path: Path, problems: list[str]) -> Job | None:
     base = path.parent
     images = ImageReader()
     prompts_value = doc.data.get("prompts")
-    records = ()
-    if isinstance(prompts_value, str) and prompts_value:
+    records: PromptTable = empty_table()
+    if with_prompts and isinstance(prompts_value, str) and prompts_value:
         records = read_prompts(resolve_path(base, prompts_value), problems, images)
     if fields is None:
         return None

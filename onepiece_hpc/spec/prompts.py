@@ -22,15 +22,22 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from onepiece_hpc.spec.columns import NumberBuilder, TextBuilder, TextColumn
 from onepiece_hpc.spec.images import ImageReader
-from onepiece_hpc.spec.job import SEED_MAX, PromptRecord
+from onepiece_hpc.spec.job import SEED_MAX, ConditionImage, PromptRecord
 
 JSONL_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "image", "meta")
 MAX_REPORTED = 20  # problems listed per file before "... and N more"
 #: what prompt text may not hold (see the module docstring): controls but tab, U+2028/9, surrogates
 REFUSED = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: the same over many lines at once: line ends ("\n", "\r\n") pass, everything else REFUSED holds does not
+REFUSED_IN_LINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]|\r(?!\n)")
+CHUNK_BYTES = 8 << 20  # a .txt prompt file is read this many bytes (whole lines) at a time
 
 
 def text_problem(text: str) -> str | None:
@@ -148,7 +155,155 @@ def _lines(path: Path, text: str, problems: list[str]) -> Iterator[tuple[int, st
             yield number, line
 
 
-def read_prompts(path: Path, problems: list[str], images: ImageReader | None = None) -> tuple[PromptRecord, ...]:
+@dataclass(frozen=True)
+class PromptTable:
+    """Every record of a prompt source as columns: 10^7 lines cost no Python object each.
+
+    A .txt source has line numbers and prompts only; the other columns are None there, as they
+    are in a .jsonl source where no line sets that field.
+    """
+
+    lines: np.ndarray                  # int64: the line each record was read from
+    prompts: TextColumn
+    negatives: TextColumn | None       # rows of lines that set "negative_prompt" ("" elsewhere)
+    negative_set: np.ndarray | None    # bool: the line set "negative_prompt"
+    seeds: np.ndarray | None           # int64, -1 where the line sets none
+    steps: np.ndarray | None           # int32, 0 where the line sets none
+    guidance: np.ndarray | None        # float64, NaN where the line sets none
+    image_ids: np.ndarray | None       # int32 into `images`, -1 where the line names none
+    images: tuple[ConditionImage, ...]
+    metas: TextColumn | None           # canonical JSON of "meta", "" where absent
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        return PromptRecord(
+            line=int(self.lines[index]),
+            prompt=self.prompts[index],
+            negative_prompt=self.negatives[index] if self.negative_set is not None and self.negative_set[index] else None,
+            seed=int(self.seeds[index]) if self.seeds is not None and self.seeds[index] >= 0 else None,
+            steps=int(self.steps[index]) if self.steps is not None and self.steps[index] > 0 else None,
+            guidance=(float(self.guidance[index]) if self.guidance is not None
+                      and not math.isnan(self.guidance[index]) else None),
+            meta=self.metas[index] if self.metas is not None else "",
+            image=self.images[self.image_ids[index]] if self.image_ids is not None and self.image_ids[index] >= 0 else None,
+        )
+
+    def __iter__(self) -> Iterator[PromptRecord]:
+        return (self[i] for i in range(len(self)))
+
+    def image_of(self, index: int) -> ConditionImage | None:
+        if self.image_ids is None or self.image_ids[index] < 0:
+            return None
+        return self.images[self.image_ids[index]]
+
+
+class _TableBuilder:
+    """Collects records into a PromptTable; `full` adds the columns only .jsonl lines can set."""
+
+    def __init__(self, full: bool) -> None:
+        self.full = full
+        self.lines = NumberBuilder("q")
+        self.prompts = TextBuilder()
+        if full:
+            self.negatives, self.negative_set = TextBuilder(), NumberBuilder("b")
+            self.seeds, self.steps, self.guidance = NumberBuilder("q"), NumberBuilder("i"), NumberBuilder("d")
+            self.image_ids, self.metas = NumberBuilder("i"), TextBuilder()
+            self.images: dict[ConditionImage, int] = {}
+            self.sets = dict.fromkeys(("negative", "seed", "steps", "guidance", "image", "meta"), False)
+
+    def add_prompt(self, line: int, prompt: str) -> None:
+        self.lines.append(line)
+        self.prompts.append(prompt)
+
+    def add(self, record: PromptRecord) -> None:
+        self.add_prompt(record.line, record.prompt)
+        given = {"negative": record.negative_prompt is not None, "seed": record.seed is not None,
+                 "steps": record.steps is not None, "guidance": record.guidance is not None,
+                 "image": record.image is not None, "meta": bool(record.meta)}
+        for name, is_set in given.items():
+            self.sets[name] |= is_set
+        self.negatives.append(record.negative_prompt or "")
+        self.negative_set.append(given["negative"])
+        self.seeds.append(record.seed if given["seed"] else -1)
+        self.steps.append(record.steps or 0)
+        self.guidance.append(record.guidance if given["guidance"] else math.nan)
+        self.image_ids.append(self.images.setdefault(record.image, len(self.images)) if given["image"] else -1)
+        self.metas.append(record.meta)
+
+    def build(self) -> PromptTable:
+        lines, prompts = self.lines.build(), self.prompts.build()
+        if not self.full:
+            return PromptTable(lines, prompts, None, None, None, None, None, None, (), None)
+        sets = self.sets
+        return PromptTable(
+            lines, prompts,
+            negatives=self.negatives.build() if sets["negative"] else None,
+            negative_set=self.negative_set.build().astype(bool) if sets["negative"] else None,
+            seeds=self.seeds.build() if sets["seed"] else None,
+            steps=self.steps.build() if sets["steps"] else None,
+            guidance=self.guidance.build() if sets["guidance"] else None,
+            image_ids=self.image_ids.build() if sets["image"] else None,
+            images=tuple(self.images),
+            metas=self.metas.build() if sets["meta"] else None,
+        )
+
+
+def empty_table() -> PromptTable:
+    return _TableBuilder(full=False).build()
+
+
+def _chunks(raw: bytes) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, bytes) of whole-line pieces of about CHUNK_BYTES."""
+    start = 0
+    while start < len(raw):
+        end = raw.find(b"\n", min(start + CHUNK_BYTES, len(raw)))
+        end = len(raw) if end < 0 else end + 1
+        yield start, raw[start:end]
+        start = end
+
+
+def _read_text_lines(path: Path, raw: bytes, table: _TableBuilder, errors: list[str]) -> bool:
+    """The records of a .txt source, a chunk at a time; False if it is not UTF-8."""
+    first_line = 1
+    for offset, chunk in _chunks(raw):
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError as err:
+            at = offset + err.start
+            line = raw[:at].count(b"\n") + 1
+            errors.append(f"{path}:{line}: not UTF-8 text (byte 0x{raw[at]:02x} at offset {at}); "
+                          "fix: save the file as UTF-8")
+            return False
+        if offset == 0 and text.startswith("\ufeff"):
+            text = text[1:]
+        pieces = text.split("\n")
+        if chunk.endswith(b"\n"):
+            pieces.pop()  # the empty piece after the chunk's last line end
+        if REFUSED_IN_LINES.search(text) is None:  # the common case: every line keeps the rule
+            for number, line in enumerate(pieces, start=first_line):
+                prompt = line.strip()
+                if prompt:
+                    table.add_prompt(number, prompt)
+        else:
+            for number, line in enumerate(pieces, start=first_line):
+                line = line.removesuffix("\r")
+                problem = text_problem(line)
+                if problem is not None:
+                    errors.append(f"{path}:{number}: the line {problem}")
+                elif line.strip():
+                    table.add_prompt(number, line.strip())
+        first_line += len(pieces)
+    return True
+
+
+def read_prompts(path: Path, problems: list[str], images: ImageReader | None = None) -> PromptTable:
     """Read every record of the prompt source; problems (with line numbers) go to `problems`.
 
     Conditioning images ("image" in a .jsonl line) are read and hashed through `images`.
@@ -156,42 +311,45 @@ def read_prompts(path: Path, problems: list[str], images: ImageReader | None = N
     images = images or ImageReader()
     start = len(problems)
     suffix = path.suffix.lower()
+    table = _TableBuilder(full=suffix == ".jsonl")
     if suffix not in (".txt", ".jsonl"):
         problems.append(f"{path}: prompt files must end in .txt or .jsonl, not '{suffix or '(none)'}'")
-        return ()
+        return table.build()
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         problems.append(f"{path}: prompt file not found; fix: check the 'prompts' path (relative to the job file)")
-        return ()
+        return table.build()
     except IsADirectoryError:
         problems.append(f"{path}: is a folder, not a prompt file")
-        return ()
+        return table.build()
     except OSError as err:
         problems.append(f"{path}: cannot read the prompt file ({err.strerror})")
-        return ()
-    text = _decode(path, raw, problems)
-    if text is None:
-        return ()
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    records: list[PromptRecord] = []
+        return table.build()
     errors: list[str] = []
-    for number, line in _lines(path, text, errors):
-        if suffix == ".txt":
-            records.append(PromptRecord(line=number, prompt=line.strip()))
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            errors.append(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})")
-            continue
-        record = _record_from_json(path, number, obj, images, errors)
-        if record is not None:
-            records.append(record)
+    if suffix == ".txt":
+        if not _read_text_lines(path, raw, table, errors):
+            problems.extend(errors[-1:])
+            return _TableBuilder(full=False).build()
+    else:
+        text = _decode(path, raw, problems)
+        if text is None:
+            return table.build()
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        for number, line in _lines(path, text, errors):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                errors.append(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})")
+                continue
+            record = _record_from_json(path, number, obj, images, errors)
+            if record is not None:
+                table.add(record)
     problems.extend(errors[:MAX_REPORTED])
     if len(errors) > MAX_REPORTED:
         problems.append(f"{path}: ... and {len(errors) - MAX_REPORTED} more bad lines")
-    if not records and len(problems) == start:
+    built = table.build()
+    if not len(built) and len(problems) == start:
         problems.append(f"{path}: no prompts found (the file is empty or blank); fix: add one prompt a line")
-    return tuple(records)
+    return built

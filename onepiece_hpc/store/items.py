@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -36,7 +35,7 @@ class ItemSource(Protocol):
 
 
 class PlanItems:
-    """A planned job's items as an ItemSource."""
+    """A planned job's items as an ItemSource (rows built from the plan's columns, a range at a time)."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -44,31 +43,36 @@ class PlanItems:
         self.model_identity, self.microbatch, self.execution = plan.model_identity, plan.job.microbatch, plan.execution
 
     def __len__(self) -> int:
-        return len(self.plan.items)
+        return len(self.plan.table)
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         return item_rows(self.plan, start, stop)
 
     def keys(self, start: int, stop: int) -> list[str]:
-        return [item.key for item in self.plan.items[start:stop]]
+        return [key.decode() for key in self.plan.hex_keys(start, stop)]
 
     def where(self, index: int) -> str:
-        return f"prompt file line {self.plan.items[index].line}"
+        return f"prompt file line {int(self.plan.table.lines[index])}"
 
 
 def item_rows(plan: Plan, start: int, stop: int) -> np.ndarray:
     """Rows for items [start, stop) (ITEM_DTYPE): key, prompt, seed, params and unit of each."""
-    unit_starts = [unit.start for unit in plan.units]
-    first_unit = bisect.bisect_right(unit_starts, start) - 1
+    t = plan.table
+    ids = t.param_ids[start:stop]
     table = np.empty(stop - start, dtype=s.ITEM_DTYPE)
-    unit_index = first_unit
-    for row, item in enumerate(plan.items[start:stop]):
-        while plan.units[unit_index].stop <= item.index:
-            unit_index += 1
-        p = item.params
-        table[row] = (item.index, item.key.encode(), item.prompt, item.negative_prompt, item.seed, p.steps,
-                      p.guidance, p.height, p.width, unit_index, item.meta, p.frames,
-                      str(p.image.path) if p.image else "")
+    table["index"] = np.arange(start, stop)
+    table["key"] = plan.hex_keys(start, stop)
+    table["prompt"] = t.prompts.rows(start, stop)
+    table["negative_prompt"] = t.negatives.rows(start, stop)
+    table["seed"] = t.seeds[start:stop]
+    for field, value in (("steps", lambda p: p.steps), ("guidance", lambda p: p.guidance),
+                         ("height", lambda p: p.height), ("width", lambda p: p.width),
+                         ("frames", lambda p: p.frames),
+                         ("image", lambda p: str(p.image.path) if p.image else "")):
+        column = np.array([value(p) for p in plan.params], dtype=object if field == "image" else None)
+        table[field] = column[ids]
+    table["unit"] = np.searchsorted(plan.bounds, np.arange(start, stop), side="right") - 1
+    table["meta"] = t.metas.rows(start, stop)
     return table
 
 
