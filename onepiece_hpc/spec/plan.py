@@ -272,6 +272,10 @@ def _params_of(job: Job, records, size: tuple[int, int], frames: int | None) -> 
     """The distinct params of the items and each item's index into them."""
     height, width = size
     n = len(records)
+    if records.steps is None and records.guidance is None and records.image_ids is None:  # no line sets params
+        only = GenParams(steps=job.steps, guidance=float(job.guidance), height=height, width=width,
+                         frames=frames or 1, image=job.image)
+        return (only,), np.zeros(n, dtype=np.int32)
     steps = np.full(n, job.steps, dtype=np.int64) if records.steps is None else \
         np.where(records.steps > 0, records.steps, job.steps)
     guidance = np.full(n, job.guidance, dtype=np.float64) if records.guidance is None else \
@@ -301,15 +305,16 @@ def _negatives_of(job: Job, records) -> Texts:
 def _duplicates(job: Job, keys: np.ndarray, lines: np.ndarray) -> list[str]:
     """A problem for every item whose key an earlier item has (found by sorting, not by a set)."""
     prefix = np.ascontiguousarray(keys[:, :8]).view("<u8").reshape(-1)
-    order = np.argsort(prefix, kind="stable")
-    close = np.flatnonzero(prefix[order][1:] == prefix[order][:-1])
-    if not len(close):
-        return []
+    order = np.argsort(prefix)
+    ordered = prefix[order]
+    close = np.flatnonzero(ordered[1:] == ordered[:-1])
     found: dict[int, int] = {}  # later item -> the first item with its key
-    for at in close:
-        a, b = int(order[at]), int(order[at + 1])
-        if np.array_equal(keys[a], keys[b]):
-            found[b] = found.get(a, a)
+    for value in np.unique(ordered[close]):  # each prefix that two or more items share (rare)
+        group = sorted(order[ordered == value].tolist())
+        for at, later in enumerate(group):
+            first = next((g for g in group[:at] if np.array_equal(keys[g], keys[later])), None)
+            if first is not None:
+                found[later] = found.get(first, first)
     problems = [f"{job.prompts_path}:{lines[later]}: same prompt, seed and params as line {lines[first]}, so the "
                 "same output twice; fix: give it another seed or remove it"
                 for later, first in sorted(found.items(), key=lambda pair: lines[pair[0]])]

@@ -38,6 +38,8 @@ REFUSED = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 #: the same over many lines at once: line ends ("\n", "\r\n") pass, everything else REFUSED holds does not
 REFUSED_IN_LINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]|\r(?!\n)")
 CHUNK_BYTES = 8 << 20  # a .txt prompt file is read this many bytes (whole lines) at a time
+#: the bytes an ASCII line may hold: printable characters and tab (and the line's "\n")
+_ASCII_ALLOWED = bytes(range(0x20, 0x7F)) + b"\t\n"
 
 
 def text_problem(text: str) -> str | None:
@@ -269,6 +271,14 @@ def _chunks(raw: bytes) -> Iterator[tuple[int, bytes]]:
         start = end
 
 
+def _keeps_the_rule(chunk: bytes, text: str) -> bool:
+    """Whether every line of a chunk keeps the prompt-text rule (fast for ASCII: a byte deletion)."""
+    if chunk.isascii():
+        rest = chunk.translate(None, _ASCII_ALLOWED)  # what is left is refused, or a "\r"
+        return not rest or (rest.count(b"\r") == len(rest) and chunk.count(b"\r") == chunk.count(b"\r\n"))
+    return REFUSED_IN_LINES.search(text) is None
+
+
 def _read_text_lines(path: Path, raw: bytes, table: _TableBuilder, errors: list[str]) -> bool:
     """The records of a .txt source, a chunk at a time; False if it is not UTF-8."""
     first_line = 1
@@ -286,11 +296,11 @@ def _read_text_lines(path: Path, raw: bytes, table: _TableBuilder, errors: list[
         pieces = text.split("\n")
         if chunk.endswith(b"\n"):
             pieces.pop()  # the empty piece after the chunk's last line end
-        if REFUSED_IN_LINES.search(text) is None:  # the common case: every line keeps the rule
-            for number, line in enumerate(pieces, start=first_line):
-                prompt = line.strip()
-                if prompt:
-                    table.add_prompt(number, prompt)
+        if _keeps_the_rule(chunk, text):  # the common case: every line does
+            stripped = [line.strip() for line in pieces]
+            kept = [at for at, prompt in enumerate(stripped) if prompt]
+            table.lines.extend([first_line + at for at in kept])
+            table.prompts.extend(stripped if len(kept) == len(stripped) else [stripped[at] for at in kept])
         else:
             for number, line in enumerate(pieces, start=first_line):
                 line = line.removesuffix("\r")
