@@ -32,6 +32,7 @@ def _render(info: dict) -> str:
         f"  items      {info['items_done']}/{info['items_total']} done"
         + ("  (complete)" if info["complete"] else f"  ({info['items_total'] - info['items_done']} missing)"),
     ]
+    lines += _failed_lines(info)
     for name, ds in info["outputs"].items():
         lines.append(f"  outputs    /outputs/{name}  {' x '.join(map(str, ds['shape']))}  {ds['dtype']}"
                      f"  ({_describe_items(info, ds['shape'])})")
@@ -67,11 +68,33 @@ def _render(info: dict) -> str:
     return "\n".join(lines)
 
 
+def _failed_lines(info: dict) -> list[str]:
+    """The failed items, unit by unit (the first SHOWN), with the error each unit raised."""
+    if not info["items_failed"]:
+        return []
+    lines = [f"  failed     {info['items_failed']} item(s) failed when generated; a run leaves them be, "
+             "`onepiece run JOB --retry-failed` generates them again"]
+    for failure in info["failed"][:SHOWN]:
+        start, stop = failure["start"], failure["stop"]
+        items = f"item {start}" if stop - start == 1 else f"items {start}..{stop - 1}"
+        rank = failure["rank"] if isinstance(failure["rank"], str) else f"rank {failure['rank']}"
+        lines.append(f"  failed     {items}: {failure['stage']} on {rank}, run {failure['run']}: "
+                     f"{_first_line(failure['error'])}")
+    if len(info["failed"]) > SHOWN:
+        lines.append(f"  failed     ... and {len(info['failed']) - SHOWN} more unit(s) (--json lists them all)")
+    return lines
+
+
+def _first_line(text: str, width: int = 160) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
 @click.command("inspect")
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def inspect_cmd(output: Path, as_json: bool) -> None:
-    """Summarise OUTPUT: items done and missing, shapes, timings, provenance, runs."""
+    """Summarise OUTPUT: items done, failed and missing, shapes, timings, provenance, runs."""
     with open_output(output) as view:
         info = summary(view)
     click.echo(json.dumps(info, indent=2) if as_json else _render(info))

@@ -12,7 +12,8 @@ from onepiece_hpc.errors import UserError
 
 
 def _print_summary(summary) -> None:
-    click.echo(f"{summary.output}: {summary.items_done}/{summary.items_total} items done "
+    failed = f", {summary.items_failed} failed" if summary.items_failed else ""
+    click.echo(f"{summary.output}: {summary.items_done}/{summary.items_total} items done{failed} "
                f"({summary.committed_now} this run, {summary.seconds:.1f} s)")
     if summary.committed_now:
         total = sum(summary.stage_seconds.values())
@@ -39,23 +40,31 @@ def _print_summary(summary) -> None:
               help="Override the job file's policy: static never moves ranks, adaptive moves them by load.")
 @click.option("--wait-timeout", type=click.FloatRange(1.0), default=600.0, show_default=True,
               help="Deadline, in seconds, of any single wait on a peer.")
+@click.option("--retry-failed", is_flag=True,
+              help="Generate only the items that failed in earlier runs (a plain run leaves them be).")
 def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None, output: Path | None,
         fabric: str, gpu_memory_gib: float | None, ring_slots: int, policy: str | None,
-        wait_timeout: float) -> None:
+        wait_timeout: float, retry_failed: bool) -> None:
     """Generate every item of JOB_FILE that is not yet in its output.
 
     Running the same job again resumes it: only missing items are generated. An output that
-    belongs to another job is refused.
+    belongs to another job is refused. An item that fails is recorded and the run goes on;
+    exit code 4 then says that some items failed (--retry-failed generates them again).
     """
     if monolithic == (ranks is not None):
         raise UserError("say how to run the job: --monolithic (one process) or -n N (staged, N MPI ranks)")
+    if retry_failed and ranks is not None:
+        raise UserError("--retry-failed works with --monolithic for now (the staged runtime does not record "
+                        "failed items yet); fix: onepiece run JOB --monolithic --retry-failed")
     from onepiece_hpc.runtime.quiet import quiet_libraries
 
     quiet_libraries(ctx.obj["verbose"])
+    from onepiece_hpc.runtime.failures import StageFailed
     from onepiece_hpc.runtime.interrupts import exit_code, interrupt_on_sigterm
     from onepiece_hpc.runtime.monolithic import run_monolithic  # torch and diffusers: import on use
     from onepiece_hpc.runtime.prepare import prepare
     from onepiece_hpc.runtime.progress import ProgressReporter
+    from onepiece_hpc.store.failed import read_failures
 
     prepared = prepare(job_file, output, environment.cache_dir())
     interactive = environment.is_interactive(sys.stderr)
@@ -67,6 +76,7 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
             "--progress", "bar" if interactive else "lines",  # the ranks' stderr is a pipe: tell them
             *(["--policy", policy] if policy else []),
             *(["--gpu-memory-gib", str(gpu_memory_gib)] if gpu_memory_gib else [])])
+        _exit_if_failed(prepared, *read_failures(prepared.output), _retry_command(job_file, output, ranks))
         return
 
     def progress(total: int, done: int) -> ProgressReporter:
@@ -74,12 +84,16 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
 
     interrupt_on_sigterm()
     try:
-        summary = run_monolithic(prepared, progress)
+        summary = run_monolithic(prepared, progress, retry_failed)
     except KeyboardInterrupt as stop:
         click.echo(f"interrupted; finished items are kept in {prepared.output}; run the same command "
                    "again to resume", err=True)
         sys.exit(exit_code(stop))
+    except StageFailed as err:
+        click.echo(f"error: {err} Finished items are kept in {prepared.output}.", err=True)
+        sys.exit(1)
     _print_summary(summary)
+    _exit_if_failed(prepared, list(summary.failures), summary.items_failed, _retry_command(job_file, output, None))
 
 
 def _check_cuda_ipc(prepared) -> None:
@@ -124,3 +138,40 @@ def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags
                        f"report (see the messages above); finished items are kept in {prepared.output}; "
                        "run the same command again to resume", err=True)
         sys.exit(130 if status == "interrupted" else 1)
+
+
+# -- failed items ------------------------------------------------------------------------------------
+SHOWN_FAILED = 5  # failed units listed in the run's summary
+
+
+def _exit_if_failed(prepared, failures: list, count: int, retry: str) -> None:
+    """Name the failed items (the first few units: item, prompt file line, stage, error) and exit 4."""
+    from onepiece_hpc.runtime.failures import EXIT_ITEMS_FAILED
+
+    if not count:
+        return
+    click.echo(f"{count} item(s) failed; they are recorded in {prepared.output} and a run leaves them be:", err=True)
+    for failure in failures[:SHOWN_FAILED]:
+        error = (failure.error.splitlines() or [""])[0]
+        click.echo(f"  {_items(prepared.plan, failure.start, failure.stop)}: {failure.by}: {error[:300]}", err=True)
+    if len(failures) > SHOWN_FAILED:
+        click.echo(f"  ... and {len(failures) - SHOWN_FAILED} more unit(s) (onepiece inspect "
+                   f"{prepared.output} --json lists them all)", err=True)
+    click.echo(f"fix their cause, then generate them again: {retry}", err=True)
+    sys.exit(EXIT_ITEMS_FAILED)
+
+
+def _items(plan, start: int, stop: int) -> str:
+    """'item 7 (prompt file line 8)' or 'items 4..5 (prompt file lines 5..6)'."""
+    first, last = plan.items[start].line, plan.items[stop - 1].line
+    if stop - start == 1:
+        return f"item {start} (prompt file line {first})"
+    return f"items {start}..{stop - 1} (prompt file lines {first}..{last})"
+
+
+def _retry_command(job_file: Path, output: Path | None, ranks: int | None) -> str:
+    import shlex
+
+    words = ["onepiece", "run", str(job_file), *(["-o", str(output)] if output else []),
+             *(["-n", str(ranks)] if ranks is not None else ["--monolithic"]), "--retry-failed"]
+    return " ".join(shlex.quote(word) for word in words)

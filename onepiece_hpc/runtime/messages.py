@@ -71,6 +71,18 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class UnitFailed:
+    """A stage rank could not run one unit and goes on serving: the Node Manager records the unit's
+    items as failed, or stops the job when the stage itself is failing (runtime/failures.py)."""
+
+    rank: int
+    host: str
+    stage: str
+    unit: int
+    error: str
+
+
+@dataclass(frozen=True)
 class Routes:
     """Which ranks take each stage's input now (version grows with every change)."""
 
@@ -118,7 +130,7 @@ class Finished:
 
 
 MESSAGES = {cls.__name__: cls for cls in (WorkRequest, WorkGrant, Heartbeat, Failure, Finished, Routes, MoveOrder,
-                                          MoveDone, Shutdown)}
+                                          MoveDone, Shutdown, UnitFailed)}
 _CHECKS = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),

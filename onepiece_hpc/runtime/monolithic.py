@@ -1,4 +1,9 @@
-"""The reference path: every stage in one process, no MPI, committed to the job's HDF5 output."""
+"""The reference path: every stage in one process, no MPI, committed to the job's HDF5 output.
+
+A unit that raises while generated is recorded as failed and the run goes on; errors from
+loading the model or from the output are the job's and stop it, and so does a stage that fails
+unit after unit (runtime/failures.py says when).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,14 @@ import numpy as np
 import torch
 
 from onepiece_hpc.models.base import UnitInput
+from onepiece_hpc.runtime.failures import MONOLITHIC, FailureBudget, UnitFailure, describe
 from onepiece_hpc.runtime.interrupts import Terminated
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.spec.plan import Plan, Unit
 from onepiece_hpc.store.items import PlanItems
+from onepiece_hpc.store.journal import FailedUnit
 from onepiece_hpc.store.output import OutputWriter
 from onepiece_hpc.store.schema import TIMING_STAGES
 
@@ -32,6 +39,9 @@ class RunSummary:
     committed_now: int
     seconds: float
     stage_seconds: dict[str, float]  # summed over this run's units
+    items_failed: int = 0             # items failed and not done, after this run
+    failed_now: int = 0               # of them, those this run recorded
+    failures: tuple[FailedUnit, ...] = ()  # their units' records, in item order
 
 
 def unit_input(plan: Plan, unit: Unit) -> UnitInput:
@@ -46,9 +56,10 @@ def unit_input(plan: Plan, unit: Unit) -> UnitInput:
     )
 
 
-def run_monolithic(prepared: Prepared,
-                   progress: Callable[[int, int], ProgressReporter] | None = None) -> RunSummary:
-    """Run every unit not yet done through encode -> denoise -> decode and commit it."""
+def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressReporter] | None = None,
+                   retry_failed: bool = False) -> RunSummary:
+    """Run every unit neither done nor failed (with `retry_failed`: every failed unit) through
+    encode -> denoise -> decode and commit it; raises StageFailed when the stage itself fails."""
     plan, adapter, placement = prepared.plan, prepared.model.adapter, prepared.placement
     if placement.device.type == "cpu":
         torch.set_num_threads(prepared.job.cpu_threads)
@@ -58,13 +69,26 @@ def run_monolithic(prepared: Prepared,
     spent = dict.fromkeys(TIMING_STAGES, 0.0)
     started = time.monotonic()
     try:
-        done = writer.done_mask()
-        pending = [u for u in plan.units if not done[u.start:u.stop].all()]
+        done, wanted, failed_before = writer.done_mask(), writer.pending_mask(retry_failed), writer.failed_mask()
+        pending = [u for u in plan.units if wanted[u.start:u.stop].any()]
         log.info("%d of %d units to run", len(pending), len(plan.units))
         runners = {stage: adapter.load(stage, placement) for stage in Stage} if pending else {}
-        with progress(len(plan.items), int(done.sum())) if progress else nullcontext() as reporter:
+        budget = FailureBudget()
+        failed_units = 0
+        with progress(len(plan.items), len(plan.items) - int(wanted.sum())) if progress else nullcontext() as reporter:
             for unit in pending:
-                _run_unit(plan, unit, runners, writer, prepared.layout.dataset, spent, reporter)
+                outcome = _generate(plan, unit, runners, prepared.layout.dataset, placement.device)
+                if isinstance(outcome, UnitFailure):
+                    log.warning("%s failed: %s", outcome.where, outcome.error)
+                    budget.failed(outcome, again=bool(failed_before[unit.start:unit.stop].any()))
+                    failed_units += 1
+                    if reporter:
+                        reporter.advance(int(wanted[unit.start:unit.stop].sum()))
+                        reporter.note(f"{failed_units} unit(s) failed")
+                    continue
+                _commit(unit, *outcome, writer, spent, reporter)
+                _record(writer, budget.succeeded())
+            _record(writer, budget.finish())
         status = "completed"
     except KeyboardInterrupt as stop:
         status = "terminated" if isinstance(stop, Terminated) else "interrupted"
@@ -74,23 +98,47 @@ def run_monolithic(prepared: Prepared,
     final = writer.committed_this_run + int(done.sum())
     return RunSummary(output=str(prepared.output), items_total=len(plan.items), items_done=final,
                       committed_now=writer.committed_this_run, seconds=time.monotonic() - started,
-                      stage_seconds=spent)
+                      stage_seconds=spent, items_failed=int(writer.failed_mask().sum()),
+                      failed_now=writer.failed_this_run, failures=tuple(writer.failures()))
 
 
-def _run_unit(plan: Plan, unit: Unit, runners: dict, writer: OutputWriter, output: str, spent: dict[str, float],
-              reporter: ProgressReporter | None) -> None:
+def _generate(plan: Plan, unit: Unit, runners: dict, output: str,
+              device: torch.device) -> tuple[np.ndarray, list[float]] | UnitFailure:
+    """One unit through every stage: its outputs and each stage's seconds, or how it failed.
+
+    Exception, not BaseException: Ctrl-C and SIGTERM stop the run. An out-of-memory is the unit's:
+    the memory it held is given back before the next unit."""
     request = unit_input(plan, unit)
     tensors: dict[str, torch.Tensor] = {}
-    seconds = []
-    for stage in Stage:
-        t0 = time.perf_counter()
-        tensors = runners[stage](request, tensors)
-        seconds.append(time.perf_counter() - t0)
+    seconds: list[float] = []
+    stage = Stage.ENCODE
+    try:
+        for stage in Stage:
+            t0 = time.perf_counter()
+            tensors = runners[stage](request, tensors)
+            seconds.append(time.perf_counter() - t0)
+        return tensors[output].numpy(), seconds
+    except Exception as err:
+        failure = UnitFailure(unit.index, unit.start, unit.stop, stage.value, MONOLITHIC, describe(err))
+    del tensors  # the error and its frames are gone too: nothing holds the unit's tensors now
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return failure
+
+
+def _commit(unit: Unit, outputs: np.ndarray, seconds: list[float], writer: OutputWriter, spent: dict[str, float],
+            reporter: ProgressReporter | None) -> None:
     t0 = time.perf_counter()
     per_item = np.array(seconds) / unit.size
-    count = writer.commit(unit.start, tensors[output].numpy(), np.tile(per_item, (unit.size, 1)))
+    count = writer.commit(unit.start, outputs, np.tile(per_item, (unit.size, 1)))
     seconds.append(time.perf_counter() - t0)
     for name, value in zip(TIMING_STAGES, seconds):
         spent[name] += value
     if reporter:
         reporter.advance(count)
+
+
+def _record(writer: OutputWriter, failures: list[UnitFailure]) -> None:
+    """Failures the budget judged to be the units' own go into the output."""
+    for failure in failures:
+        writer.record_failed(failure.start, failure.stop, failure.stage, failure.rank, failure.error)

@@ -271,7 +271,7 @@ def expand_merged(path: Path, file: h5py.File, attrs: dict) -> OutputView:
             np.cumsum([0] + [row[3] for row in rows[:-1]])):
         raise UserError(f"{path} is damaged: its list of sources does not add up to its {layout.items_total} items; "
                         "fix: merge again")
-    segments, runs, telemetry, sources, warnings = [], [], [], [], []
+    segments, runs, telemetry, sources, warnings, failures = [], [], [], [], [], []
     for relative, store_id, fingerprint, items, offset in rows:
         source = (path.parent / relative).resolve()
         fix = f"put back {source} as it was, or merge again"
@@ -294,12 +294,13 @@ def expand_merged(path: Path, file: h5py.File, attrs: dict) -> OutputView:
         telemetry += view.telemetry_dirs
         sources.append({"path": relative, "items": view.items_total, "offset": offset})
         warnings += view.warnings
+        failures += [failure.shifted(offset) for failure in view.failures]
     provenance = {}
     try:
         provenance = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in file[s.PROVENANCE].attrs.items()}
     except HDF5_ERRORS:
         pass
-    return OutputView(path, s.KIND_MERGED, attrs, provenance, segments, runs, telemetry, sources, warnings)
+    return OutputView(path, s.KIND_MERGED, attrs, provenance, segments, runs, telemetry, sources, warnings, failures)
 
 
 def _decoded(value) -> str:

@@ -9,6 +9,10 @@ Exactly once rests on four rules (see store/schema.py for the layout):
   filling, and `onepiece verify` checks everything;
 - space for a data file is reserved when it is created, and the space the remaining items
   need is checked before work starts, so a full disk stops the run with a clear error.
+
+A unit that fails is recorded in the journal (`record_failed`); it is settled like a done one
+until a run retries it (`pending_mask(retry_failed=True)`), and a commit of it records that it
+recovered (store/failed.py).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from onepiece_hpc.store.datafile import (
     digest,
     read_offsets,
 )
+from onepiece_hpc.store.failed import failed_mask, still_failed
 from onepiece_hpc.store.files import (
     AlreadyThere,
     free_bytes,
@@ -50,6 +55,7 @@ from onepiece_hpc.store.index import (
     write_index,
 )
 from onepiece_hpc.store.items import ItemSource
+from onepiece_hpc.store.journal import FailedUnit, failed_record, recovered_record
 from onepiece_hpc.store.lock import WriterLock, myself
 from onepiece_hpc.store.preflight import check_space, remove_orphans, warn_changes
 from onepiece_hpc.store.provenance import Provenance, RunInfo, now_iso
@@ -59,6 +65,7 @@ from onepiece_hpc.store.telemetry import write_telemetry
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+MAX_ERROR_CHARS = 2000  # of a failed unit's error kept in the journal
 
 
 @dataclass(frozen=True)
@@ -156,7 +163,9 @@ class OutputWriter:
         self._pending: list[np.ndarray] = []  # items written, their flags not yet
         self._pending_since = 0.0
         self._closed = False
+        self._failures: dict[int, FailedUnit] = dict(reader.journal.failures)  # by first item, done or not
         self.committed_this_run = 0
+        self.failed_this_run = 0
 
     @classmethod
     def open(cls, path: Path, items: ItemSource, layout: OutputLayout, provenance: Provenance, mode: str,
@@ -197,6 +206,36 @@ class OutputWriter:
     def done_mask(self) -> np.ndarray:
         return self._done.copy()
 
+    # -- failed units ------------------------------------------------------------------------------
+    def failed_mask(self) -> np.ndarray:
+        """Items recorded as failed and not done since."""
+        return failed_mask(self._failures.values(), self._done)
+
+    def pending_mask(self, retry_failed: bool = False) -> np.ndarray:
+        """Items this run generates: those neither done nor failed, or with `retry_failed` only the failed."""
+        failed = self.failed_mask()
+        return failed if retry_failed else ~(self._done | failed)
+
+    def failures(self) -> list[FailedUnit]:
+        """The failure records that still count (an item of theirs is not done), in item order."""
+        return still_failed(self._failures.values(), self._done)
+
+    def record_failed(self, start: int, stop: int, stage: str, rank: int | str, error: str) -> None:
+        """Record items [start, stop) (one unit) as failed in `stage` on `rank` ("monolithic" for one
+        process), durably: one journal line. A later failure of the same unit replaces the record."""
+        at = now_iso()
+        error = error if len(error) <= MAX_ERROR_CHARS else error[:MAX_ERROR_CHARS - 3] + "..."
+        journal.append(self._journal, failed_record(self._run, start, stop, stage, rank, error, at))
+        self._failures[start] = FailedUnit(start, stop, self._run, stage, rank, error, at)
+        self.failed_this_run += int((~self._done[start:stop]).sum())
+
+    def _recovered(self, start: int, stop: int) -> None:
+        """Items [start, stop) are committed: the failure records of units among them no longer count."""
+        for first in range(start, stop):
+            failure = self._failures.pop(first, None)
+            if failure is not None:
+                journal.append(self._journal, recovered_record(self._run, failure.start, failure.stop, now_iso()))
+
     # -- commits -------------------------------------------------------------------------------
     def commit(self, start: int, outputs: np.ndarray, stage_seconds: np.ndarray) -> int:
         """Store items [start, start + len(outputs)); returns how many were new.
@@ -223,6 +262,8 @@ class OutputWriter:
             file, local = self._file_for(start + first)
             file.write_records(local, digests[first:stop], timings[first:stop], np.full(stop - first, now))
         written = start + fresh
+        if self._failures:
+            self._recovered(start, start + len(outputs))
         self._done[written] = True
         if not self._pending:
             self._pending_since = time.monotonic()

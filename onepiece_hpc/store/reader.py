@@ -23,7 +23,7 @@ from onepiece_hpc.store.index import (
     data_file_path,
 )
 from onepiece_hpc.store.integrity import clear_done_flags, damaged_items
-from onepiece_hpc.store.journal import JournalView, read_journal
+from onepiece_hpc.store.journal import FailedUnit, JournalView, read_journal
 from onepiece_hpc.store.safe_read import (
     HDF5_ERRORS,
     attrs_of,
@@ -102,11 +102,12 @@ class OutputView:
 
     def __init__(self, path: Path, kind: str, attrs: dict, provenance: dict, segments: list[Segment],
                  runs: list[dict], telemetry_dirs: list[Path], sources: list[dict] | None = None,
-                 warnings: list[str] | None = None) -> None:
+                 warnings: list[str] | None = None, failures: list[FailedUnit] | None = None) -> None:
         self.path, self.kind, self.attrs, self.provenance = path, kind, attrs, provenance
         self.segments, self.runs, self.telemetry_dirs = segments, runs, telemetry_dirs
         self.sources = sources or []
         self.warnings = warnings or []  # damage that leaves every output readable (a journal's bad lines)
+        self.failures = failures or []  # the journal's failed units, done or not (store/failed.py tells)
 
     @property
     def items_total(self) -> int:
@@ -170,7 +171,8 @@ def _view_v3(path: Path, file: h5py.File, attrs: dict, provenance: bool, names: 
     segments = [_segment(data_file_path(path, k), *_range(layout, k), str(attrs["store_id"]), k in journal.files,
                          True, path, layout) for k in range(layout.files)]
     return OutputView(path, s.KIND_OUTPUT, attrs, _provenance(file, path, provenance), segments,
-                      journal.runs, [folder / s.TELEMETRY_DIR], warnings=warnings)
+                      journal.runs, [folder / s.TELEMETRY_DIR], warnings=warnings,
+                      failures=list(journal.failures.values()))
 
 
 def journal_of(path: Path) -> tuple[JournalView, list[str]]:

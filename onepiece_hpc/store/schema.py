@@ -8,7 +8,8 @@ An output OUT.h5 is a small index plus a folder beside it, OUT.h5.d/:
                            one output whatever the item count
     OUT.h5.d/data-NNNNN.h5 items [N * per_file, ...): their rows and every per-item dataset,
                            created (complete, preallocated) when the first of its items commits
-    OUT.h5.d/journal.jsonl append-only: runs (start, end, versions), data files created
+    OUT.h5.d/journal.jsonl append-only: runs (start, end, versions), data files created, units
+                           that failed (and recovered since)
     OUT.h5.d/telemetry/run-NNNN.h5   one file per staged run
     OUT.h5.d/lock          the writer's lock record
 

@@ -1,11 +1,12 @@
 """What `onepiece inspect` shows, computed segment by segment (memory bounded by one data file's
-small datasets, whatever the item count)."""
+small datasets, whatever the item count; an output with failed items adds a byte an item)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from onepiece_hpc.store import schema as s
+from onepiece_hpc.store.failed import failed_mask, still_failed
 from onepiece_hpc.store.reader import OutputView
 from onepiece_hpc.store.safe_read import read_dataset
 from onepiece_hpc.store.telemetry import read_runs
@@ -37,6 +38,14 @@ def latest_commits(view: OutputView, keep: int) -> tuple[int, np.ndarray]:
     return done_total, latest
 
 
+def _failed_summary(view: OutputView) -> tuple[int, list[dict]]:
+    """Items failed and not done since, and the records of their units (store/failed.py)."""
+    if not view.failures:
+        return 0, []
+    done = view.done_mask()
+    return int(failed_mask(view.failures, done).sum()), [f.as_dict() for f in still_failed(view.failures, done)]
+
+
 def summary(view: OutputView) -> dict:
     """The facts `onepiece inspect` shows, as plain JSON-able values."""
     stages = list(s.TIMING_STAGES)
@@ -63,6 +72,7 @@ def summary(view: OutputView) -> dict:
     rate = (times - 1) / (last - first) if times >= 2 and last > first else None
     attrs = view.attrs
     total = view.items_total
+    failed, failures = _failed_summary(view)
     return {
         "file": str(view.path),
         "kind": view.kind,
@@ -72,6 +82,8 @@ def summary(view: OutputView) -> dict:
         "items_total": total,
         "items_done": done_total,
         "complete": done_total == total,
+        "items_failed": failed,
+        "failed": failures,
         "output_kind": view.output_kind,
         "frame_rate": int(attrs["frame_rate"]) if "frame_rate" in attrs else None,
         "outputs": {s.OUTPUT_DATASETS[view.output_kind]: {"shape": [total, *view.item_shape], "dtype": "uint8"}},

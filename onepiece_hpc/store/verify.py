@@ -1,5 +1,5 @@
-"""`onepiece verify`: check every done item's bytes against its digest, name what is damaged or
-missing, and (with repair) mark damaged items to be generated again.
+"""`onepiece verify`: check every done item's bytes against its digest, name what is damaged,
+missing or failed, and (with repair) mark damaged items to be generated again.
 
 Repair never deletes: a data file that can't be read is moved aside under a new name, and the
 flags of items whose bytes fail their digest are cleared, all under the writer's lock so no
@@ -19,6 +19,7 @@ import numpy as np
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import journal
 from onepiece_hpc.store import schema as s
+from onepiece_hpc.store.failed import failed_mask
 from onepiece_hpc.store.files import temporary_path
 from onepiece_hpc.store.integrity import clear_done_flags, damaged_items
 from onepiece_hpc.store.lock import WriterLock, myself
@@ -36,7 +37,8 @@ class VerifyReport:
     damaged: list[int] = field(default_factory=list)       # done, but their bytes fail the digest
     unreadable: list[str] = field(default_factory=list)    # files that can't be read, with why
     lost: list[int] = field(default_factory=list)          # in a data file that was created and is gone or damaged
-    not_done: int = 0                                      # not generated yet
+    not_done: int = 0                                      # not generated yet (failed ones included)
+    failed: list[int] = field(default_factory=list)        # not done: their unit failed when generated
     unchecked: int = 0                                     # done, but written without digests (format 2)
     duplicates: list[str] = field(default_factory=list)
     repaired: int = 0
@@ -53,13 +55,15 @@ class VerifyReport:
     def as_dict(self) -> dict:
         return {"file": self.path, "items_total": self.items_total, "done_ok": self.done_ok,
                 "damaged": self.damaged, "lost": self.lost, "unreadable": self.unreadable,
-                "not_done": self.not_done, "unchecked": self.unchecked, "duplicates": self.duplicates,
+                "not_done": self.not_done, "failed": self.failed, "unchecked": self.unchecked,
+                "duplicates": self.duplicates,
                 "repaired": self.repaired, "moved_aside": self.moved_aside, "complete": self.complete}
 
 
-def _check_segment(seg: Segment, report: VerifyReport, on_keys: Callable[[np.ndarray], None] | None = None) -> list[int]:
-    """Check one segment (its item keys to `on_keys`); returns the local indices of its damaged items (empty if
-    none or unreadable)."""
+def _check_segment(seg: Segment, report: VerifyReport, on_keys: Callable[[np.ndarray], None] | None = None,
+                   done_out: np.ndarray | None = None) -> list[int]:
+    """Check one segment (its item keys to `on_keys`, its done flags into `done_out`); returns the local indices
+    of its damaged items (empty if none or unreadable)."""
     try:
         file = seg.open()
     except UserError as err:
@@ -85,6 +89,8 @@ def _check_segment(seg: Segment, report: VerifyReport, on_keys: Callable[[np.nda
             report.lost += list(range(seg.start, seg.start + seg.count))
             return []
     report.not_done += int((~done).sum())
+    if done_out is not None:
+        done_out[seg.start:seg.start + seg.count] = done
     report.done_ok += len(indices) - len(bad)
     report.damaged += [seg.start + int(i) for i in bad]
     return [int(i) for i in bad]
@@ -111,6 +117,7 @@ def _verify(view: OutputView, repair_in: Path | None = None) -> VerifyReport:
     report.unreadable += view.warnings
     keys = KeyTable() if view.kind == s.KIND_MERGED else None
     by_source: dict[str, list[Segment]] = {}  # a merged view's sources, in order, to name duplicates
+    done = np.zeros(view.items_total, dtype=bool) if view.failures else None
     for number, seg in enumerate(view.segments):
         unreadable_before = len(report.unreadable)
         on_keys = None
@@ -118,7 +125,7 @@ def _verify(view: OutputView, repair_in: Path | None = None) -> VerifyReport:
             origin = len(by_source) - (seg.source in by_source)
             by_source.setdefault(seg.source, []).append(seg)
             on_keys = partial(keys.add, origin, seg.own_start)
-        bad = _check_segment(seg, report, on_keys)
+        bad = _check_segment(seg, report, on_keys, done)
         if repair_in is None:
             continue
         if bad:
@@ -130,6 +137,8 @@ def _verify(view: OutputView, repair_in: Path | None = None) -> VerifyReport:
             report.repaired += seg.count
         if len(report.unreadable) > unreadable_before:
             journal.append(repair_in / s.JOURNAL, {"event": "file_removed", "file": number, "at": now_iso()})
+    if done is not None:
+        report.failed = np.flatnonzero(failed_mask(view.failures, done)).tolist()
     if keys is not None:
         try:
             report.duplicates = keys.problems([(Path(source), segs) for source, segs in by_source.items()])

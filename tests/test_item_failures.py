@@ -1,0 +1,375 @@
+"""One failing item doesn't stop the job: its unit is recorded as failed (with its error, stage
+and rank), the run goes on and ends with exit 4 naming it; a plain run leaves it be, --retry-failed
+generates it again; a stage that fails unit after unit still stops the job (exit 1); a kill while
+a failure is recorded leaves a readable output."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from support import builtin_model, invoke, run_cli, runs_of, tamper, write_job, write_png
+
+VIDEO = "{steps: 2, height: 32, width: 32, frames: 9}"
+STRACE = shutil.which("strace")
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+def _i2v_job(folder: Path, count: int, images: dict[int, str] | None = None, microbatch: int = 1) -> Path:
+    """An image-to-video job of `count` items, all from one conditioning image but those in `images`."""
+    write_png(folder / "frame.png")
+    lines = [json.dumps({"prompt": f"a fox number {i}", "image": (images or {}).get(i, "frame.png")})
+             for i in range(count)]
+    return write_job(folder, lines, prompt_file="p.jsonl", prompts="p.jsonl", model="builtin:tiny-wan-i2v",
+                     params=VIDEO, microbatch=str(microbatch))
+
+
+def _undecodable_png(path: Path) -> Path:
+    """A PNG whose chunks (and their CRCs) are sound but whose pixel data is not a zlib stream: it passes the
+    job's checks (Pillow's verify) and fails when the encode stage decodes it."""
+    raw = write_png(path).read_bytes()
+    at = raw.index(b"IDAT") - 4
+    length = struct.unpack(">I", raw[at:at + 4])[0]
+    data = bytes(b ^ 0x5A if 2 <= k < length - 4 else b for k, b in enumerate(raw[at + 8:at + 8 + length]))
+    crc = struct.pack(">I", zlib.crc32(b"IDAT" + data) & 0xFFFFFFFF)
+    path.write_bytes(raw[:at + 8] + data + crc + raw[at + 12 + length:])
+    return path
+
+
+def _done(output: Path) -> np.ndarray:
+    with h5py.File(output, "r") as f:
+        return f["done"][...].astype(bool)
+
+
+def _videos(output: Path) -> np.ndarray:
+    with h5py.File(output, "r") as f:
+        return f["outputs/videos"][...]
+
+
+def _inspect(output: Path) -> dict:
+    result = invoke("inspect", output, "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+# -- the reference path ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_an_image_that_fails_to_decode_fails_only_its_item(tmp_path):
+    job = _i2v_job(tmp_path, 20, {12: "broken.png"})
+    _undecodable_png(tmp_path / "broken.png")
+    output = tmp_path / "out/t.h5"
+
+    result = run_cli("run", job, "--monolithic")
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "19/20 items done, 1 failed (19 this run" in result.stdout
+    assert "1 item(s) failed" in result.stderr
+    assert "item 12 (prompt file line 13): encode on monolithic: OSError: broken data stream" in result.stderr
+    assert "--monolithic --retry-failed" in result.stderr
+    assert _done(output).tolist() == [i != 12 for i in range(20)]
+
+    info = _inspect(output)
+    assert info["items_done"] == 19 and info["items_failed"] == 1 and not info["complete"]
+    [failure] = info["failed"]
+    assert (failure["start"], failure["stop"], failure["stage"], failure["rank"]) == (12, 13, "encode", "monolithic")
+    assert "broken data stream" in failure["error"]
+    assert "item 12: encode on monolithic, run 0: OSError: broken data stream" in invoke("inspect", output).out
+
+    verified = invoke("verify", output, "--json")
+    assert verified.code == 1
+    assert json.loads(verified.out)["failed"] == [12]
+    exported = invoke("export", output, tmp_path / "mp4")
+    assert exported.code == 0, exported.err
+    manifest = [json.loads(line) for line in (tmp_path / "mp4/manifest.jsonl").read_text().splitlines()]
+    assert [entry["index"] for entry in manifest] == [i for i in range(20) if i != 12]
+
+    again = invoke("run", job, "--monolithic")  # a failed item is settled: a plain run leaves it be
+    assert again.code == 4 and "(0 this run" in again.out and "item 12 (prompt file line 13)" in again.err
+    assert runs_of(output)[-1]["status"] == "completed"
+
+
+def test_retry_failed_generates_only_the_failed_items_bit_identical(tmp_path, monkeypatch):
+    """The image of item 12 is gone when it is encoded (moved away after the job was planned, as on a
+    shared file system during a long job); once it is back, --retry-failed makes exactly that item."""
+    import onepiece_hpc.runtime.prepare as preparing
+
+    job = _i2v_job(tmp_path / "job", 20, {12: "frame-12.png"})
+    image = write_png(tmp_path / "job/frame-12.png", shift=3)
+    kept = tmp_path / "kept.png"
+    planned = preparing.prepare
+
+    def prepare_then_lose_the_image(*args, **kwargs):
+        prepared = planned(*args, **kwargs)
+        image.rename(kept)
+        return prepared
+
+    monkeypatch.setattr(preparing, "prepare", prepare_then_lose_the_image)
+    first = invoke("run", job, "--monolithic")
+    monkeypatch.undo()
+    output = tmp_path / "job/out/t.h5"
+    assert first.code == 4, first.err
+    assert "item 12 (prompt file line 13): encode on monolithic: FileNotFoundError" in first.err
+    assert "frame-12.png" in first.err
+    assert _done(output).sum() == 19
+
+    kept.rename(image)
+    tamper(output, [3], done=0)  # and item 3 is missing (a lost flag): not a failed item, so not retried
+    retried = invoke("run", job, "--monolithic", "--retry-failed")
+    assert retried.code == 0, retried.err
+    assert "(1 this run" in retried.out
+    assert _done(output).tolist() == [i != 3 for i in range(20)]
+    info = _inspect(output)
+    assert info["items_failed"] == 0 and info["failed"] == []
+
+    rest = invoke("run", job, "--monolithic")
+    assert rest.code == 0 and "(1 this run" in rest.out
+    clean = _i2v_job(tmp_path / "clean", 20, {12: "frame-12.png"})
+    write_png(tmp_path / "clean/frame-12.png", shift=3)
+    assert invoke("run", clean, "--monolithic").code == 0
+    np.testing.assert_array_equal(_videos(output), _videos(tmp_path / "clean/out/t.h5"))
+    assert invoke("verify", output).code == 0
+
+
+def test_a_unit_fails_as_a_whole_and_the_other_units_keep_their_bits(tmp_path):
+    job = _i2v_job(tmp_path / "job", 6, {2: "broken.png", 3: "broken.png"}, microbatch=2)  # units 0-1, 2-3, 4-5
+    _undecodable_png(tmp_path / "job/broken.png")
+    result = invoke("run", job, "--monolithic")
+    assert result.code == 4, result.err
+    assert "2 item(s) failed" in result.err
+    assert "items 2..3 (prompt file lines 3..4): encode on monolithic: OSError" in result.err
+    output = tmp_path / "job/out/t.h5"
+    assert _done(output).tolist() == [True, True, False, False, True, True]
+    [failure] = _inspect(output)["failed"]
+    assert (failure["start"], failure["stop"]) == (2, 4)
+
+    clean = _i2v_job(tmp_path / "clean", 6, microbatch=2)
+    assert invoke("run", clean, "--monolithic").code == 0
+    ours, theirs = _videos(output), _videos(tmp_path / "clean/out/t.h5")
+    np.testing.assert_array_equal(ours[[0, 1, 4, 5]], theirs[[0, 1, 4, 5]])
+
+
+def _broken_model(folder: Path) -> Path:
+    """A tiny SD folder that loads but fails every unit: its tokenizer pads prompts past the text encoder's
+    positions."""
+    shutil.copytree(builtin_model(Path(os.environ["ONEPIECE_CACHE"]), "tiny-sd"), folder)
+    config = folder / "tokenizer/tokenizer_config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"model_max_length": 200}))
+    return folder
+
+
+def test_a_model_that_fails_every_item_stops_the_job_after_three_units(tmp_path):
+    _broken_model(tmp_path / "broken")
+    job = write_job(tmp_path, [f"a cat number {i}" for i in range(10)], model="broken")
+    result = invoke("run", job, "--monolithic")
+    assert result.code == 1, result.err
+    assert "the stage itself is failing: the first 3 units this run tried all failed" in result.err
+    assert "unit 0 (item 0), stage encode on monolithic" in result.err
+    assert "Sequence length must be less than max_position_embeddings" in result.err
+    output = tmp_path / "out/t.h5"
+    info = _inspect(output)
+    assert info["items_done"] == 0 and info["items_failed"] == 0, "a stage's failure is not the items'"
+    assert runs_of(output)[-1]["status"] == "failed"
+
+
+def test_retry_failed_is_refused_for_the_staged_runtime_for_now(tmp_path):
+    job = write_job(tmp_path, ["a cat"])
+    result = invoke("run", job, "-n", "4", "--retry-failed")
+    assert result.code == 2 and "--retry-failed works with --monolithic" in result.err
+
+
+# -- the rule for "the stage itself fails" ------------------------------------------------------------
+def _failure(unit: int):
+    from onepiece_hpc.runtime.failures import UnitFailure
+
+    return UnitFailure(unit, unit, unit + 1, "encode", 3, f"OSError: unit {unit}")
+
+
+def test_failures_are_held_until_a_unit_succeeds_and_three_at_the_start_stop_the_run():
+    from onepiece_hpc.runtime.failures import FailureBudget, StageFailed
+
+    budget = FailureBudget()
+    budget.failed(_failure(0))
+    budget.failed(_failure(1))
+    assert [f.unit for f in budget.succeeded()] == [0, 1]
+    for unit in range(2, 12):  # after a success, failures are the units' own until 32 in a row
+        budget.failed(_failure(unit))
+    assert [f.unit for f in budget.finish()] == list(range(2, 12))
+
+    fresh = FailureBudget()
+    fresh.failed(_failure(0))
+    fresh.failed(_failure(1))
+    with pytest.raises(StageFailed, match=r"the first 3 units this run tried all failed; the first: unit 0 "
+                                          r"\(item 0\), stage encode on rank 3: OSError: unit 0"):
+        fresh.failed(_failure(2))
+
+
+def test_retried_units_that_fail_again_are_recorded_and_a_streak_stops_any_run():
+    from onepiece_hpc.runtime.failures import STREAK, FailureBudget, StageFailed
+
+    retry = FailureBudget()
+    for unit in range(5):
+        retry.failed(_failure(unit), again=True)
+    assert len(retry.finish()) == 5, "units that failed before and fail again say nothing new about the stage"
+
+    short = FailureBudget()
+    short.failed(_failure(0))
+    with pytest.raises(StageFailed, match="every unit this run tried failed"):
+        short.finish()
+
+    long = FailureBudget()
+    long.succeeded()
+    for unit in range(STREAK - 1):
+        long.failed(_failure(unit))
+    with pytest.raises(StageFailed, match=f"{STREAK} units in a row failed"):
+        long.failed(_failure(STREAK))
+
+
+def test_an_error_is_kept_with_its_type_and_bounded():
+    from onepiece_hpc.errors import UserError
+    from onepiece_hpc.runtime.failures import MAX_ERROR_CHARS, describe
+
+    assert describe(FileNotFoundError(2, "No such file or directory", "x.png")) == \
+        "FileNotFoundError: [Errno 2] No such file or directory: 'x.png'"
+    assert describe(UserError("conditioning image x.png changed")) == "UserError: conditioning image x.png changed"
+    assert describe(MemoryError()) == "MemoryError"
+    assert len(describe(RuntimeError("y" * 10**6))) == MAX_ERROR_CHARS
+
+
+def test_a_unit_failure_message_round_trips():
+    from onepiece_hpc.runtime.messages import UnitFailed, decode, encode
+
+    message = UnitFailed(rank=3, host="node-1", stage="denoise", unit=41, error="OutOfMemoryError: 2 GiB")
+    assert decode(encode(message)) == message
+
+
+# -- the store: records, torn lines, kills ----------------------------------------------------------
+DRIVER = '''
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from onepiece_hpc.store.bench_scale import SyntheticItems, _provenance
+from onepiece_hpc.store.output import OutputLayout, OutputWriter, StoreSettings
+from onepiece_hpc.store.provenance import RunInfo
+
+class Items(SyntheticItems):
+    """Keys of their own per item count, so that outputs of two counts merge."""
+
+    def keys(self, start, stop):
+        return [f"{self.count:08x}{i:056x}" for i in range(start, stop)]
+
+    def rows(self, start, stop):
+        table = super().rows(start, stop)
+        table["key"] = np.array(self.keys(start, stop), dtype="S64")
+        return table
+
+
+output, retry, count = Path(sys.argv[1]), sys.argv[2] == "retry", int(sys.argv[3])
+writer = OutputWriter.open(output, Items(count), OutputLayout("image", (8, 8, 3)), _provenance(), "driver",
+                           settings=StoreSettings(file_bytes=1000, sync_interval_s=0.0), run=RunInfo(mode="driver"))
+status = "failed"
+try:
+    pending = writer.pending_mask(retry)
+    for item in np.flatnonzero(pending):
+        if item == 2 and not retry:
+            writer.record_failed(2, 3, "encode", 5, "OSError: broken data stream")
+        else:
+            writer.commit(int(item), np.full((1, 8, 8, 3), item * 37 % 251, dtype=np.uint8), np.zeros((1, 3)))
+    status = "completed"
+finally:
+    writer.close(status)
+'''
+
+
+def _drive(script: Path, output: Path, mode: str = "plain", strace: list[str] | None = None, count: int = 6):
+    """A writer run without a model: item 2 fails (unless `mode` is "retry"), the others commit."""
+    return subprocess.run([*(strace or []), sys.executable, str(script), str(output), mode, str(count)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _assert_driven_output_reads(output: Path, scratch: Path) -> list[dict]:
+    """inspect, verify and export all read what is there; returns the failed records inspect shows."""
+    info = _inspect(output)
+    assert invoke("verify", output).code in (0, 1)
+    assert invoke("export", output, scratch).code == 0
+    return info["failed"]
+
+
+def test_a_failure_record_cut_short_is_skipped_and_its_unit_generated_again(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    output = tmp_path / "out/d.h5"
+    assert _drive(script, output).returncode == 0
+    journal = Path(f"{output}.d/journal.jsonl")
+    lines = journal.read_text().splitlines(keepends=True)
+    failed = next(k for k, line in enumerate(lines) if '"event": "failed"' in line)
+    assert json.loads(lines[failed])["rank"] == 5
+    for cut in range(1, len(lines[failed]), 23):  # as if a kill (or a full disk) cut the record's write short
+        case = tmp_path / f"cut-{cut}"
+        shutil.copytree(output.parent, case)
+        copy = case / "d.h5"
+        Path(f"{copy}.d/journal.jsonl").write_text("".join(lines[:failed]) + lines[failed][:cut])
+        assert _assert_driven_output_reads(copy, case / "png") == []
+        assert _drive(script, copy).returncode == 0  # its next line is a line of its own
+        info = _inspect(copy)
+        assert [f["start"] for f in info["failed"]] == [2] and info["items_done"] == 5
+        assert [run["status"] for run in runs_of(copy)] == ["running", "completed"]
+        assert any("line(s) are not records onepiece wrote" in w for w in info["warnings"])
+
+
+def test_a_recovered_unit_stops_counting_and_merged_views_show_failures(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    output, other = tmp_path / "a/d.h5", tmp_path / "b/d.h5"
+    assert _drive(script, output).returncode == 0
+    assert _drive(script, output).returncode == 0  # a plain run: nothing pending
+    assert _inspect(output)["items_failed"] == 1
+    assert _drive(script, other, count=7).returncode == 0
+    assert invoke("merge", output, other, "-o", tmp_path / "m.h5").code == 0
+    merged = _inspect(tmp_path / "m.h5")
+    assert merged["items_failed"] == 2 and [f["start"] for f in merged["failed"]] == [2, 8]
+
+    assert _drive(script, output, "retry").returncode == 0
+    info = _inspect(output)
+    assert info["items_failed"] == 0 and info["items_done"] == 6
+    events = [json.loads(line)["event"] for line in Path(f"{output}.d/journal.jsonl").read_text().splitlines()]
+    assert events.count("failed") == 1 and events.count("recovered") == 1
+    assert json.loads(invoke("verify", output, "--json").out)["failed"] == []
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace injects the kills (apt-get install strace)")
+def test_a_kill_while_a_failure_is_recorded_leaves_a_readable_output(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    log = tmp_path / "trace.log"
+    traced = _drive(script, tmp_path / "reference/d.h5",
+                    strace=[STRACE, "-qq", "-s", "400", "-o", str(log), "-e", "trace=write,fsync"])
+    assert traced.returncode == 0, traced.stderr
+    calls = [line for line in log.read_text().splitlines() if re.match(r"(write|fsync)\(", line)]
+    record = next(k for k, line in enumerate(calls) if '\\"event\\": \\"failed\\"' in line)
+    for name, nth in (("write", sum(c.startswith("write(") for c in calls[:record + 1])),
+                      ("fsync", sum(c.startswith("fsync(") for c in calls[:record + 1]) + 1)):
+        case = tmp_path / f"{name}-{nth}"
+        output = case / "d.h5"
+        killed = _drive(script, output, strace=[STRACE, "-qq", "-o", "/dev/null", "-e", f"trace={name}",
+                                                "-e", f"inject={name}:signal=KILL:when={nth}"])
+        assert killed.returncode in (-9, 137), f"{name} #{nth}: not killed ({killed.stderr[-500:]})"
+        recorded = _assert_driven_output_reads(output, case / "png")
+        assert [f["start"] for f in recorded] == ([2] if name == "fsync" else [])
+        assert _drive(script, output).returncode == 0
+        info = _inspect(output)
+        assert info["items_done"] == 5 and [f["start"] for f in info["failed"]] == [2]
+        assert _drive(script, output, "retry").returncode == 0
+        assert _inspect(output)["complete"]
