@@ -55,6 +55,13 @@ def _not_an_image(folder: Path) -> Path:
     return _video_job(folder, "tiny-wan-i2v", '{"prompt": "a fox", "image": "fake.png"}\n')
 
 
+def _too_many_pixels(folder: Path) -> Path:
+    from PIL import Image
+
+    Image.new("1", (14_000, 14_000)).save(folder / "huge.png")  # twice Pillow's safety limit, 2 MB on disk
+    return _video_job(folder, "tiny-wan-i2v", '{"prompt": "a fox", "image": "huge.png"}\n')
+
+
 # (id, how to build the case in folder -> job path, words the message must contain)
 CASES = [
     ("missing-field", lambda d: write_job(d, GOOD, model=None), ["required field 'model' is missing"]),
@@ -117,6 +124,7 @@ CASES = [
     ("image-not-found", lambda d: _video_job(d, "tiny-wan-i2v", '{"prompt": "a"}\n{"prompt": "b", "image": "no.png"}'),
      ["p.jsonl:2", "conditioning image", "no.png not found", "relative path is read from the prompt file's folder"]),
     ("image-not-an-image", _not_an_image, ["p.jsonl:1", "fake.png is not an image"]),
+    ("image-with-too-many-pixels", _too_many_pixels, ["p.jsonl:1", "huge.png has too many pixels"]),
     ("image-is-a-folder", lambda d: ((d / "pics").mkdir(),
                                      _video_job(d, "tiny-wan-i2v", params=_with_image("pics")))[1],
      ["job.yaml:", "field 'params.image'", "is a folder", "relative path is read from the job file's folder"]),

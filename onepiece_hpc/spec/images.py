@@ -27,6 +27,8 @@ def _read(path: Path) -> ConditionImage | str:
     try:
         with Image.open(io.BytesIO(raw)) as image:
             image.verify()
+    except Image.DecompressionBombError as err:
+        return f"has too many pixels to read safely ({err})"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         return f"is not an image Pillow can read ({err})"
     return ConditionImage(path, hashlib.sha256(raw).hexdigest())

@@ -87,15 +87,36 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_PLAIN_FIELDS = frozenset(("prompt", "negative_prompt", "seed", "steps", "guidance"))
+
+
+def _plain_record(line: int, obj: object) -> PromptRecord | None:
+    """The record of a line with only plain, valid fields (no image, no meta), or None: then
+    _record_from_json checks it field by field and says what is wrong. The common case, fast."""
+    if type(obj) is not dict or not _PLAIN_FIELDS.issuperset(obj):
+        return None
+    prompt, negative = obj.get("prompt"), obj.get("negative_prompt")
+    seed, steps, guidance = obj.get("seed"), obj.get("steps"), obj.get("guidance")
+    if (type(prompt) is not str or not prompt.strip() or (negative is not None and type(negative) is not str)
+            or (seed is not None and not (type(seed) is int and 0 <= seed <= SEED_MAX))
+            or (steps is not None and not (type(steps) is int and 1 <= steps <= 10_000))
+            or (guidance is not None and not (type(guidance) in (int, float) and 0 <= guidance <= 100))):
+        return None
+    return PromptRecord(line=line, prompt=prompt.strip(), negative_prompt=negative, seed=seed, steps=steps,
+                        guidance=float(guidance) if guidance is not None else None)
+
+
 def _record_from_json(path: Path, line: int, obj: object, images: ImageReader,
-                      problems: list[str]) -> PromptRecord | None:
+                      problems: list[str], escaped: bool = True) -> PromptRecord | None:
+    """The record of one decoded line; `escaped` False says the line held no backslash, so its
+    strings are its own characters, which the line's check has already held to the text rule."""
     where = f"{path}:{line}"
     if not isinstance(obj, dict):
         problems.append(f'{where}: expected a JSON object like {{"prompt": "..."}}, got {type(obj).__name__}')
         return None
     bad = len(problems)
     refused = set()
-    for field in JSONL_FIELDS:
+    for field in JSONL_FIELDS if escaped else ():
         problem = next(filter(None, map(text_problem, _strings(obj.get(field)))), None)
         if problem is not None:
             refused.add(field)
@@ -207,7 +228,10 @@ class PromptTable:
 
 
 class _TableBuilder:
-    """Collects records into a PromptTable; `full` adds the columns only .jsonl lines can set."""
+    """Collects records into a PromptTable; `full` adds the columns only .jsonl lines can set.
+    Rows gather in lists and reach the columns FLUSH_ROWS at a time."""
+
+    FLUSH_ROWS = 1 << 16
 
     def __init__(self, full: bool) -> None:
         self.full = full
@@ -219,33 +243,51 @@ class _TableBuilder:
             self.image_ids, self.metas = NumberBuilder("i"), TextBuilder()
             self.images: dict[ConditionImage, int] = {}
             self.sets = dict.fromkeys(("negative", "seed", "steps", "guidance", "image", "meta"), False)
+            self._rows: list[PromptRecord] = []
 
     def add_prompt(self, line: int, prompt: str) -> None:
         self.lines.append(line)
         self.prompts.append(prompt)
 
     def add(self, record: PromptRecord) -> None:
-        self.add_prompt(record.line, record.prompt)
-        given = {"negative": record.negative_prompt is not None, "seed": record.seed is not None,
-                 "steps": record.steps is not None, "guidance": record.guidance is not None,
-                 "image": record.image is not None, "meta": bool(record.meta)}
-        for name, is_set in given.items():
-            self.sets[name] |= is_set
-        self.negatives.append(record.negative_prompt or "")
-        self.negative_set.append(given["negative"])
-        self.seeds.append(record.seed if given["seed"] else -1)
-        self.steps.append(record.steps or 0)
-        self.guidance.append(record.guidance if given["guidance"] else math.nan)
-        self.image_ids.append(self.images.setdefault(record.image, len(self.images)) if given["image"] else -1)
-        self.metas.append(record.meta)
+        self._rows.append(record)
+        if len(self._rows) >= self.FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
+        self.lines.extend([r.line for r in rows])
+        self.prompts.extend([r.prompt for r in rows])
+        negatives = [r.negative_prompt for r in rows]
+        seeds = [r.seed for r in rows]
+        steps = [r.steps for r in rows]
+        guidance = [r.guidance for r in rows]
+        images = [r.image for r in rows]
+        metas = [r.meta for r in rows]
+        self.negatives.extend([n or "" for n in negatives])
+        self.negative_set.extend([n is not None for n in negatives])
+        self.seeds.extend([-1 if v is None else v for v in seeds])
+        self.steps.extend([v or 0 for v in steps])
+        self.guidance.extend([math.nan if v is None else v for v in guidance])
+        self.image_ids.extend([-1 if i is None else self.images.setdefault(i, len(self.images)) for i in images])
+        self.metas.extend(metas)
+        sets = self.sets
+        sets["negative"] |= any(n is not None for n in negatives)
+        sets["seed"] |= any(v is not None for v in seeds)
+        sets["steps"] |= any(v is not None for v in steps)
+        sets["guidance"] |= any(v is not None for v in guidance)
+        sets["image"] |= any(i is not None for i in images)
+        sets["meta"] |= any(metas)
 
     def build(self) -> PromptTable:
-        lines, prompts = self.lines.build(), self.prompts.build()
         if not self.full:
-            return PromptTable(lines, prompts, None, None, None, None, None, None, (), None)
+            return PromptTable(self.lines.build(), self.prompts.build(), None, None, None, None, None, None, (), None)
+        self._flush()
         sets = self.sets
         return PromptTable(
-            lines, prompts,
+            self.lines.build(), self.prompts.build(),
             negatives=self.negatives.build() if sets["negative"] else None,
             negative_set=self.negative_set.build().astype(bool) if sets["negative"] else None,
             seeds=self.seeds.build() if sets["seed"] else None,
@@ -347,13 +389,20 @@ def read_prompts(path: Path, problems: list[str], images: ImageReader | None = N
             return table.build()
         if text.startswith("\ufeff"):
             text = text[1:]
-        for number, line in _lines(path, text, errors):
+        lines = (enumerate(text.split("\n"), start=1) if _keeps_the_rule(raw, text)
+                 else _lines(path, text, errors))
+        decode = json.JSONDecoder().decode
+        for number, line in lines:
+            if not line.strip():
+                continue
             try:
-                obj = json.loads(line)
+                obj = decode(line)
             except json.JSONDecodeError as err:
                 errors.append(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})")
                 continue
-            record = _record_from_json(path, number, obj, images, errors)
+            escaped = "\\" in line
+            record = (None if escaped else _plain_record(number, obj)) or \
+                _record_from_json(path, number, obj, images, errors, escaped)
             if record is not None:
                 table.add(record)
     problems.extend(errors[:MAX_REPORTED])
