@@ -45,14 +45,14 @@ class RunSummary:
 
 
 def unit_input(plan: Plan, unit: Unit) -> UnitInput:
-    items = plan.unit_items(unit)
+    t = plan.table
     return UnitInput(
         unit=unit.index,
-        items=tuple(i.index for i in items),
-        prompts=tuple(i.prompt for i in items),
-        negative_prompts=tuple(i.negative_prompt for i in items),
-        seeds=tuple(i.seed for i in items),
-        params=items[0].params,
+        items=tuple(range(unit.start, unit.stop)),
+        prompts=tuple(t.prompts.rows(unit.start, unit.stop)),
+        negative_prompts=tuple(t.negatives.rows(unit.start, unit.stop)),
+        seeds=tuple(t.seeds[unit.start:unit.stop].tolist()),
+        params=plan.unit_params(unit),
     )
 
 
@@ -70,13 +70,14 @@ def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressRe
     started = time.monotonic()
     try:
         done, wanted, failed_before = writer.done_mask(), writer.pending_mask(retry_failed), writer.failed_mask()
-        pending = [u for u in plan.units if wanted[u.start:u.stop].any()]
-        log.info("%d of %d units to run", len(pending), len(plan.units))
-        runners = {stage: adapter.load(stage, placement) for stage in Stage} if pending else {}
+        pending = plan.pending_units(~wanted)  # unit indices, not Unit objects: 10^7 of them cost 80 MB
+        log.info("%d of %d units to run", len(pending), plan.unit_count)
+        runners = {stage: adapter.load(stage, placement) for stage in Stage} if len(pending) else {}
         budget = FailureBudget()
         failed_units = 0
         with progress(len(plan.items), len(plan.items) - int(wanted.sum())) if progress else nullcontext() as reporter:
-            for unit in pending:
+            for index in pending.tolist():
+                unit = plan.unit(index)
                 outcome = _generate(plan, unit, runners, prepared.layout.dataset, placement.device)
                 if isinstance(outcome, UnitFailure):
                     log.warning("%s failed: %s", outcome.where, outcome.error)

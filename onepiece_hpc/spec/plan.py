@@ -113,6 +113,13 @@ class Plan:
     def unit_sizes(self) -> np.ndarray:
         return np.diff(self.bounds)
 
+    def pending_units(self, done: np.ndarray) -> np.ndarray:
+        """The units with an item not `done` (a bool per item), in order (int64 unit indices)."""
+        if not self.unit_count:
+            return np.zeros(0, dtype=np.int64)
+        unit_done = np.logical_and.reduceat(np.asarray(done, dtype=bool), self.bounds[:-1])
+        return np.flatnonzero(~unit_done).astype(np.int64)
+
     def hex_keys(self, start: int, stop: int) -> np.ndarray:
         """The keys of items [start, stop) as 64 hex digits each (dtype S64)."""
         raw = np.ascontiguousarray(self.table.keys[start:stop])
