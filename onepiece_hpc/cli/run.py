@@ -112,16 +112,16 @@ def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags
     """Refuse a layout that can't fit before any rank starts; then launch and report."""
     import os
 
-    from onepiece_hpc.runtime.launch import launch
+    from onepiece_hpc.runtime.launch import launch, stopped_exit_code
     from onepiece_hpc.runtime.layout import plan_layout
 
     plan_layout(prepared.job, ranks)
     try:
         report = launch(job_file, ranks, output, flags, as_root=os.geteuid() == 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP: the ranks are stopped by now
         click.echo(f"interrupted; finished items are kept in {prepared.output}; run the same command "
                    "again to resume", err=True)
-        sys.exit(130)
+        sys.exit(stopped_exit_code(stop))
     status = report["status"]
     if status == "refused":
         sys.exit(UserError.exit_code)

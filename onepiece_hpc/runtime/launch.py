@@ -1,4 +1,11 @@
-"""`onepiece run JOB -n N`: start N local ranks with mpiexec and report how the job ended."""
+"""`onepiece run JOB -n N`: start N local ranks with mpiexec and report how the job ended.
+
+The ranks live no longer than the launcher: Ctrl-C, SIGTERM and SIGHUP (a closed terminal) all
+stop them as Ctrl-C does, through rank 0, which gives up the units in flight, closes the output in
+order and then ends every rank; a launcher that dies outright (kill -9, the out-of-memory killer)
+is noticed by the ranks themselves (`lifeline`). Draining on a signal is for Slurm jobs, whose
+ranks srun starts and signals.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,33 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.runtime.lifeline import tie_to_this_process
 from onepiece_hpc.runtime.status import RankStatus, read_statuses
 
 WATCH_EVERY_S = 0.02
+#: how long stopped ranks may take to close the output before mpiexec (and with it every rank) is killed
+STOP_GRACE_S = 30.0
+#: signals that stop the launcher as Ctrl-C does (SIGINT itself arrives as KeyboardInterrupt)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class LauncherStopped(KeyboardInterrupt):
+    """The launcher was asked to stop with SIGTERM, or SIGHUP as a closed terminal sends; the ranks
+    were interrupted as on Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stopped_exit_code(stop: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as shells report: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    return 128 + (stop.signum if isinstance(stop, LauncherStopped) else signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -50,7 +77,9 @@ def find_mpiexec() -> MpiLauncher:
 
 def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str], as_root: bool,
            rank_stdout=None, env: dict[str, str] | None = None) -> dict:
-    """Run the ranks to the end; returns rank 0's report. Ctrl-C is passed on to the ranks.
+    """Run the ranks to the end; returns rank 0's report. Ctrl-C, SIGTERM and SIGHUP interrupt the
+    ranks (rank 0 closes the output in order) and then raise KeyboardInterrupt here (LauncherStopped
+    for the two signals).
 
     `rank_stdout` redirects what the ranks print (e.g. to stderr when stdout carries JSON);
     `env` replaces the environment the ranks start with.
@@ -65,19 +94,19 @@ def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str
                    "--expect-ranks", str(ranks), *rank_flags]
         if output is not None:
             program += ["--output", str(output)]
-        proc = subprocess.Popen(launcher.command(ranks, program, as_root), start_new_session=True, env=env,
+        tied = tie_to_this_process(os.environ if env is None else env)
+        proc = subprocess.Popen(launcher.command(ranks, program, as_root), start_new_session=True, env=tied,
                                 stdout=rank_stdout)
         first_dead: list[list[RankStatus]] = []
+        before = _stop_on_signals()
         try:
             code = _watch(proc, status_dir, first_dead)
         except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _ignore(STOP_SIGNALS)  # the stop is under way; a second Ctrl-C still kills at once
+            _stop_ranks(proc, status_dir)
             raise
         finally:
+            _restore(before)
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -88,6 +117,51 @@ def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str
         report["error"] = _death_message(first_dead)
         report["reported_by"] = "launcher"
     return report
+
+
+def _stop_on_signals() -> dict[int, object]:
+    """Turn SIGTERM and SIGHUP into LauncherStopped while the ranks run; returns the handlers they
+    replace. Only the main thread can do this: elsewhere the signals keep their handlers, and a
+    launcher they end is noticed by the ranks' lifeline instead."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum, frame) -> None:
+        raise LauncherStopped(signum)
+
+    return {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+
+
+def _ignore(signums) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for signum in signums:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _restore(handlers: dict[int, object]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+def _stop_ranks(proc: subprocess.Popen, status_dir: Path) -> None:
+    """Interrupt the run through rank 0, which closes the output in order and then aborts every rank;
+    if rank 0 is not serving yet (or not any more), through mpiexec, which passes the interrupt to every
+    rank. Whatever has not ended after STOP_GRACE_S is killed."""
+    manager = read_statuses(status_dir).get(0)
+    if proc.poll() is None and not (manager is not None and _send(manager.pid, signal.SIGINT)):
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _send(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _watch(proc: subprocess.Popen, status_dir: Path, dead: list[list[RankStatus]]) -> int:

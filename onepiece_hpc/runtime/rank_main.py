@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
+    from onepiece_hpc.runtime.lifeline import watch_launcher
+    watch_launcher(os.environ, manager=rank == NODE_MANAGER)  # a rank of `onepiece run -n N` ends with it
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
     quiet_libraries()
     from onepiece_hpc.runtime.node_manager import SETTLE_S, JobFailed
