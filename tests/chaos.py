@@ -315,18 +315,19 @@ def chaos_round(folder: Path, cut: Cut, reference: dict[str, np.ndarray],
 
 def run_rounds(work: Path, rounds: int, seed: int, make_job: Callable[[Path], Path] = chaos_job,
                say: Callable[[str], None] = lambda line: None,
-               reference: dict[str, np.ndarray] | None = None) -> list[Round]:
-    """Rounds in a row until one fails; victims take turns (each three rounds cover every kind).
-    `reference`: what an uninterrupted run of `make_job`'s job gives (made here if not given)."""
+               reference: dict[str, np.ndarray] | None = None, victims: tuple[str, ...] = VICTIMS) -> list[Round]:
+    """Rounds in a row until one fails; the kinds of `victims` take turns in a random order (each
+    len(victims) rounds cover every kind). `reference`: what an uninterrupted run of `make_job`'s
+    job gives (made here if not given)."""
     rng = random.Random(seed)
     if reference is None:
         reference = reference_of(work / "reference", make_job)
     items = len(reference["done"])
     done: list[Round] = []
     for index in range(rounds):
-        if index % len(VICTIMS) == 0:
-            turns = rng.sample(VICTIMS, len(VICTIMS))
-        cut = draw_cut(rng, turns[index % len(VICTIMS)], items)
+        if index % len(victims) == 0:
+            turns = rng.sample(victims, len(victims))
+        cut = draw_cut(rng, turns[index % len(victims)], items)
         result = chaos_round(work / f"round-{index + 1:02d}", cut, reference, make_job)
         done.append(result)
         outcome = "FAILED: " + result.failure if result.failure else "held"

@@ -58,11 +58,13 @@ def test_the_end_of_the_launcher_ends_every_rank_and_the_output_resumes_exactly_
 
 
 def test_chaos_rounds_hold(tmp_path, reference):
-    """Three rounds, one for each victim (a random rank, the launcher, the whole tree), at random moments."""
+    """Two rounds at random moments: a kill -9 of a random rank, and of the whole tree (the launcher
+    alone is the test above; `python tests/chaos.py` takes turns among all three)."""
     lines = []
-    rounds = run_rounds(tmp_path, 3, seed=20261213, make_job=small_job, say=lines.append, reference=reference)
-    assert [r.failure for r in rounds] == ["", "", ""], "\n".join(lines)
-    assert {r.cut.victim for r in rounds} == {"rank", "launcher", "tree"}
+    rounds = run_rounds(tmp_path, 2, seed=20261213, make_job=small_job, say=lines.append, reference=reference,
+                        victims=("rank", "tree"))
+    assert [r.failure for r in rounds] == ["", ""], "\n".join(lines)
+    assert {r.cut.victim for r in rounds} == {"rank", "tree"}
 
 
 RANK = textwrap.dedent("""
