@@ -1,5 +1,8 @@
 """SIGTERM (scancel, a time limit, a stopping node) stops a run the way Ctrl-C does: the unit in
-progress is dropped, everything committed is synced, the run's record says how it ended."""
+progress is dropped, everything committed is synced, the run's record says how it ended.
+
+Under Slurm, rank 0 of a staged run drains on SIGTERM instead (runtime/drain.py): it commits the
+units in flight, up to a deadline, before it stops."""
 
 from __future__ import annotations
 

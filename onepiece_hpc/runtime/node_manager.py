@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import numpy as np
 
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
 from onepiece_hpc.runtime.cost_model import CostModel
+from onepiece_hpc.runtime.drain import Drain
 from onepiece_hpc.runtime.layout import StageLayout
 from onepiece_hpc.runtime.messages import (
     Failure, Finished, Heartbeat, MoveDone, MoveOrder, Routes, Shutdown, WorkGrant, WorkRequest,
@@ -101,7 +101,7 @@ class NodeManager:
         self._cooling: dict[int, float] = {}
         self._loads: dict[str, list[float]] = {}
         self.moves: list[MoveRecord] = []
-        self.drain = threading.Event()  # set (e.g. by SIGUSR1 before a walltime): finish what is dispatched
+        self.drain = Drain()  # set by rank 0's drain signal: finish what is dispatched, until its deadline
 
     def run(self, progress: Callable[[int, int], ProgressReporter] | None = None) -> StagedSummary:
         plan = self.prepared.plan
@@ -135,7 +135,7 @@ class NodeManager:
         pause = self.policy.first_sleep_s
         next_liveness = 0.0
         next_decision = time.monotonic() + self.settings.interval_s
-        while outstanding and not (self.drain.is_set() and len(outstanding) == len(queue)):
+        while outstanding and not self.drain.over(len(outstanding) - len(queue)):
             moved = self._handle_control(queue)
             moved |= self._commit_arrivals(writer, outstanding, reporter)
             now = time.monotonic()
@@ -165,7 +165,7 @@ class NodeManager:
     def _await_finished(self) -> None:
         """Collect every rank's last heartbeat and Finished note, so the telemetry is whole."""
         deadline = time.monotonic() + self.policy.timeout_s
-        while len(self._finished) < len(self.peers) - 1:
+        while len(self._finished) < len(self.peers) - 1 and not self.drain.expired():
             if not self._handle_control(deque()):
                 self._check_liveness()
                 if self._failures:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import tempfile
 from dataclasses import asdict, replace
@@ -16,6 +15,7 @@ import torch
 from onepiece_hpc import environment
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.control import ControlPlane
+from onepiece_hpc.runtime.drain import PREEMPTED, Drain, drained_exit_code, explain, leave_now, run_outcome, shield
 from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb, take_gpu
 from onepiece_hpc.runtime.layout import NODE_MANAGER, plan_layout
 from onepiece_hpc.runtime.node_manager import NodeManager, initial_routes
@@ -30,12 +30,6 @@ from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.transport import WaitPolicy, slot_bytes_for
 from onepiece_hpc.transport.connect import FabricChoice, IntegrityChoice, Outbound, open_channels
 from onepiece_hpc.transport.fabrics.registry import build_fabrics, close_fabrics
-
-#: what Slurm sends before a walltime or preemption (sbatch --signal=USR1@SECONDS)
-DRAIN_SIGNAL = signal.SIGUSR1
-#: rank 0's exit code after a drain: the job is unfinished but consistent, so requeue it
-EXIT_PREEMPTED = 3
-
 
 def slot_bytes(prepared: Prepared, stage: Stage) -> int:
     """Room for the largest message `stage` emits over every distinct unit shape of the job."""
@@ -106,7 +100,7 @@ def write_report(path: Path | None, report: dict) -> None:
     os.replace(tmp, path)
 
 
-def serve_manager(prepared, layout, channels, control, peers, policy, args) -> None:
+def serve_manager(prepared, layout, channels, control, peers, policy, args, drain: Drain) -> str:
     interactive = args.progress == "bar" or (args.progress == "auto" and environment.is_interactive(sys.stderr))
 
     def progress(total: int, done: int) -> ProgressReporter:
@@ -114,31 +108,33 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args) -> N
 
     manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
                           mode=f"{args.mode} -n {len(peers)}")
-    signal.signal(DRAIN_SIGNAL, lambda *_: manager.drain.set())
+    manager.drain = drain
     try:
         summary = manager.run(progress)
     finally:
-        signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)  # a Python handler would be reset to "die" at exit
-    if summary.status == "preempted":
-        print(f"drained on {DRAIN_SIGNAL.name}: every dispatched unit was committed; "
-              f"{summary.items_total - summary.items_done} items remain for the next run", file=sys.stderr)
+        shield(args.drain_signal)  # a Python handler would be reset to "die" as the interpreter exits
+    if summary.status == PREEMPTED:
+        print(explain(drain, summary.items_total - summary.items_done, summary.committed_now), file=sys.stderr)
     print(f"{prepared.output}: {summary.items_done}/{summary.items_total} items done "
           f"({summary.committed_now} this run, {summary.seconds:.1f} s); {layout.describe()}")
     print(summary_table(summary.stages))
     if summary.moves:
         print(f"{summary.moves} rank moves (see /telemetry/run<N>/moves in the output)")
     write_report(args.report, {"status": summary.status, "summary": asdict(summary)})
-    return summary.status
+    ended = run_outcome(summary.status, summary.committed_now)
+    if summary.status == PREEMPTED and drain.expired():
+        leave_now(drained_exit_code(ended), control.comm.Abort)  # no goodbyes with ranks that may be stuck
+    return ended
 
 
-def run_rank(args: argparse.Namespace, comm) -> str:
-    """Serve this rank's role to the end; returns "completed" or "preempted" (rank 0's view)."""
+def run_rank(args: argparse.Namespace, comm, drain: Drain | None = None) -> str:
+    """Serve this rank's role to the end; returns rank 0's outcome: "completed", or after `drain`
+    "preempted" (or "no-progress" when it committed nothing)."""
     rank, size = comm.Get_rank(), comm.Get_size()
     if args.expect_ranks is not None and size != args.expect_ranks:
         raise UserError(f"MPI started {size} ranks where {args.expect_ranks} were expected: the launcher and "
                         "the MPI library do not match (e.g. srun --mpi=pmix with an MPICH build); fix: use "
                         "the --mpi plugin of your MPI (pmi2 for MPICH, pmix for Open MPI) or its mpiexec")
-    signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)  # only rank 0 acts on it; nobody dies of it
     prepared = with_policy(prepare(args.job, args.output, environment.cache_dir()), args.policy)
     layout = plan_layout(prepared.job, size)
     mine = me(rank)
@@ -156,7 +152,7 @@ def run_rank(args: argparse.Namespace, comm) -> str:
     control = ControlPlane(comm, policy)
     outcome = "completed"
     if rank == NODE_MANAGER:
-        outcome = serve_manager(prepared, layout, channels, control, peers, policy, args)
+        outcome = serve_manager(prepared, layout, channels, control, peers, policy, args, drain or Drain())
     else:
         StageWorker(mine, stage, prepared, initial_routes(layout), channels, control, peers, policy,
                     args.heartbeat, status, warm_up=args.warm_up).run()

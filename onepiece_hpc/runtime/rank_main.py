@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.runtime.interrupts import exit_code, interrupt_on_sigterm
+from onepiece_hpc.runtime.drain import DRAIN_SIGNALS, drained_exit_code, listen, shield
+from onepiece_hpc.runtime.interrupts import exit_code
 from onepiece_hpc.runtime.quiet import quiet_libraries
 
 NODE_MANAGER = 0
@@ -54,6 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warm-up", action="store_true",
                         help="each stage rank runs its stage once on zero inputs before it serves (benchmarks)")
     parser.add_argument("--mode", default="staged")
+    parser.add_argument("--drain-signal", choices=DRAIN_SIGNALS, default=None,
+                        help="under Slurm: the signal that, like SIGTERM, asks rank 0 to drain (slurm.drain_signal); "
+                             "without it USR1 drains and SIGTERM stops at once")
+    parser.add_argument("--drain-seconds", type=float, default=120.0,
+                        help="the drain's signal window; rank 0 gives up units in flight a margin before its end")
     return parser.parse_args(argv)
 
 
@@ -78,6 +84,7 @@ def start_mpi(timeout_s: float):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    shield(args.drain_signal)  # no rank dies of a drain signal during MPI_Init; rank 0 listens once it knows it is 0
     MPI = start_mpi(args.init_timeout)
 
     comm = MPI.COMM_WORLD
@@ -87,14 +94,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
     quiet_libraries()
     from onepiece_hpc.runtime.node_manager import SETTLE_S, JobFailed
-    from onepiece_hpc.runtime.rank import EXIT_PREEMPTED, run_rank, write_report
+    from onepiece_hpc.runtime.rank import run_rank, write_report
     from onepiece_hpc.runtime.worker import ManagerGone
 
-    if rank == NODE_MANAGER:
-        interrupt_on_sigterm()  # the writer closes in order; other ranks just stop
+    # rank 0 drains on the drain signal or SIGTERM, its writer closing in order (runtime/drain.py);
+    # the other ranks outlive both and are ended by rank 0
+    drain = listen(args.drain_signal, args.drain_seconds) if rank == NODE_MANAGER else None
     try:
-        if run_rank(args, comm) == "preempted" and rank == NODE_MANAGER:
-            sys.exit(EXIT_PREEMPTED)
+        drained = drained_exit_code(run_rank(args, comm, drain))
+        if drained is not None and rank == NODE_MANAGER:
+            sys.exit(drained)
     except UserError as err:
         if rank == NODE_MANAGER:
             print(f"error: {err.render()}", file=sys.stderr, flush=True)

@@ -73,6 +73,7 @@ SLURM_TIME_PATTERN = r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$"
 SLURM_MEM_PATTERN = r"^\d+[KMGT]?$"
 SLURM_CONSTRAINT_PATTERN = r"^[A-Za-z0-9._&|*\[\]()!:,-]{1,256}$"
 SLURM_OPTION_PATTERN = r"^--[a-z][a-z0-9-]*(=[^\n\r]*)?$"
+DRAIN_SECONDS_MIN = 10
 
 
 class StoreFields(_Strict):
@@ -97,7 +98,9 @@ class SlurmFields(_Strict):
     account: str | None = Field(None, pattern=SLURM_NAME_PATTERN)
     qos: str | None = Field(None, pattern=SLURM_NAME_PATTERN)
     constraint: str | None = Field(None, pattern=SLURM_CONSTRAINT_PATTERN)
-    drain_seconds: int = Field(120, ge=10, le=86_400)
+    drain_seconds: int = Field(120, ge=DRAIN_SECONDS_MIN, le=86_400)
+    drain_signal: Literal["USR1", "USR2", "TERM"] = "USR1"
+    requeue: Literal["scontrol", "chain", "none"] = "scontrol"
     mpi: str = Field("auto", pattern=r"^[a-z][a-z0-9_]{0,31}$")
     extra: tuple[str, ...] = ()
 
@@ -169,6 +172,10 @@ FIELD_HINTS: dict[str, str] = {
     "slurm.constraint": "write a Slurm constraint without spaces or quotes, e.g. a100&ib",
     "slurm.drain_seconds": "use a whole number of seconds from 10 to 86400: how long before the end "
                            "Slurm signals the job to commit and requeue",
+    "slurm.drain_signal": "write USR1, USR2 or TERM: the signal Slurm sends drain_seconds before the end "
+                          "(USR2 where the MPI or NCCL uses USR1)",
+    "slurm.requeue": "write scontrol (requeue the job itself), chain (submit a successor job, for sites "
+                     "that forbid scontrol requeue) or none (submit again by hand)",
     "slurm.mpi": "write auto (detected from mpi4py's MPI) or an srun --mpi plugin such as pmi2 or pmix",
     "store.file_mb": "use a whole number of megabytes a data file holds, from 1 to 1048576 (default 4096)",
     "store.sync_interval_s": "use a number of seconds between syncs of committed outputs, above 0 (default 1)",
