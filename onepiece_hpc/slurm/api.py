@@ -7,29 +7,34 @@
 
 Resources come from the job (or sweep) file's `slurm:` section, with keyword arguments on top
 (the same names). Every task runs `StagedRun`: one rank of the staged runtime, or, for a job of
-one task, the whole pipeline. Before the time limit Slurm sends USR1 to every task; rank 0
-drains (commits what is in flight) and then hands over to submitit's own preemption path
-(checkpoint, then requeue), and the requeued job resumes the output.
+one task, the whole pipeline. Before the time limit Slurm sends the drain signal
+(slurm.drain_signal, USR1 by default) to every task, and a preemption SIGTERM; rank 0 drains
+(commits what is in flight, until the drain's deadline) and then, if it committed something, hands
+over to submitit's own preemption path (checkpoint, then requeue): the requeued job resumes the
+output. A drain that committed nothing fails the job instead of requeueing it, and a time limit
+that can't hold drain_seconds plus one unit is refused here, as `onepiece submit` refuses it.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 import submitit
 
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.runtime.drain import EXIT_DRAINED, EXIT_NO_PROGRESS
 from onepiece_hpc.slurm import records
 from onepiece_hpc.slurm.commands import max_array_size
+from onepiece_hpc.slurm.limits import time_limit_seconds
 from onepiece_hpc.slurm.mpi import choose_plugin, srun_plugins
-from onepiece_hpc.slurm.submit import check_ranks, resolve_options
+from onepiece_hpc.slurm.submit import check_options, resolve_options
 from onepiece_hpc.slurm.sweep import load_sweep, split_array, write_shards
 from onepiece_hpc.spec.job import SlurmFields
 from onepiece_hpc.spec.loader import load_job
 
-EXIT_DRAINED = 3  # rank 0's exit code after a drain (runtime.rank.EXIT_PREEMPTED)
 DEFAULT_MINUTES = 60  # submitit always sets a time limit; without slurm.time, this one
 
 
@@ -37,14 +42,7 @@ def time_minutes(limit: str | None) -> int:
     """A Slurm time limit ('30', '30:00', '4:00:00', '1-12', '1-12:00:00') in whole minutes, rounded up."""
     if limit is None:
         return DEFAULT_MINUTES
-    days, _, clock = limit.rpartition("-")
-    parts = [int(p) for p in clock.split(":")]
-    if days:
-        hours, minutes, seconds = (parts + [0, 0])[:3]
-    else:
-        hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
-    total_s = ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
-    return max(1, -(-total_s // 60))
+    return max(1, -(-time_limit_seconds(limit) // 60))
 
 
 class StagedRun(submitit.helpers.Checkpointable):
@@ -54,28 +52,42 @@ class StagedRun(submitit.helpers.Checkpointable):
     resumes it.
     """
 
-    def __init__(self, job_file: str, output: str | None = None) -> None:
+    def __init__(self, job_file: str, output: str | None = None, drain_signal: str = "USR1",
+                 drain_seconds: int = 120, requeue: str = "scontrol") -> None:
         self.job_file = job_file
         self.output = output
+        self.drain_signal, self.drain_seconds, self.requeue = drain_signal, drain_seconds, requeue
 
     def __call__(self) -> str:
         env = submitit.JobEnvironment()
+        handover = signal.Signals[f"SIG{submitit.JobEnvironment.USR_SIG}"]
+        submitits = signal.getsignal(handover)  # the drain replaces it; it is put back for the requeue
         out = ["--output", self.output] if self.output else []
         if env.num_tasks == 1:
-            from onepiece_hpc.cli.main import cli
+            from onepiece_hpc.slurm import one_task
 
-            cli.main(["run", self.job_file, "--monolithic", *out], standalone_mode=False)
-            return "completed"
-        from onepiece_hpc.runtime import rank_main
+            code = one_task.run(self.job_file, self.output, self.drain_signal)
+        else:
+            from onepiece_hpc.runtime import rank_main
 
-        code = 0
-        try:
-            rank_main.main([self.job_file, "--expect-ranks", str(env.num_tasks), "--progress", "lines", *out])
-        except SystemExit as stop:
-            code = stop.code or 0
+            code = 0
+            try:
+                rank_main.main([self.job_file, "--expect-ranks", str(env.num_tasks), "--progress", "lines",
+                                "--drain-signal", self.drain_signal, "--drain-seconds", str(self.drain_seconds),
+                                *out])
+            except SystemExit as stop:
+                code = stop.code or 0
         if code == EXIT_DRAINED and env.global_rank == 0:
+            if self.requeue == "none":
+                return "preempted"
             # hand over to submitit's preemption handler: checkpoint() and requeue
-            os.kill(os.getpid(), getattr(signal, f"SIG{submitit.JobEnvironment.USR_SIG}"))
+            sys.stderr.flush()
+            signal.signal(handover, submitits)
+            os.kill(os.getpid(), handover)
+        if code == EXIT_NO_PROGRESS:
+            raise RuntimeError(f"{self.job_file}: drained before this run committed anything; not requeued, so "
+                               "that a job whose time limit can't hold one unit does not requeue forever; fix: "
+                               "raise slurm.time or lower slurm.drain_seconds")
         if code:
             raise RuntimeError(f"rank {env.global_rank} of {self.job_file} ended with exit code {code}")
         return "completed"
@@ -93,7 +105,7 @@ def _mpi(options: SlurmFields) -> str:
 
 
 def _executor(folder: Path, options: SlurmFields, name: str) -> submitit.AutoExecutor:
-    extra: dict = {"signal": f"USR1@{options.drain_seconds}", "requeue": True}
+    extra: dict = {"signal": f"{options.drain_signal}@{options.drain_seconds}", "requeue": True}
     for key in ("account", "qos", "constraint", "mem"):
         if getattr(options, key) is not None:
             extra[key] = getattr(options, key)
@@ -103,13 +115,27 @@ def _executor(folder: Path, options: SlurmFields, name: str) -> submitit.AutoExe
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(
         name=f"onepiece-{name}", nodes=options.nodes, tasks_per_node=options.ntasks_per_node,
-        timeout_min=time_minutes(options.time), slurm_srun_args=[f"--mpi={_mpi(options)}"],
+        timeout_min=time_minutes(options.time), slurm_srun_args=[f"--mpi={_mpi(options)}", "--kill-on-bad-exit=1"],
         slurm_additional_parameters=extra,
         **({"gpus_per_node": options.gpus_per_node} if options.gpus_per_node else {}),
         **({"cpus_per_task": options.cpus_per_task} if options.cpus_per_task else {}),
         **({"slurm_partition": options.partition} if options.partition else {}),
     )
     return executor
+
+
+def _check(job, options: SlurmFields, keywords: dict, where: str) -> None:
+    """What `onepiece submit` refuses, refused here too; and chaining, which is the batch script's."""
+    if options.requeue == "chain":
+        raise UserError(f"{where}: slurm.requeue: chain is done by the batch script of `onepiece submit`; the "
+                        "Python API requeues through submitit (scontrol requeue); fix: use requeue: scontrol or "
+                        "none here, or submit with `onepiece submit`")
+    given = {name: value for name, value in keywords.items() if name in ("time", "drain_seconds")}
+    check_options(job, options, {}, f"{where} (keyword arguments {sorted(given)} on top)" if given else where)
+
+
+def _run(job_file: str, output: str | None, options: SlurmFields) -> StagedRun:
+    return StagedRun(job_file, output, options.drain_signal, options.drain_seconds, options.requeue)
 
 
 def submit(job_file: str | Path, output: str | Path | None = None, folder: str | Path | None = None,
@@ -120,10 +146,10 @@ def submit(job_file: str | Path, output: str | Path | None = None, folder: str |
     if job is None:
         raise UserError(problems, headline=f"{job_file}: the job file has {len(problems)} problem(s):")
     options = resolve_options(job.slurm, slurm, "arguments")
-    check_ranks(job, options)
+    _check(job, options, slurm, job.where("slurm"))
     out = Path(output).absolute() if output else job.output
     folder = Path(folder) if folder else records.slurm_folder(out) / "submitit"
-    return _executor(folder, options, job.name).submit(StagedRun(str(job.source), str(out)))
+    return _executor(folder, options, job.name).submit(_run(str(job.source), str(out), options))
 
 
 def submit_sweep(sweep_file: str | Path, folder: str | Path | None = None, parallel: int | None = None,
@@ -136,14 +162,14 @@ def submit_sweep(sweep_file: str | Path, folder: str | Path | None = None, paral
     first = load_job(shard_files[0], problems)
     if first is None:
         raise UserError(problems)
-    check_ranks(first, options)
+    _check(first, options, slurm, str(sweep.source))
     executor = _executor(Path(folder) if folder else sweep.folder / "submitit", options, sweep.name)
     limit = parallel or sweep.fields.parallel
     if limit:
         executor.update_parameters(slurm_array_parallelism=limit)
     jobs: list[submitit.Job] = []
     for offset, tasks in split_array(len(shard_files), max_array_size()):
-        runs = [StagedRun(str(path)) for path in shard_files[offset:offset + tasks]]
+        runs = [_run(str(path), None, options) for path in shard_files[offset:offset + tasks]]
         with executor.batch():
             jobs += [executor.submit(run) for run in runs]
     return jobs

@@ -9,6 +9,7 @@ quotes or line breaks. So no string from a job file or flag can run as shell cod
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,37 +18,85 @@ from onepiece_hpc.spec.job import NAME_PATTERN, SlurmFields
 #: what a value on an #SBATCH line may hold (defence in depth: validation already checked it)
 _HEADER_VALUE = re.compile(r"[A-Za-z0-9._:@&|*\[\]()!,=-]+")
 
-BODY = r"""
+BODY = r"""trap 'early=${early:-USR1}' USR1; trap 'early=${early:-USR2}' USR2; trap 'early=${early:-TERM}' TERM
 # onepiece-hpc batch script. Submit it as it is or let `onepiece submit` / `onepiece sweep` do it:
 #
-#   sbatch [OPTIONS] onepiece.sbatch [--python PY] [--mpi PLUGIN] JOB.yaml [--output OUT.h5]
-#   sbatch --array=0-N%K [OPTIONS] onepiece.sbatch [--python PY] [--mpi PLUGIN] --shards DIR --offset M
+#   sbatch [OPTIONS] onepiece.sbatch [SCRIPT OPTIONS] JOB.yaml [--output OUT.h5]
+#   sbatch --array=0-N%K [OPTIONS] onepiece.sbatch [SCRIPT OPTIONS] --shards DIR --offset M
+#
+# SCRIPT OPTIONS: --python PY, --mpi PLUGIN, --drain-signal USR1|USR2|TERM and --drain-seconds N
+# (as in the --signal line above), --requeue scontrol|chain|none, --successor-arg OPTION (an sbatch
+# option for a chained successor; repeatable).
 #
 # The body is the same for every job: what to run arrives as arguments and is only passed on,
-# quoted, never evaluated. One task runs the whole pipeline in one process (onepiece run
-# --monolithic); four or more run the staged runtime under srun, one rank a task (one a GPU where
-# there are GPUs). With --shards, array task T runs the job file DIR/NNNNN.yaml, NNNNN = M + T.
+# quoted, never evaluated. One task runs the whole pipeline in one process; four or more run the
+# staged runtime under srun, one rank a task (one a GPU where there are GPUs). With --shards,
+# array task T runs the job file DIR/NNNNN.yaml, NNNNN = M + T.
 #
-# Before the time limit Slurm sends USR1 to this script (--signal=B:USR1@SECONDS). It is passed on
-# to the run, which stops taking new work, commits what is in flight and exits 3; the job is then
-# requeued, and the requeued job resumes the output, generating only what is still missing.
+# The line above traps the drain signals first of all, so that one arriving at any moment is
+# kept, never fatal. Slurm sends the drain signal drain_seconds before the time limit; SIGTERM (a
+# preemption) means the same. The script passes it on to the run (again each second until the run
+# ends, so that a rank still starting can't miss it): rank 0 takes no new work, commits what is in
+# flight until a deadline inside the window, closes the output and exits 3 if this run committed
+# something, 5 if not. After a 3 the job goes on as --requeue says: scontrol requeues this job,
+# chain submits a successor (this script, these arguments) that starts once this job has ended,
+# none leaves it to you. After a 5 it is not requeued: a job whose time limit can't hold one unit
+# would requeue forever. A signal that comes before the run started ends the job at once (exit 5).
+#
+# Exit codes: 0 done; 2 refused (see the log), not requeued; 3 drained after progress, requeued or
+# chained; 5 drained before any progress, not requeued; others: the run failed (see the log).
 set -euo pipefail
 
 say() { echo "onepiece.sbatch: $*" >&2; }
+
+signals=0   # drain requests so far (each one cuts a wait short)
+requested=  # the first one's signal
+on_signal() {
+    signals=$((signals + 1))
+    if [ -z "$requested" ]; then
+        requested=$1
+        say "got SIG$1: draining: the run takes no new work and commits what is in flight"
+    fi
+}
+trap 'on_signal USR1' USR1
+trap 'on_signal USR2' USR2
+trap 'on_signal TERM' TERM
+[ -z "${early:-}" ] || on_signal "$early"
 
 python=python3
 mpi=auto
 shards=
 offset=0
+drain_signal=USR1
+drain_seconds=120
+requeue=scontrol
+successor=()
+script_args=("$@")  # a chained successor gets them as they are
 while [ $# -gt 0 ]; do
     case "$1" in
         --python) python="$2"; shift 2 ;;
         --mpi) mpi="$2"; shift 2 ;;
         --shards) shards="$2"; shift 2 ;;
         --offset) offset="$2"; shift 2 ;;
+        --drain-signal) drain_signal="$2"; shift 2 ;;
+        --drain-seconds) drain_seconds="$2"; shift 2 ;;
+        --requeue) requeue="$2"; shift 2 ;;
+        --successor-arg) successor+=("$2"); shift 2 ;;
         *) break ;;
     esac
 done
+case "$drain_signal" in
+    USR1|USR2|TERM) ;;
+    *) say "--drain-signal must be USR1, USR2 or TERM"; exit 2 ;;
+esac
+case "$requeue" in
+    scontrol|chain|none) ;;
+    *) say "--requeue must be scontrol, chain or none"; exit 2 ;;
+esac
+if ! [[ "$drain_seconds" =~ ^[0-9]+$ ]]; then
+    say "--drain-seconds must be a whole number of seconds"
+    exit 2
+fi
 
 if [ -n "$shards" ]; then
     if ! [[ "$offset" =~ ^[0-9]+$ && "${SLURM_ARRAY_TASK_ID:-}" =~ ^[0-9]+$ ]]; then
@@ -67,13 +116,7 @@ if ! command -v "$python" >/dev/null; then
 fi
 
 ntasks="${SLURM_NTASKS:-1}"
-set -m  # job control: the step below then keeps SIGINT, which background jobs would otherwise ignore
-if [ "$ntasks" = 1 ]; then
-    step_name="onepiece run --monolithic"
-    "$python" -m onepiece_hpc.cli.main run --monolithic "$@" &
-    step=$!
-    drain_signal=INT  # a single-process run stops at once on Ctrl-C, keeping every finished item
-else
+if [ "$ntasks" != 1 ]; then
     if ! command -v srun >/dev/null; then
         say "srun not found on PATH; fix: submit this script with sbatch on a Slurm cluster"
         exit 2
@@ -81,41 +124,106 @@ else
     if [ "$mpi" = auto ]; then
         mpi="$("$python" -m onepiece_hpc.slurm.mpi)" || { say "fix: pass --mpi PLUGIN (see srun --mpi=list)"; exit 2; }
     fi
-    step_name="srun --mpi=$mpi"
-    srun --mpi="$mpi" "$python" -m onepiece_hpc.runtime.rank_main --expect-ranks "$ntasks" --progress lines "$@" &
+fi
+if [ -n "$requested" ]; then
+    say "got SIG$requested before the run started: not starting it; nothing was committed, so the job is not requeued (exit 5); submit it again to go on"
+    exit 5
+fi
+
+set -m  # job control: the run gets a process group of its own and keeps the signals it is sent
+if [ "$ntasks" = 1 ]; then
+    step_name="onepiece run --monolithic"
+    # the run ignores the drain signal and SIGTERM until its own handlers are in place
+    ( trap '' "$drain_signal" TERM; exec "$python" -m onepiece_hpc.slurm.one_task --drain-signal "$drain_signal" "$@" ) &
     step=$!
-    drain_signal=USR1  # srun passes it to every rank: rank 0 drains, the other ranks ignore it
+else
+    step_name="srun --mpi=$mpi"
+    # every rank ignores the drain signal and SIGTERM until rank 0's handlers are in place;
+    # --kill-on-bad-exit: a rank that fails, or rank 0 leaving after a drain, ends the whole step
+    srun --mpi="$mpi" --kill-on-bad-exit=1 /bin/bash -c 'trap "" "$1" TERM; shift; exec "$@"' onepiece-rank \
+        "$drain_signal" "$python" -m onepiece_hpc.runtime.rank_main --expect-ranks "$ntasks" --progress lines \
+        --drain-signal "$drain_signal" --drain-seconds "$drain_seconds" "$@" &
+    step=$!
 fi
 
-drained=0
-drain() {
-    drained=1
-    say "got USR1: stopping new work, committing what is in flight, then requeueing"
-    kill -s "$drain_signal" "$step" 2>/dev/null || true
-}
-trap drain USR1
-
-while :; do
-    rc=0
-    wait "$step" || rc=$?
-    kill -0 "$step" 2>/dev/null || break  # still there: the wait was cut short by the trap
-done
-
-if [ "$rc" = 0 ]; then
-    exit 0
-fi
-if [ "$rc" = 2 ]; then
-    say "$step_name refused the job (exit 2, see above); not requeued"
-    exit 2
-fi
-if [ "$rc" = 3 ] || [ "$drained" = 1 ]; then
-    say "stopped early; every finished item is committed; requeueing job $SLURM_JOB_ID to resume"
-    if ! scontrol requeue "$SLURM_JOB_ID"; then
-        say "scontrol requeue $SLURM_JOB_ID failed (see above); fix: submit the same job again to resume"
+pass_on() {  # the drain request, to the run
+    if [ "$ntasks" = 1 ]; then
+        kill -s "$drain_signal" "$step" 2>/dev/null || true
+    else
+        # to every task of the step, not through srun (srun turns its own SIGTERM into a kill)
+        scancel --signal="$drain_signal" "$SLURM_JOB_ID" 2>/dev/null || true
     fi
-    exit 3
+}
+
+rc=
+while [ -z "$rc" ]; do
+    if [ -n "$requested" ] && kill -0 "$step" 2>/dev/null; then
+        sleep 1 & wait "$!" || true  # first a moment, for a run started just now to ignore the signal
+        ! kill -0 "$step" 2>/dev/null || pass_on
+        continue
+    fi
+    seen=$signals
+    status=0
+    wait "$step" || status=$?
+    [ "$seen" != "$signals" ] || rc=$status  # a wait cut short by a signal says nothing of the run
+done
+if [ "$ntasks" != 1 ] && ! [[ "$rc" =~ ^(0|2|3|5)$ ]]; then
+    # after a drain past its deadline rank 0 aborts the other ranks, and srun reports them killed:
+    # the output's journal says whether this job's run drained, and with what
+    drained=0
+    "$python" -m onepiece_hpc.slurm.outcome "$@" || drained=$?
+    if [ "$drained" = 3 ] || [ "$drained" = 5 ]; then
+        say "$step_name ended with exit code $rc; the output's journal says this run drained: going on as after exit $drained"
+        rc=$drained
+    fi
 fi
-say "$step_name failed with exit code $rc (see above); finished items are kept; submit the same job again to resume"
+
+cancelled() {  # Slurm ends this job for another reason than its time limit (scancel): don't bring it back
+    local state
+    state="$(squeue -h -j "$SLURM_JOB_ID" -o '%T %r' 2>/dev/null)" || return 1
+    [[ "$state" =~ ^(COMPLETING|CANCELLED)\  ]] && [[ "$state" != *" TimeLimit" ]]
+}
+
+chain() {  # submit a successor: this script and its arguments, starting once this job has ended
+    local array=() next
+    [ -z "${SLURM_ARRAY_TASK_ID:-}" ] || array=(--array="$SLURM_ARRAY_TASK_ID")
+    if next="$(sbatch --parsable --dependency=afternotok:"$SLURM_JOB_ID" "${array[@]}" "${successor[@]}" \
+            "$0" "${script_args[@]}")"; then
+        say "stopped early; every finished item is committed; submitted job ${next%%;*} to resume once job $SLURM_JOB_ID has ended (slurm.requeue: chain)"
+    else
+        say "sbatch of a successor job failed (see above); fix: submit the same job again to resume"
+    fi
+}
+
+case "$rc" in
+    0)
+        [ -z "$requested" ] || say "the run finished every item before the drain had to stop it"
+        exit 0 ;;
+    2)
+        say "$step_name refused the job (exit 2, see above); not requeued"
+        exit 2 ;;
+    3)
+        if cancelled; then
+            say "stopped early; every finished item is committed; job $SLURM_JOB_ID was cancelled, so it is not requeued; submit the same job again to resume"
+            exit 3
+        fi
+        case "$requeue" in
+            scontrol)
+                say "stopped early; every finished item is committed; requeueing job $SLURM_JOB_ID to resume"
+                scontrol requeue "$SLURM_JOB_ID" || say "scontrol requeue $SLURM_JOB_ID failed (see above); fix: set slurm.requeue: chain where requeueing is not allowed, or submit the same job again to resume" ;;
+            chain) chain ;;
+            none) say "stopped early; every finished item is committed; not requeued (slurm.requeue: none); submit the same job again to resume" ;;
+        esac
+        exit 3 ;;
+    5)
+        say "drained before this run committed anything (exit 5, see above); not requeued, so that a job whose time limit can't hold one unit does not requeue forever; fix: raise slurm.time or lower slurm.drain_seconds, then submit it again"
+        exit 5 ;;
+esac
+if [ -n "$requested" ]; then
+    say "$step_name ended with exit code $rc after SIG$requested (see above); not requeued; finished items are kept; submit the same job again to resume"
+else
+    say "$step_name failed with exit code $rc (see above); finished items are kept; submit the same job again to resume"
+fi
 exit "$rc"
 """
 
@@ -141,7 +249,8 @@ def render_script(options: SlurmFields, job_name: str | None) -> str:
                 ("mem", options.mem), ("time", options.time), ("partition", options.partition),
                 ("account", options.account), ("qos", options.qos), ("constraint", options.constraint))
     lines += [_line(name, value) for name, value in optional if value is not None]
-    lines += [_line("signal", f"B:USR1@{options.drain_seconds}"), _line("requeue"), _line("open-mode", "append")]
+    lines += [_line("signal", f"B:{options.drain_signal}@{options.drain_seconds}"), _line("requeue"),
+              _line("open-mode", "append")]
     return "\n".join(lines) + "\n" + BODY
 
 
@@ -153,9 +262,17 @@ class Submission:
     argv: tuple[str, ...]
 
 
-def script_arguments(python: str, mpi: str) -> list[str]:
-    """The script's own leading arguments: which Python runs onepiece, which srun --mpi plugin."""
-    return ["--python", python, *(["--mpi", mpi] if mpi != "auto" else [])]
+def script_arguments(python: str, options: SlurmFields, successor: Sequence[str] = ()) -> list[str]:
+    """The script's own leading arguments: which Python runs onepiece, which srun --mpi plugin, the
+    drain (as the --signal line says) and how the job goes on after one; `successor`: the sbatch
+    options a chained successor is submitted with (requeue: chain)."""
+    args = ["--python", python, *(["--mpi", options.mpi] if options.mpi != "auto" else []),
+            "--drain-signal", options.drain_signal, "--drain-seconds", str(options.drain_seconds),
+            "--requeue", options.requeue]
+    if options.requeue == "chain":
+        for option in successor:
+            args += ["--successor-arg", option]
+    return args
 
 
 def sbatch_argv(script_path: Path, log_pattern: str, script_args: list[str], extra: tuple[str, ...] = (),

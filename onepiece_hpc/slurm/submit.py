@@ -12,6 +12,7 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.layout import plan_layout
 from onepiece_hpc.slurm import records
 from onepiece_hpc.slurm.commands import parse_job_id, run_slurm
+from onepiece_hpc.slurm.limits import check_time_limit
 from onepiece_hpc.slurm.script import Submission, render_script, sbatch_argv, script_arguments
 from onepiece_hpc.slurm.sweep import Sweep, array_spec, load_sweep, shard_output, split_array, write_shards
 from onepiece_hpc.spec.job import FIELD_HINTS, Job, SlurmFields
@@ -48,6 +49,19 @@ def check_ranks(job: Job, options: SlurmFields) -> None:
         plan_layout(job, ntasks)
 
 
+def check_options(job: Job, options: SlurmFields, flags: dict, where: str) -> None:
+    """Everything refused before anything is queued: the task count, and a time limit that can't
+    hold the drain plus one unit (it would requeue without end)."""
+    check_ranks(job, options)
+    check_time_limit(options, where, frozenset(name for name, value in flags.items() if value is not None))
+
+
+def successor_options(log: str, options: SlurmFields) -> list[str]:
+    """The sbatch options a chained successor is submitted with (the script's #SBATCH lines come
+    with the script): the same log pattern and the same extra options."""
+    return [f"--output={log}", *options.extra]
+
+
 def log_pattern(folder: Path, name: str) -> str:
     if "%" in str(folder):
         raise UserError(f"{folder}: Slurm reads '%' in a log path as a pattern; fix: choose an output path "
@@ -73,13 +87,14 @@ def plan_job(job_path: Path, output: Path | None, flags: dict, python: str) -> P
     if job is None:
         raise UserError(problems, headline=f"{job_path}: the job file has {len(problems)} problem(s):")
     options = resolve_options(job.slurm, flags, job.where("slurm"))
-    check_ranks(job, options)
+    check_options(job, options, flags, job.where("slurm"))
     out = output.absolute() if output else job.output
     folder = records.slurm_folder(out)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000_000:09d}"
     script_path = folder / f"job-{stamp}.sbatch"
-    args = [*script_arguments(python, options.mpi), str(job.source), "--output", str(out)]
-    argv = sbatch_argv(script_path, log_pattern(folder, "%j.log"), args, options.extra)
+    log = log_pattern(folder, "%j.log")
+    args = [*script_arguments(python, options, successor_options(log, options)), str(job.source), "--output", str(out)]
+    argv = sbatch_argv(script_path, log, args, options.extra)
     return PlannedJob(job, out, options, folder, script_path,
                       Submission(render_script(options, job.name), argv))
 
@@ -122,7 +137,7 @@ def plan_sweep(sweep_path: Path, flags: dict, parallel: int | None, python: str,
     first = load_job(shard_files[0], problems)
     if first is None:
         raise UserError(problems)
-    check_ranks(first, options)
+    check_options(first, options, flags, str(sweep.source))
     folder = sweep.folder / "slurm"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000_000:09d}"
     script_path = folder / f"array-{stamp}.sbatch"
@@ -131,7 +146,8 @@ def plan_sweep(sweep_path: Path, flags: dict, parallel: int | None, python: str,
     parallel = parallel or sweep.fields.parallel
     arrays = []
     for offset, tasks in split_array(len(shard_files), max_array):
-        args = [*script_arguments(python, options.mpi), "--shards", str(sweep.shards_dir), "--offset", str(offset)]
+        args = [*script_arguments(python, options, successor_options(log, options)), "--shards", str(sweep.shards_dir),
+                "--offset", str(offset)]
         argv = sbatch_argv(script_path, log, args, options.extra, array=array_spec(tasks, parallel))
         arrays.append(PlannedArray(offset, tasks, Submission(script, argv)))
     return PlannedSweep(sweep, tuple(shard_files), options, folder, script_path, tuple(arrays))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -60,3 +61,42 @@ def start_now(job_id: str) -> None:
     wait_until(node_idle, "the node to be idle after the requeue", 90)
     time.sleep(2.0)
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, timeout=30)
+
+
+def job_processes(job_id: str, task: int | None = None) -> list[int]:
+    """Pids of this host's processes of a job: the batch script (task None), or the step's task
+    of that rank. Read from /proc (the tests run as root, beside the local cluster's only node)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = dict(item.split("=", 1) for item in (entry / "environ").read_bytes().decode(errors="replace")
+                       .split("\0") if "=" in item)
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if env.get("SLURM_JOB_ID") != job_id:
+            continue
+        if task is None and any(a.endswith("/slurm_script") for a in argv[:2]):
+            found.append(int(entry.name))
+        elif task is not None and env.get("SLURM_PROCID") == str(task) and "onepiece_hpc.runtime.rank_main" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def log_says(log: Path, text: str) -> bool:
+    return log.exists() and text in log.read_text(errors="replace")
+
+
+def wait_requeued(job_id: str, deadline_s: float = JOB_DEADLINE_S) -> None:
+    """Until Slurm holds the job again after a requeue (pending, or requeued on its way there)."""
+    wait_until(lambda: squeue_state(job_id) in ("PENDING", "REQUEUED", "REQUEUE_HOLD"), f"job {job_id} to be requeued",
+               deadline_s)
+
+
+def stop_process(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,10 +1,15 @@
-"""End to end on a real local Slurm: submit, sweep arrays + merge, scancel + resubmit, preemption
-and requeue, hostile strings, the submitit API, and a failing srun."""
+"""End to end on a real local Slurm: submit, sweep arrays + merge, scancel + resubmit, drains
+(SIGTERM alone and requeue, the drain signal and a chained successor, no progress and no requeue,
+a signal before the run starts, the submitit API), hostile strings, and a failing srun."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -12,7 +17,10 @@ import numpy as np
 import pytest
 
 from support import runs_of
-from slurm_helpers import REPO, onepiece, start_now, squeue_state, wait_gone, wait_until
+from slurm_helpers import (
+    REPO, job_processes, log_says, onepiece, squeue_state, start_now, stop_process, wait_gone, wait_requeued,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,19 +41,48 @@ params: {steps: 16, guidance: 5.0, height: 64, width: 64}
 seed: 11
 device: cpu
 output: out/staged.h5
-slurm: {ntasks_per_node: 4, time: "10:00", drain_seconds: 30}
+slurm: {ntasks_per_node: 4, time: "10:00", drain_seconds: 30, mpi: pmi2}
 """
+#: two quick items first (the first commits come fast), then slow ones: a signal sent after the
+#: first commit lands while most units are not even dispatched, however loaded the machine is
+#: (in flight at once: about five units, whatever their cost)
+QUICK, SLOW = 2, 16
+SLOW_STEPS = 32
+
+
+def slow_job(folder: Path, slurm: str = "", name: str = "job.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [{"prompt": f"a lighthouse on a cliff, study {i}", **({"steps": 2} if i < QUICK else {})}
+             for i in range(QUICK + SLOW)]
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    body = STAGED.replace("prompts.txt", "prompts.jsonl").replace("steps: 16", f"steps: {SLOW_STEPS}")
+    if slurm:
+        body = body.replace("mpi: pmi2}", f"mpi: pmi2, {slurm}}}")
+    (folder / name).write_text(body, encoding="utf-8")
+    return folder / name
 
 
 @pytest.fixture(scope="module")
 def staged_job(tmp_path_factory):
-    """A 4-task job slow enough to interrupt, and its uninterrupted output (the monolithic reference)."""
+    """A 4-task job with slow units, and its uninterrupted output (the monolithic reference)."""
     folder = tmp_path_factory.mktemp("staged")
-    job = write(folder, STAGED, PROMPTS)
+    job = slow_job(folder)
     reference = folder / "reference.h5"
     code, _, err = onepiece("run", job, "--monolithic", "-o", reference)
     assert code == 0, err
     return job, reference
+
+
+def wait_commits(output: Path, job_id: str, count: int = 1) -> None:
+    """Until `count` items are committed; fails at once if the job has left the queue before."""
+    def committed() -> bool:
+        if done_count(output) >= count:
+            return True
+        if not squeue_state(job_id):
+            pytest.fail(f"job {job_id} ended before committing {count} item(s); see its log")
+        return False
+
+    wait_until(committed, f"{count} committed item(s)")
 
 
 def submit(*args) -> str:
@@ -71,10 +108,6 @@ def assert_same_complete_output(output: Path, reference: Path) -> None:
         assert len(set(keys)) == len(keys) == want.attrs["items_total"]
         assert np.array_equal(keys, want["items"]["key"][...])
         assert np.array_equal(got["outputs/images"][...], want["outputs/images"][...])
-
-
-def run_statuses(output: Path) -> list[str]:
-    return [run["status"] for run in runs_of(output)]
 
 
 def test_submit_tiny_job_completes_and_keeps_its_script(slurm_cluster, tmp_path):
@@ -138,31 +171,109 @@ def test_scancel_midway_then_submit_again_resumes_exactly_once(slurm_cluster, st
     job, reference = staged_job
     output = tmp_path / "cancelled.h5"
     first = submit(job, "-o", output)
-    wait_until(lambda: done_count(output) >= 2, "the first commits")
+    wait_commits(output, first, QUICK)
     subprocess.run(["scancel", first], check=True, timeout=30)
     wait_gone(first)
-    assert 2 <= done_count(output) < len(PROMPTS)
+    assert QUICK <= done_count(output) < QUICK + SLOW
+    log = (tmp_path / "cancelled.slurm" / f"{first}.log").read_text()
+    assert "requeueing" not in log  # scancel's SIGTERM drains the run, but a cancelled job stays cancelled
     second = submit(job, "-o", output)
     wait_gone(second)
     assert_same_complete_output(output, reference)
 
 
-def test_preemption_signal_drains_requeues_and_the_requeued_job_finishes(slurm_cluster, staged_job, tmp_path):
+def assert_drained_then_completed_once(output: Path, reference: Path) -> None:
+    """The first run drained after committing some (not all) items; one more run completed it."""
+    runs = runs_of(output)
+    assert [run["status"] for run in runs] == ["preempted", "completed"], runs
+    assert 0 < int(runs[0]["items_committed"]) < QUICK + SLOW
+    assert int(runs[0]["items_committed"]) + int(runs[1]["items_committed"]) == QUICK + SLOW
+    assert_same_complete_output(output, reference)
+
+
+def test_sigterm_alone_drains_requeues_once_and_the_requeued_job_finishes(slurm_cluster, staged_job, tmp_path):
+    """A site that sends only SIGTERM (to the step's tasks, as a preemption does): rank 0 drains,
+    the other ranks outlive it, the job is requeued exactly once and ends complete."""
     job, reference = staged_job
     output = tmp_path / "preempted.h5"
     job_id = submit(job, "-o", output)
-    wait_until(lambda: done_count(output) >= 2, "the first commits")
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True, timeout=30)  # as --signal=B:USR1@N
-    wait_until(lambda: squeue_state(job_id) == "PENDING", "the job to be requeued", 60)
-    assert "preempted" in run_statuses(output)
-    drained_at = done_count(output)
-    assert drained_at < len(PROMPTS)
+    wait_commits(output, job_id)
+    subprocess.run(["scancel", "--signal=TERM", job_id], check=True, timeout=30)
+    wait_requeued(job_id, 90)
+    log = tmp_path / "preempted.slurm" / f"{job_id}.log"
+    assert log_says(log, "rank 0: SIGTERM: draining") and log_says(log, "requeueing job")
     start_now(job_id)
     wait_gone(job_id)
-    assert_same_complete_output(output, reference)
-    assert run_statuses(output)[-1] == "completed"
-    log = (tmp_path / "preempted.slurm" / f"{job_id}.log").read_text()
-    assert "requeueing job" in log
+    assert_drained_then_completed_once(output, reference)
+    assert [int(run["slurm_restart"]) for run in runs_of(output)] == [0, 1]
+
+
+def test_the_drain_signal_with_requeue_chain_hands_over_to_a_successor_job(slurm_cluster, staged_job, tmp_path):
+    """slurm.drain_signal: USR2, slurm.requeue: chain (no scontrol requeue): the drained job
+    submits a successor of the same script and arguments, which starts once it has ended."""
+    _, reference = staged_job
+    job = slow_job(tmp_path, "drain_signal: USR2, requeue: chain")
+    output = tmp_path / "chained.h5"
+    first = submit(job, "-o", output)
+    wait_commits(output, first)
+    subprocess.run(["scancel", "--signal=USR2", "--batch", first], check=True, timeout=30)  # as --signal=B:USR2@N
+    log = tmp_path / "chained.slurm" / f"{first}.log"
+    said = wait_until(lambda: re.search(r"submitted job (\d+) to resume once job", log.read_text()), "the successor")
+    successor = said.group(1)
+    wait_gone(first)
+    wait_gone(successor)
+    assert log_says(log, "rank 0: SIGUSR2: draining")
+    assert_drained_then_completed_once(output, reference)
+    assert [run["slurm_job"] for run in runs_of(output)] == [first, successor]
+    assert (tmp_path / "chained.slurm" / f"{successor}.log").exists()  # the successor logs beside the first
+
+
+def test_a_drain_that_commits_nothing_gives_up_at_its_deadline_and_is_not_requeued(slurm_cluster, tmp_path):
+    """The decode rank is stopped (SIGSTOP) before any unit reaches rank 0, then the job is told to
+    drain: the units in flight never arrive, rank 0 gives up at the deadline (drain_seconds 10:
+    5 s), closes the output and exits 5, and the script does not requeue."""
+    job = write(tmp_path, STAGED.replace("drain_seconds: 30", "drain_seconds: 10").replace("steps: 16", "steps: 64"),
+                PROMPTS[:4])
+    output = tmp_path / "idle.h5"
+    job_id = submit(job, "-o", output)
+    wait_until(output.exists, "rank 0 to open the output (set-up done)")
+    decode = wait_until(lambda: job_processes(job_id, task=3), "the decode rank")[0]
+    stop_process(decode, signal.SIGSTOP)
+    try:
+        subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True, timeout=30)
+        wait_gone(job_id, 90)
+    finally:
+        stop_process(decode, signal.SIGCONT)
+    log = (tmp_path / "idle.slurm" / f"{job_id}.log").read_text()
+    assert "before this run committed anything" in log and "not requeued" in log
+    runs = runs_of(output)
+    assert [(run["status"], int(run["items_committed"])) for run in runs] == [("preempted", 0)]
+
+
+def test_a_signal_before_the_run_starts_does_not_kill_the_script(slurm_cluster, tmp_path):
+    """The drain signal lands while the script is still choosing the srun --mpi plugin (held
+    there by a --python wrapper until the signal is sent): the script says so, starts nothing and
+    does not requeue."""
+    from onepiece_hpc import environment
+    from onepiece_hpc.slurm.submit import plan_job, submit_job
+
+    gate = tmp_path / "python"
+    gate.write_text("#!/bin/bash\n"
+                    f'if [ "$2" = onepiece_hpc.slurm.mpi ]; then touch "{tmp_path}/at-gate"; '
+                    f'until [ -e "{tmp_path}/open" ]; do sleep 0.1; done; fi\n'
+                    f'exec {sys.executable} "$@"\n')
+    gate.chmod(0o755)
+    job = write(tmp_path, STAGED.replace(", mpi: pmi2", ""), PROMPTS[:2])
+    planned = plan_job(job, tmp_path / "early.h5", {}, str(gate))
+    job_id = submit_job(planned, environment.slurm_index_dir())
+    wait_until((tmp_path / "at-gate").exists, "the script to reach the --mpi detection", 90)
+    shell = wait_until(lambda: job_processes(job_id), "the batch script's process")[0]
+    os.kill(shell, signal.SIGUSR1)  # pending for the script before the command it waits on ends
+    (tmp_path / "open").touch()
+    wait_gone(job_id, 60)
+    log = (tmp_path / "early.slurm" / f"{job_id}.log").read_text()
+    assert "got SIGUSR1 before the run started: not starting it" in log and "not requeued" in log
+    assert not (tmp_path / "early.h5").exists()
 
 
 HOSTILE = "it's \"q\" $(touch PWNED) `touch PWNED`; touch PWNED\nline two"
@@ -186,14 +297,21 @@ def test_a_job_full_of_hostile_strings_runs_as_data(slurm_cluster, tmp_path):
     assert not list(tmp_path.rglob("PWNED")) and not (REPO / "PWNED").exists() and not Path("PWNED").exists()
 
 
-def test_python_api_submits_through_submitit(slurm_cluster, tmp_path):
+def test_python_api_drains_requeues_through_submitit_and_completes_once(slurm_cluster, staged_job, tmp_path):
+    """Slurm's drain signal reaches every task of a submitit job: rank 0 drains, then submitit
+    checkpoints and requeues; the requeued job completes, every task reporting once."""
     from onepiece_hpc.slurm import api
 
-    job = write(tmp_path, STAGED.replace("steps: 16", "steps: 2"), PROMPTS[:4])
-    submitted = api.submit(job, output=tmp_path / "api.h5")
+    job, reference = staged_job
+    output = tmp_path / "api.h5"
+    submitted = api.submit(job, output=output)
+    wait_commits(output, submitted.job_id)
+    subprocess.run(["scancel", "--signal=USR1", submitted.job_id], check=True, timeout=30)  # as --signal=USR1@N
+    wait_requeued(submitted.job_id, 90)
+    start_now(submitted.job_id)
     wait_gone(submitted.job_id)
     assert submitted.results() == ["completed"] * 4
-    assert done_count(tmp_path / "api.h5") == 4
+    assert_drained_then_completed_once(output, reference)
 
 
 def test_a_failing_srun_is_named_in_the_log_and_status(slurm_cluster, tmp_path):

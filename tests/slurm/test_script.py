@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from onepiece_hpc.slurm.script import render_script, sbatch_argv, script_arguments
+from onepiece_hpc.slurm.submit import successor_options
 from onepiece_hpc.spec.job import SlurmFields
 from slurm_helpers import REPO
 
@@ -22,10 +26,13 @@ ONE_LINE = HOSTILE.replace("\n", " ")  # sbatch options are single lines; line b
 
 def hostile_submission(folder: str) -> tuple[str, tuple[str, ...]]:
     options = SlurmFields(nodes=2, ntasks_per_node=4, gpus_per_node=4, time="1-00:00:00", partition="gpu",
-                          account="proj-1", extra=("--mail-type=END", f"--comment={ONE_LINE}"))
+                          account="proj-1", mpi="pmi2", drain_signal="USR2", drain_seconds=300, requeue="chain",
+                          extra=("--mail-type=END", f"--comment={ONE_LINE}"))
     script = render_script(options, "hostile.job")
-    args = [*script_arguments("/opt/venv/bin/python", "pmi2"), f"{folder}/job.yaml", "--output", f"{folder}/out.h5"]
-    return script, sbatch_argv(Path(folder) / "job.sbatch", f"{folder}/%j.log", args, options.extra)
+    log = f"{folder}/%j.log"
+    args = [*script_arguments("/opt/venv/bin/python", options, successor_options(log, options)),
+            f"{folder}/job.yaml", "--output", f"{folder}/out.h5"]
+    return script, sbatch_argv(Path(folder) / "job.sbatch", log, args, options.extra)
 
 
 def test_renderer_matches_golden_files_and_keeps_hostile_strings_out_of_the_script():
@@ -57,15 +64,26 @@ def _fake(folder: Path, name: str, body: str) -> Path:
     return path
 
 
+#: a fake srun: drops its own options (--mpi=..., --kill-on-bad-exit=1), runs the task command
+SRUN = 'while [ "${1#--}" != "$1" ]; do shift; done; exec "$@"\n'
+
+
+def _env(ntasks: int, path: list[Path], system: bool = True) -> dict[str, str]:
+    system_dirs = ["/usr/bin", "/bin"] if system else []
+    return {"PATH": os.pathsep.join([*map(str, path), *system_dirs]), "SLURM_NTASKS": str(ntasks), "SLURM_JOB_ID": "1"}
+
+
+def _script(tmp_path: Path, options: SlurmFields | None = None) -> Path:
+    script = tmp_path / "job.sbatch"
+    script.write_text(render_script(options or SlurmFields(), "t"))
+    return script
+
+
 def _run_script(tmp_path: Path, args: list[str], ntasks: int, path: list[Path],
                 system: bool = True) -> subprocess.CompletedProcess:
     """Run the rendered script as sbatch would, with PATH = `path` (+ the system's, without Slurm)."""
-    script = tmp_path / "job.sbatch"
-    script.write_text(render_script(SlurmFields(), "t"))
-    system_dirs = ["/usr/bin", "/bin"] if system else []
-    env = {"PATH": os.pathsep.join([*map(str, path), *system_dirs]), "SLURM_NTASKS": str(ntasks), "SLURM_JOB_ID": "1"}
-    return subprocess.run(["/bin/bash", str(script), *args], capture_output=True, text=True, timeout=30, env=env,
-                          cwd=tmp_path)
+    return subprocess.run(["/bin/bash", str(_script(tmp_path)), *args], capture_output=True, text=True, timeout=30,
+                          env=_env(ntasks, path, system), cwd=tmp_path)
 
 
 def test_the_script_passes_hostile_arguments_on_as_data(tmp_path):
@@ -74,15 +92,18 @@ def test_the_script_passes_hostile_arguments_on_as_data(tmp_path):
     record = tmp_path / "argv.json"
     dump = f"import json, sys; json.dump(sys.argv[1:], open({str(record)!r}, 'w'))"
     python = _fake(bin_dir, "fakepython", f'exec {sys.executable} -c "{dump}" "$@"\n')
-    _fake(bin_dir, "srun", 'shift; exec "$@"\n')  # drops --mpi=..., runs the rank command
+    _fake(bin_dir, "srun", SRUN)
     job, out = f"{tmp_path}/{HOSTILE}/job.yaml", f"{tmp_path}/{HOSTILE}/out.h5"
     one = _run_script(tmp_path, ["--python", str(python), job, "--output", out], 1, [bin_dir])
     assert one.returncode == 0, one.stderr
-    assert json.loads(record.read_text()) == ["-m", "onepiece_hpc.cli.main", "run", "--monolithic", job, "--output", out]
-    four = _run_script(tmp_path, ["--python", str(python), "--mpi", "pmi2", job, "--output", out], 4, [bin_dir])
+    assert json.loads(record.read_text()) == ["-m", "onepiece_hpc.slurm.one_task", "--drain-signal", "USR1", job,
+                                              "--output", out]
+    four = _run_script(tmp_path, ["--python", str(python), "--mpi", "pmi2", "--drain-signal", "USR2",
+                                  "--drain-seconds", "60", job, "--output", out], 4, [bin_dir])
     assert four.returncode == 0, four.stderr
     assert json.loads(record.read_text()) == ["-m", "onepiece_hpc.runtime.rank_main", "--expect-ranks", "4",
-                                              "--progress", "lines", job, "--output", out]
+                                              "--progress", "lines", "--drain-signal", "USR2", "--drain-seconds", "60",
+                                              job, "--output", out]
     assert not list(tmp_path.rglob("PWNED"))
 
 
@@ -102,3 +123,197 @@ def test_shards_need_an_array_task_id_and_a_numeric_offset(tmp_path):
     result = _run_script(tmp_path, ["--shards", str(tmp_path), "--offset", "a[$(touch PWNED)]"], 1, [])
     assert result.returncode == 2 and "--shards needs a job array" in result.stderr
     assert not list(tmp_path.rglob("PWNED"))
+
+
+@pytest.mark.parametrize("flag,value", [("--drain-signal", "KILL"), ("--requeue", "$(touch PWNED)"),
+                                        ("--drain-seconds", "1;touch PWNED")])
+def test_bad_drain_settings_are_refused_before_anything_runs(tmp_path, flag, value):
+    result = _run_script(tmp_path, [flag, value, "job.yaml"], 1, [])
+    assert result.returncode == 2 and flag in result.stderr
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+class Slurm:
+    """Fake Slurm commands that note each call (one line of arguments per call) in `calls`; the
+    fake srun runs `srun_body` in place of the ranks."""
+
+    def __init__(self, tmp_path: Path, srun_body: str, state: str = "RUNNING None") -> None:
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir()
+        self.calls = tmp_path / "calls"
+        note = f'echo "$(basename "$0") $*" >> {shlex.quote(str(self.calls))}\n'
+        _fake(self.bin, "squeue", note + f"echo {shlex.quote(state)}\n")  # the job's state and reason
+        for name in ("scontrol", "scancel"):
+            _fake(self.bin, name, note)
+        dump = f"import json, sys; json.dump(sys.argv[1:], open({str(tmp_path / 'sbatch.json')!r}, 'w'))"
+        _fake(self.bin, "sbatch", note + f'{sys.executable} -c "{dump}" "$@"; echo 77\n')
+        _fake(self.bin, "srun", note + srun_body)
+        self.python = _fake(self.bin, "fakepython", "exit 0\n")
+
+    def called(self, name: str) -> list[str]:
+        lines = self.calls.read_text().splitlines() if self.calls.exists() else []
+        return [line.split(" ", 1)[1] if " " in line else "" for line in lines if line.split(" ", 1)[0] == name]
+
+
+def _wait_for(path: Path, deadline_s: float = 20.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not path.exists():
+        assert time.monotonic() < end, f"{path.name} did not appear within {deadline_s:.0f} s"
+        time.sleep(0.02)
+
+
+def _drained_run(tmp_path: Path, slurm: Slurm, script_args: list[str], sig: int,
+                 options: SlurmFields | None = None) -> subprocess.CompletedProcess:
+    """Start the script with a fake step that runs until the drain reaches it; signal the script
+    (once the step runs) with `sig`; return how the script ended."""
+    proc = subprocess.Popen(["/bin/bash", str(_script(tmp_path, options)), "--python", str(slurm.python),
+                             "--mpi", "pmi2", *script_args, "job.yaml"], env=_env(4, [slurm.bin]), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(tmp_path / "step-started")
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+#: a step that starts, then waits until the drain (the fake scancel's call) reaches it and exits with CODE
+STEP = 'touch step-started; until grep -q "^scancel" calls 2>/dev/null; do sleep 0.05; done; exit {code}\n'
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM], ids=["drain-signal", "sigterm-alone"])
+def test_a_drain_is_passed_to_every_task_and_a_run_with_progress_is_requeued(tmp_path, sig):
+    slurm = Slurm(tmp_path, STEP.format(code=3))
+    result = _drained_run(tmp_path, slurm, ["--drain-signal", "USR2"], sig)
+    assert result.returncode == 3, result.stderr
+    assert f"got {signal.Signals(sig).name}: draining" in result.stderr
+    # the configured drain signal, to the step's tasks through slurmctld (srun would kill them on SIGTERM)
+    assert slurm.called("scancel")[0] == "--signal=USR2 1"
+    assert slurm.called("scontrol") == ["requeue 1"] and "requeueing job 1" in result.stderr
+    srun = slurm.called("srun")[0]
+    assert "--kill-on-bad-exit=1" in srun and "--drain-signal USR2 --drain-seconds 120" in srun
+
+
+@pytest.mark.parametrize("state,requeued", [("COMPLETING None", False), ("COMPLETING TimeLimit", True)],
+                         ids=["scancel", "time-limit"])
+def test_a_cancelled_job_is_not_brought_back(tmp_path, state, requeued):
+    """scancel sends SIGTERM to the script and every task: the run drains, but the job is not
+    requeued (Slurm is ending it); at the time limit it is."""
+    slurm = Slurm(tmp_path, STEP.format(code=3), state=state)
+    result = _drained_run(tmp_path, slurm, ["--requeue", "chain"], signal.SIGTERM)
+    assert result.returncode == 3, result.stderr
+    assert slurm.called("squeue") == ["-h -j 1 -o %T %r"]
+    assert bool(slurm.called("sbatch")) == requeued
+    assert ("was cancelled, so it is not requeued" in result.stderr) != requeued
+
+
+def test_a_drained_run_without_progress_is_not_requeued(tmp_path):
+    slurm = Slurm(tmp_path, STEP.format(code=5))
+    result = _drained_run(tmp_path, slurm, [], signal.SIGUSR1)
+    assert result.returncode == 5
+    assert "not requeued" in result.stderr and "raise slurm.time" in result.stderr
+    assert slurm.called("scontrol") == [] and slurm.called("sbatch") == []
+
+
+def test_requeue_none_leaves_a_drained_job_alone(tmp_path):
+    slurm = Slurm(tmp_path, STEP.format(code=3))
+    result = _drained_run(tmp_path, slurm, ["--requeue", "none"], signal.SIGUSR1)
+    assert result.returncode == 3 and "slurm.requeue: none" in result.stderr
+    assert slurm.called("scontrol") == [] and slurm.called("sbatch") == []
+
+
+def test_requeue_chain_submits_a_successor_of_the_same_script_and_arguments(tmp_path):
+    slurm = Slurm(tmp_path, STEP.format(code=3))
+    log = f"{tmp_path}/{ONE_LINE}/%j.log"
+    result = _drained_run(tmp_path, slurm, ["--requeue", "chain", "--successor-arg", f"--output={log}",
+                                            "--successor-arg", "--mail-type=END"], signal.SIGUSR1)
+    assert result.returncode == 3, result.stderr
+    assert slurm.called("scontrol") == []
+    assert "submitted job 77 to resume once job 1 has ended" in result.stderr
+    recorded = json.loads((tmp_path / "sbatch.json").read_text())
+    script = str(tmp_path / "job.sbatch")
+    assert recorded == ["--parsable", "--dependency=afternotok:1", f"--output={log}", "--mail-type=END", script,
+                        "--python", str(slurm.python), "--mpi", "pmi2", "--requeue", "chain", "--successor-arg",
+                        f"--output={log}", "--successor-arg", "--mail-type=END", "job.yaml"]
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_a_signal_before_the_run_starts_ends_the_script_cleanly(tmp_path):
+    """The drain arrives while the script still works out the srun --mpi plugin: the script is not
+    killed by it, does not start the run and does not requeue."""
+    slurm = Slurm(tmp_path, "touch step-started\n")
+    gate = 'if [ "$2" = onepiece_hpc.slurm.mpi ]; then touch at-gate; until [ -e open ]; do sleep 0.05; done; echo pmi2; fi\n'
+    python = _fake(slurm.bin, "fakepython", gate)
+    proc = subprocess.Popen(["/bin/bash", str(_script(tmp_path)), "--python", str(python), "job.yaml"],
+                            env=_env(4, [slurm.bin]), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        _wait_for(tmp_path / "at-gate")
+        proc.send_signal(signal.SIGUSR1)  # queued for the script before the gate opens: it arrives "early"
+        (tmp_path / "open").touch()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 5, err
+    assert "got SIGUSR1 before the run started: not starting it" in err
+    assert not (tmp_path / "step-started").exists()
+    assert slurm.called("srun") == [] and slurm.called("scontrol") == []
+
+
+def test_a_one_task_run_gets_the_drain_signal_itself(tmp_path):
+    """With one task there is no srun: the script signals the run's process, which stops and
+    exits 3 (something committed)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    _fake(bin_dir, "scontrol", f'echo "scontrol $*" >> {shlex.quote(str(calls))}\n')
+    waits = "import pathlib, signal, sys, time\n" \
+            "signal.signal(signal.SIGUSR1, lambda *_: sys.exit(3))\n" \
+            "pathlib.Path('step-started').touch()\n" \
+            "time.sleep(30)\n"
+    python = _fake(bin_dir, "fakepython", f'exec {sys.executable} -c {shlex.quote(waits)}\n')
+    proc = subprocess.Popen(["/bin/bash", str(_script(tmp_path)), "--python", str(python), "job.yaml"],
+                            env=_env(1, [bin_dir]), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        _wait_for(tmp_path / "step-started")
+        proc.send_signal(signal.SIGTERM)  # SIGTERM alone: the run gets the drain signal (USR1)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, err
+    assert calls.read_text() == "scontrol requeue 1\n"
+
+
+def test_a_step_killed_after_its_drain_goes_on_as_the_outputs_journal_says(tmp_path):
+    """Past the drain's deadline rank 0 aborts the other ranks and srun reports them killed (137):
+    the script asks the output's journal how this job's run ended and requeues as after exit 3."""
+    slurm = Slurm(tmp_path, STEP.format(code=137))
+    asked = tmp_path / "asked.json"
+    dump = f"import json, sys; json.dump(sys.argv[1:], open({str(asked)!r}, 'w'))"
+    slurm.python = _fake(slurm.bin, "fakepython",
+                         f'if [ "$2" = onepiece_hpc.slurm.outcome ]; then {sys.executable} -c "{dump}" "$@"; exit 3; fi\n')
+    result = _drained_run(tmp_path, slurm, [], signal.SIGUSR1)
+    assert result.returncode == 3, result.stderr
+    assert "ended with exit code 137; the output's journal says this run drained" in result.stderr
+    assert json.loads(asked.read_text()) == ["-m", "onepiece_hpc.slurm.outcome", "job.yaml"]
+    assert slurm.called("scontrol") == ["requeue 1"]
+
+
+def test_the_journal_tells_a_drain_with_progress_from_one_without():
+    from onepiece_hpc.slurm.outcome import drained_exit
+
+    def run(job, restart, status, committed):
+        return {"slurm_job": job, "slurm_restart": restart, "status": status, "items_committed": committed}
+
+    runs = [run("7", 0, "preempted", 5), run("7", 1, "preempted", 0), run("8", 0, "completed", 9)]
+    assert drained_exit(runs, "7", 0) == 3
+    assert drained_exit(runs, "7", 1) == 5
+    assert drained_exit(runs, "7", 2) == 1   # this restart left no run: not a drain
+    assert drained_exit(runs, "8", 0) == 1   # completed
+    assert drained_exit([run("9", 0, "running", 4)], "9", 0) == 1  # killed before it closed
+    assert drained_exit(runs, "", 0) == 1
