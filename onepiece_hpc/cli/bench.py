@@ -6,6 +6,7 @@ import click
 
 from onepiece_hpc.cli.bench_pipeline import bench_pipeline_cmd
 from onepiece_hpc.cli.bench_transport import bench_transport
+from onepiece_hpc.cli.bench_startup import bench_startup
 from onepiece_hpc.cli.bench_store import bench_store
 from onepiece_hpc.cli.bench_writer import bench_writer_cmd
 
@@ -19,3 +20,4 @@ bench.add_command(bench_transport)
 bench.add_command(bench_pipeline_cmd)
 bench.add_command(bench_writer_cmd)
 bench.add_command(bench_store)
+bench.add_command(bench_startup)

@@ -53,9 +53,6 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
     """
     if monolithic == (ranks is not None):
         raise UserError("say how to run the job: --monolithic (one process) or -n N (staged, N MPI ranks)")
-    if retry_failed and ranks is not None:
-        raise UserError("--retry-failed works with --monolithic for now (the staged runtime does not record "
-                        "failed items yet); fix: onepiece run JOB --monolithic --retry-failed")
     from onepiece_hpc.runtime.quiet import quiet_libraries
 
     quiet_libraries(ctx.obj["verbose"])
@@ -64,9 +61,8 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
     from onepiece_hpc.runtime.monolithic import run_monolithic  # torch and diffusers: import on use
     from onepiece_hpc.runtime.prepare import prepare
     from onepiece_hpc.runtime.progress import ProgressReporter
-    from onepiece_hpc.store.failed import read_failures
-
-    prepared = prepare(job_file, output, environment.cache_dir())
+    # a staged run is checked here (job file, model, device) and planned by its rank 0 alone
+    prepared = prepare(job_file, output, environment.cache_dir(), plan=ranks is None)
     interactive = environment.is_interactive(sys.stderr)
     if ranks is not None and fabric == "cuda-ipc":
         _check_cuda_ipc(prepared)
@@ -74,9 +70,9 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
         _run_staged(prepared, job_file, ranks, output, [
             "--fabric", fabric, "--ring-slots", str(ring_slots), "--wait-timeout", str(wait_timeout),
             "--progress", "bar" if interactive else "lines",  # the ranks' stderr is a pipe: tell them
-            *(["--policy", policy] if policy else []),
-            *(["--gpu-memory-gib", str(gpu_memory_gib)] if gpu_memory_gib else [])])
-        _exit_if_failed(prepared, *read_failures(prepared.output), _retry_command(job_file, output, ranks))
+            *(["--policy", policy] if policy else []), *(["--retry-failed"] if retry_failed else []),
+            *(["--gpu-memory-gib", str(gpu_memory_gib)] if gpu_memory_gib else [])],
+            _retry_command(job_file, output, ranks))
         return
 
     def progress(total: int, done: int) -> ProgressReporter:
@@ -108,7 +104,7 @@ def _check_cuda_ipc(prepared) -> None:
                         "(e.g. cupy-cuda12x), or use --fabric auto (pinned shm between GPUs)")
 
 
-def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags: list[str]) -> None:
+def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags: list[str], retry: str) -> None:
     """Refuse a layout that can't fit before any rank starts; then launch and report."""
     import os
 
@@ -123,6 +119,11 @@ def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags
                    "again to resume", err=True)
         sys.exit(stopped_exit_code(stop))
     status = report["status"]
+    if status == "completed" and report.get("items_failed"):  # rank 0 has named them
+        from onepiece_hpc.runtime.failures import EXIT_ITEMS_FAILED
+
+        click.echo(f"fix their cause, then generate them again: {retry}", err=True)
+        sys.exit(EXIT_ITEMS_FAILED)
     if status == "refused":
         sys.exit(UserError.exit_code)
     if status == "preempted":
@@ -141,32 +142,16 @@ def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags
 
 
 # -- failed items ------------------------------------------------------------------------------------
-SHOWN_FAILED = 5  # failed units listed in the run's summary
-
-
 def _exit_if_failed(prepared, failures: list, count: int, retry: str) -> None:
     """Name the failed items (the first few units: item, prompt file line, stage, error) and exit 4."""
-    from onepiece_hpc.runtime.failures import EXIT_ITEMS_FAILED
+    from onepiece_hpc.runtime.failures import EXIT_ITEMS_FAILED, failed_items_summary
 
     if not count:
         return
-    click.echo(f"{count} item(s) failed; they are recorded in {prepared.output} and a run leaves them be:", err=True)
-    for failure in failures[:SHOWN_FAILED]:
-        error = (failure.error.splitlines() or [""])[0]
-        click.echo(f"  {_items(prepared.plan, failure.start, failure.stop)}: {failure.by}: {error[:300]}", err=True)
-    if len(failures) > SHOWN_FAILED:
-        click.echo(f"  ... and {len(failures) - SHOWN_FAILED} more unit(s) (onepiece inspect "
-                   f"{prepared.output} --json lists them all)", err=True)
+    for line in failed_items_summary(prepared.plan, failures, count):
+        click.echo(line, err=True)
     click.echo(f"fix their cause, then generate them again: {retry}", err=True)
     sys.exit(EXIT_ITEMS_FAILED)
-
-
-def _items(plan, start: int, stop: int) -> str:
-    """'item 7 (prompt file line 8)' or 'items 4..5 (prompt file lines 5..6)'."""
-    first, last = plan.items[start].line, plan.items[stop - 1].line
-    if stop - start == 1:
-        return f"item {start} (prompt file line {first})"
-    return f"items {start}..{stop - 1} (prompt file lines {first}..{last})"
 
 
 def _retry_command(job_file: Path, output: Path | None, ranks: int | None) -> str:

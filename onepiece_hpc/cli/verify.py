@@ -41,6 +41,9 @@ def verify(output: Path, repair: bool, as_json: bool) -> None:
             lines.append(f"  duplicate  {problem}")
         if report.not_done:
             lines.append(f"  not done   {report.not_done} item(s) not generated yet")
+        if report.failed:
+            lines.append(f"  failed     {len(report.failed)} of them failed when generated: {ranges(report.failed)}; "
+                         "fix: onepiece run JOB --retry-failed")
         if report.repaired:
             lines.append(f"  repaired   {report.repaired} item(s) marked to be generated again; run the job "
                          "again to make them")

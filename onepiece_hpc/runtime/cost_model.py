@@ -13,9 +13,9 @@ MIN_OBSERVED = 2  # committed units before the estimates are trusted
 
 class CostModel:
     def __init__(self, plan: Plan) -> None:
-        sizes = np.array([u.size for u in plan.units], dtype=float)
-        forwards = np.array([plan.items[u.start].params.steps * (2 if plan.items[u.start].params.guidance > 1 else 1)
-                             for u in plan.units], dtype=float)
+        sizes = plan.unit_sizes().astype(float)
+        per_params = np.array([p.steps * (2 if p.guidance > 1 else 1) for p in plan.params], dtype=float)
+        forwards = per_params[plan.unit_param_ids()]
         # encode and decode scale with the items in a unit; denoise with items x denoiser forwards
         self.factors = np.stack([sizes, sizes * forwards, sizes])
         self.seconds = np.zeros(3)

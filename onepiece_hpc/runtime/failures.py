@@ -95,3 +95,27 @@ class FailureBudget:
         return (f"the stage itself is failing: {what}; the first: {first.where}: {first.error}. None of them is "
                 "recorded as a failed item (the cause is taken to be the stage's, not the items'); fix the cause "
                 "and run again.")
+
+
+SHOWN_FAILED = 5  # failed units a run's summary lists
+
+
+def failed_items_summary(plan, failures: list, count: int) -> list[str]:
+    """What a run says about its output's failed items: how many, and the first few units (item,
+    prompt file line, stage and rank, the error's first line). `failures` are the store's records."""
+    lines = [f"{count} item(s) failed; they are recorded in the output and a run leaves them be:"]
+    for failure in failures[:SHOWN_FAILED]:
+        error = (failure.error.splitlines() or [""])[0]
+        lines.append(f"  {_items(plan, failure.start, failure.stop)}: {failure.by}: {error[:300]}")
+    if len(failures) > SHOWN_FAILED:
+        lines.append(f"  ... and {len(failures) - SHOWN_FAILED} more unit(s) (onepiece inspect OUTPUT --json lists "
+                     "them all)")
+    return lines
+
+
+def _items(plan, start: int, stop: int) -> str:
+    """'item 7 (prompt file line 8)' or 'items 4..5 (prompt file lines 5..6)'."""
+    first, last = int(plan.table.lines[start]), int(plan.table.lines[stop - 1])
+    if stop - start == 1:
+        return f"item {start} (prompt file line {first})"
+    return f"items {start}..{stop - 1} (prompt file lines {first}..{last})"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 
 class RankState(str, enum.Enum):
@@ -30,9 +30,16 @@ class WorkRequest:
 
 @dataclass(frozen=True)
 class WorkGrant:
-    """The Node Manager's answer: a unit index, or -1 when no work is left."""
+    """The Node Manager's answer: a unit (-1 when no work is left) with everything its first stage
+    needs, so that no stage rank holds the plan: items [start, start + len(seeds)), their params
+    (an index into the plan summary's) and texts."""
 
     unit: int
+    start: int = 0
+    params: int = 0
+    prompts: list[str] = field(default_factory=list)
+    negative_prompts: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,27 @@ class MoveDone:
 
 
 @dataclass(frozen=True)
+class SetupReport:
+    """Stage rank -> Node Manager, once, before serving: set-up went well ("ok") or not
+    ("user-error", "error", with the error), and what must agree across ranks (JSON)."""
+
+    rank: int
+    host: str
+    outcome: str
+    error: str
+    agreement: str
+
+
+@dataclass(frozen=True)
+class SetupVerdict:
+    """Node Manager -> every stage rank: serve this plan (`summary`, JSON), or stop (`summary` "")."""
+
+    summary: str
+    reason: str = ""
+    exit_code: int = 0  # with a stop: the job's exit code (2 for user errors), every rank exits with it
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """Node Manager -> every rank: every unit is committed (or the run drains); close and exit."""
 
@@ -130,16 +158,17 @@ class Finished:
 
 
 MESSAGES = {cls.__name__: cls for cls in (WorkRequest, WorkGrant, Heartbeat, Failure, Finished, Routes, MoveOrder,
-                                          MoveDone, Shutdown, UnitFailed)}
+                                          MoveDone, Shutdown, SetupReport, SetupVerdict, UnitFailed)}
 _CHECKS = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "str": lambda v: isinstance(v, str),
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "list[int]": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
     "list[float]": lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                                         for x in v),
 }
-MAX_BYTES = 64 * 1024
+MAX_BYTES = 16 * 2**20  # a grant carries its unit's prompts: up to 1,024 of them
 
 
 class BadMessage(ValueError):
@@ -165,8 +194,8 @@ def decode(raw: bytes):
         message = cls(**data)
     except TypeError as err:
         raise BadMessage(f"{cls.__name__}: {err}") from None
-    for field in fields(cls):
-        value = getattr(message, field.name)
-        if not _CHECKS[field.type](value):
-            raise BadMessage(f"{cls.__name__}.{field.name} should be {field.type}, got {value!r}")
+    for declared in fields(cls):
+        value = getattr(message, declared.name)
+        if not _CHECKS[declared.type](value):
+            raise BadMessage(f"{cls.__name__}.{declared.name} should be {declared.type}, got {value!r}")
     return message

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -16,9 +15,10 @@ import numpy as np
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
 from onepiece_hpc.runtime.cost_model import CostModel
 from onepiece_hpc.runtime.drain import Drain
+from onepiece_hpc.runtime.failures import FailureBudget, StageFailed, UnitFailure
 from onepiece_hpc.runtime.layout import StageLayout
 from onepiece_hpc.runtime.messages import (
-    Failure, Finished, Heartbeat, MoveDone, MoveOrder, Routes, Shutdown, WorkGrant, WorkRequest,
+    Failure, Finished, Heartbeat, MoveDone, MoveOrder, Routes, Shutdown, UnitFailed, WorkGrant, WorkRequest,
 )
 from onepiece_hpc.runtime.peers import RankInfo, process_alive
 from onepiece_hpc.runtime.policy import PolicyInput, make_policy
@@ -47,6 +47,30 @@ ORDER = list(Stage)
 DEFAULT_LOAD_S = 1.0  # a move's load time before any has been measured
 
 
+class UnitQueue:
+    """Units not yet dispatched, in dispatch order: an index array and a cursor (10^7 units are
+    80 MB here, not a deque of Python ints)."""
+
+    def __init__(self, units: np.ndarray) -> None:
+        self._units = units
+        self._next = 0
+
+    @classmethod
+    def empty(cls) -> UnitQueue:
+        return cls(np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self._units) - self._next
+
+    def popleft(self) -> int:
+        unit = int(self._units[self._next])
+        self._next += 1
+        return unit
+
+    def remaining(self) -> np.ndarray:
+        return self._units[self._next:]
+
+
 class JobFailed(RuntimeError):
     """The staged run stopped; the message names the rank, host, stage and unit."""
 
@@ -60,6 +84,8 @@ class StagedSummary:
     seconds: float
     moves: int
     stages: list[StageSummary]
+    items_failed: int = 0  # items of the output that failed and are not done, after this run
+    failures: tuple = ()   # their units' records (store.journal.FailedUnit), in item order
 
 
 @dataclass
@@ -81,7 +107,8 @@ class NodeManager:
     """Dispatch (pull), commit (rings -> HDF5), liveness, telemetry, progress and moves."""
 
     def __init__(self, prepared: Prepared, layout: StageLayout, channels: Channels, control: ControlPlane,
-                 peers: list[RankInfo], policy: WaitPolicy, heartbeat_timeout_s: float, mode: str) -> None:
+                 peers: list[RankInfo], policy: WaitPolicy, heartbeat_timeout_s: float, mode: str,
+                 retry_failed: bool = False) -> None:
         self.prepared, self.layout, self.control, self.policy = prepared, layout, control, policy
         self.peers = peers
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -92,8 +119,12 @@ class NodeManager:
         self.routes = initial_routes(layout)
         self.costs = CostModel(prepared.plan)
         self._sources = [(rank, ch.consumer) for rank, ch in channels.inbound.items()]  # ranks whose outputs commit
-        self._dispatched: dict[int, int] = {}  # unit -> encode rank
-        self._committed: set[int] = set()
+        self._in_flight: dict[int, int] = {}  # unit dispatched and not yet committed -> its encode rank
+        self.retry_failed = retry_failed
+        self.budget = FailureBudget()  # units that failed: the units' own, or the stage's (runtime/failures.py)
+        self._failed_before: np.ndarray | None = None
+        self._pending: np.ndarray | None = None
+        self.failed_units = 0
         self._failures: list[Failure] = []
         self._first_failure_at: float | None = None
         self._finished: set[int] = set()
@@ -111,13 +142,16 @@ class NodeManager:
         status = "failed"
         try:
             done = writer.done_mask()
-            queue = deque(u.index for u in plan.units if not done[u.start:u.stop].all())
-            self._committed = {u.index for u in plan.units} - set(queue)
-            outstanding = set(queue)
+            self._pending = writer.pending_mask(self.retry_failed)
+            self._failed_before = writer.failed_mask()
+            queue = UnitQueue(plan.pending_units(~self._pending))
             already = int(done.sum())
-            with progress(len(plan.items), already) if progress else nullcontext() as reporter:
-                self._serve(queue, outstanding, writer, reporter)
-            status = "preempted" if outstanding else "completed"
+            with progress(len(plan.items), len(plan.items) - int(self._pending.sum())) if progress \
+                    else nullcontext() as reporter:
+                self._serve(queue, writer, reporter)
+            status = "preempted" if len(queue) or self._in_flight else "completed"
+            if status == "completed":
+                self._record_failures(writer, self.budget.finish())
         except KeyboardInterrupt as stop:
             status = "terminated" if isinstance(stop, Terminated) else "interrupted"
             raise
@@ -127,17 +161,17 @@ class NodeManager:
         return StagedSummary(status=status, items_total=len(plan.items),
                              items_done=already + writer.committed_this_run,
                              committed_now=writer.committed_this_run, seconds=time.monotonic() - started,
-                             moves=len(self.moves), stages=self.telemetry.stage_summaries())
+                             moves=len(self.moves), stages=self.telemetry.stage_summaries(),
+                             items_failed=int(writer.failed_mask().sum()), failures=tuple(writer.failures()))
 
     # -- the loop ----------------------------------------------------------------------------
-    def _serve(self, queue: deque, outstanding: set[int], writer: OutputWriter,
-               reporter: ProgressReporter | None) -> None:
+    def _serve(self, queue: UnitQueue, writer: OutputWriter, reporter: ProgressReporter | None) -> None:
         pause = self.policy.first_sleep_s
         next_liveness = 0.0
         next_decision = time.monotonic() + self.settings.interval_s
-        while outstanding and not self.drain.over(len(outstanding) - len(queue)):
-            moved = self._handle_control(queue)
-            moved |= self._commit_arrivals(writer, outstanding, reporter)
+        while (len(queue) or self._in_flight) and not self.drain.over(len(self._in_flight)):
+            moved = self._handle_control(queue, reporter)
+            moved |= self._commit_arrivals(writer, reporter)
             now = time.monotonic()
             if now >= next_liveness:
                 next_liveness = now + LIVENESS_EVERY_S
@@ -149,13 +183,13 @@ class NodeManager:
                 raise JobFailed(self._root_cause())
             if now >= next_decision:
                 next_decision = now + self.settings.interval_s
-                self._decide(queue, outstanding)
+                self._decide(queue)
             if moved:
                 pause = self.policy.first_sleep_s
             else:
                 time.sleep(pause)
                 pause = min(pause * 2, self.policy.max_sleep_s)
-        self._broadcast(Shutdown("every unit is committed" if not outstanding else "drained"))
+        self._broadcast(Shutdown("every unit is committed" if not (len(queue) or self._in_flight) else "drained"))
         self._await_finished()
 
     def _broadcast(self, message) -> None:
@@ -166,7 +200,7 @@ class NodeManager:
         """Collect every rank's last heartbeat and Finished note, so the telemetry is whole."""
         deadline = time.monotonic() + self.policy.timeout_s
         while len(self._finished) < len(self.peers) - 1 and not self.drain.expired():
-            if not self._handle_control(deque()):
+            if not self._handle_control(UnitQueue.empty()):
                 self._check_liveness()
                 if self._failures:
                     raise JobFailed(self._root_cause())
@@ -176,27 +210,59 @@ class NodeManager:
                                     f"{self.policy.timeout_s:.0f} s after the last commit")
                 time.sleep(self.policy.max_sleep_s)
 
-    def _handle_control(self, queue: deque) -> bool:
+    def _handle_control(self, queue: UnitQueue, reporter: ProgressReporter | None = None) -> bool:
         arrived = self.control.poll(TAG_TO_MANAGER)
         for source, message in arrived:
             if isinstance(message, WorkRequest):
                 serving = source in self.routes.encode
-                unit = queue.popleft() if queue and serving and not self.drain.is_set() else -1
+                unit = queue.popleft() if len(queue) and serving and not self.drain.is_set() else -1
                 if unit >= 0:
-                    self._dispatched[unit] = source
-                self.control.send(source, WorkGrant(unit), TAG_TO_WORKER)
+                    self._in_flight[unit] = source
+                self.control.send(source, self._grant(unit), TAG_TO_WORKER)
             elif isinstance(message, Heartbeat):
                 self.telemetry.record(message)
             elif isinstance(message, MoveDone):
                 self._arrived(message)
+            elif isinstance(message, UnitFailed):
+                self._unit_failed(message, reporter)
             elif isinstance(message, Failure):
                 self._fail(message)
             elif isinstance(message, Finished):
                 self._finished.add(source)
         return bool(arrived)
 
-    def _commit_arrivals(self, writer: OutputWriter, outstanding: set[int],
-                         reporter: ProgressReporter | None) -> bool:
+    def _unit_failed(self, failed: UnitFailed, reporter: ProgressReporter | None) -> None:
+        """A stage rank could not run a unit: hold it as failed (its items are recorded once a later
+        unit succeeds); stop the job when the stage itself is failing."""
+        self._in_flight.pop(failed.unit, None)
+        unit = self.prepared.plan.units[failed.unit]
+        self.failed_units += 1
+        log.warning("unit %d failed on rank %d (%s): %s", failed.unit, failed.rank, failed.stage, failed.error)
+        try:
+            self.budget.failed(UnitFailure(failed.unit, unit.start, unit.stop, failed.stage, failed.rank, failed.error),
+                               again=bool(self._failed_before[unit.start:unit.stop].any()))
+        except StageFailed as err:
+            raise JobFailed(f"{err} Finished items are kept in {self.prepared.output}") from None
+        if reporter:
+            reporter.advance(int(self._pending[unit.start:unit.stop].sum()))
+            reporter.note(f"{self.failed_units} unit(s) failed")
+
+    @staticmethod
+    def _record_failures(writer: OutputWriter, failures: list[UnitFailure]) -> None:
+        for failure in failures:
+            writer.record_failed(failure.start, failure.stop, failure.stage, failure.rank, failure.error)
+
+    def _grant(self, unit: int) -> WorkGrant:
+        """A unit with its items' inputs (-1: no work): the stage ranks hold no plan."""
+        if unit < 0:
+            return WorkGrant(-1)
+        plan = self.prepared.plan
+        start, stop = int(plan.bounds[unit]), int(plan.bounds[unit + 1])
+        t = plan.table
+        return WorkGrant(unit, start=start, params=int(t.param_ids[start]), prompts=t.prompts.rows(start, stop),
+                         negative_prompts=t.negatives.rows(start, stop), seeds=t.seeds[start:stop].tolist())
+
+    def _commit_arrivals(self, writer: OutputWriter, reporter: ProgressReporter | None) -> bool:
         moved = False
         for _, consumer in self._sources:
             message = consumer.try_receive()
@@ -210,18 +276,18 @@ class NodeManager:
                 count = writer.commit(unit.start, message.tensors[self.prepared.layout.dataset],
                                       np.tile(seconds, (unit.size, 1)))
             self.costs.observe(unit.index, timings)
-            outstanding.discard(unit.index)
-            self._committed.add(unit.index)
+            self._in_flight.pop(unit.index, None)
+            self._record_failures(writer, self.budget.succeeded())
             if reporter:
                 reporter.advance(count)
         return moved
 
     # -- moves -----------------------------------------------------------------------------------
-    def _decide(self, queue: deque, outstanding: set[int]) -> None:
+    def _decide(self, queue: UnitQueue) -> None:
         if self.settings.name == "static" or not self.costs.ready or self.drain.is_set():
             return
         needs = stage_memory_needs(self.telemetry.latest.values())
-        view = self._view(queue, outstanding, needs)
+        view = self._view(queue, needs)
         moves = self.rebalance(view)
         movers: list[tuple[int, Stage, Stage, str]] = []
         for move in moves:
@@ -258,14 +324,14 @@ class NodeManager:
         self.routes = Routes(self.routes.version + 1, self.routes.encode, self.routes.denoise, self.routes.decode)
         self._broadcast(self.routes)
 
-    def _view(self, queue: deque, outstanding: set[int], needs: dict[str, float]) -> PolicyInput:
+    def _view(self, queue: UnitQueue, needs: dict[str, float]) -> PolicyInput:
         now = time.monotonic()
         serving = [len(getattr(self.routes, s.value)) for s in ORDER]
         for record in self._moving.values():
             serving[ORDER.index(Stage(record.target))] += 1
         movable = [sum(1 for r in getattr(self.routes, s.value) if self._cooling.get(r, 0.0) <= now) for s in ORDER]
-        undispatched = np.fromiter(queue, dtype=np.int64)
-        in_flight = np.array(sorted(outstanding - set(queue)), dtype=np.int64)
+        undispatched = queue.remaining()
+        in_flight = np.array(sorted(self._in_flight), dtype=np.int64)
         unfinished = np.concatenate([in_flight, undispatched])
         queues = (self.costs.queue(0, undispatched), self.costs.queue(1, unfinished), self.costs.queue(2, unfinished))
         switch = tuple(float(np.mean(self._loads.get(s.value) or self._initial_loads(s))) for s in ORDER)

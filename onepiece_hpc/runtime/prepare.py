@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from onepiece_hpc.environment import slurm_job
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import Placement
 from onepiece_hpc.models.source import ModelSource, resolve_model
-from onepiece_hpc.spec.job import Job, PromptRecord, Stage
+from onepiece_hpc.spec.job import Job, Stage
 from onepiece_hpc.spec.loader import load_job
 from onepiece_hpc.spec.plan import Plan, plan_job
 from onepiece_hpc.store.output import OutputLayout, StoreSettings
@@ -27,18 +28,19 @@ from onepiece_hpc.store.provenance import (
 
 @dataclass(frozen=True)
 class Prepared:
-    """A job ready to run: validated, planned, with its model and output described."""
+    """A job ready to run: validated, with its model and device; planned where `plan` is set.
 
-    plan: Plan
+    Only the process that writes the output plans (the Node Manager, or a one-process run): a
+    stage rank's Prepared has no plan, layout or provenance and never read the prompt file.
+    """
+
+    job: Job
     model: ModelSource
     placement: Placement
-    layout: OutputLayout
     output: Path
-    provenance: Provenance
-
-    @property
-    def job(self) -> Job:
-        return self.plan.job
+    plan: Plan | None
+    layout: OutputLayout | None
+    provenance: Provenance | None
 
     @property
     def store(self) -> StoreSettings:
@@ -107,54 +109,65 @@ def _frames(job: Job, model: ModelSource, problems: list[str]) -> int | None:
     return frames
 
 
-def _lines(records: list[PromptRecord]) -> str:
-    more = f" and {len(records) - 1} more line(s)" if len(records) > 1 else ""
-    return f"{records[0].line}{more}"
+def _lines(lines) -> str:
+    more = f" and {len(lines) - 1} more line(s)" if len(lines) > 1 else ""
+    return f"{lines[0]}{more}"
 
 
 def _condition_images(job: Job, model: ModelSource, problems: list[str]) -> None:
     """Image-to-video models need an image for every item; other models take none."""
-    prompts = job.prompts_path
+    prompts, records = job.prompts_path, job.records
+    with_image = (records.image_ids >= 0 if records.image_ids is not None
+                  else np.zeros(len(records), dtype=bool))
     if not model.adapter.needs_image:
         if job.image is not None:
             problems.append(f"{job.where('params.image')}: field 'params.image': {model.ref} "
                             f"({model.pipeline_class}) takes no conditioning image; fix: remove it, or use an "
                             "image-to-video model")
-        given = [r for r in job.records if r.image is not None]
-        if given:
+        given = records.lines[with_image]
+        if len(given):
             problems.append(f'{prompts}:{_lines(given)}: "image" given, but {model.ref} ({model.pipeline_class}) '
                             'takes no conditioning image; fix: remove "image" from the line(s)')
         return
-    lacking = [r for r in job.records if r.image is None]
-    if job.image is None and lacking:
+    lacking = records.lines[~with_image]
+    if job.image is None and len(lacking):
         problems.append(f"{prompts}:{_lines(lacking)}: no conditioning image, and {model.ref} "
                         f"({model.pipeline_class}) makes each video from an image; fix: add \"image\": \"PATH\" "
                         "to the line (a .jsonl prompt file), or a default params.image to the job file")
 
 
-def prepare(job_path: Path, output: Path | None, cache: Path) -> Prepared:
-    """Validate and plan the job; raise UserError listing every problem found."""
+def prepare(job_path: Path, output: Path | None, cache: Path, plan: bool = True) -> Prepared:
+    """Validate (and, with `plan`, plan) the job; raise UserError listing every problem found.
+
+    `plan` False is a stage rank's set-up: the job file, model and device are checked as
+    everywhere, but the prompt file is not read, the output not looked at and the model's
+    weights not hashed (the Node Manager does all three, once).
+    """
     problems: list[str] = []
-    job = load_job(job_path, problems)
+    job = load_job(job_path, problems, with_prompts=plan)
     if job is None:
         raise UserError(problems, headline=f"{job_path}: the job file has {len(problems)} problem(s):")
     out = (output.absolute() if output else job.output)
-    check_writable(out, problems)
+    if plan:
+        check_writable(out, problems)
     placement = _placement(job, problems)
-    model = resolve_model(job.model, cache, job.where("model"), problems)
+    model = resolve_model(job.model, cache, job.where("model"), problems, weights=plan)
     size = _size(job, model, problems) if model else None
     frames = _frames(job, model, problems) if model else None
-    if model:
+    if model and plan:
         _condition_images(job, model, problems)
-    plan = None
-    if model and size and placement:
-        plan = plan_job(job, model.identity, size, execution_tag(job, placement), problems, frames)
-    if problems or plan is None:
+    planned = None
+    if model and size and placement and plan:
+        planned = plan_job(job, model.identity, size, execution_tag(job, placement), problems, frames)
+    if problems or (plan and planned is None):
         raise UserError(problems, headline=f"{job_path}: {len(problems)} problem(s) found; nothing was run:")
-    decode_spec = model.adapter.output_specs(Stage.DECODE, plan.items[0].params, 1, placement.dtype)[0]
+    if not plan:
+        return Prepared(job=job, model=model, placement=placement, output=out, plan=None, layout=None,
+                        provenance=None)
+    decode_spec = model.adapter.output_specs(Stage.DECODE, planned.params[0], 1, placement.dtype)[0]
     layout = OutputLayout(kind=model.adapter.output_kind, item_shape=decode_spec.shape[1:],
                           frame_rate=model.adapter.frame_rate)
     provenance = collect(job.source_text, str(job.source), model.ref, model.identity, model.config_hash,
                          model.pipeline_class)
-    return Prepared(plan=plan, model=model, placement=placement, layout=layout, output=out,
+    return Prepared(job=job, model=model, placement=placement, output=out, plan=planned, layout=layout,
                     provenance=provenance)

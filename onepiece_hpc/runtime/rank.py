@@ -16,28 +16,35 @@ from onepiece_hpc import environment
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.control import ControlPlane
 from onepiece_hpc.runtime.drain import PREEMPTED, Drain, drained_exit_code, explain, leave_now, run_outcome, shield
+from onepiece_hpc.runtime.failures import failed_items_summary
 from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb, take_gpu
 from onepiece_hpc.runtime.layout import NODE_MANAGER, plan_layout
 from onepiece_hpc.runtime.node_manager import NodeManager, initial_routes
 from onepiece_hpc.runtime.peers import exchange_peers, me
 from onepiece_hpc.runtime.prepare import Prepared, prepare
+from onepiece_hpc.runtime.setup import (
+    agreement, check_thread_level, deadline, manager_setup, stage_setup, stop_stage_ranks,
+)
 from onepiece_hpc.runtime.status import RankStatus, StatusFile
 from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.runtime.telemetry import summary_table
-from onepiece_hpc.runtime.tensors import wire_spec
+from onepiece_hpc.runtime.tensors import SEEDS, wire_spec
 from onepiece_hpc.runtime.worker import StageWorker
 from onepiece_hpc.spec.job import Stage
-from onepiece_hpc.transport import WaitPolicy, slot_bytes_for
+from onepiece_hpc.spec.plan import PlanSummary
+from onepiece_hpc.transport import DType, TensorSpec, WaitPolicy, slot_bytes_for
 from onepiece_hpc.transport.connect import FabricChoice, IntegrityChoice, Outbound, open_channels
 from onepiece_hpc.transport.fabrics.registry import build_fabrics, close_fabrics
 
-def slot_bytes(prepared: Prepared, stage: Stage) -> int:
+def slot_bytes(prepared: Prepared, summary: PlanSummary, stage: Stage) -> int:
     """Room for the largest message `stage` emits over every distinct unit shape of the job."""
-    plan, adapter, dtype = prepared.plan, prepared.model.adapter, prepared.placement.dtype
-    shapes = {(plan.items[u.start].params, u.size) for u in plan.units}
-    return max(slot_bytes_for([wire_spec(s) for s in adapter.output_specs(stage, params, size, dtype)],
-                              max_items=prepared.job.microbatch)
-               for params, size in shapes)
+    adapter, dtype = prepared.model.adapter, prepared.placement.dtype
+    room = 0
+    for params_id, size in summary.shapes:
+        specs = [wire_spec(s) for s in adapter.output_specs(stage, summary.params[params_id], size, dtype)]
+        specs.append(TensorSpec(SEEDS, (size,), DType.INT64))
+        room = max(room, slot_bytes_for(specs, max_items=prepared.job.microbatch))
+    return room
 
 
 def with_policy(prepared: Prepared, name: str | None) -> Prepared:
@@ -45,10 +52,11 @@ def with_policy(prepared: Prepared, name: str | None) -> Prepared:
     if name is None:
         return prepared
     job = replace(prepared.job, policy=replace(prepared.job.policy, name=name))
-    return replace(prepared, plan=replace(prepared.plan, job=job))
+    return replace(prepared, job=job, plan=replace(prepared.plan, job=job) if prepared.plan else None)
 
 
-def channel_plan(prepared: Prepared, layout, rank: int, size: int, slots: int) -> tuple[list[Outbound], list[int]]:
+def channel_plan(prepared: Prepared, summary: PlanSummary, layout, rank: int, size: int,
+                 slots: int) -> tuple[list[Outbound], list[int]]:
     """Which channels this rank opens. A static job wires each stage to the next; an elastic one
     wires every stage rank to every other (any rank may serve any stage after a move) and to
     rank 0, with slots sized for the largest message a rank of any stage sends there."""
@@ -62,33 +70,36 @@ def channel_plan(prepared: Prepared, layout, rank: int, size: int, slots: int) -
         return Outbound(peer, slots=slots, slot_bytes=room, integrity=IntegrityChoice.AUTO)
 
     if not elastic:
-        room = slot_bytes(prepared, stage)
+        room = slot_bytes(prepared, summary, stage)
         return [ring(r, room) for r in layout.downstream(stage)], list(layout.upstream(stage))
-    between = max(slot_bytes(prepared, Stage.ENCODE), slot_bytes(prepared, Stage.DENOISE))
+    between = max(slot_bytes(prepared, summary, Stage.ENCODE), slot_bytes(prepared, summary, Stage.DENOISE))
     others = [r for r in workers if r != rank]
-    return [ring(r, between) for r in others] + [ring(NODE_MANAGER, slot_bytes(prepared, Stage.DECODE))], others
+    return ([ring(r, between) for r in others] + [ring(NODE_MANAGER, slot_bytes(prepared, summary, Stage.DECODE))],
+            others)
 
 
 def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -> Prepared:
     """One stage rank per GPU (rank 0 stays on the CPU); on CPU, fix the thread count.
     `gpu_memory_gib` caps what torch may allocate on each GPU, split evenly between the ranks
-    that share it."""
-    placement = prepared.placement
-    if placement.device.type == "cuda":
-        from mpi4py import MPI
+    that share it. Every rank takes part in the node's collectives, whatever its device, so that
+    ranks that see different devices never wait for each other here."""
+    from mpi4py import MPI
 
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        manager = comm.Get_rank() == NODE_MANAGER
-        holds_manager = node.allreduce(int(manager)) > 0
-        index = -1 if manager else gpu_index(node.Get_rank(), holds_manager, torch.cuda.device_count())
-        sharing = node.allgather(index).count(index)  # ranks on this GPU split its memory cap
-        node.Free()
-        if manager:
-            return replace(prepared, placement=replace(placement, device=torch.device("cpu")))
-        return replace(prepared, placement=replace(placement, device=take_gpu(index, gpu_memory_gib, sharing),
-                                                   memory_limit_mb=memory_share_mb(index, gpu_memory_gib, sharing)))
-    torch.set_num_threads(prepared.job.cpu_threads)
-    return prepared
+    placement = prepared.placement
+    cuda = placement.device.type == "cuda"
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    manager = comm.Get_rank() == NODE_MANAGER
+    holds_manager = node.allreduce(int(manager)) > 0
+    index = -1 if manager or not cuda else gpu_index(node.Get_rank(), holds_manager, torch.cuda.device_count())
+    sharing = node.allgather(index).count(index)  # ranks on this GPU split its memory cap
+    node.Free()
+    if not cuda:
+        torch.set_num_threads(prepared.job.cpu_threads)
+        return prepared
+    if manager:
+        return replace(prepared, placement=replace(placement, device=torch.device("cpu")))
+    return replace(prepared, placement=replace(placement, device=take_gpu(index, gpu_memory_gib, sharing),
+                                               memory_limit_mb=memory_share_mb(index, gpu_memory_gib, sharing)))
 
 
 def write_report(path: Path | None, report: dict) -> None:
@@ -100,6 +111,10 @@ def write_report(path: Path | None, report: dict) -> None:
     os.replace(tmp, path)
 
 
+#: rank 0's outcome of a run that went through with some items failed (exit 4, runtime/failures.py)
+ITEMS_FAILED = "items failed"
+
+
 def serve_manager(prepared, layout, channels, control, peers, policy, args, drain: Drain) -> str:
     interactive = args.progress == "bar" or (args.progress == "auto" and environment.is_interactive(sys.stderr))
 
@@ -107,7 +122,7 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args, drai
         return ProgressReporter(total, done, prepared.job.name, sys.stderr, interactive)
 
     manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
-                          mode=f"{args.mode} -n {len(peers)}")
+                          mode=f"{args.mode} -n {len(peers)}", retry_failed=args.retry_failed)
     manager.drain = drain
     try:
         summary = manager.run(progress)
@@ -120,11 +135,41 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args, drai
     print(summary_table(summary.stages))
     if summary.moves:
         print(f"{summary.moves} rank moves (see /telemetry/run<N>/moves in the output)")
-    write_report(args.report, {"status": summary.status, "summary": asdict(summary)})
+    if summary.items_failed:
+        for line in failed_items_summary(prepared.plan, list(summary.failures), summary.items_failed):
+            print(line, file=sys.stderr)
+    write_report(args.report, {"status": summary.status, "items_failed": summary.items_failed,
+                               "summary": asdict(summary)})
     ended = run_outcome(summary.status, summary.committed_now)
+    if ended == "completed" and summary.items_failed:
+        return ITEMS_FAILED
     if summary.status == PREEMPTED and drain.expired():
         leave_now(drained_exit_code(ended), control.comm.Abort)  # no goodbyes with ranks that may be stuck
     return ended
+
+
+def _set_up(args: argparse.Namespace, comm, control: ControlPlane, peers, mine) -> tuple[Prepared, PlanSummary]:
+    """Rank 0 plans; every other rank checks the job and waits for its word (runtime/setup.py)."""
+    from mpi4py import MPI
+
+    size = comm.Get_size()
+    if mine.rank == NODE_MANAGER:
+        try:
+            check_thread_level(MPI)
+            prepared = with_policy(prepare(args.job, args.output, environment.cache_dir()), args.policy)
+            layout = plan_layout(prepared.job, size)
+        except BaseException as err:
+            stop_stage_ranks(control, peers, "rank 0's set-up failed", getattr(err, "exit_code", 1))
+            raise
+        return prepared, manager_setup(control, peers, args.wait_timeout, prepared,
+                                       agreement(prepared, layout.describe(), size))
+
+    def checks() -> tuple[Prepared, dict[str, str]]:
+        check_thread_level(MPI)
+        prepared = with_policy(prepare(args.job, args.output, environment.cache_dir(), plan=False), args.policy)
+        return prepared, agreement(prepared, plan_layout(prepared.job, size).describe(), size)
+
+    return stage_setup(control, peers, mine, args.wait_timeout, checks)
 
 
 def run_rank(args: argparse.Namespace, comm, drain: Drain | None = None) -> str:
@@ -135,30 +180,34 @@ def run_rank(args: argparse.Namespace, comm, drain: Drain | None = None) -> str:
         raise UserError(f"MPI started {size} ranks where {args.expect_ranks} were expected: the launcher and "
                         "the MPI library do not match (e.g. srun --mpi=pmix with an MPICH build); fix: use "
                         "the --mpi plugin of your MPI (pmi2 for MPICH, pmix for Open MPI) or its mpiexec")
-    prepared = with_policy(prepare(args.job, args.output, environment.cache_dir()), args.policy)
-    layout = plan_layout(prepared.job, size)
     mine = me(rank)
-    peers = exchange_peers(comm, mine)
-    prepared = bind_device(prepared, comm, args.gpu_memory_gib)
+    limit = args.wait_timeout
+    with deadline("exchanging every rank's host and pid (MPI_Allgather)", limit, mine):
+        peers = exchange_peers(comm, mine)
+    policy = WaitPolicy(timeout_s=args.wait_timeout)
+    with deadline("creating the control plane (MPI_Comm_dup)", limit, mine):
+        control = ControlPlane(comm, policy)
+    prepared, summary = _set_up(args, comm, control, peers, mine)
+    layout = plan_layout(prepared.job, size)
+    with deadline("placing the ranks on devices (a collective of each node's ranks)", limit, mine):
+        prepared = bind_device(prepared, comm, args.gpu_memory_gib)
     stage = layout.stage_of(rank)
     status = (StatusFile(args.status_dir, RankStatus(rank, mine.host, mine.pid, stage.value if stage else "manager"))
               if args.status_dir else None)
-    policy = WaitPolicy(timeout_s=args.wait_timeout)
     gpu = prepared.placement.device if prepared.placement.device.type == "cuda" else None
-    fabrics = build_fabrics(comm, FabricChoice(args.fabric), gpu=gpu)
-    outbound, inbound = channel_plan(prepared, layout, rank, size, args.ring_slots)
-    channels = open_channels(comm, fabrics, outbound=outbound, inbound=inbound,
-                             choice=FabricChoice(args.fabric), policy=policy, timeout_s=args.wait_timeout)
-    control = ControlPlane(comm, policy)
+    with deadline("opening the transport (every rank builds its fabrics together)", limit, mine):
+        fabrics = build_fabrics(comm, FabricChoice(args.fabric), gpu=gpu)
+    outbound, inbound = channel_plan(prepared, summary, layout, rank, size, args.ring_slots)
+    with deadline("opening the channels between stages", limit + 30.0, mine):
+        channels = open_channels(comm, fabrics, outbound=outbound, inbound=inbound,
+                                 choice=FabricChoice(args.fabric), policy=policy, timeout_s=args.wait_timeout)
     outcome = "completed"
     if rank == NODE_MANAGER:
         outcome = serve_manager(prepared, layout, channels, control, peers, policy, args, drain or Drain())
     else:
-        StageWorker(mine, stage, prepared, initial_routes(layout), channels, control, peers, policy,
+        StageWorker(mine, stage, prepared, summary, initial_routes(layout), channels, control, peers, policy,
                     args.heartbeat, status, warm_up=args.warm_up).run()
     channels.close(policy, timeout_s=args.wait_timeout)
     close_fabrics(fabrics)
     control.close()
     return outcome
-
-

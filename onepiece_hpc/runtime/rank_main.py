@@ -15,7 +15,6 @@ import os
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 
 from onepiece_hpc.errors import UserError
@@ -24,7 +23,6 @@ from onepiece_hpc.runtime.interrupts import exit_code
 from onepiece_hpc.runtime.quiet import quiet_libraries
 
 NODE_MANAGER = 0
-MANAGER_GONE_GRACE_S = 5.0  # how long a rank that lost its Node Manager waits to be ended by its abort
 log = logging.getLogger("onepiece.rank")
 
 
@@ -55,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warm-up", action="store_true",
                         help="each stage rank runs its stage once on zero inputs before it serves (benchmarks)")
     parser.add_argument("--mode", default="staged")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="generate only the items that failed in earlier runs (a plain run leaves them be)")
     parser.add_argument("--drain-signal", choices=DRAIN_SIGNALS, default=None,
                         help="under Slurm: the signal that, like SIGTERM, asks rank 0 to drain (slurm.drain_signal); "
                              "without it USR1 drains and SIGTERM stops at once")
@@ -93,25 +93,37 @@ def main(argv: list[str] | None = None) -> None:
     watch_launcher(os.environ, manager=rank == NODE_MANAGER)  # a rank of `onepiece run -n N` ends with it
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
     quiet_libraries()
-    from onepiece_hpc.runtime.node_manager import SETTLE_S, JobFailed
-    from onepiece_hpc.runtime.rank import run_rank, write_report
-    from onepiece_hpc.runtime.worker import ManagerGone
+    from onepiece_hpc.runtime.node_manager import JobFailed
+    from onepiece_hpc.runtime.failures import EXIT_ITEMS_FAILED
+    from onepiece_hpc.runtime.rank import ITEMS_FAILED, run_rank, write_report
+    from onepiece_hpc.runtime.setup import SetupFailed, SetupStopped
+    from onepiece_hpc.runtime.worker import ManagerGone, ReportedFailure
 
+    where = f"rank {rank} on {socket.gethostname()}"
     # rank 0 drains on the drain signal or SIGTERM, its writer closing in order (runtime/drain.py);
     # the other ranks outlive both and are ended by rank 0
     drain = listen(args.drain_signal, args.drain_seconds) if rank == NODE_MANAGER else None
     try:
-        drained = drained_exit_code(run_rank(args, comm, drain))
+        outcome = run_rank(args, comm, drain)
+        drained = drained_exit_code(outcome)
         if drained is not None and rank == NODE_MANAGER:
             sys.exit(drained)
-    except UserError as err:
+        if outcome == ITEMS_FAILED and rank == NODE_MANAGER:
+            sys.exit(EXIT_ITEMS_FAILED)
+    except SetupStopped as stopped:  # rank 0 stopped the job during set-up and says why
+        os._exit(stopped.exit_code)
+    except (UserError, SetupFailed) as err:
+        code = err.exit_code
+        text = err.render() if isinstance(err, UserError) else str(err)
         if rank == NODE_MANAGER:
-            print(f"error: {err.render()}", file=sys.stderr, flush=True)
-            write_report(args.report, {"status": "refused", "error": err.render()})
-            # the other ranks may already wait for work (a refusal found only here: the output is in use
-            # or another job's); ending the whole job keeps them from waiting out their deadline
-            comm.Abort(UserError.exit_code)
-        sys.exit(UserError.exit_code)
+            print(f"error: {text}", file=sys.stderr, flush=True)
+            write_report(args.report, {"status": "refused" if code == UserError.exit_code else "failed",
+                                       "error": text})
+        else:  # found on this rank alone, after set-up: say so here, then end the job
+            print(f"error: {where}: {text}", file=sys.stderr, flush=True)
+        # the other ranks may already wait for work (a refusal found only here: the output is in use
+        # or another job's); ending the whole job keeps them from waiting out their deadline
+        comm.Abort(code)
     except JobFailed as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         write_report(args.report, {"status": "failed", "error": str(err)})
@@ -124,20 +136,23 @@ def main(argv: list[str] | None = None) -> None:
             comm.Abort(exit_code(stop))
         os._exit(exit_code(stop))
     except ManagerGone as err:
-        # A Node Manager that reported a failure aborts the job, which ends this rank within the
-        # grace; only one that vanished without a word leaves this rank to say so.
-        time.sleep(MANAGER_GONE_GRACE_S)
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        # rank 0 ended without aborting the job (an abort would have ended this rank with it)
+        print(f"error: {err}; stopping (rank 0's own message, if any, says why)", file=sys.stderr, flush=True)
         os._exit(1)
+    except ReportedFailure as failed:
+        # this rank's error reached the Node Manager, which names it (with the root cause, if
+        # another rank went first) and aborts the job; only if that doesn't come does this rank
+        # say so itself and end the job
+        failed.await_abort()
+        print(f"error: {where}: {failed.cause} (rank 0 did not end the job)", file=sys.stderr, flush=True)
+        comm.Abort(1)
     except Exception as err:
         if rank == NODE_MANAGER:
             print(f"error: rank 0 (Node Manager): {type(err).__name__}: {err}", file=sys.stderr, flush=True)
             write_report(args.report, {"status": "failed", "error": f"rank 0: {err}"})
-            comm.Abort(1)
-        log.debug("failed; the Node Manager reports it", exc_info=True)
-        time.sleep(SETTLE_S + 30.0)  # the Node Manager aborts the job; leave if it does not
-        os._exit(1)
-
+        else:
+            print(f"error: {where}: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        comm.Abort(1)
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,9 @@ TORCH_TO_WIRE = {
     torch.int64: DType.INT64,
 }
 WIRE_TO_TORCH = {wire: dtype for dtype, wire in TORCH_TO_WIRE.items()}
+#: every message between stages carries its items' seeds as this int64 tensor: a stage rank holds
+#: no plan, and the stages after encode draw noise from them
+SEEDS = "_seeds"
 
 
 def wire_spec(spec: StageTensor) -> TensorSpec:
@@ -24,12 +27,16 @@ def wire_spec(spec: StageTensor) -> TensorSpec:
     return TensorSpec(spec.name, tuple(spec.shape), TORCH_TO_WIRE[getattr(torch, spec.dtype)])
 
 
-def to_wire(tensors: dict[str, torch.Tensor], device_ok: bool = False) -> list[TensorOut]:
+def to_wire(tensors: dict[str, torch.Tensor], device_ok: bool = False,
+            device_only: torch.device | None = None) -> list[TensorOut]:
     """The tensors in a form the ring can carry (sorted by name): GPU tensors stay where they are
-    when the channel takes device memory (`device_ok`), everything else as host arrays."""
+    when the channel takes device memory (`device_ok`), everything else as host arrays; on a
+    channel that carries device memory only, host tensors first move to `device_only`."""
     outs = []
     for name in sorted(tensors):
         tensor = tensors[name].detach()
+        if device_only is not None and not tensor.is_cuda:
+            tensor = tensor.to(device_only)
         wire = TORCH_TO_WIRE[tensor.dtype]
         if device_ok and tensor.is_cuda:
             tensor = tensor.contiguous()

@@ -23,18 +23,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from onepiece_hpc.models.base import StageRunner
+from onepiece_hpc.models.base import StageRunner, UnitInput
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
+from onepiece_hpc.runtime.failures import describe
 from onepiece_hpc.runtime.layout import NODE_MANAGER
 from onepiece_hpc.runtime.messages import (
-    Failure, Finished, Heartbeat, MoveDone, MoveOrder, RankState, Routes, Shutdown, WorkGrant, WorkRequest,
+    Failure, Finished, Heartbeat, MoveDone, MoveOrder, RankState, Routes, Shutdown, UnitFailed, WorkGrant,
+    WorkRequest,
 )
-from onepiece_hpc.runtime.monolithic import unit_input
 from onepiece_hpc.runtime.peers import RankInfo, process_alive, resident_mb
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.status import StatusFile
-from onepiece_hpc.runtime.tensors import from_wire, to_wire
+from onepiece_hpc.runtime.tensors import SEEDS, from_wire, to_wire
 from onepiece_hpc.spec.job import Stage
+from onepiece_hpc.spec.plan import PlanSummary
 from onepiece_hpc.transport import WaitPolicy
 from onepiece_hpc.transport.balance import pick_consumer
 from onepiece_hpc.transport.connect import Channels
@@ -45,6 +47,26 @@ ORDER = list(Stage)
 
 class ManagerGone(RuntimeError):
     """The Node Manager's process ended: nobody is left to commit, so stop."""
+
+
+ABORT_WAIT_S = 15.0  # a rank whose error reached rank 0 waits this long for the job's abort
+
+
+class ReportedFailure(RuntimeError):
+    """This rank failed and told the Node Manager, which aborts the job (and names the root cause)."""
+
+    def __init__(self, cause: str, manager: RankInfo, me: RankInfo) -> None:
+        super().__init__(cause)
+        self.cause, self.manager, self.me = cause, manager, me
+
+    def await_abort(self) -> None:
+        """Wait for rank 0's abort to end this process; return if it has not come by the deadline
+        (or rank 0 is gone), so that the caller ends the job itself."""
+        end = time.monotonic() + ABORT_WAIT_S
+        while time.monotonic() < end:
+            if self.manager.host == self.me.host and not process_alive(self.manager.pid):
+                return
+            time.sleep(0.1)
 
 
 class ProtocolError(RuntimeError):
@@ -88,10 +110,12 @@ class Moving:
 class StageWorker:
     """The main loop of one stage rank."""
 
-    def __init__(self, me: RankInfo, stage: Stage, prepared: Prepared, routes: Routes, channels: Channels,
-                 control: ControlPlane, peers: list[RankInfo], policy: WaitPolicy, heartbeat_s: float,
-                 status: StatusFile | None = None, warm_up: bool = False) -> None:
+    def __init__(self, me: RankInfo, stage: Stage, prepared: Prepared, summary: PlanSummary, routes: Routes,
+                 channels: Channels, control: ControlPlane, peers: list[RankInfo], policy: WaitPolicy,
+                 heartbeat_s: float, status: StatusFile | None = None, warm_up: bool = False) -> None:
         self.me, self.stage, self.prepared, self.routes = me, stage, prepared, routes
+        self.summary = summary  # the plan as a stage rank knows it: each unit's inputs come with its work
+        self._params_ids = {params: index for index, params in enumerate(summary.params)}
         self.control, self.policy, self.heartbeat_s, self.status = control, policy, heartbeat_s, status
         self.warm_up = warm_up
         self.manager = peers[NODE_MANAGER]
@@ -100,7 +124,7 @@ class StageWorker:
         self.producers = {rank: ch.producer for rank, ch in channels.outbound.items()}
         self.counters = Counters()
         self.runners: dict[Stage, StageRunner] = {}
-        self.carry: deque[tuple[int, dict[str, torch.Tensor], list[float]]] = deque()
+        self.carry: deque[tuple[UnitInput, dict[str, torch.Tensor], list[float]]] = deque()
         self.fences: dict[int, set[int]] = {}   # routes version -> ranks whose fence arrived
         self.moving: Moving | None = None
         self.grant: WorkGrant | None = None
@@ -137,25 +161,32 @@ class StageWorker:
                 pause = min(pause * 2, self.policy.max_sleep_s)
             self.counters.enter(None, self.stage)
             self.counters.state = RankState.DONE
+        except ManagerGone:
+            self.counters.state = RankState.FAILED
+            raise
         except Exception as err:
             self.counters.state = RankState.FAILED
-            self._report(err)
-            raise
+            if not self._report(err):
+                raise
+            raise ReportedFailure(f"{type(err).__name__}: {err}", self.manager, self.me) from err
         finally:
             self._stop.set()
             beat.join()
         self.control.send(NODE_MANAGER, self.heartbeat(), TAG_TO_MANAGER)
         self.control.send(NODE_MANAGER, Finished(self.me.rank, self.counters.units_done), TAG_TO_MANAGER)
 
-    def _report(self, err: Exception) -> None:
+    def _report(self, err: Exception) -> bool:
+        """Tell the Node Manager; False if that failed too (the caller then ends the job itself)."""
         peer = getattr(err, "peer", None)
         failure = Failure(rank=self.me.rank, host=self.me.host, stage=self.stage.value,
                           unit=self.counters.unit, error=f"{type(err).__name__}: {err}",
                           peer=peer.rank if peer is not None else -1)
         try:
             self.control.send(NODE_MANAGER, failure, TAG_TO_MANAGER)
-        except Exception:  # the manager may be gone too; the error is logged by the caller
+        except Exception:  # the manager may be gone too
             log.debug("could not report the failure to the Node Manager", exc_info=True)
+            return False
+        return True
 
     # -- control -----------------------------------------------------------------------------
     def _handle_control(self) -> bool:
@@ -189,15 +220,15 @@ class StageWorker:
             self._switch()
             return True
         if self.carry and not self.moving:
-            unit, inputs, timings = self.carry.popleft()
-            self._run_unit(unit, inputs, timings)
+            request, inputs, timings = self.carry.popleft()
+            self._run_unit(request, inputs, timings)
             return True
         if self.grant is not None:
             grant, self.grant, self.asked = self.grant, None, False
             if grant.unit < 0:
                 self.no_work = True
             else:
-                self._run_unit(grant.unit, {}, [])
+                self._run_unit(self._granted(grant), {}, [])
             return True
         if (self.stage is Stage.ENCODE and not self.moving and not self.asked and not self.no_work
                 and self._room_downstream()):
@@ -217,8 +248,18 @@ class StageWorker:
             if meta.get("stage") != expected:
                 raise ProtocolError(f"rank {self.me.rank} ({self.stage.value}) got a {meta.get('stage')} output "
                                     f"for unit {message.unit_id} from rank {sender}")
-            self._run_unit(message.unit_id, from_wire(message.tensors, message.specs), meta["timings"])
+            inputs = from_wire(message.tensors, message.specs)
+            seeds = tuple(inputs.pop(SEEDS).tolist())
+            request = UnitInput(unit=message.unit_id, items=tuple(message.item_ids), prompts=(), negative_prompts=(),
+                                seeds=seeds, params=self.summary.params[int(meta["params"])])
+            self._run_unit(request, inputs, meta["timings"])
         return True
+
+    def _granted(self, grant: WorkGrant) -> UnitInput:
+        """A granted unit's input, as the Node Manager sent it (a stage rank holds no plan)."""
+        return UnitInput(unit=grant.unit, items=tuple(range(grant.start, grant.start + len(grant.seeds))),
+                         prompts=tuple(grant.prompts), negative_prompts=tuple(grant.negative_prompts),
+                         seeds=tuple(grant.seeds), params=self.summary.params[grant.params])
 
     def _receive_any(self):
         ranks = list(self.consumers)
@@ -230,18 +271,20 @@ class StageWorker:
                 return rank, message
         return None
 
-    def _run_unit(self, unit_index: int, inputs: dict[str, torch.Tensor], timings: list[float]) -> None:
-        plan = self.prepared.plan
-        self.counters.unit = unit_index
+    def _run_unit(self, request: UnitInput, inputs: dict[str, torch.Tensor], timings: list[float]) -> None:
+        self.counters.unit = request.unit
         if self.status:
-            self.status.update(unit_index)
-        request = unit_input(plan, plan.units[unit_index])
+            self.status.update(request.unit)
         t0 = time.monotonic()
-        outputs = self.runners[self.stage](request, inputs)
-        if self.prepared.placement.device.type == "cuda":
-            # the stage's kernels are done: its busy time is real, and the ring slots its inputs
-            # were read from may be given back
-            torch.cuda.synchronize()
+        try:
+            outputs = self.runners[self.stage](request, inputs)
+            if self.prepared.placement.device.type == "cuda":
+                # the stage's kernels are done: its busy time is real, and the ring slots its inputs
+                # were read from may be given back
+                torch.cuda.synchronize()
+        except Exception as err:  # this unit's failure, not the rank's: say so and serve the next one
+            self._unit_failed(request, err)
+            return
         seconds = time.monotonic() - t0
         self.counters.busy_s += seconds
         self.counters.stage_busy_s[ORDER.index(self.stage)] += seconds
@@ -249,11 +292,20 @@ class StageWorker:
         timings = [*timings, seconds]
         follows = ORDER.index(self.stage) + 1
         if self.moving and follows < len(ORDER) and self.moving.to is ORDER[follows]:
-            self.carry.append((unit_index, outputs, timings))  # ours to finish after the move
+            self.carry.append((request, outputs, timings))  # ours to finish after the move
         else:
-            self._pass_on(unit_index, request.items, outputs, timings)
+            self._pass_on(request, outputs, timings)
         self.counters.units_done += 1
         self.counters.unit = -1
+
+    def _unit_failed(self, request: UnitInput, err: Exception) -> None:
+        """Report a unit the stage could not run; the Node Manager records its items as failed (or
+        stops the job when the stage itself is failing). Nothing of it is passed on."""
+        self.control.send(NODE_MANAGER, UnitFailed(self.me.rank, self.me.host, self.stage.value, request.unit,
+                                                   describe(err)), TAG_TO_MANAGER)
+        self.counters.unit = -1
+        if self.prepared.placement.device.type == "cuda":
+            torch.cuda.empty_cache()  # an out-of-memory leaves its blocks cached; the next unit may need them
 
     def _downstream(self) -> list[int]:
         index = ORDER.index(self.stage)
@@ -262,8 +314,7 @@ class StageWorker:
     def _room_downstream(self) -> bool:
         return any(self.producers[r].free_slots() > 0 for r in self._downstream())
 
-    def _pass_on(self, unit: int, items: tuple[int, ...], outputs: dict[str, torch.Tensor],
-                 timings: list[float]) -> None:
+    def _pass_on(self, request: UnitInput, outputs: dict[str, torch.Tensor], timings: list[float]) -> None:
         """Send to the next stage's rank with the most free slots, waiting (and listening) if none."""
         started = time.monotonic()
         pause = self.policy.first_sleep_s
@@ -281,8 +332,11 @@ class StageWorker:
             pause = min(pause * 2, self.policy.max_sleep_s)
         self._next = choice + 1
         producer = self.producers[targets[choice]]
-        wire = to_wire(outputs, device_ok=producer.accepts_device)
-        self._send_to(targets[choice], wire, unit, items, {"stage": self.stage.value, "timings": timings})
+        seeds = torch.tensor(request.seeds, dtype=torch.int64)
+        wire = to_wire({**outputs, SEEDS: seeds}, device_ok=producer.accepts_device,
+                       device_only=self.prepared.placement.device if producer.device_only else None)
+        meta = {"stage": self.stage.value, "timings": timings, "params": self._params_ids[request.params]}
+        self._send_to(targets[choice], wire, request.unit, request.items, meta)
         self.counters.send_s += time.monotonic() - started
 
     def _send_to(self, rank: int, wire, unit: int, items, meta: dict) -> None:
@@ -327,11 +381,12 @@ class StageWorker:
         """Run the stage once on the plan's first unit with zero inputs, so that its one-time
         costs (kernel choice, workspaces, the allocator's growth) fall before serving starts."""
         started = time.monotonic()
-        plan, placement, adapter = self.prepared.plan, self.prepared.placement, self.prepared.model.adapter
-        unit = plan.units[0]
-        request = unit_input(plan, unit)
+        placement, adapter = self.prepared.placement, self.prepared.model.adapter
+        params_id, size = self.summary.shapes[0]
+        request = UnitInput(unit=-1, items=tuple(range(size)), prompts=("a warm-up prompt",) * size,
+                            negative_prompts=("",) * size, seeds=(0,) * size, params=self.summary.params[params_id])
         index = ORDER.index(self.stage)
-        specs = adapter.output_specs(ORDER[index - 1], request.params, unit.size, placement.dtype) if index else ()
+        specs = adapter.output_specs(ORDER[index - 1], request.params, size, placement.dtype) if index else ()
         inputs = {s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device=placement.device) for s in specs}
         self.runners[self.stage](request, inputs)
         if placement.device.type == "cuda":

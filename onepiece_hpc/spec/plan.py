@@ -126,10 +126,11 @@ class Plan:
         return np.frombuffer(binascii.hexlify(raw.tobytes()), dtype="S64")
 
     def summary(self) -> PlanSummary:
-        shapes = np.unique(np.stack([self.unit_param_ids().astype(np.int64), self.unit_sizes()]), axis=1)
+        span = int(self.job.microbatch) + 1  # a unit holds at most microbatch items
+        pairs = np.unique(self.unit_param_ids().astype(np.int64) * span + self.unit_sizes())  # 1-D: fast
         return PlanSummary(fingerprint=self.fingerprint, execution=self.execution, items=len(self.table),
                            units=self.unit_count, params=self.params,
-                           shapes=tuple((int(p), int(s)) for p, s in shapes.T))
+                           shapes=tuple((int(pair // span), int(pair % span)) for pair in pairs))
 
 
 class _Items:

@@ -70,6 +70,12 @@ class Producer(_RingEnd):
         self._close_plan = self._plan(MessageKind.CLOSE, (), 0, 0)
 
     @property
+    def device_only(self) -> bool:
+        """Whether every payload must be `DeviceBytes` (the consumer reads payloads from its GPU,
+        as over cuda-ipc): a host array would land where the consumer never looks."""
+        return bool(getattr(self._ring, "device_payloads", False))
+
+    @property
     def accepts_device(self) -> bool:
         """Whether messages may carry `DeviceBytes` (the fabric copies device to device or into
         pinned memory, and the channel checks headers only)."""
@@ -138,11 +144,16 @@ class Producer(_RingEnd):
                 arrays.append(array)
                 described.append((name, array.shape, DType.of(array)))
         else:
+            device_only = self.device_only
             for out in tensors:
                 if type(out.array) is DeviceBytes and not self.accepts_device:
                     raise ValueError(f"tensor {out.name!r} is in device memory, but the channel to "
                                      f"consumer {self.peer.describe()} carries host memory only; "
                                      "copy it to the host first")
+                if device_only and type(out.array) is not DeviceBytes:
+                    raise ValueError(f"tensor {out.name!r} is in host memory, but the channel to consumer "
+                                     f"{self.peer.describe()} carries device memory only (its payloads are "
+                                     "read from the consumer's GPU); move it to the GPU first")
                 arrays.append(out.array)
                 described.append((out.name, out.array.shape, out.dtype))
         if item_ids and not all(0 <= i < 2**64 for i in item_ids):

@@ -139,3 +139,16 @@ def test_cached_layouts_keep_every_message_its_own_fields_and_views() -> None:
             np.testing.assert_array_equal(message.tensors["a"], array)
             assert message.tensors["a"].flags.writeable
             message.tensors["a"].flags.writeable = False  # must not leak into later messages
+
+
+def test_a_host_array_is_refused_on_a_channel_whose_payloads_live_in_gpu_memory() -> None:
+    """Over cuda-ipc the consumer reads every payload from its GPU; a host array written there
+    would land in the host ring, unseen, and the consumer would read stale device bytes. No GPU
+    exists here: the inproc ring stands in, flagged as the cuda-ipc region flags itself."""
+    from onepiece_hpc.transport import TensorOut
+
+    producer, _ = inproc_channel(RingLayout(2, 4096))
+    producer._ring.device_payloads = True
+    assert producer.device_only
+    with pytest.raises(ValueError, match="'seeds' is in host memory.*carries device memory only"):
+        producer.try_send([TensorOut.of("seeds", np.arange(3, dtype=np.int64), DType.INT64)])

@@ -64,6 +64,7 @@ class CudaIpcPeerRegion:
     """A peer's data ring: payloads copied GPU to GPU, headers and stamps through shm."""
 
     accepts_device = True
+    device_payloads = True  # the consumer reads every payload from its GPU: host arrays can't go here
 
     def __init__(self, host: ShmPeerRegion, device: PeerDeviceBuffer, copies: CopyQueue) -> None:
         self._host, self._device, self._copies = host, device, copies
