@@ -167,7 +167,7 @@ while [ -z "$rc" ]; do
     wait "$step" || status=$?
     [ "$seen" != "$signals" ] || rc=$status  # a wait cut short by a signal says nothing of the run
 done
-if [ "$ntasks" != 1 ] && ! [[ "$rc" =~ ^(0|2|3|5)$ ]]; then
+if [ "$ntasks" != 1 ] && ! [[ "$rc" =~ ^(0|2|3|4|5)$ ]]; then
     # after a drain past its deadline rank 0 aborts the other ranks, and srun reports them killed:
     # the output's journal says whether this job's run drained, and with what
     drained=0
@@ -202,6 +202,9 @@ case "$rc" in
     2)
         say "$step_name refused the job (exit 2, see above); not requeued"
         exit 2 ;;
+    4)
+        say "the run went through, but some items failed (exit 4, named above); not requeued; fix their cause, then run the job with --retry-failed"
+        exit 4 ;;
     3)
         if cancelled; then
             say "stopped early; every finished item is committed; job $SLURM_JOB_ID was cancelled, so it is not requeued; submit the same job again to resume"

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -323,3 +324,27 @@ def test_a_failing_srun_is_named_in_the_log_and_status(slurm_cluster, tmp_path):
     info = wait_until(lambda: (s := json.loads(onepiece("status", job_id, "--json")[1]))["state"] == "FAILED"
                       and s, "sacct to record the job as FAILED", 30)
     assert info["items_done"] == 0
+
+
+def test_a_refusal_found_only_by_rank_0_ends_every_rank_under_srun(slurm_cluster, tmp_path):
+    """The job submitted again while its first run still writes the output: only rank 0 finds the
+    output in use, after every rank has started; the whole step ends within 30 s, exit 2."""
+    job = slow_job(tmp_path)
+    output = tmp_path / "out" / "staged.h5"
+    writer = subprocess.Popen([sys.executable, "-m", "onepiece_hpc.cli.main", "run", str(job), "--monolithic"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: done_count(output) >= 1 or writer.poll() is not None, "the first run's first commit")
+        assert writer.poll() is None, writer.stderr.read()[-2000:]
+        job_id = submit(job)
+        log = tmp_path / "out" / "staged.slurm" / f"{job_id}.log"
+        wait_until(lambda: log_says(log, "is being written by pid"), "rank 0's refusal in the job's log")
+        refused_at = time.monotonic()
+        wait_gone(job_id, 60)
+        assert time.monotonic() - refused_at < 30, "the other ranks outlived rank 0's refusal"
+        text = log.read_text()
+        assert "refused the job (exit 2" in text and "not requeued" in text
+        assert not job_processes(job_id)
+    finally:
+        os.killpg(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=60)

@@ -317,3 +317,11 @@ def test_the_journal_tells_a_drain_with_progress_from_one_without():
     assert drained_exit(runs, "8", 0) == 1   # completed
     assert drained_exit([run("9", 0, "running", 4)], "9", 0) == 1  # killed before it closed
     assert drained_exit(runs, "", 0) == 1
+
+
+def test_a_run_with_failed_items_is_not_requeued_and_says_how_to_retry(tmp_path):
+    slurm = Slurm(tmp_path, "exit 4\n")
+    result = _run_script(tmp_path, ["--python", str(slurm.python), "--mpi", "pmi2", "job.yaml"], 4, [slurm.bin])
+    assert result.returncode == 4, result.stderr
+    assert "some items failed (exit 4" in result.stderr and "--retry-failed" in result.stderr
+    assert slurm.called("scontrol") == [] and slurm.called("sbatch") == []
