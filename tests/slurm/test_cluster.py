@@ -327,24 +327,28 @@ def test_a_failing_srun_is_named_in_the_log_and_status(slurm_cluster, tmp_path):
 
 
 def test_a_refusal_found_only_by_rank_0_ends_every_rank_under_srun(slurm_cluster, tmp_path):
-    """The job submitted again while its first run still writes the output: only rank 0 finds the
-    output in use, after every rank has started; the whole step ends within 30 s, exit 2."""
-    job = slow_job(tmp_path)
+    """The output is being written by another run (its lock is held, as by the job's first run when
+    the job is submitted again): only rank 0 finds it, after every rank has started; the whole step
+    ends within 30 s of the refusal, which the log names, and is not requeued. (srun reports the
+    tasks MPI_Abort ended as killed, so the script names srun's code, not 2.)"""
+    job = write(tmp_path, STAGED.replace("steps: 16", "steps: 2"), PROMPTS[:2])
     output = tmp_path / "out" / "staged.h5"
-    writer = subprocess.Popen([sys.executable, "-m", "onepiece_hpc.cli.main", "run", str(job), "--monolithic"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        wait_until(lambda: done_count(output) >= 1 or writer.poll() is not None, "the first run's first commit")
-        assert writer.poll() is None, writer.stderr.read()[-2000:]
-        job_id = submit(job)
-        log = tmp_path / "out" / "staged.slurm" / f"{job_id}.log"
-        wait_until(lambda: log_says(log, "is being written by pid"), "rank 0's refusal in the job's log")
-        refused_at = time.monotonic()
-        wait_gone(job_id, 60)
-        assert time.monotonic() - refused_at < 30, "the other ranks outlived rank 0's refusal"
-        text = log.read_text()
-        assert "refused the job (exit 2" in text and "not requeued" in text
-        assert not job_processes(job_id)
-    finally:
-        os.killpg(writer.pid, signal.SIGKILL)
-        writer.wait(timeout=60)
+    code, _, err = onepiece("run", job, "--monolithic")
+    assert code == 0, err
+    holder = (f"import time; from pathlib import Path; from onepiece_hpc.store.lock import WriterLock, myself; "
+              f"WriterLock.acquire(Path({str(output) + '.d/lock'!r}), myself('another run', '', 0), "
+              f"Path({str(output)!r})); print('held', flush=True); time.sleep(600)")
+    with subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True) as other:
+        try:
+            assert other.stdout.readline().strip() == "held"
+            job_id = submit(job)
+            log = tmp_path / "out" / "staged.slurm" / f"{job_id}.log"
+            wait_until(lambda: log_says(log, "is being written by pid"), "rank 0's refusal in the job's log")
+            refused_at = time.monotonic()
+            wait_gone(job_id, 60)
+            assert time.monotonic() - refused_at < 30, "the other ranks outlived rank 0's refusal"
+        finally:
+            other.kill()
+    text = log.read_text()
+    assert "fix: wait for that run to finish" in text and "requeueing" not in text
+    assert not job_processes(job_id)
