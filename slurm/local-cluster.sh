@@ -3,7 +3,7 @@
 #
 #   slurm/local-cluster.sh install   apt-get the packages when missing (root, Debian/Ubuntu)
 #   slurm/local-cluster.sh up        start munged, MariaDB, slurmdbd, slurmctld, slurmd
-#   slurm/local-cluster.sh down      stop them (by their PID files, in reverse order)
+#   slurm/local-cluster.sh down      kill the jobs still running, stop the daemons (by their PID files, in reverse order)
 #   slurm/local-cluster.sh env       print the line that points Slurm clients at this cluster
 #
 # Everything lives in one scratch folder ($ONEPIECE_SLURM_DIR, default $TMPDIR/onepiece-slurm or
@@ -160,7 +160,24 @@ stop_pid() {  # stop_pid NAME: TERM the process in run/NAME.pid, then KILL it af
     rm -f "$file"
 }
 
+end_jobs() {  # kill this cluster's jobs: slurmd going down leaves their processes running
+    local pid jobs
+    pid="$(cat "$DIR/run/slurmctld.pid" 2>/dev/null)" || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    export SLURM_CONF="$DIR/slurm.conf"
+    jobs="$(timeout 10 squeue -h -o %A 2>/dev/null)" || return 0
+    [ -n "$jobs" ] || return 0
+    say "killing the jobs still queued or running: $(echo $jobs)"
+    echo "$jobs" | xargs timeout 10 scancel --full --signal=KILL 2>/dev/null || true
+    for _ in $(seq 1 200); do  # slurmd kills what outlives the signal after KillWait (30 s)
+        [ -z "$(timeout 10 squeue -h -o %A 2>/dev/null)" ] && return 0
+        sleep 0.2
+    done
+    say "jobs still listed after 40 s; stopping the daemons anyway"
+}
+
 down() {
+    end_jobs
     for name in slurmd slurmctld slurmdbd mariadbd munged; do stop_pid "$name"; done
     say "down"
 }

@@ -44,7 +44,8 @@ BODY = r"""trap 'early=${early:-USR1}' USR1; trap 'early=${early:-USR2}' USR2; t
 # would requeue forever. A signal that comes before the run started ends the job at once (exit 5).
 #
 # Exit codes: 0 done; 2 refused (see the log), not requeued; 3 drained after progress, requeued or
-# chained; 5 drained before any progress, not requeued; others: the run failed (see the log).
+# chained; 4 done but some items failed (named in the log), not requeued; 5 drained before any
+# progress, not requeued; others: the run failed (see the log).
 set -euo pipefail
 
 say() { echo "onepiece.sbatch: $*" >&2; }
