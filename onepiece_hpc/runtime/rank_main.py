@@ -23,6 +23,7 @@ from onepiece_hpc.runtime.interrupts import exit_code
 from onepiece_hpc.runtime.quiet import quiet_libraries
 
 NODE_MANAGER = 0
+FINALIZE_DEADLINE_S = 60.0  # how long a rank that finished gives MPI_Finalize
 log = logging.getLogger("onepiece.rank")
 
 
@@ -103,13 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     # rank 0 drains on the drain signal or SIGTERM, its writer closing in order (runtime/drain.py);
     # the other ranks outlive both and are ended by rank 0
     drain = listen(args.drain_signal, args.drain_seconds) if rank == NODE_MANAGER else None
+    code = 0
     try:
         outcome = run_rank(args, comm, drain)
         drained = drained_exit_code(outcome)
         if drained is not None and rank == NODE_MANAGER:
-            sys.exit(drained)
-        if outcome == ITEMS_FAILED and rank == NODE_MANAGER:
-            sys.exit(EXIT_ITEMS_FAILED)
+            code = drained
+        elif outcome == ITEMS_FAILED and rank == NODE_MANAGER:
+            code = EXIT_ITEMS_FAILED
     except SetupStopped as stopped:  # rank 0 stopped the job during set-up and says why
         os._exit(stopped.exit_code)
     except (UserError, SetupFailed) as err:
@@ -153,6 +155,25 @@ def main(argv: list[str] | None = None) -> None:
         else:
             print(f"error: {where}: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
         comm.Abort(1)
+    finalize_and_exit(MPI, code)
+
+
+def finalize_and_exit(mpi, code: int, deadline_s: float = FINALIZE_DEADLINE_S) -> None:
+    """MPI_Finalize, under a deadline, then exit with `code`. Finalize waits on every rank (and a
+    launcher's PMI layer under load has been seen to hang in it after a complete run): past the
+    deadline the rank leaves anyway, with the code its run earned; its work is done."""
+    def expire() -> None:
+        print(f"rank {mpi.COMM_WORLD.Get_rank()}: MPI_Finalize took over {deadline_s:.0f} s; leaving without it",
+              file=sys.stderr, flush=True)
+        os._exit(code)
+
+    timer = threading.Timer(deadline_s, expire)
+    timer.daemon = True
+    timer.start()
+    mpi.Finalize()
+    timer.cancel()
+    sys.exit(code)
+
 
 if __name__ == "__main__":
     main()
