@@ -11,7 +11,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,12 +81,12 @@ class Plan:
     fingerprint: str
 
     @property
-    def items(self) -> _Items:
-        return _Items(self)
+    def items(self) -> Sequence[Item]:
+        return _Built(len(self.table), self.item)
 
     @property
-    def units(self) -> _Units:
-        return _Units(self)
+    def units(self) -> Sequence[Unit]:
+        return _Built(self.unit_count, self.unit)
 
     @property
     def unit_count(self) -> int:
@@ -133,44 +133,22 @@ class Plan:
                            shapes=tuple((int(pair // span), int(pair % span)) for pair in pairs))
 
 
-class _Items:
-    """The plan's items as a read-only sequence; each Item is built when asked for."""
+class _Built(Sequence):
+    """A read-only sequence of `count` rows, each built by `build(i)` when asked for (an Item or a
+    Unit of the plan: nothing is held per row)."""
 
-    def __init__(self, plan: Plan) -> None:
-        self._plan = plan
+    def __init__(self, count: int, build: Callable[[int], object]) -> None:
+        self._count, self._build = count, build
 
     def __len__(self) -> int:
-        return len(self._plan.table)
+        return self._count
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return tuple(self._plan.item(i) for i in range(*index.indices(len(self))))
-        if not -len(self) <= index < len(self):
+            return tuple(self._build(i) for i in range(*index.indices(self._count)))
+        if not -self._count <= index < self._count:
             raise IndexError(index)
-        return self._plan.item(index % len(self))
-
-    def __iter__(self) -> Iterator[Item]:
-        return (self._plan.item(i) for i in range(len(self)))
-
-
-class _Units:
-    """The plan's units as a read-only sequence; each Unit is built when asked for."""
-
-    def __init__(self, plan: Plan) -> None:
-        self._plan = plan
-
-    def __len__(self) -> int:
-        return self._plan.unit_count
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return tuple(self._plan.unit(i) for i in range(*index.indices(len(self))))
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        return self._plan.unit(index % len(self))
-
-    def __iter__(self) -> Iterator[Unit]:
-        return (self._plan.unit(i) for i in range(len(self)))
+        return self._build(index % self._count)
 
 
 @dataclass(frozen=True)

@@ -221,11 +221,6 @@ class PromptTable:
     def __iter__(self) -> Iterator[PromptRecord]:
         return (self[i] for i in range(len(self)))
 
-    def image_of(self, index: int) -> ConditionImage | None:
-        if self.image_ids is None or self.image_ids[index] < 0:
-            return None
-        return self.images[self.image_ids[index]]
-
 
 class _TableBuilder:
     """Collects records into a PromptTable; `full` adds the columns only .jsonl lines can set.
