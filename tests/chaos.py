@@ -11,6 +11,7 @@ The tests reuse its pieces (process trees, waiting for their end, the checks aft
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
@@ -136,10 +137,16 @@ def _kill(process: Process) -> None:
             pass
 
 
-def chaos_job(folder: Path, items: int = 40, steps: int = 6) -> Path:
-    """A tiny staged job (one rank a stage; a fifth rank joins denoise) long enough to cut midway."""
-    prompts = [f"chaos item {i}: a {('red', 'blue', 'green', 'white')[i % 4]} boat at dawn" for i in range(items)]
-    return write_job(folder, prompts, params=f"{{steps: {steps}, guidance: 4.0, height: 64, width: 64}}",
+def chaos_job(folder: Path, items: int = 40, steps: int = 6, quick: int = 0) -> Path:
+    """A tiny staged job (one rank a stage; a fifth rank joins denoise) long enough to cut midway.
+    The first `quick` items take 2 steps: their commits come fast, and a cut made after them lands
+    while most of the slower items are not even dispatched, however fast the machine is."""
+    lines = [{"prompt": f"chaos item {i}: a {('red', 'blue', 'green', 'white')[i % 4]} boat at dawn",
+              **({"steps": 2} if i < quick else {})} for i in range(items)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return write_job(folder, prompt_file="prompts.jsonl",
+                     params=f"{{steps: {steps}, guidance: 4.0, height: 64, width: 64}}",
                      stages="{encode: 1, denoise: 1, decode: 1}")
 
 

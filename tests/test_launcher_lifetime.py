@@ -26,7 +26,10 @@ ENDS_WITHIN_S = 15.0
 
 
 def small_job(folder):
-    return chaos_job(folder, items=24, steps=4)
+    """Two quick items, then 22 slow ones: the launcher is cut after the quick ones commit, with
+    about five units in flight, so the run is interrupted on any machine (with 24 items of 4 steps,
+    a fast machine committed all of them before the ranks had ended)."""
+    return chaos_job(folder, items=24, steps=24, quick=2)
 
 
 @pytest.fixture(scope="module")
