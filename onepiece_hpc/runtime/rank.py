@@ -103,12 +103,18 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -
 
 
 def write_report(path: Path | None, report: dict) -> None:
+    """Rank 0's word on how its run ended, for whoever started it (the batch script reads it when
+    srun's code can't say). Best effort: it is called on the way out of failures, which a report
+    that can't be written must not turn into another."""
     if path is None:
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # never a predictable name
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(report, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # never a predictable name
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(report, indent=1, default=str))
+        os.replace(tmp, path)
+    except OSError as err:
+        print(f"warning: could not write the run's report {path}: {err.strerror or err}", file=sys.stderr, flush=True)
 
 
 #: rank 0's outcome of a run that went through with some items failed (exit 4, runtime/failures.py)

@@ -1,12 +1,14 @@
-"""How this Slurm job's run of an output ended, read from the output's journal.
+"""How this Slurm job's run of an output ended, read from the output's journal and rank 0's report.
 
-    python -m onepiece_hpc.slurm.outcome JOB.yaml [--output OUT.h5]     # exit 3, 5 or 1
+    python -m onepiece_hpc.slurm.outcome [--report FILE] JOB.yaml [--output OUT.h5]  # exit 3, 5, 2, 1 or 9
 
-The batch script asks when the step's exit code can't say: after a drain past its deadline rank 0
-closes the output and aborts the other ranks (they may wait on a unit that never comes), and srun
-then reports them killed (137) instead of rank 0's 3 or 5. The journal can say: this job's run
-(same job id and restart count) ended "preempted" with items committed (exit 3: go on), or
-without any (exit 5: don't requeue); anything else exits 1 (not a drain).
+The batch script asks when the step's exit code can't say. Rank 0 ends a step with MPI_Abort
+after a drain past its deadline (the other ranks may wait on a unit that never comes), after a
+refusal only it found (the output is another job's, or in use) and after a failure; srun then
+reports the tasks killed (137) instead of rank 0's code. The journal can say: this job's run (same
+job id and restart count) ended "preempted" with items committed (exit 3: go on), or without any
+(exit 5: don't requeue). Else rank 0's report (`rank_main --report`) can say: refused (exit 2) or
+failed (exit 1). With neither, exit 9: nothing is known, and the step's own code stands.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from onepiece_hpc.runtime.drain import EXIT_DRAINED, EXIT_NO_PROGRESS, PREEMPTED
 
 NOT_A_DRAIN = 1
+REFUSED, FAILED, UNKNOWN = 2, 1, 9
 
 
 def output_of(job_file: Path, given: str | None) -> Path | None:
@@ -56,15 +59,35 @@ def drained_exit(runs: list[dict], slurm_job: str, restart: int) -> int:
     return EXIT_DRAINED if int(mine[-1].get("items_committed", 0) or 0) > 0 else EXIT_NO_PROGRESS
 
 
+def reported_exit(report: Path | None) -> int:
+    """2 if rank 0's report says it refused the job, 1 if it says the run failed, else UNKNOWN (no
+    report, an empty one: rank 0 never got that far, or ran on another node)."""
+    import json
+
+    try:
+        status = json.loads(report.read_text(encoding="utf-8")).get("status") if report else None
+    except (OSError, ValueError, AttributeError):
+        return UNKNOWN
+    return {"refused": REFUSED, "failed": FAILED}.get(status, UNKNOWN)
+
+
+def step_exit(runs: list[dict], slurm_job: str, restart: int, report: Path | None) -> int:
+    """What the step's run ended with, as the batch script goes on: a drain first (the journal is
+    the output's own word), then rank 0's report."""
+    drained = drained_exit(runs, slurm_job, restart)
+    return drained if drained != NOT_A_DRAIN else reported_exit(report)
+
+
 def main(argv: list[str] | None = None) -> None:
     from onepiece_hpc.environment import slurm_job
 
     parser = argparse.ArgumentParser(prog="onepiece-outcome", description=__doc__)
     parser.add_argument("job")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--report", type=Path, default=None)
     args, _ = parser.parse_known_args(argv)
     job_id, restart = slurm_job()
-    sys.exit(drained_exit(runs_of(output_of(Path(args.job), args.output)), job_id, restart))
+    sys.exit(step_exit(runs_of(output_of(Path(args.job), args.output)), job_id, restart, args.report))
 
 
 if __name__ == "__main__":

@@ -139,11 +139,18 @@ if [ "$ntasks" = 1 ]; then
     step=$!
 else
     step_name="srun --mpi=$mpi"
+    # rank 0 (task 0, on this node) writes how its run ended here: a refusal or a failure that it
+    # alone found ends the step by MPI_Abort, which srun reports as killed tasks, not as 2 or 1
+    report=()
+    if made="$(mktemp "${TMPDIR:-/tmp}/onepiece-report.XXXXXXXX")"; then
+        report=(--report "$made")
+        trap 'rm -f "$made"' EXIT
+    fi
     # every rank ignores the drain signal and SIGTERM until rank 0's handlers are in place;
     # --kill-on-bad-exit: a rank that fails, or rank 0 leaving after a drain, ends the whole step
     srun --mpi="$mpi" --kill-on-bad-exit=1 /bin/bash -c 'trap "" "$1" TERM; shift; exec "$@"' onepiece-rank \
         "$drain_signal" "$python" -m onepiece_hpc.runtime.rank_main --expect-ranks "$ntasks" --progress lines \
-        --drain-signal "$drain_signal" --drain-seconds "$drain_seconds" "$@" &
+        --drain-signal "$drain_signal" --drain-seconds "$drain_seconds" "${report[@]}" "$@" &
     step=$!
 fi
 
@@ -169,14 +176,22 @@ while [ -z "$rc" ]; do
     [ "$seen" != "$signals" ] || rc=$status  # a wait cut short by a signal says nothing of the run
 done
 if [ "$ntasks" != 1 ] && ! [[ "$rc" =~ ^(0|2|3|4|5)$ ]]; then
-    # after a drain past its deadline rank 0 aborts the other ranks, and srun reports them killed:
-    # the output's journal says whether this job's run drained, and with what
-    drained=0
-    "$python" -m onepiece_hpc.slurm.outcome "$@" || drained=$?
-    if [ "$drained" = 3 ] || [ "$drained" = 5 ]; then
-        say "$step_name ended with exit code $rc; the output's journal says this run drained: going on as after exit $drained"
-        rc=$drained
-    fi
+    # rank 0 ended the step with MPI_Abort (after a drain past its deadline, a refusal or a failure
+    # only it found), and srun reports the tasks killed: the output's journal says whether this
+    # job's run drained, and with what; else rank 0's report whether it refused the job or failed
+    known=0
+    "$python" -m onepiece_hpc.slurm.outcome "${report[@]}" "$@" || known=$?
+    case "$known" in
+        3|5)
+            say "$step_name ended with exit code $rc; the output's journal says this run drained: going on as after exit $known"
+            rc=$known ;;
+        2)
+            say "$step_name ended with exit code $rc after rank 0 refused the job (see above)"
+            rc=2 ;;
+        1)
+            say "$step_name ended with exit code $rc after rank 0 stopped the failed run (see above)"
+            rc=1 ;;
+    esac
 fi
 
 cancelled() {  # Slurm ends this job for another reason than its time limit (scancel): don't bring it back

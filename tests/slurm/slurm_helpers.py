@@ -85,6 +85,13 @@ def job_processes(job_id: str, task: int | None = None) -> list[int]:
     return found
 
 
+def accounting(job_id: str) -> str:
+    """sacct's "STATE|EXIT:SIGNAL" of the job ("" until it is recorded)."""
+    done = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode"], capture_output=True,
+                          text=True, timeout=30)
+    return done.stdout.strip().split()[0] if done.stdout.strip() else ""
+
+
 def log_says(log: Path, text: str) -> bool:
     return log.exists() and text in log.read_text(errors="replace")
 

@@ -19,7 +19,7 @@ import pytest
 
 from support import runs_of
 from slurm_helpers import (
-    REPO, job_processes, log_says, onepiece, squeue_state, start_now, stop_process, wait_gone, wait_requeued,
+    REPO, accounting, job_processes, log_says, onepiece, squeue_state, start_now, stop_process, wait_gone, wait_requeued,
     wait_until,
 )
 
@@ -329,8 +329,8 @@ def test_a_failing_srun_is_named_in_the_log_and_status(slurm_cluster, tmp_path):
 def test_a_refusal_found_only_by_rank_0_ends_every_rank_under_srun(slurm_cluster, tmp_path):
     """The output is being written by another run (its lock is held, as by the job's first run when
     the job is submitted again): only rank 0 finds it, after every rank has started; the whole step
-    ends within 30 s of the refusal, which the log names, and is not requeued. (srun reports the
-    tasks MPI_Abort ended as killed, so the script names srun's code, not 2.)"""
+    ends within 30 s of the refusal, which the log names, and is not requeued. srun reports the
+    tasks MPI_Abort ended as killed; the script reads rank 0's report and the job exits 2."""
     job = write(tmp_path, STAGED.replace("steps: 16", "steps: 2"), PROMPTS[:2])
     output = tmp_path / "out" / "staged.h5"
     code, _, err = onepiece("run", job, "--monolithic")
@@ -351,4 +351,8 @@ def test_a_refusal_found_only_by_rank_0_ends_every_rank_under_srun(slurm_cluster
             other.kill()
     text = log.read_text()
     assert "fix: wait for that run to finish" in text and "requeueing" not in text
+    assert "after rank 0 refused the job" in text, text[-3000:]
     assert not job_processes(job_id)
+    ended = wait_until(lambda: (line := accounting(job_id)).startswith("FAILED|") and line,
+                       "sacct to record the job as FAILED", 30)
+    assert ended == "FAILED|2:0"  # the script's exit code: refused, not srun's 137

@@ -101,9 +101,11 @@ def test_the_script_passes_hostile_arguments_on_as_data(tmp_path):
     four = _run_script(tmp_path, ["--python", str(python), "--mpi", "pmi2", "--drain-signal", "USR2",
                                   "--drain-seconds", "60", job, "--output", out], 4, [bin_dir])
     assert four.returncode == 0, four.stderr
-    assert json.loads(record.read_text()) == ["-m", "onepiece_hpc.runtime.rank_main", "--expect-ranks", "4",
-                                              "--progress", "lines", "--drain-signal", "USR2", "--drain-seconds", "60",
-                                              job, "--output", out]
+    argv = json.loads(record.read_text())
+    assert argv[argv.index("--report") + 1].startswith("/tmp/onepiece-report.")  # a fresh one, never a set name
+    del argv[argv.index("--report"):argv.index("--report") + 2]
+    assert argv == ["-m", "onepiece_hpc.runtime.rank_main", "--expect-ranks", "4", "--progress", "lines",
+                    "--drain-signal", "USR2", "--drain-seconds", "60", job, "--output", out]
     assert not list(tmp_path.rglob("PWNED"))
 
 
@@ -300,8 +302,59 @@ def test_a_step_killed_after_its_drain_goes_on_as_the_outputs_journal_says(tmp_p
     result = _drained_run(tmp_path, slurm, [], signal.SIGUSR1)
     assert result.returncode == 3, result.stderr
     assert "ended with exit code 137; the output's journal says this run drained" in result.stderr
-    assert json.loads(asked.read_text()) == ["-m", "onepiece_hpc.slurm.outcome", "job.yaml"]
+    asked = json.loads(asked.read_text())
+    assert asked[:3] == ["-m", "onepiece_hpc.slurm.outcome", "--report"] and asked[4:] == ["job.yaml"]
     assert slurm.called("scontrol") == ["requeue 1"]
+
+
+#: a fake python whose rank 0 writes REPORT where --report says, then is killed as MPI_Abort's tasks
+#: are (137); everything else (the outcome module) runs on the real python
+ABORTING = """if [ "$2" = onepiece_hpc.runtime.rank_main ]; then
+    while [ "$#" -gt 0 ] && [ "$1" != --report ]; do shift; done
+    [ "$#" -eq 0 ] || printf '%s' '{report}' > "$2"
+    exit 137
+fi
+exec {python} "$@"
+"""
+
+
+@pytest.mark.parametrize("report, code, says", [
+    ('{"status": "refused", "error": "the output is being written by pid 7"}', 2, "after rank 0 refused the job"),
+    ('{"status": "failed", "error": "rank 0: boom"}', 1, "after rank 0 stopped the failed run"),
+    ("", 137, "failed with exit code 137"),
+], ids=["refused", "failed", "no-report"])
+def test_a_step_rank_0_aborted_ends_with_the_code_its_report_gives(tmp_path, report, code, says):
+    """A refusal (or a failure) that rank 0 alone finds ends the step by MPI_Abort, and srun says 137:
+    the script reads rank 0's report, exits 2 (or 1) and is not requeued; with no report srun's code
+    stands. The report is a fresh temporary file, gone when the script ends."""
+    slurm = Slurm(tmp_path, SRUN)
+    slurm.python = _fake(slurm.bin, "fakepython", ABORTING.format(report=report, python=sys.executable))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    result = subprocess.run(["/bin/bash", str(_script(tmp_path)), "--python", str(slurm.python), "--mpi", "pmi2",
+                             "job.yaml"], capture_output=True, text=True, timeout=60,
+                            env=_env(4, [slurm.bin]) | {"TMPDIR": str(tmp)}, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert says in result.stderr
+    assert slurm.called("scontrol") == [] and slurm.called("sbatch") == []
+    assert list(tmp.iterdir()) == []
+
+
+def test_rank_0s_report_says_refused_or_failed_and_the_journal_comes_first(tmp_path):
+    from onepiece_hpc.slurm.outcome import UNKNOWN, step_exit
+
+    def report(text):
+        path = tmp_path / f"r{len(text)}"
+        path.write_text(text)
+        return path
+
+    drained = [{"slurm_job": "7", "slurm_restart": 0, "status": "preempted", "items_committed": 3}]
+    refused = report('{"status": "refused"}')
+    assert step_exit([], "7", 0, refused) == 2
+    assert step_exit([], "7", 0, report('{"status": "failed"}')) == 1
+    assert step_exit(drained, "7", 0, refused) == 3  # the output's own word first
+    for unknown in (None, tmp_path / "missing", report(""), report("[1, 2]"), report('{"status": "interrupted"}')):
+        assert step_exit([], "7", 0, unknown) == UNKNOWN
 
 
 def test_the_journal_tells_a_drain_with_progress_from_one_without():
