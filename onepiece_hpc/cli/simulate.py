@@ -1,4 +1,5 @@
-"""`onepiece simulate`: static-best, adaptive and oracle on a scenario, at any rank count."""
+"""`onepiece simulate`: static-best, adaptive and oracle on a scenario, at any rank count, against
+the lower bound on its makespan; `--scale`: the scale-out figures (sim/scale.py)."""
 
 from __future__ import annotations
 
@@ -33,13 +34,35 @@ def _line(r) -> str:
               help="Seconds a moved rank stays put (adaptive).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the service-time noise.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per policy and rank count.")
-def simulate_cmd(scenario, profile_path, job_path, ranks_list, interval, cooldown, seed, as_json) -> None:
+@click.option("--scale", is_flag=True,
+              help="Scale-out figures at 64, 512, 4,096 GPUs (or the -r given): rank 0's load, measured capacity, "
+                   "a hierarchy, adaptive vs. the bound, decision time at 10^5 ranks.")
+@click.option("--profiles", "profiles", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              default=Path("bench/profiles"), show_default=True, help="With --scale: where the GPU profiles are.")
+@click.option("--heartbeat", type=click.FloatRange(0.01), default=1.0, show_default=True,
+              help="With --scale: seconds between a rank's heartbeats (the runtime's default).")
+@click.option("--dir", "folder", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="With --scale: where the commit benchmark writes (default: a temporary folder).")
+@click.option("--quick", is_flag=True, help="With --scale: smaller benchmarks and no 10^5-rank simulation.")
+def simulate_cmd(scenario, profile_path, job_path, ranks_list, interval, cooldown, seed, as_json, scale, profiles,
+                 heartbeat, folder, quick) -> None:
     """Run the runtime's own policies in a discrete-event simulation of the staged pipeline.
 
     Prints makespan, per-stage utilisation, idle rank-seconds, moves and the policy's decision
-    time for static-best (the best fixed split, searched), adaptive and oracle.
+    time for static-best (the best fixed split, searched), adaptive and oracle, and the lower
+    bound no schedule can beat (sim/bound.py).
     """
     from onepiece_hpc.runtime.policy import PolicySettings
+
+    if scale:
+        from onepiece_hpc.sim.scale_report import scale_report
+
+        settings = PolicySettings(name="adaptive", interval_s=interval, cooldown_s=cooldown)
+        ranks = list(ranks_list) if ranks_list != (64,) else [64, 512, 4096]
+        for line in scale_report(profiles, ranks, settings, heartbeat, folder, quick, as_json):
+            click.echo(line)
+        return
+    from onepiece_hpc.sim.bound import makespan_bound
     from onepiece_hpc.sim.compare import compare
     from onepiece_hpc.sim.inputs import job_scenario, load_profile
     from onepiece_hpc.sim.scenario import WAN_1_3B_H100, workload_shift
@@ -51,17 +74,21 @@ def simulate_cmd(scenario, profile_path, job_path, ranks_list, interval, cooldow
     for ranks in ranks_list:
         case = workload_shift(ranks, profile) if scenario else job_scenario(job_path, profile, load_s)
         results = compare(case, ranks, settings, seed=seed)
+        bound = makespan_bound(case.service_times(seed), ranks)
         static_s, adaptive_s, oracle_s = (r.makespan_s for r in results)
         captured = (static_s - adaptive_s) / (static_s - oracle_s) if static_s != oracle_s else float("nan")
         if as_json:
             for r in results:
                 record = {k: v for k, v in asdict(r).items() if k != "move_log"}
                 record.update(scenario=case.name, adaptive_over_oracle=adaptive_s / oracle_s,
-                              gain_captured=captured)
+                              gain_captured=captured, bound_s=bound.seconds, bound_binding=bound.binding,
+                              adaptive_over_bound=adaptive_s / bound.seconds, over_bound=r.makespan_s / bound.seconds)
                 click.echo(json.dumps(record))
             continue
         click.echo(f"{case.name}: {ranks} stage ranks, {case.units} units")
         for r in results:
             click.echo(_line(r))
+        click.echo(f"  lower bound  makespan {bound.seconds:9.1f} s   ({bound.binding}: no schedule on {ranks} ranks "
+                   "finishes sooner)")
         click.echo(f"  adaptive/oracle {adaptive_s / oracle_s:.3f}   gain captured (static-adaptive)/(static-oracle) "
-                   f"{captured:.2f}")
+                   f"{captured:.2f}   adaptive/bound {adaptive_s / bound.seconds:.3f}")

@@ -8,22 +8,28 @@ included; a moving rank stops receiving, drains what it holds, loads the new sta
 and joins the new stage. A rank moving to the next stage keeps the outputs of its drain and
 processes them itself after the switch, instead of queueing them at the stage it is about to
 join (which is short of ranks: that is why it moves).
+
+Service times come from the scenario, drawn per (unit, stage) before the run, so every policy
+meets the same times and sim/bound.py's lower bound holds for each run. With a `control` model
+(sim/control_plane.py) units are granted and committed by servers that take time: an encode rank
+waits for its grant, a decode rank's output is done when its writer has committed it, and a
+decode rank with `capacity` commits outstanding waits for a free slot, as at rank 0's rings.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from onepiece_hpc.runtime.policy.model import Move, Policy, PolicyInput, StageQueue
+from onepiece_hpc.sim.control_plane import MESSAGES_PER_MOVE, ControlModel
 from onepiece_hpc.sim.scenario import STAGES, Scenario
 
 IDLE, BUSY, BLOCKED, LOADING = range(4)
-DONE_UNIT, LOADED, TICK = range(3)
+DONE_UNIT, LOADED, TICK, COMMITTED, WRITER_SLOT = range(5)
 
 
 @dataclass
@@ -41,16 +47,18 @@ class SimResult:
     decision_ms_max: float
     split_start: tuple[int, ...]
     move_log: list[tuple[float, int, str, str]] = field(default_factory=list)
+    control: dict[str, float] = field(default_factory=dict)  # rank 0's load, with a control model
 
 
 class Simulation:
     def __init__(self, scenario: Scenario, split: tuple[int, ...], policy: Policy | None, name: str,
-                 interval_s: float = 5.0, cooldown_s: float = 30.0, seed: int = 0) -> None:
+                 interval_s: float = 5.0, cooldown_s: float = 30.0, seed: int = 0,
+                 control: ControlModel | None = None) -> None:
         if sum(split) < 1 or any(n < 0 for n in split):
             raise ValueError(f"bad split {split}")
         self.s, self.policy, self.name = scenario, policy, name
         self.interval_s, self.cooldown_s = interval_s, cooldown_s
-        self.random = random.Random(seed)
+        self.times = scenario.service_times(seed)  # drawn per (unit, stage): the same for every policy
         self.ranks = sum(split)
         self.split = tuple(split)
         self.stage = [i for i, n in enumerate(split) for _ in range(n)]
@@ -83,6 +91,8 @@ class Simulation:
         self.move_log: list[tuple[float, int, str, str]] = []
         self.draining: set[int] = set()
         self.carry = [[] for _ in range(self.ranks)]  # drain outputs a rank keeps for its next stage
+        self.control = control
+        self.outbound = [deque() for _ in range(self.ranks)]  # commit times of a decode rank's outputs
 
     # -- events -------------------------------------------------------------------------------
     def _push(self, at: float, kind: int, rank: int) -> None:
@@ -90,6 +100,9 @@ class Simulation:
         heapq.heappush(self.events, (at, self.seq, kind, rank))
 
     def run(self) -> SimResult:
+        if self.control and self.control.top.saturated:
+            self.now = math.inf  # rank 0's heartbeats alone take all its time: nothing is ever granted
+            return self._result()
         for r in range(self.ranks):
             self._try_start(r)
         if self.policy is not None:
@@ -100,6 +113,10 @@ class Simulation:
                 self._unit_done(rank)
             elif kind == LOADED:
                 self._loaded(rank)
+            elif kind == COMMITTED:
+                self.left -= 1
+            elif kind == WRITER_SLOT:
+                self._writer_slot(rank)
             elif self.left:
                 self._decide()
                 self._push(self.now + self.interval_s, TICK, -1)
@@ -137,18 +154,21 @@ class Simulation:
             return self._maybe_load(r)
         self.working[r] = unit
         cost = self.s.classes[self.unit_class[unit]].seconds[st]
-        took = cost * math.exp(self.random.gauss(0.0, self.s.noise)) if self.s.noise else cost
+        took = float(self.times[unit, st])
         self.measured[st][0] += took
         self.measured[st][1] += cost
         self.busy[st] += took
         self.state[r] = BUSY
-        self._push(self.now + took, DONE_UNIT, r)
+        begins = self.control.grant(self.now, r) if st == 0 and self.control else self.now
+        self._push(begins + took, DONE_UNIT, r)
 
     def _unit_done(self, r: int) -> None:
         st = self.stage[r]
         unit = self.working[r]
         self.remaining[st][self.unit_class[unit]] -= 1
         if st == len(STAGES) - 1:
+            if self.control:
+                return self._commit(r)
             self.left -= 1
             self._release(r)
             return
@@ -160,6 +180,26 @@ class Simulation:
         if not self._deliver(st + 1, unit):
             self.blocked[st + 1].append(r)
             return
+        self._release(r)
+
+    def _commit(self, r: int) -> None:
+        """Decode rank r hands its output to its writer; it waits when `capacity` are outstanding."""
+        done_at = self.control.commit(self.now, r)
+        self._push(done_at, COMMITTED, r)
+        outstanding = self.outbound[r]
+        while outstanding and outstanding[0] <= self.now:
+            outstanding.popleft()
+        outstanding.append(done_at)
+        if len(outstanding) <= self.cap:
+            self._release(r)
+        else:
+            self.state[r] = BLOCKED
+            self._push(outstanding[0], WRITER_SLOT, r)
+
+    def _writer_slot(self, r: int) -> None:
+        outstanding = self.outbound[r]
+        while outstanding and outstanding[0] <= self.now:
+            outstanding.popleft()
         self._release(r)
 
     def _deliver(self, st: int, unit: int) -> bool:
@@ -259,6 +299,9 @@ class Simulation:
         self.decision_s.append(time.perf_counter() - started)
         for move in moves:
             self._apply(move)
+        if moves and self.control:  # a Routes broadcast to every rank, an order and a reply per mover
+            top = self.control.top
+            top.messages += self.ranks + MESSAGES_PER_MOVE * sum(m.count for m in moves)
 
     def _apply(self, move: Move) -> None:
         candidates = [r for r in range(self.ranks) if self.stage[r] == move.source and self.accepting[r]
@@ -279,4 +322,4 @@ class Simulation:
                          busy_rank_s=busy, idle_rank_s=total - busy - self.moving_s, moving_rank_s=self.moving_s,
                          moves=len(self.move_log), decisions=len(self.decision_s),
                          decision_ms_mean=sum(ms) / len(ms), decision_ms_max=max(ms), split_start=self.split,
-                         move_log=self.move_log)
+                         move_log=self.move_log, control=self.control.top_rates(self.now) if self.control else {})

@@ -1,8 +1,15 @@
-"""What is simulated: stage costs per unit class, in dispatch order, and what a move costs."""
+"""What is simulated: stage costs per unit class, in dispatch order, and what a move costs.
+
+A scenario's service times are drawn once per (unit, stage) from its seed (`service_times`),
+never in the order a schedule happens to run them: every policy meets the same times, and a
+lower bound computed from them (sim/bound.py) holds for each simulated schedule exactly.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 STAGES = ("encode", "denoise", "decode")
 GIB = 2**30
@@ -29,6 +36,18 @@ class Scenario:
     @property
     def units(self) -> int:
         return sum(c.count for c in self.classes)
+
+    def nominal_times(self) -> np.ndarray:
+        """(units, stages) seconds one rank needs for each unit in each stage, without noise."""
+        return np.repeat(np.array([c.seconds for c in self.classes], dtype=float).reshape(-1, len(STAGES)),
+                         [c.count for c in self.classes], axis=0)
+
+    def service_times(self, seed: int) -> np.ndarray:
+        """(units, stages) seconds each unit takes in each stage: nominal times with seeded lognormal noise."""
+        nominal = self.nominal_times()
+        if not self.noise:
+            return nominal
+        return nominal * np.exp(np.random.default_rng(seed).normal(0.0, self.noise, nominal.shape))
 
 
 @dataclass(frozen=True)
