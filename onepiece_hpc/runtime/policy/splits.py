@@ -31,9 +31,9 @@ def balanced_split(costs: Sequence[float], ranks: int, caps: Sequence[int], fits
         return [min(caps[i], max(1, math.ceil(rate * costs[i] / scale - 1e-9))) for i in wanted]
 
     # the highest rate the ranks can serve in every stage at once (a bisection: `needed` grows
-    # with the rate; the costliest stage alone caps it at `ranks`), then the ranks left over by
-    # caps and rounding go to the slowest stages
-    low, high = 0.0, float(ranks)
+    # with the rate; at `high` the cheapest stage alone would need every rank, so only caps and
+    # rounding leave ranks over, and those go to the slowest stages: a few, not O(ranks), steps)
+    low, high = 0.0, float(ranks) * min(scale / min(costs[i] for i in wanted), 1e9)
     for _ in range(64):
         middle = (low + high) / 2
         low, high = (middle, high) if sum(needed(middle)) <= ranks else (low, middle)
