@@ -74,7 +74,7 @@ def run(job_file: Path, output: Path, pause_at: int = -1, go: Path = Path("")) -
                 writer.commit(index, pixels(index)[None], np.zeros((1, 3)))
                 if writer.committed_this_run == pause_at:
                     _pause(go)
-        ranks = np.array([(1, "h", "encode", 1, 0.1, 0.2, 0.0, 1.0, 0.5, 10.0)], dtype=RANK_DTYPE)
+        ranks = np.array([(1, "h", "encode", 1, 0.1, 0.2, 0.0, 1.0, 0.5, 10.0, "to 0 shm")], dtype=RANK_DTYPE)
         samples = np.array([(0.0, 1, "serving", "encode", 0, 1, 0.1, 0.2, 0.0, 0, 10.0)], dtype=SAMPLE_DTYPE)
         stages = np.array([("encode", 1, 1, 0.5, 0.5, 0.0, 0.1, 10.0)], dtype=STAGE_DTYPE)
         writer.record_telemetry(ranks, samples, stages, np.empty(0, dtype=MOVE_DTYPE), {"policy": "static"})

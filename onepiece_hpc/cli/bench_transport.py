@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -103,7 +104,8 @@ def bench_transport(sizes: str | None, slots: int, trials: int, as_json: bool, d
     """One-way GB/s and round-trip latency: ring/shm, ring/mpi-rma, mpi4py Send/Recv, memcpy.
 
     Run outside MPI it starts 2 ranks with mpiexec; under mpiexec or srun it uses the 2 ranks
-    it was given (same node for ring/shm).
+    it was given: on one host, or on two (srun -N 2 -n 2: ring/mpi-rma against Send/Recv over the
+    link between them; ring/shm needs one host and is left out).
     """
     sizes = sizes or (DEFAULT_GPU_SIZES if device == "cuda" else DEFAULT_SIZES)
     byte_sizes = parse_sizes(sizes)
@@ -130,11 +132,15 @@ def bench_transport(sizes: str | None, slots: int, trials: int, as_json: bool, d
                         f"{comm.Get_size()}; use mpiexec -n 2, or srun -n 2 with the --mpi "
                         "plugin that matches your MPI (pmi2 for MPICH)")
     progress = None if as_json else (lambda text: click.echo(f"measuring {text}", err=True))
+    hosts = comm.allgather(socket.gethostname())
     records = run_benchmark(comm, byte_sizes, slots=slots, trials=trials, progress=progress)
     if comm.Get_rank() != 0:
         return
+    if not as_json:
+        click.echo(f"ranks on {hosts[0]} and {hosts[1]}" + ("" if hosts[0] == hosts[1] else
+                   " (two hosts: no ring/shm; memcpy is one host's copy ceiling)"))
     rows = [{"fabric": r.fabric, "bytes": r.bytes, "gbps": round(r.gbps, 3),
-             "rtt_us": round(r.rtt_us, 2)} for r in records]
+             "rtt_us": round(r.rtt_us, 2), "hosts": hosts} for r in records]
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))

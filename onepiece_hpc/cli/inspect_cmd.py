@@ -53,7 +53,11 @@ def _render(info: dict) -> str:
     lines.append(f"  made by    onepiece {prov.get('package_version')}, torch {prov.get('torch_version')}, "
                  f"diffusers {prov.get('diffusers_version')} on {prov.get('host')}")
     for t in info["telemetry"]:
-        lines.append(f"  telemetry  {t['run']}: {t['ranks']} stage ranks, policy {t['policy']}, {t['moves']} moves, "
+        hosts = f" on {len(t['hosts'])} hosts" if len(t["hosts"]) > 1 else ""
+        channels = ", ".join(f"{kind} {n}" for kind, n in t["channels"].items())
+        channels = f", channels {channels}" if channels else ""
+        lines.append(f"  telemetry  {t['run']}: {t['ranks']} stage ranks{hosts}{channels}, policy {t['policy']}, "
+                     f"{t['moves']} moves, "
                      f"busy {t['busy_rank_s']:.1f} rank-s, idle {t['idle_rank_s']:.1f} rank-s")
     if len(info["runs"]) > SHOWN:
         lines.append(f"  run        {len(info['runs']) - SHOWN} earlier runs (--json lists them all), then:")

@@ -17,10 +17,11 @@ from onepiece_hpc.runtime.cost_model import CostModel
 from onepiece_hpc.runtime.drain import Drain
 from onepiece_hpc.runtime.failures import FailureBudget, StageFailed, UnitFailure
 from onepiece_hpc.runtime.layout import StageLayout
+from onepiece_hpc.runtime.liveness import Liveness
 from onepiece_hpc.runtime.messages import (
     Failure, Finished, Heartbeat, MoveDone, MoveOrder, Routes, Shutdown, UnitFailed, WorkGrant, WorkRequest,
 )
-from onepiece_hpc.runtime.peers import RankInfo, process_alive
+from onepiece_hpc.runtime.peers import RankInfo
 from onepiece_hpc.runtime.policy import PolicyInput, make_policy
 from onepiece_hpc.runtime.interrupts import Terminated
 from onepiece_hpc.runtime.prepare import Prepared
@@ -41,7 +42,6 @@ from onepiece_hpc.transport.connect import Channels
 
 log = logging.getLogger(__name__)
 
-SETTLE_S = 1.0  # after a first failure, wait this long for others, then report the root cause
 LIVENESS_EVERY_S = 0.2
 ORDER = list(Stage)
 DEFAULT_LOAD_S = 1.0  # a move's load time before any has been measured
@@ -72,7 +72,11 @@ class UnitQueue:
 
 
 class JobFailed(RuntimeError):
-    """The staged run stopped; the message names the rank, host, stage and unit."""
+    """The staged run stopped; the message names the rank, host, stage and unit (or the lost host)."""
+
+    def __init__(self, message: str, lost_hosts: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.lost_hosts = lost_hosts
 
 
 @dataclass(frozen=True)
@@ -108,14 +112,14 @@ class NodeManager:
 
     def __init__(self, prepared: Prepared, layout: StageLayout, channels: Channels, control: ControlPlane,
                  peers: list[RankInfo], policy: WaitPolicy, heartbeat_timeout_s: float, mode: str,
-                 retry_failed: bool = False) -> None:
+                 retry_failed: bool = False, heartbeat_s: float = 1.0) -> None:
         self.prepared, self.layout, self.control, self.policy = prepared, layout, control, policy
         self.peers = peers
-        self.heartbeat_timeout_s = heartbeat_timeout_s
         self.mode = mode
         self.settings = prepared.job.policy
         self.rebalance = make_policy(self.settings)
         self.telemetry = Telemetry()
+        self.liveness = Liveness(peers, self.telemetry, heartbeat_timeout_s, heartbeat_s)
         self.routes = initial_routes(layout)
         self.costs = CostModel(prepared.plan)
         self._sources = [(rank, ch.consumer) for rank, ch in channels.inbound.items()]  # ranks whose outputs commit
@@ -125,9 +129,6 @@ class NodeManager:
         self._failed_before: np.ndarray | None = None
         self._pending: np.ndarray | None = None
         self.failed_units = 0
-        self._failures: list[Failure] = []
-        self._first_failure_at: float | None = None
-        self._finished: set[int] = set()
         self._moving: dict[int, MoveRecord] = {}
         self._cooling: dict[int, float] = {}
         self._loads: dict[str, list[float]] = {}
@@ -179,8 +180,8 @@ class NodeManager:
                 writer.sync_if_due()
                 if reporter:
                     reporter.note(self.telemetry.busy_note())
-            if self._first_failure_at is not None and now - self._first_failure_at >= SETTLE_S:
-                raise JobFailed(self._root_cause())
+            if self.liveness.settled(now):
+                raise self._stopped()
             if now >= next_decision:
                 next_decision = now + self.settings.interval_s
                 self._decide(queue)
@@ -199,13 +200,14 @@ class NodeManager:
     def _await_finished(self) -> None:
         """Collect every rank's last heartbeat and Finished note, so the telemetry is whole."""
         deadline = time.monotonic() + self.policy.timeout_s
-        while len(self._finished) < len(self.peers) - 1 and not self.drain.expired():
+        finished = self.liveness.finished
+        while len(finished) < len(self.peers) - 1 and not self.drain.expired():
             if not self._handle_control(UnitQueue.empty()):
                 self._check_liveness()
-                if self._failures:
-                    raise JobFailed(self._root_cause())
+                if self.liveness.settled():
+                    raise self._stopped()
                 if time.monotonic() > deadline:
-                    missing = sorted(set(range(1, len(self.peers))) - self._finished)
+                    missing = sorted(set(range(1, len(self.peers))) - finished)
                     raise JobFailed(f"ranks {missing} did not say they finished within "
                                     f"{self.policy.timeout_s:.0f} s after the last commit")
                 time.sleep(self.policy.max_sleep_s)
@@ -226,9 +228,9 @@ class NodeManager:
             elif isinstance(message, UnitFailed):
                 self._unit_failed(message, reporter)
             elif isinstance(message, Failure):
-                self._fail(message)
+                self.liveness.fail(message)
             elif isinstance(message, Finished):
-                self._finished.add(source)
+                self.liveness.finished.add(source)
         return bool(arrived)
 
     def _unit_failed(self, failed: UnitFailed, reporter: ProgressReporter | None) -> None:
@@ -359,48 +361,33 @@ class NodeManager:
         return loads or [DEFAULT_LOAD_S]
 
     # -- failures ------------------------------------------------------------------------------
-    def _fail(self, failure: Failure) -> None:
-        self._failures.append(failure)
-        if self._first_failure_at is None:
-            self._first_failure_at = time.monotonic()
-
     def _check_liveness(self) -> None:
-        me = self.peers[0]
-        for peer in self.peers[1:]:
-            if peer.rank in self._finished or any(f.rank == peer.rank for f in self._failures):
-                continue
-            gone = peer.host == me.host and not process_alive(peer.pid)
-            silent = self.telemetry.silent_for(peer.rank)
-            if gone or silent > self.heartbeat_timeout_s:
-                beat = self.telemetry.latest.get(peer.rank)
-                stage = beat.stage if beat else self.layout.stage_of(peer.rank).value
-                if peer.rank in self._moving:
-                    stage = f"{stage} (moving to {self._moving[peer.rank].target})"
-                why = (f"its process {peer.pid} is gone (killed or crashed)" if gone
-                       else f"no heartbeat for {silent:.0f} s (it died, hangs, or its node is lost)")
-                self._fail(Failure(rank=peer.rank, host=peer.host, stage=stage,
-                                   unit=beat.unit if beat else -1, error=f"rank died: {why}"))
+        self.liveness.check(self._where)
 
-    def _root_cause(self) -> str:
-        """One message: a rank that died or raised on its own, before ranks that blame a peer."""
-        blamed = {f.peer for f in self._failures if f.peer >= 0}
-        ordered = sorted(self._failures, key=lambda f: (f.peer >= 0, f.rank not in blamed))
-        root = ordered[0]
-        unit = f"unit {root.unit}" if root.unit >= 0 else "no unit in hand"
-        if root.unit >= 0:
-            items = self.prepared.plan.units[root.unit]
-            unit += f" (items {items.start}..{items.stop - 1})"
-        others = [f"rank {f.rank}" for f in ordered[1:]]
-        tail = f"; also failed after it: {', '.join(others)}" if others else ""
-        return (f"rank {root.rank} on {root.host}, stage {root.stage}, {unit}: {root.error}{tail}. "
-                f"Finished items are kept in {self.prepared.output}; run the same command again to resume")
+    def _where(self, rank: int) -> tuple[str, int]:
+        """The stage a rank serves (and where it is moving to) and the unit in its hands, as last heard."""
+        beat = self.telemetry.latest.get(rank)
+        stage = beat.stage if beat else self.layout.stage_of(rank).value
+        if rank in self._moving:
+            stage = f"{stage} (moving to {self._moving[rank].target})"
+        return stage, beat.unit if beat else -1
+
+    def _describe_unit(self, unit: int) -> str:
+        if unit < 0:
+            return "no unit in hand"
+        items = self.prepared.plan.units[unit]
+        return f"unit {unit} (items {items.start}..{items.stop - 1})"
+
+    def _stopped(self) -> JobFailed:
+        verdict = self.liveness.verdict(self._where, self._describe_unit, str(self.prepared.output))
+        return JobFailed(verdict.message, verdict.lost_hosts)
 
     # -- record ------------------------------------------------------------------------------
     def _record_telemetry(self, writer: OutputWriter) -> None:
         t = self.telemetry
         ranks = np.array([
             (p.rank, p.host, b.stage, b.units_done, b.busy_s, b.wait_s, b.send_s, b.elapsed_s, b.load_s,
-             t.peak_memory.get(p.rank, 0.0))
+             t.peak_memory.get(p.rank, 0.0), b.links)
             for p in self.peers[1:] if (b := t.latest.get(p.rank)) is not None
         ], dtype=RANK_DTYPE)
         samples = np.array([(at, b.rank, b.state, b.stage, b.unit, b.units_done, b.busy_s, b.wait_s, b.send_s,

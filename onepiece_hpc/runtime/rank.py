@@ -128,7 +128,8 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args, drai
         return ProgressReporter(total, done, prepared.job.name, sys.stderr, interactive)
 
     manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
-                          mode=f"{args.mode} -n {len(peers)}", retry_failed=args.retry_failed)
+                          mode=f"{args.mode} -n {len(peers)}", retry_failed=args.retry_failed,
+                          heartbeat_s=args.heartbeat)
     manager.drain = drain
     try:
         summary = manager.run(progress)

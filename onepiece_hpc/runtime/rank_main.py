@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         comm.Abort(code)
     except JobFailed as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        write_report(args.report, {"status": "failed", "error": str(err)})
+        write_report(args.report, {"status": "failed", "error": str(err), "lost_hosts": list(err.lost_hosts)})
         comm.Abort(1)
     except KeyboardInterrupt as stop:
         if rank == NODE_MANAGER:

@@ -53,10 +53,11 @@ class StagedRun(submitit.helpers.Checkpointable):
     """
 
     def __init__(self, job_file: str, output: str | None = None, drain_signal: str = "USR1",
-                 drain_seconds: int = 120, requeue: str = "scontrol") -> None:
+                 drain_seconds: int = 120, requeue: str = "scontrol", heartbeat_timeout: int = 60) -> None:
         self.job_file = job_file
         self.output = output
         self.drain_signal, self.drain_seconds, self.requeue = drain_signal, drain_seconds, requeue
+        self.heartbeat_timeout = heartbeat_timeout
 
     def __call__(self) -> str:
         env = submitit.JobEnvironment()
@@ -74,7 +75,7 @@ class StagedRun(submitit.helpers.Checkpointable):
             try:
                 rank_main.main([self.job_file, "--expect-ranks", str(env.num_tasks), "--progress", "lines",
                                 "--drain-signal", self.drain_signal, "--drain-seconds", str(self.drain_seconds),
-                                *out])
+                                "--heartbeat-timeout", str(self.heartbeat_timeout), *out])
             except SystemExit as stop:
                 code = stop.code or 0
         if code == EXIT_DRAINED and env.global_rank == 0:
@@ -135,7 +136,8 @@ def _check(job, options: SlurmFields, keywords: dict, where: str) -> None:
 
 
 def _run(job_file: str, output: str | None, options: SlurmFields) -> StagedRun:
-    return StagedRun(job_file, output, options.drain_signal, options.drain_seconds, options.requeue)
+    return StagedRun(job_file, output, options.drain_signal, options.drain_seconds, options.requeue,
+                     options.heartbeat_timeout)
 
 
 def submit(job_file: str | Path, output: str | Path | None = None, folder: str | Path | None = None,

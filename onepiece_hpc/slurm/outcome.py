@@ -8,7 +8,8 @@ refusal only it found (the output is another job's, or in use) and after a failu
 reports the tasks killed (137) instead of rank 0's code. The journal can say: this job's run (same
 job id and restart count) ended "preempted" with items committed (exit 3: go on), or without any
 (exit 5: don't requeue). Else rank 0's report (`rank_main --report`) can say: refused (exit 2) or
-failed (exit 1). With neither, exit 9: nothing is known, and the step's own code stands.
+failed (exit 1). With neither, exit 9: nothing is known, and the step's own code stands. It
+prints the hosts rank 0 found lost (comma-separated), if any.
 """
 
 from __future__ import annotations
@@ -59,16 +60,28 @@ def drained_exit(runs: list[dict], slurm_job: str, restart: int) -> int:
     return EXIT_DRAINED if int(mine[-1].get("items_committed", 0) or 0) > 0 else EXIT_NO_PROGRESS
 
 
-def reported_exit(report: Path | None) -> int:
-    """2 if rank 0's report says it refused the job, 1 if it says the run failed, else UNKNOWN (no
-    report, an empty one: rank 0 never got that far, or ran on another node)."""
+def read_report(report: Path | None) -> dict:
+    """Rank 0's report, or {} (none, an empty one: rank 0 never got that far or ran on another
+    node, or one that can't be read)."""
     import json
 
     try:
-        status = json.loads(report.read_text(encoding="utf-8")).get("status") if report else None
-    except (OSError, ValueError, AttributeError):
-        return UNKNOWN
-    return {"refused": REFUSED, "failed": FAILED}.get(status, UNKNOWN)
+        found = json.loads(report.read_text(encoding="utf-8")) if report else {}
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def reported_exit(report: Path | None) -> int:
+    """2 if rank 0's report says it refused the job, 1 if it says the run failed, else UNKNOWN."""
+    return {"refused": REFUSED, "failed": FAILED}.get(read_report(report).get("status"), UNKNOWN)
+
+
+def reported_lost_hosts(report: Path | None) -> list[str]:
+    """The hosts rank 0 found lost, every rank on them dead (runtime/liveness.py)."""
+    hosts = read_report(report).get("lost_hosts")
+    return [h for h in hosts if isinstance(h, str) and h.replace("-", "").replace(".", "").replace("_", "").isalnum()] \
+        if isinstance(hosts, list) else []
 
 
 def step_exit(runs: list[dict], slurm_job: str, restart: int, report: Path | None) -> int:
@@ -87,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", type=Path, default=None)
     args, _ = parser.parse_known_args(argv)
     job_id, restart = slurm_job()
+    lost = reported_lost_hosts(args.report)
+    if lost:  # for the batch script, which keeps them out of the requeued job
+        print(",".join(lost))
     sys.exit(step_exit(runs_of(output_of(Path(args.job), args.output)), job_id, restart, args.report))
 
 

@@ -26,7 +26,8 @@ BODY = r"""trap 'early=${early:-USR1}' USR1; trap 'early=${early:-USR2}' USR2; t
 #
 # SCRIPT OPTIONS: --python PY, --mpi PLUGIN, --drain-signal USR1|USR2|TERM and --drain-seconds N
 # (as in the --signal line above), --requeue scontrol|chain|none, --successor-arg OPTION (an sbatch
-# option for a chained successor; repeatable).
+# option for a chained successor; repeatable), --heartbeat-timeout N (seconds rank 0 waits for a
+# rank's heartbeat).
 #
 # The body is the same for every job: what to run arrives as arguments and is only passed on,
 # quoted, never evaluated. One task runs the whole pipeline in one process; four or more run the
@@ -71,6 +72,7 @@ offset=0
 drain_signal=USR1
 drain_seconds=120
 requeue=scontrol
+heartbeat_timeout=60
 successor=()
 script_args=("$@")  # a chained successor gets them as they are
 while [ $# -gt 0 ]; do
@@ -82,6 +84,7 @@ while [ $# -gt 0 ]; do
         --drain-signal) drain_signal="$2"; shift 2 ;;
         --drain-seconds) drain_seconds="$2"; shift 2 ;;
         --requeue) requeue="$2"; shift 2 ;;
+        --heartbeat-timeout) heartbeat_timeout="$2"; shift 2 ;;
         --successor-arg) successor+=("$2"); shift 2 ;;
         *) break ;;
     esac
@@ -96,6 +99,10 @@ case "$requeue" in
 esac
 if ! [[ "$drain_seconds" =~ ^[0-9]+$ ]]; then
     say "--drain-seconds must be a whole number of seconds"
+    exit 2
+fi
+if ! [[ "$heartbeat_timeout" =~ ^[0-9]+$ ]]; then
+    say "--heartbeat-timeout must be a whole number of seconds"
     exit 2
 fi
 
@@ -150,7 +157,8 @@ else
     # --kill-on-bad-exit: a rank that fails, or rank 0 leaving after a drain, ends the whole step
     srun --mpi="$mpi" --kill-on-bad-exit=1 /bin/bash -c 'trap "" "$1" TERM; shift; exec "$@"' onepiece-rank \
         "$drain_signal" "$python" -m onepiece_hpc.runtime.rank_main --expect-ranks "$ntasks" --progress lines \
-        --drain-signal "$drain_signal" --drain-seconds "$drain_seconds" "${report[@]}" "$@" &
+        --drain-signal "$drain_signal" --drain-seconds "$drain_seconds" --heartbeat-timeout "$heartbeat_timeout" \
+        "${report[@]}" "$@" &
     step=$!
 fi
 
@@ -180,7 +188,7 @@ if [ "$ntasks" != 1 ] && ! [[ "$rc" =~ ^(0|2|3|4|5)$ ]]; then
     # only it found), and srun reports the tasks killed: the output's journal says whether this
     # job's run drained, and with what; else rank 0's report whether it refused the job or failed
     known=0
-    "$python" -m onepiece_hpc.slurm.outcome "${report[@]}" "$@" || known=$?
+    reported_lost="$("$python" -m onepiece_hpc.slurm.outcome "${report[@]}" "$@")" || known=$?
     case "$known" in
         3|5)
             say "$step_name ended with exit code $rc; the output's journal says this run drained: going on as after exit $known"
@@ -194,6 +202,36 @@ if [ "$ntasks" != 1 ] && ! [[ "$rc" =~ ^(0|2|3|4|5)$ ]]; then
     esac
 fi
 
+lost_nodes() {  # this job's nodes that Slurm finds down, failing or not responding, and those rank 0 lost
+    [ -n "${SLURM_JOB_NODELIST:-}" ] || return 0
+    local mine
+    mine="$(scontrol show hostnames "$SLURM_JOB_NODELIST" 2>/dev/null | paste -sd, -)" || mine=""
+    {
+        sinfo -h -N -n "$SLURM_JOB_NODELIST" -o '%N %T' 2>/dev/null | awk '$2 ~ /down|fail|[*]$/ {print $1}'
+        tr ',' '\n' <<<"${reported_lost:-}" | grep -Fx -f <(tr ',' '\n' <<<"$mine") 2>/dev/null
+    } | sort -u | paste -sd, - || true
+}
+slurm_requeues() {  # Slurm is already requeueing this job (a node failure): its restart count went up
+    local restarts
+    restarts="$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | grep -o 'Restarts=[0-9]*' | cut -d= -f2)" || return 1
+    [ "${restarts:-0}" -gt "${SLURM_RESTART_COUNT:-0}" ]
+}
+exclude=
+if [ "$ntasks" != 1 ] && [ "$rc" != 0 ] && [ "$rc" != 2 ]; then
+    lost="$(lost_nodes)"
+    if [ -n "$lost" ]; then
+        if slurm_requeues; then
+            say "$step_name ended with exit code $rc: node(s) $lost of this job failed; every finished item is kept; Slurm requeues the job (node failure), and the requeued job resumes the output on other nodes"
+            exit "$rc"
+        fi
+        # srun can end before Slurm declares the node failed, and the job would then just end:
+        # bring it back as after a drain, without the lost nodes
+        say "$step_name ended with exit code $rc: node(s) $lost of this job are lost (rank 0's message above names the host and its ranks); every finished item is kept; going on as after a drain, without them"
+        exclude=$lost
+        rc=3
+    fi
+fi
+
 cancelled() {  # Slurm ends this job for another reason than its time limit (scancel): don't bring it back
     local state
     state="$(squeue -h -j "$SLURM_JOB_ID" -o '%T %r' 2>/dev/null)" || return 1
@@ -203,6 +241,7 @@ cancelled() {  # Slurm ends this job for another reason than its time limit (sca
 chain() {  # submit a successor: this script and its arguments, starting once this job has ended
     local array=() next
     [ -z "${SLURM_ARRAY_TASK_ID:-}" ] || array=(--array="$SLURM_ARRAY_TASK_ID")
+    [ -z "$exclude" ] || array+=(--exclude="$exclude")
     if next="$(sbatch --parsable --dependency=afternotok:"$SLURM_JOB_ID" "${array[@]}" "${successor[@]}" \
             "$0" "${script_args[@]}")"; then
         say "stopped early; every finished item is committed; submitted job ${next%%;*} to resume once job $SLURM_JOB_ID has ended (slurm.requeue: chain)"
@@ -228,7 +267,15 @@ case "$rc" in
         fi
         case "$requeue" in
             scontrol)
-                say "stopped early; every finished item is committed; requeueing job $SLURM_JOB_ID to resume"
+                say "stopped early; every finished item is committed; requeueing job $SLURM_JOB_ID to resume${exclude:+, without node(s) $exclude}"
+                if [ -n "$exclude" ]; then  # only a pending job takes ExcNodeList: requeue it held, then let it go
+                    if scontrol requeuehold "$SLURM_JOB_ID"; then
+                        scontrol update JobId="$SLURM_JOB_ID" ExcNodeList="$exclude" \
+                            || say "could not keep node(s) $exclude out of the requeued job (see above)"
+                        scontrol release "$SLURM_JOB_ID" || say "scontrol release $SLURM_JOB_ID failed (see above); fix: release it by hand"
+                        exit 3
+                    fi
+                fi
                 scontrol requeue "$SLURM_JOB_ID" || say "scontrol requeue $SLURM_JOB_ID failed (see above); fix: set slurm.requeue: chain where requeueing is not allowed, or submit the same job again to resume" ;;
             chain) chain ;;
             none) say "stopped early; every finished item is committed; not requeued (slurm.requeue: none); submit the same job again to resume" ;;
@@ -287,7 +334,7 @@ def script_arguments(python: str, options: SlurmFields, successor: Sequence[str]
     options a chained successor is submitted with (requeue: chain)."""
     args = ["--python", python, *(["--mpi", options.mpi] if options.mpi != "auto" else []),
             "--drain-signal", options.drain_signal, "--drain-seconds", str(options.drain_seconds),
-            "--requeue", options.requeue]
+            "--requeue", options.requeue, "--heartbeat-timeout", str(options.heartbeat_timeout)]
     if options.requeue == "chain":
         for option in successor:
             args += ["--successor-arg", option]

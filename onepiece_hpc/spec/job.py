@@ -101,6 +101,7 @@ class SlurmFields(_Strict):
     drain_seconds: int = Field(120, ge=DRAIN_SECONDS_MIN, le=86_400)
     drain_signal: Literal["USR1", "USR2", "TERM"] = "USR1"
     requeue: Literal["scontrol", "chain", "none"] = "scontrol"
+    heartbeat_timeout: int = Field(60, ge=5, le=86_400)
     mpi: str = Field("auto", pattern=r"^[a-z][a-z0-9_]{0,31}$")
     extra: tuple[str, ...] = ()
 
@@ -176,6 +177,8 @@ FIELD_HINTS: dict[str, str] = {
                           "(USR2 where the MPI or NCCL uses USR1)",
     "slurm.requeue": "write scontrol (requeue the job itself), chain (submit a successor job, for sites "
                      "that forbid scontrol requeue) or none (submit again by hand)",
+    "slurm.heartbeat_timeout": "use a whole number of seconds from 5 to 86400: how long rank 0 waits for a "
+                               "rank's heartbeat before it ends the job naming that rank, or its host",
     "slurm.mpi": "write auto (detected from mpi4py's MPI) or an srun --mpi plugin such as pmi2 or pmix",
     "store.file_mb": "use a whole number of megabytes a data file holds, from 1 to 1048576 (default 4096)",
     "store.sync_interval_s": "use a number of seconds between syncs of committed outputs, above 0 (default 1)",

@@ -21,8 +21,26 @@ def _telemetry_summary(view: OutputView) -> list[dict]:
             "ranks": int(len(run.ranks)), "moves": int(len(run.moves)),
             "busy_rank_s": float(run.ranks["busy_s"].sum()), "idle_rank_s": float(run.ranks["wait_s"].sum()),
             "moving_data_rank_s": float(run.ranks["send_s"].sum()),
+            "hosts": sorted({_text(h) for h in run.ranks["host"]}), "channels": _channel_counts(run.ranks),
         })
     return records
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _channel_counts(ranks: np.ndarray) -> dict[str, int]:
+    """Channels by the fabric they cross, each counted once (at its producer's end)."""
+    counts: dict[str, int] = {}
+    if "links" not in (ranks.dtype.names or ()):
+        return counts  # a record from before channels were noted
+    for links in ranks["links"]:
+        for part in _text(links).split(";")[0].split(","):
+            words = part.split()
+            if len(words) == 3 and words[0] == "to":
+                counts[words[2]] = counts.get(words[2], 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def latest_commits(view: OutputView, keep: int) -> tuple[int, np.ndarray]:

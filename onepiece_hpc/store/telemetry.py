@@ -20,6 +20,7 @@ _text = h5py.string_dtype("utf-8")
 RANK_DTYPE = np.dtype([
     ("rank", "<i4"), ("host", _text), ("stage", _text), ("units", "<i8"), ("busy_s", "<f8"),
     ("wait_s", "<f8"), ("send_s", "<f8"), ("elapsed_s", "<f8"), ("load_s", "<f8"), ("peak_memory_mb", "<f8"),
+    ("links", _text),  # the fabric of each of the rank's channels; absent in records before it
 ])
 SAMPLE_DTYPE = np.dtype([
     ("t", "<f8"), ("rank", "<i4"), ("state", _text), ("stage", _text), ("unit", "<i8"), ("units_done", "<i8"),

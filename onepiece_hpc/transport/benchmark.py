@@ -8,6 +8,7 @@ one-way stream; latency is a ping-pong round trip of the same size.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -172,13 +173,15 @@ def run_benchmark(comm: MPI.Comm, sizes: Sequence[int], slots: int = 4, trials: 
     """
     if comm.Get_size() != 2:
         raise ValueError(f"the transport benchmark needs exactly 2 ranks, got {comm.Get_size()}")
+    # shared memory joins ranks of one host only: across hosts the ring crosses mpi-rma alone
+    contenders = CONTENDERS if same_host(comm) else tuple(c for c in CONTENDERS if c.fabric is not FabricKind.SHM)
     fabrics: dict[FabricKind, Fabric] = {
         FabricKind.SHM: ShmFabric(),
         FabricKind.MPI_RMA: RmaFabric(comm, slots * slot_bytes_for(
             [TensorSpec("x", (max(sizes),), DType.UINT8)]) + (1 << 20)),
     }
     def pairs(size: int) -> list[Record]:
-        return [_mpi(comm, size, trials), *(_ring(comm, fabrics, c, size, slots, trials) for c in CONTENDERS)]
+        return [_mpi(comm, size, trials), *(_ring(comm, fabrics, c, size, slots, trials) for c in contenders)]
 
     try:
         records = sweep_sizes(comm, sizes, progress, lambda size: _memcpy(size, trials), pairs)
@@ -186,6 +189,11 @@ def run_benchmark(comm: MPI.Comm, sizes: Sequence[int], slots: int = 4, trials: 
         for fabric in fabrics.values():
             fabric.close()
     return records if comm.rank == 0 else []
+
+
+def same_host(comm: MPI.Comm) -> bool:
+    """Whether every rank of `comm` runs on one host (collective)."""
+    return len(set(comm.allgather(socket.gethostname()))) == 1
 
 
 def sweep_sizes(comm: MPI.Comm, sizes: Sequence[int], progress: Callable[[str], None] | None,

@@ -75,6 +75,7 @@ class OutboundChannel:
     producer: Producer
     credits: OwnedRegion
     ring: PeerRegion
+    fabric: str = ""  # the fabric kind the ring crosses: shm, mpi-rma, verbs, cuda-ipc
 
     def close(self, timeout_s: float | None = None) -> None:
         """End of stream; waits for the consumer to release everything, then frees memory."""
@@ -92,6 +93,7 @@ class InboundChannel:
     consumer: Consumer
     ring: OwnedRegion
     credits: PeerRegion
+    fabric: str = ""
 
     def close(self) -> None:
         self.consumer.close()
@@ -105,6 +107,12 @@ class Channels:
 
     outbound: dict[int, OutboundChannel] = field(default_factory=dict)
     inbound: dict[int, InboundChannel] = field(default_factory=dict)
+
+    def links(self) -> str:
+        """Which fabric each channel crosses, by peer: "to 3 mpi-rma, to 4 shm; from 1 shm"."""
+        out = ", ".join(f"to {r} {c.fabric}" for r, c in sorted(self.outbound.items()))
+        into = ", ".join(f"from {r} {c.fabric}" for r, c in sorted(self.inbound.items()))
+        return "; ".join(part for part in (out, into) if part)
 
     def close(self, policy: WaitPolicy = WaitPolicy(), timeout_s: float = 60.0) -> int:
         """Close every channel in both directions at once (no ordering deadlock between peers).
@@ -290,7 +298,8 @@ def _step_producer(session: _Session, shake: _Handshake, channels: Channels) -> 
         shake.owned.seal()
         producer = Producer(shake.layout, shake.owned, shake.attached, shake.peer, session.policy,
                             check_alive=shake.fabric.liveness(shake.peer))
-        channels.outbound[shake.peer_rank] = OutboundChannel(producer, shake.owned, shake.attached)
+        channels.outbound[shake.peer_rank] = OutboundChannel(producer, shake.owned, shake.attached,
+                                                             shake.fabric.kind.value)
         shake.done = True
         return True
     raise SetupError(f"rank {shake.peer_rank} sent {message.step.value} out of turn during "
@@ -334,7 +343,8 @@ def _step_consumer(session: _Session, shake: _Handshake, channels: Channels) -> 
         shake.owned.seal()
         consumer = Consumer(shake.layout, shake.owned, shake.attached, shake.peer, session.policy,
                             check_alive=shake.fabric.liveness(shake.peer))
-        channels.inbound[shake.peer_rank] = InboundChannel(consumer, shake.owned, shake.attached)
+        channels.inbound[shake.peer_rank] = InboundChannel(consumer, shake.owned, shake.attached,
+                                                           shake.fabric.kind.value)
         session.send(shake.peer_rank, TAG_TO_PRODUCER, session.hello(Step.READY, shake))
         shake.done = True
         return True

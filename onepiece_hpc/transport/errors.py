@@ -29,6 +29,15 @@ class PeerDied(TransportError):
     """The fabric saw that the peer process no longer exists."""
 
 
+class PeerUnreachable(TransportError):
+    """A write to the peer's memory failed in the fabric (its host died, its link is down);
+    `peer` is blamed, so that rank 0 can tell the lost host from the ranks that talked to it."""
+
+    def __init__(self, message: str, peer: PeerInfo) -> None:
+        super().__init__(message)
+        self.peer = peer
+
+
 class CorruptMessage(TransportError):
     """A slot failed validation (stamp, header checksum, payload checksum or layout); never consumed."""
 

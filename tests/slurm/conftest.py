@@ -49,3 +49,76 @@ def slurm_cluster(tmp_path_factory):
         os.environ.pop("SLURM_CONF", None)
         subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=120)
 
+
+
+#: the multi-host cluster's ports (the one-host cluster's are 16817-16820): both can be up at once
+HOSTS_PORTS = "16917"
+HOSTS = 4
+
+
+class HostsCluster:
+    """A running cluster of `HOSTS` hosts on this machine (slurm/local-cluster.sh up --hosts) and its
+    faults: kill, revive, cut, heal, slow."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.conf = Path(env["ONEPIECE_SLURM_DIR"]) / "slurm.conf"
+
+    def script(self, *args: str) -> str:
+        done = subprocess.run(["bash", str(SCRIPT), *args], env=self.env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, f"local-cluster.sh {' '.join(args)}: {done.stderr[-2000:]}"
+        return done.stdout
+
+    def states(self) -> dict[str, str]:
+        """Each host's state as the script sees it: up, killed, cut or slow."""
+        return {name: state for name, _, state in (line.split() for line in self.script("hosts").splitlines())}
+
+    def restore(self) -> None:
+        """Every host up, its link whole and fast (after a test that hurt one)."""
+        for name, state in self.states().items():
+            if state in ("cut", "slow"):
+                self.script("heal", name)
+            elif state == "killed":
+                self.script("revive", name)
+
+
+@pytest.fixture(scope="session")
+def hosts_cluster(tmp_path_factory):
+    """A Slurm of separate hosts (own network, hostname, /tmp and /dev/shm each; the test folders
+    shared as on a cluster file system); skips with the reason when one can't be started."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    if shutil.which("ip") is None or shutil.which("unshare") is None:
+        pytest.skip("the multi-host cluster needs iproute2 (ip) and util-linux (unshare, nsenter)")
+    env = {**os.environ, "ONEPIECE_SLURM_DIR": str(tmp_path_factory.mktemp("hosts")),
+           "ONEPIECE_SLURM_PORTS": HOSTS_PORTS}
+    install = subprocess.run(["bash", str(SCRIPT), "install"], env=env, capture_output=True, text=True, timeout=600)
+    if install.returncode != 0:
+        pytest.skip(f"could not install Slurm: {install.stderr.strip()[-400:]}")
+    up = subprocess.run(["bash", str(SCRIPT), "up", "--hosts", str(HOSTS), "--share",
+                         str(tmp_path_factory.getbasetemp())], env=env, capture_output=True, text=True, timeout=180)
+    if up.returncode != 0:
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=120)
+        pytest.fail(f"could not start the multi-host cluster: {up.stderr.strip()[-2000:]}")
+    try:
+        yield HostsCluster(env)
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=180)
+
+
+@pytest.fixture
+def hosts(hosts_cluster):
+    """The multi-host cluster for one test: Slurm clients point at it, and every host is whole again
+    after the test, whatever it did to them."""
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(hosts_cluster.conf)
+    try:
+        yield hosts_cluster
+    finally:
+        hosts_cluster.restore()
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before

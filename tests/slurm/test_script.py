@@ -105,7 +105,7 @@ def test_the_script_passes_hostile_arguments_on_as_data(tmp_path):
     assert argv[argv.index("--report") + 1].startswith("/tmp/onepiece-report.")  # a fresh one, never a set name
     del argv[argv.index("--report"):argv.index("--report") + 2]
     assert argv == ["-m", "onepiece_hpc.runtime.rank_main", "--expect-ranks", "4", "--progress", "lines",
-                    "--drain-signal", "USR2", "--drain-seconds", "60", job, "--output", out]
+                    "--drain-signal", "USR2", "--drain-seconds", "60", "--heartbeat-timeout", "60", job, "--output", out]
     assert not list(tmp_path.rglob("PWNED"))
 
 
@@ -370,6 +370,27 @@ def test_the_journal_tells_a_drain_with_progress_from_one_without():
     assert drained_exit(runs, "8", 0) == 1   # completed
     assert drained_exit([run("9", 0, "running", 4)], "9", 0) == 1  # killed before it closed
     assert drained_exit(runs, "", 0) == 1
+
+
+@pytest.mark.parametrize("restarts, requeued", [(1, []), (0, ["requeuehold 1", "update JobId=1 ExcNodeList=h3", "release 1"])],
+                         ids=["slurm-requeues", "script-requeues-without-it"])
+def test_a_step_that_lost_a_node_names_it_and_the_job_comes_back_without_it(tmp_path, restarts, requeued):
+    """A host of the job died and Slurm finds its node not responding. If Slurm is requeueing the
+    job already (node failure), the script names the node and does nothing more; if srun ended
+    first, the script requeues the job itself, keeping the node out."""
+    slurm = Slurm(tmp_path, "exit 137\n")
+    _fake(slurm.bin, "sinfo", 'printf "h1 mixed\\nh2 mixed\\nh3 down*\\n"\n')
+    note = f'echo "scontrol $*" >> {shlex.quote(str(slurm.calls))}\n'
+    _fake(slurm.bin, "scontrol", 'case "$1 $2" in\n'
+                                 f'  "show job") echo "JobId=1 Restarts={restarts} Requeue=1" ;;\n'
+                                 '  "show hostnames") printf "h1\\nh2\\nh3\\n" ;;\n'
+                                 f'  *) {note.strip()} ;;\nesac\n')
+    result = subprocess.run(["/bin/bash", str(_script(tmp_path)), "--python", str(slurm.python), "--mpi", "pmi2",
+                             "job.yaml"], capture_output=True, text=True, timeout=60,
+                            env=_env(6, [slurm.bin]) | {"SLURM_JOB_NODELIST": "h[1-3]"}, cwd=tmp_path)
+    assert "node(s) h3 of this job" in result.stderr, result.stderr
+    assert slurm.called("scontrol") == requeued
+    assert result.returncode == (137 if restarts else 3), result.stderr
 
 
 def test_a_run_with_failed_items_is_not_requeued_and_says_how_to_retry(tmp_path):

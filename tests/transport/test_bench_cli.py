@@ -38,5 +38,6 @@ def test_json_run_launches_its_own_ranks() -> None:
     assert {r["fabric"] for r in records} == {"memcpy", "mpi-sendrecv", "ring/shm",
                                               "ring/shm:full", "ring/mpi-rma"}
     for record in records:
-        assert set(record) == {"fabric", "bytes", "gbps", "rtt_us"}
+        assert set(record) == {"fabric", "bytes", "gbps", "rtt_us", "hosts"}
+        assert len(record["hosts"]) == 2 and len(set(record["hosts"])) == 1  # both ranks here: ring/shm ran
         assert record["bytes"] == 65536 and record["gbps"] > 0 and record["rtt_us"] > 0

@@ -16,7 +16,7 @@ import numpy as np
 from mpi4py import MPI
 
 from onepiece_hpc.transport.arena import Arena, ArenaFull
-from onepiece_hpc.transport.errors import PeerInfo, SetupError
+from onepiece_hpc.transport.errors import PeerInfo, PeerUnreachable, SetupError
 from onepiece_hpc.transport.fabrics.base import FabricKind, field
 
 DEFAULT_ARENA_BYTES = 256 * 1024 * 1024
@@ -51,23 +51,36 @@ class RmaRegion:
 
 
 class RmaPeerRegion:
-    """An extent of a peer's window, written with MPI_Put."""
+    """An extent of a peer's window, written with MPI_Put; an MPI error names the peer."""
 
-    def __init__(self, window: MPI.Win, rank: int, offset: int, nbytes: int) -> None:
+    def __init__(self, window: MPI.Win, peer: PeerInfo, offset: int, nbytes: int) -> None:
         self._window = window
-        self._rank = rank
+        self._peer = peer
+        self._rank = peer.rank
         self._offset = offset
         self._nbytes = nbytes
 
     def write(self, offset: int, data: np.ndarray | bytes) -> None:
-        self._window.Put([data, MPI.BYTE], self._rank,
-                         target=(self._offset + offset, len(data), MPI.BYTE))
+        try:
+            self._window.Put([data, MPI.BYTE], self._rank,
+                             target=(self._offset + offset, len(data), MPI.BYTE))
+        except MPI.Exception as err:
+            raise self._unreachable(err) from None
 
     def publish(self, offset: int, data: bytes) -> None:
-        self._window.Flush(self._rank)
-        self._window.Put([data, MPI.BYTE], self._rank,
-                         target=(self._offset + offset, len(data), MPI.BYTE))
-        self._window.Flush(self._rank)
+        try:
+            self._window.Flush(self._rank)
+            self._window.Put([data, MPI.BYTE], self._rank,
+                             target=(self._offset + offset, len(data), MPI.BYTE))
+            self._window.Flush(self._rank)
+        except MPI.Exception as err:
+            raise self._unreachable(err) from None
+
+    def _unreachable(self, err: MPI.Exception) -> PeerUnreachable:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(err).__name__  # MPICH's stack ends with the cause
+        return PeerUnreachable(f"{self._peer.describe()} can't be reached over mpi-rma ({reason}); its host "
+                               "died or its link is down", self._peer)
 
     def close(self) -> None:
         return None
@@ -102,7 +115,7 @@ class RmaFabric:
     def attach_region(self, descriptor: Mapping[str, object], peer: PeerInfo) -> RmaPeerRegion:
         offset = int(field(descriptor, "offset", int, peer))
         nbytes = int(field(descriptor, "nbytes", int, peer))
-        return RmaPeerRegion(self.window, peer.rank, offset, nbytes)
+        return RmaPeerRegion(self.window, peer, offset, nbytes)
 
     def release(self, offset: int) -> None:
         self._arena.free(offset)
