@@ -9,6 +9,10 @@ from onepiece_hpc.runtime.policy.model import StageQueue
 from onepiece_hpc.spec.plan import Plan
 
 MIN_OBSERVED = 2  # committed units before the estimates are trusted
+#: a queue of more runs than this (units of many different costs, in mixed order) is handed to the
+#: policy as this many segments of equal length, each at its units' mean cost: the total work stays
+#: exact and the decision stays in milliseconds (3 x 10^6 runs took the policy 2.5 s)
+MAX_RUNS = 2048
 
 
 class CostModel:
@@ -37,7 +41,18 @@ class CostModel:
         if not len(units):
             return StageQueue(())
         costs = self.factors[stage, units] * (self.seconds[stage] / self.work[stage])
-        edges = np.flatnonzero(np.diff(costs)) + 1
+        return StageQueue(runs_of(costs))
+
+
+def runs_of(costs: np.ndarray, limit: int = MAX_RUNS) -> tuple[tuple[int, float], ...]:
+    """Run-length encoding of per-unit costs, in order; past `limit` runs, `limit` segments of equal
+    length at their mean cost (same units, same total seconds)."""
+    edges = np.flatnonzero(np.diff(costs)) + 1
+    if len(edges) < limit:
         starts = np.concatenate([[0], edges])
         ends = np.concatenate([edges, [len(costs)]])
-        return StageQueue(tuple((int(e - s), float(costs[s])) for s, e in zip(starts, ends)))
+        return tuple((int(e - s), float(costs[s])) for s, e in zip(starts, ends))
+    bounds = np.unique(np.linspace(0, len(costs), limit + 1).astype(np.int64))
+    sums = np.add.reduceat(costs, bounds[:-1])
+    counts = np.diff(bounds)
+    return tuple((int(n), float(total / n)) for n, total in zip(counts, sums))

@@ -92,6 +92,10 @@ def hosts_cluster(tmp_path_factory):
         pytest.skip(reason)
     if shutil.which("ip") is None or shutil.which("unshare") is None:
         pytest.skip("the multi-host cluster needs iproute2 (ip) and util-linux (unshare, nsenter)")
+    probe = subprocess.run(["unshare", "--net", "--uts", "--mount", "--ipc", "--pid", "--fork", "true"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:  # a container that forbids namespaces, even to root
+        pytest.skip(f"this machine does not let root make namespaces for the hosts: {probe.stderr.strip()[-300:]}")
     env = {**os.environ, "ONEPIECE_SLURM_DIR": str(tmp_path_factory.mktemp("hosts")),
            "ONEPIECE_SLURM_PORTS": HOSTS_PORTS}
     install = subprocess.run(["bash", str(SCRIPT), "install"], env=env, capture_output=True, text=True, timeout=600)
