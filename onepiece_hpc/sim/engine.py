@@ -5,7 +5,10 @@ It mirrors the staged runtime: encode ranks pull units from the Node Manager; a 
 its output to the consumer of the next stage with the most free slots, or waits (holding its
 slot upstream) until one frees; a consumer holds at most `capacity` units, the one it works on
 included; a moving rank stops receiving, drains what it holds, loads the new stage's weights,
-and joins the new stage. A rank moving to the next stage keeps the outputs of its drain and
+and joins the new stage. The last rank staying in a stage that has work left never moves: with
+every consumer of a stage on its way out, and ranks moving in stuck behind it (an encode rank
+bound for decode can't drain while denoise waits on decode), the pipeline would never move again.
+A rank moving to the next stage keeps the outputs of its drain and
 processes them itself after the switch, instead of queueing them at the stage it is about to
 join (which is short of ranks: that is why it moves).
 
@@ -307,6 +310,10 @@ class Simulation:
         candidates = [r for r in range(self.ranks) if self.stage[r] == move.source and self.accepting[r]
                       and self.cooling_until[r] <= self.now]
         candidates.sort(key=self._occupancy)
+        if sum(self.remaining[move.source]):  # the last rank staying in a stage with work stays
+            staying = sum(1 for r in range(self.ranks) if self.target[r] == move.source and r not in self.draining
+                          and self.state[r] != LOADING)
+            candidates = candidates[:max(0, staying - 1)]
         for r in candidates[:move.count]:
             self._start_move(r, move.target)
 

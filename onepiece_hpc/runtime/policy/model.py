@@ -17,11 +17,16 @@ class StageQueue:
     def units(self) -> int:
         return sum(count for count, _ in self.runs)
 
-    def head(self, units: int) -> tuple[int, float]:
-        """(units taken, their total seconds) for the next `units` units of the queue."""
+    def head(self, units: int, skip: int = 0) -> tuple[int, float]:
+        """(units taken, their total seconds) for the `units` units of the queue that follow its
+        first `skip` units."""
         taken, seconds = 0, 0.0
         for count, cost in self.runs:
-            use = min(count, units - taken)
+            if skip >= count:
+                skip -= count
+                continue
+            use = min(count - skip, units - taken)
+            skip = 0
             taken += use
             seconds += use * cost
             if taken >= units:
