@@ -95,6 +95,8 @@ CASES = [
     ("duplicate-item", lambda d: write_job(d, '{"prompt": "x", "seed": 1}\n{"prompt": "x", "seed": 1}\n',
                                            prompt_file="p.jsonl", prompts="p.jsonl"),
      ["p.jsonl:2", "same prompt, seed and params as line 1"]),
+    ("heartbeat-timeout-too-short", lambda d: write_job(d, GOOD, slurm="{heartbeat_timeout: 2}"),
+     ["slurm.heartbeat_timeout", "from 5 to 86400"]),
     ("missing-model-folder", lambda d: write_job(d, GOOD, model="models/nowhere"), ["does not exist"]),
     ("folder-not-a-pipeline", lambda d: ((d / "empty").mkdir(), write_job(d, GOOD, model="empty"))[1],
      ["not a diffusers pipeline folder", "model_index.json"]),
