@@ -95,13 +95,15 @@ def _first_line(proc: subprocess.Popen, timeout_s: float = 60.0) -> str:
     return proc.stdout.readline().strip()
 
 
-def _rank(launcher_var: str | None, rank: int, phase: str = "serving") -> subprocess.Popen:
-    """A process that watches a launcher as a rank of that number does, in that phase of its life."""
+def _rank(launcher_var: str | None, rank: int, phase: str = "serving", sigint_ignored: bool = False) -> subprocess.Popen:
+    """A process that watches a launcher as a rank of that number does, in that phase of its life
+    (`sigint_ignored`: started as a background job of a script is, SIGINT ignored)."""
     env = {k: v for k, v in os.environ.items() if k != LAUNCHER_VAR}
     if launcher_var is not None:
         env[LAUNCHER_VAR] = launcher_var
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen([sys.executable, "-c", RANK, str(rank), phase], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
 
 
 @pytest.mark.parametrize("rank, phase, code", [(0, "serving", 130), (0, "starting", 130), (2, "serving", 1)],
@@ -120,6 +122,21 @@ def test_a_rank_ends_soon_after_its_launcher(rank, phase, code):
                 assert "the launcher (`onepiece run`" in err and "resume" in err
                 assert out.split() == (["stopping"] if phase == "serving" else [])
                 assert "Traceback" not in err
+    finally:
+        launcher.kill()
+        launcher.wait(timeout=30)
+
+
+def test_rank_0_of_a_launcher_started_in_the_background_still_stops_in_order():
+    """A script's background job passes SIGINT on ignored; rank 0's orderly stop is an interrupt."""
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with _rank(identity_of(launcher.pid).render(), 0, "starting", sigint_ignored=True) as watcher:
+            assert _first_line(watcher) == "watching"
+            launcher.kill()
+            _, err = watcher.communicate(timeout=30)
+            assert watcher.returncode == 130, err
+            assert "did not close" not in err
     finally:
         launcher.kill()
         launcher.wait(timeout=30)

@@ -85,6 +85,10 @@ def watch_launcher(environ: Mapping[str, str], manager: bool) -> threading.Threa
         # a variable that travelled to another host (or a damaged one): no launcher of ours to watch
         log.warning("ignoring %s=%r: it names no process of this host", LAUNCHER_VAR, text)
         return None
+    if manager and signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        # a launcher started in the background of a script passes SIGINT on ignored: rank 0's
+        # orderly stop (below) is an interrupt, so it must arrive
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     watch = threading.Thread(target=_watch, args=(launcher, manager), name="launcher-lifeline", daemon=True)
     watch.start()
     return watch
