@@ -45,6 +45,7 @@ class Liveness:
     failures: list[Failure] = field(default_factory=list)
     finished: set[int] = field(default_factory=set)
     first_failure_at: float | None = None
+    timed_out: set[int] = field(default_factory=set)  # ranks silent past the heartbeat timeout
 
     @property
     def suspect_window_s(self) -> float:
@@ -57,8 +58,6 @@ class Liveness:
 
     def _accounted(self, rank: int) -> bool:
         return rank in self.finished or any(f.rank == rank for f in self.failures)
-
-    timed_out: set[int] = field(default_factory=set)  # ranks silent past the heartbeat timeout
 
     def check(self, where: Callable[[int], tuple[str, int]]) -> None:
         """Record ranks found dead: gone (rank 0's host) or silent past the timeout. `where(rank)`:

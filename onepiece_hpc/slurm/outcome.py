@@ -15,6 +15,7 @@ prints the hosts rank 0 found lost (comma-separated), if any.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from onepiece_hpc.runtime.drain import EXIT_DRAINED, EXIT_NO_PROGRESS, PREEMPTED
 
 NOT_A_DRAIN = 1
 REFUSED, FAILED, UNKNOWN = 2, 1, 9
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
 def output_of(job_file: Path, given: str | None) -> Path | None:
@@ -80,8 +82,8 @@ def reported_exit(report: Path | None) -> int:
 def reported_lost_hosts(report: Path | None) -> list[str]:
     """The hosts rank 0 found lost, every rank on them dead (runtime/liveness.py)."""
     hosts = read_report(report).get("lost_hosts")
-    return [h for h in hosts if isinstance(h, str) and h.replace("-", "").replace(".", "").replace("_", "").isalnum()] \
-        if isinstance(hosts, list) else []
+    # they reach scontrol and sbatch as node names: plain host names only
+    return [h for h in hosts if isinstance(h, str) and HOST_NAME.fullmatch(h)] if isinstance(hosts, list) else []
 
 
 def step_exit(runs: list[dict], slurm_job: str, restart: int, report: Path | None) -> int:

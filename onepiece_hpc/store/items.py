@@ -76,7 +76,8 @@ def item_rows(plan: Plan, start: int, stop: int) -> np.ndarray:
     return table
 
 
-def _text(value) -> str:
+def as_text(value) -> str:
+    """A string read from HDF5 (bytes or str) as str."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
@@ -105,6 +106,6 @@ def item_records(file: h5py.File, path: Path, local: np.ndarray) -> list[ItemRec
         return []
     rows = s.current_items(read_dataset(file, s.ITEMS, path, np.s_[int(local[0]):int(local[-1]) + 1]))
     rows = rows[np.asarray(local) - int(local[0])]
-    return [ItemRecord(int(r["index"]), _text(r["key"]), _text(r["prompt"]), _text(r["negative_prompt"]),
+    return [ItemRecord(int(r["index"]), as_text(r["key"]), as_text(r["prompt"]), as_text(r["negative_prompt"]),
                        int(r["seed"]), int(r["steps"]), float(r["guidance"]), int(r["height"]),
-                       int(r["width"]), int(r["frames"]), _text(r["image"])) for r in rows]
+                       int(r["width"]), int(r["frames"]), as_text(r["image"])) for r in rows]

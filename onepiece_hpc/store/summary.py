@@ -7,6 +7,7 @@ import numpy as np
 
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.failed import failed_mask, still_failed
+from onepiece_hpc.store.items import as_text
 from onepiece_hpc.store.reader import OutputView
 from onepiece_hpc.store.safe_read import read_dataset
 from onepiece_hpc.store.telemetry import read_runs
@@ -21,13 +22,9 @@ def _telemetry_summary(view: OutputView) -> list[dict]:
             "ranks": int(len(run.ranks)), "moves": int(len(run.moves)),
             "busy_rank_s": float(run.ranks["busy_s"].sum()), "idle_rank_s": float(run.ranks["wait_s"].sum()),
             "moving_data_rank_s": float(run.ranks["send_s"].sum()),
-            "hosts": sorted({_text(h) for h in run.ranks["host"]}), "channels": _channel_counts(run.ranks),
+            "hosts": sorted({as_text(h) for h in run.ranks["host"]}), "channels": _channel_counts(run.ranks),
         })
     return records
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _channel_counts(ranks: np.ndarray) -> dict[str, int]:
@@ -36,7 +33,7 @@ def _channel_counts(ranks: np.ndarray) -> dict[str, int]:
     if "links" not in (ranks.dtype.names or ()):
         return counts  # a record from before channels were noted
     for links in ranks["links"]:
-        for part in _text(links).split(";")[0].split(","):
+        for part in as_text(links).split(";")[0].split(","):
             words = part.split()
             if len(words) == 3 and words[0] == "to":
                 counts[words[2]] = counts.get(words[2], 0) + 1
