@@ -63,7 +63,7 @@ class Heartbeat:
     stage_time_s: list[float]    # seconds spent serving each stage
     memory_limit_mb: float = 0.0  # the most GPU memory this rank may take (0: no limit known, e.g. CPU)
     gpu: int = -1                 # the node-local GPU this rank runs on (-1: none)
-    links: str = ""               # the fabric of each of its channels (Channels.links)
+    links: str = ""               # the fabric of each of its channels (Channels.links); first heartbeat only
 
 
 @dataclass(frozen=True)

@@ -387,7 +387,7 @@ class NodeManager:
         t = self.telemetry
         ranks = np.array([
             (p.rank, p.host, b.stage, b.units_done, b.busy_s, b.wait_s, b.send_s, b.elapsed_s, b.load_s,
-             t.peak_memory.get(p.rank, 0.0), b.links)
+             t.peak_memory.get(p.rank, 0.0), t.links.get(p.rank, ""))
             for p in self.peers[1:] if (b := t.latest.get(p.rank)) is not None
         ], dtype=RANK_DTYPE)
         samples = np.array([(at, b.rank, b.state, b.stage, b.unit, b.units_done, b.busy_s, b.wait_s, b.send_s,

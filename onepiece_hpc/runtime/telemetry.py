@@ -31,10 +31,13 @@ class Telemetry:
     seen_at: dict[int, float] = field(default_factory=dict)
     peak_memory: dict[int, float] = field(default_factory=dict)
     samples: list[tuple[float, Heartbeat]] = field(default_factory=list)
+    links: dict[int, str] = field(default_factory=dict)  # each rank's channels, said once (Heartbeat.links)
 
     def record(self, beat: Heartbeat) -> None:
         now = time.monotonic()
         self.latest[beat.rank] = beat
+        if beat.links:
+            self.links[beat.rank] = beat.links
         self.seen_at[beat.rank] = now
         self.peak_memory[beat.rank] = max(self.peak_memory.get(beat.rank, 0.0), beat.memory_mb)
         self.samples.append((now - self.started, beat))

@@ -122,7 +122,7 @@ class StageWorker:
         self.others = [p.rank for p in peers[1:] if p.rank != me.rank]
         self.consumers = {rank: ch.consumer for rank, ch in channels.inbound.items()}
         self.producers = {rank: ch.producer for rank, ch in channels.outbound.items()}
-        self.links = channels.links()
+        self._links = channels.links()  # sent with the first heartbeat only: they don't change
         self.counters = Counters()
         self.runners: dict[Stage, StageRunner] = {}
         self.carry: deque[tuple[UnitInput, dict[str, torch.Tensor], list[float]]] = deque()
@@ -412,6 +412,10 @@ class StageWorker:
         device = self.prepared.placement.device
         return device.index if device.type == "cuda" and device.index is not None else -1
 
+    def _take_links(self) -> str:
+        links, self._links = self._links, ""
+        return links
+
     def heartbeat(self) -> Heartbeat:
         c = self.counters
         elapsed = time.monotonic() - c.serving_since if c.serving_since else 0.0
@@ -426,4 +430,4 @@ class StageWorker:
                          elapsed_s=elapsed, load_s=c.load_s, backlog=sum(p.in_flight for p in downstream),
                          memory_mb=memory, stage_busy_s=list(c.stage_busy_s), stage_units=list(c.stage_units),
                          stage_time_s=times, memory_limit_mb=self.prepared.placement.memory_limit_mb,
-                         gpu=self._gpu, links=self.links)
+                         gpu=self._gpu, links=self._take_links())
