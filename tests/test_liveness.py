@@ -106,3 +106,24 @@ def test_a_live_host_blocked_talking_to_the_lost_one_is_not_named_lost():
     assert verdict.message.startswith("host h3 is lost")
     assert "failed after it, talking to it: ranks 1" in verdict.message
     assert "silent too (blocked talking to it, or dead): ranks 2 on h2, 3 on h2" in verdict.message
+
+
+def test_pulses_tell_a_live_host_blocked_in_mpi_from_the_lost_one():
+    """A cut link: every MPI heartbeat stopped (the live ranks' too, blocked in the library talking
+    to h3), but the live ranks still pulse over UDP: h3 alone is lost, nobody else is named."""
+    from onepiece_hpc.runtime.pulse import PulseListener
+
+    live = _liveness({1: 61.0, 2: 61.0, 3: 61.0, 4: 61.0, 5: 61.0}, timeout_s=60.0)
+    live.pulse = PulseListener.open("localhost")
+    try:
+        live.pulse.heard_at.update({rank: time.monotonic() for rank in (1, 2, 3)})
+        live.check(_where)
+        live.first_failure_at -= SETTLE_S
+        live.pulse.heard_at.update({rank: time.monotonic() for rank in (1, 2, 3)})
+        assert live.settled()  # every rank not found dead was heard since
+        verdict = live.verdict(_where, _unit, "out.h5")
+    finally:
+        live.pulse.close()
+    assert verdict.lost_hosts == ("h3",)
+    assert verdict.message.startswith("host h3 is lost: every rank on it died at once (ranks 4 (denoise), 5 (decode)")
+    assert "silent too" not in verdict.message and "h2" not in verdict.message

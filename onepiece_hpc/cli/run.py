@@ -40,11 +40,13 @@ def _print_summary(summary) -> None:
               help="Override the job file's policy: static never moves ranks, adaptive moves them by load.")
 @click.option("--wait-timeout", type=click.FloatRange(1.0), default=600.0, show_default=True,
               help="Deadline, in seconds, of any single wait on a peer.")
+@click.option("--heartbeat-timeout", type=click.FloatRange(5.0, 86_400.0), default=60.0, show_default=True,
+              help="Seconds rank 0 waits to hear from a rank (heartbeat or pulse) before it calls it dead.")
 @click.option("--retry-failed", is_flag=True,
               help="Generate only the items that failed in earlier runs (a plain run leaves them be).")
 def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None, output: Path | None,
         fabric: str, gpu_memory_gib: float | None, ring_slots: int, policy: str | None,
-        wait_timeout: float, retry_failed: bool) -> None:
+        wait_timeout: float, heartbeat_timeout: float, retry_failed: bool) -> None:
     """Generate every item of JOB_FILE that is not yet in its output.
 
     Running the same job again resumes it: only missing items are generated. An output that
@@ -69,6 +71,7 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
     if ranks is not None:
         _run_staged(prepared, job_file, ranks, output, [
             "--fabric", fabric, "--ring-slots", str(ring_slots), "--wait-timeout", str(wait_timeout),
+            "--heartbeat-timeout", str(heartbeat_timeout),
             "--progress", "bar" if interactive else "lines",  # the ranks' stderr is a pipe: tell them
             *(["--policy", policy] if policy else []), *(["--retry-failed"] if retry_failed else []),
             *(["--gpu-memory-gib", str(gpu_memory_gib)] if gpu_memory_gib else [])],

@@ -23,6 +23,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -34,6 +35,7 @@ EXIT_DRAINED = 3
 EXIT_NO_PROGRESS = 5
 MIN_MARGIN_S = 5.0   # the least time kept back from the window for closing, leaving and requeueing
 MAX_MARGIN_S = 60.0
+ABORT_GRACE_S = 10.0  # leave_now exits anyway when MPI_Abort has not ended the process by then
 
 PREEMPTED = "preempted"           # the run's status after a drain
 NOTHING_COMMITTED = "no-progress"  # rank 0's outcome after a drain that committed nothing
@@ -175,7 +177,11 @@ def shield(drain_signal: str | None) -> None:
 
 def leave_now(code: int, abort: Callable[[int], None]) -> None:
     """Past the deadline, with the output closed: end every rank at once (`abort`, e.g. MPI_Abort:
-    the other ranks may wait on a unit that never comes) instead of saying goodbye to each."""
+    the other ranks may wait on a unit that never comes) instead of saying goodbye to each. An abort
+    that does not return (the MPI library blocked by a call to a dead peer) is cut short by exit."""
+    timer = threading.Timer(ABORT_GRACE_S, os._exit, args=(code,))
+    timer.daemon = True
+    timer.start()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -1,7 +1,7 @@
 """Rank 0's view of which ranks live, and the one message that names why a run stopped.
 
-A rank is dead when its process is gone (same host as rank 0), when it has sent no heartbeat for
-the heartbeat timeout, or when, after another rank failed, it stays silent while every live rank
+A rank is dead when its process is gone (same host as rank 0), when it has sent neither heartbeat
+nor pulse (runtime/pulse.py) for the heartbeat timeout, or when, after another rank failed, it stays silent while every live rank
 is heard from again. The last case is a lost host: its ranks die together and without a word,
 and the ranks that talk to them fail at once with transport errors that blame nobody by name. So
 a first failure is not reported at once: rank 0 waits a moment (SETTLE_S) for others, and longer
@@ -11,12 +11,14 @@ still silent then are the cause. A host whose every rank is dead is named as the
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onepiece_hpc.runtime.messages import Failure
 from onepiece_hpc.runtime.peers import RankInfo, process_alive
+from onepiece_hpc.runtime.pulse import PulseListener
 from onepiece_hpc.runtime.telemetry import Telemetry
 
 SETTLE_S = 1.0  # after a first failure, wait this long for others, then report the root cause
@@ -42,14 +44,31 @@ class Liveness:
     telemetry: Telemetry
     heartbeat_timeout_s: float
     heartbeat_s: float = 1.0
+    pulse: PulseListener | None = None  # pulses count as heartbeats: they go on while MPI blocks
     failures: list[Failure] = field(default_factory=list)
     finished: set[int] = field(default_factory=set)
     first_failure_at: float | None = None
     timed_out: set[int] = field(default_factory=set)  # ranks silent past the heartbeat timeout
+    _judged: threading.Lock = field(default_factory=threading.Lock)  # held by whoever gives the verdict
 
     @property
     def suspect_window_s(self) -> float:
         return SETTLE_S + SUSPECT_HEARTBEATS * self.heartbeat_s
+
+    def heard_at(self, rank: int) -> float:
+        """When `rank` was last heard from: its last heartbeat or pulse (the start before either)."""
+        seen = self.telemetry.seen_at.get(rank, self.telemetry.started)
+        if self.pulse is not None:
+            seen = max(seen, self.pulse.heard_at.get(rank, seen))
+        return seen
+
+    def silent_for(self, rank: int) -> float:
+        return time.monotonic() - self.heard_at(rank)
+
+    def claim_verdict(self) -> bool:
+        """True for the one caller that gives the verdict (rank 0's main loop, or its watch when the
+        loop is blocked); False for any later one."""
+        return self._judged.acquire(blocking=False)
 
     def fail(self, failure: Failure) -> None:
         self.failures.append(failure)
@@ -67,7 +86,7 @@ class Liveness:
             if self._accounted(peer.rank):
                 continue
             gone = peer.host == host and not process_alive(peer.pid)
-            silent = self.telemetry.silent_for(peer.rank)
+            silent = self.silent_for(peer.rank)
             if gone or silent > self.heartbeat_timeout_s:
                 why = (f"its process {peer.pid} is gone (killed or crashed)" if gone
                        else f"no heartbeat for {silent:.0f} s (it died, hangs, or its host or link is lost)")
@@ -84,7 +103,7 @@ class Liveness:
         if self.first_failure_at is None:
             return []
         return [p for p in self.peers[1:] if not self._accounted(p.rank)
-                and self.telemetry.seen_at.get(p.rank, self.telemetry.started) < self.first_failure_at]
+                and self.heard_at(p.rank) < self.first_failure_at]
 
     def settled(self, now: float | None = None) -> bool:
         """True once the failures so far are the whole story (see the module's docstring)."""
@@ -98,7 +117,7 @@ class Liveness:
         """The one message: the lost host or the rank that failed first on its own, then the rest."""
         waited = time.monotonic() - (self.first_failure_at or time.monotonic())
         for peer in self.suspects() if waited >= self.suspect_window_s else ():
-            silent = self.telemetry.silent_for(peer.rank)
+            silent = self.silent_for(peer.rank)
             self._dead(peer, where, f"no heartbeat for {silent:.0f} s, since before another rank failed, "
                                     "while every live rank was heard from")
         lost = self._lost_hosts()

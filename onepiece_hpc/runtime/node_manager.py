@@ -17,7 +17,7 @@ from onepiece_hpc.runtime.cost_model import CostModel
 from onepiece_hpc.runtime.drain import Drain
 from onepiece_hpc.runtime.failures import FailureBudget, StageFailed, UnitFailure
 from onepiece_hpc.runtime.layout import StageLayout
-from onepiece_hpc.runtime.liveness import Liveness
+from onepiece_hpc.runtime.liveness import Liveness, Verdict
 from onepiece_hpc.runtime.messages import (
     Failure, Finished, Heartbeat, MoveDone, MoveOrder, Routes, Shutdown, UnitFailed, WorkGrant, WorkRequest,
 )
@@ -26,6 +26,8 @@ from onepiece_hpc.runtime.policy import PolicyInput, make_policy
 from onepiece_hpc.runtime.interrupts import Terminated
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
+from onepiece_hpc.runtime.pulse import PulseListener
+from onepiece_hpc.runtime.watch import LoopWatch
 from onepiece_hpc.runtime.telemetry import (
     StageSummary,
     Telemetry,
@@ -111,15 +113,18 @@ class NodeManager:
     """Dispatch (pull), commit (rings -> HDF5), liveness, telemetry, progress and moves."""
 
     def __init__(self, prepared: Prepared, layout: StageLayout, channels: Channels, control: ControlPlane,
-                 peers: list[RankInfo], policy: WaitPolicy, heartbeat_timeout_s: float, mode: str,
-                 retry_failed: bool = False, heartbeat_s: float = 1.0) -> None:
+                 peers: list[RankInfo], policy: WaitPolicy, heartbeat_timeout_s: float, mode: str, *,
+                 on_blocked: Callable[[Verdict, float], None], retry_failed: bool = False,
+                 heartbeat_s: float = 1.0, pulse: PulseListener | None = None) -> None:
         self.prepared, self.layout, self.control, self.policy = prepared, layout, control, policy
         self.peers = peers
         self.mode = mode
         self.settings = prepared.job.policy
         self.rebalance = make_policy(self.settings)
         self.telemetry = Telemetry()
-        self.liveness = Liveness(peers, self.telemetry, heartbeat_timeout_s, heartbeat_s)
+        self.liveness = Liveness(peers, self.telemetry, heartbeat_timeout_s, heartbeat_s, pulse)
+        # on_blocked(verdict, seconds) ends the job when the loop is blocked in a call to a dead peer
+        self.watch = LoopWatch(self.liveness, self._verdict, self._check_liveness, on_blocked)
         self.routes = initial_routes(layout)
         self.costs = CostModel(prepared.plan)
         self._sources = [(rank, ch.consumer) for rank, ch in channels.inbound.items()]  # ranks whose outputs commit
@@ -141,6 +146,7 @@ class NodeManager:
                                    mode=self.mode, settings=self.prepared.store, run=self.prepared.run_info(self.mode))
         started = time.monotonic()
         status = "failed"
+        self.watch.start()
         try:
             done = writer.done_mask()
             self._pending = writer.pending_mask(self.retry_failed)
@@ -157,6 +163,7 @@ class NodeManager:
             status = "terminated" if isinstance(stop, Terminated) else "interrupted"
             raise
         finally:
+            self.watch.stop()
             self._record_telemetry(writer)
             writer.close(status)
         return StagedSummary(status=status, items_total=len(plan.items),
@@ -171,6 +178,7 @@ class NodeManager:
         next_liveness = 0.0
         next_decision = time.monotonic() + self.settings.interval_s
         while (len(queue) or self._in_flight) and not self.drain.over(len(self._in_flight)):
+            self.watch.tick()
             moved = self._handle_control(queue, reporter)
             moved |= self._commit_arrivals(writer, reporter)
             now = time.monotonic()
@@ -202,6 +210,7 @@ class NodeManager:
         deadline = time.monotonic() + self.policy.timeout_s
         finished = self.liveness.finished
         while len(finished) < len(self.peers) - 1 and not self.drain.expired():
+            self.watch.tick()
             if not self._handle_control(UnitQueue.empty()):
                 self._check_liveness()
                 if self.liveness.settled():
@@ -378,8 +387,14 @@ class NodeManager:
         items = self.prepared.plan.units[unit]
         return f"unit {unit} (items {items.start}..{items.stop - 1})"
 
+    def _verdict(self) -> Verdict:
+        return self.liveness.verdict(self._where, self._describe_unit, str(self.prepared.output))
+
     def _stopped(self) -> JobFailed:
-        verdict = self.liveness.verdict(self._where, self._describe_unit, str(self.prepared.output))
+        if not self.liveness.claim_verdict():  # the watch found the loop blocked and ends the job
+            while True:
+                time.sleep(60.0)
+        verdict = self._verdict()
         return JobFailed(verdict.message, verdict.lost_hosts)
 
     # -- record ------------------------------------------------------------------------------

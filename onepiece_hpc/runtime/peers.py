@@ -16,6 +16,8 @@ class RankInfo:
     rank: int
     host: str
     pid: int
+    pulse_port: int = 0   # rank 0's only: where the run's pulses go (runtime/pulse.py); 0: none
+    pulse_token: str = ""  # ...and the token they carry, in hex
 
 
 def me(rank: int) -> RankInfo:
@@ -33,7 +35,9 @@ def exchange_peers(comm, mine: RankInfo) -> list[RankInfo]:
     recv = bytearray(PEER_RECORD_BYTES * comm.Get_size())
     comm.Allgather([send, MPI.BYTE], [recv, MPI.BYTE])
     records = [json.loads(recv[i:i + PEER_RECORD_BYTES]) for i in range(0, len(recv), PEER_RECORD_BYTES)]
-    return [RankInfo(rank=int(r["rank"]), host=str(r["host"]), pid=int(r["pid"])) for r in records]
+    return [RankInfo(rank=int(r["rank"]), host=str(r["host"]), pid=int(r["pid"]),
+                     pulse_port=int(r.get("pulse_port", 0)), pulse_token=str(r.get("pulse_token", "")))
+            for r in records]
 
 
 def process_alive(pid: int) -> bool:

@@ -19,9 +19,11 @@ from onepiece_hpc.runtime.drain import PREEMPTED, Drain, drained_exit_code, expl
 from onepiece_hpc.runtime.failures import failed_items_summary
 from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb, take_gpu
 from onepiece_hpc.runtime.layout import NODE_MANAGER, plan_layout
+from onepiece_hpc.runtime.liveness import Verdict
 from onepiece_hpc.runtime.node_manager import NodeManager, initial_routes
 from onepiece_hpc.runtime.peers import exchange_peers, me
 from onepiece_hpc.runtime.prepare import Prepared, prepare
+from onepiece_hpc.runtime.pulse import PulseListener, PulseSender
 from onepiece_hpc.runtime.setup import (
     agreement, check_thread_level, deadline, manager_setup, stage_setup, stop_stage_ranks,
 )
@@ -121,15 +123,30 @@ def write_report(path: Path | None, report: dict) -> None:
 ITEMS_FAILED = "items failed"
 
 
-def serve_manager(prepared, layout, channels, control, peers, policy, args, drain: Drain) -> str:
+def report_failed(args: argparse.Namespace, message: str, lost_hosts: tuple[str, ...] = ()) -> None:
+    """Rank 0's one error line of a failed run, and its report (lost hosts for the batch script)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    write_report(args.report, {"status": "failed", "error": message, "lost_hosts": list(lost_hosts)})
+
+
+def serve_manager(prepared, layout, channels, control, peers, policy, args, drain: Drain,
+                  pulse: PulseListener | None = None) -> str:
     interactive = args.progress == "bar" or (args.progress == "auto" and environment.is_interactive(sys.stderr))
 
     def progress(total: int, done: int) -> ProgressReporter:
         return ProgressReporter(total, done, prepared.job.name, sys.stderr, interactive)
 
+    def blocked(verdict: Verdict, blocked_s: float) -> None:  # from the watch's thread: the loop can't
+        try:
+            report_failed(args, f"rank 0's main loop has not come round for {blocked_s:.0f} s (blocked in a call "
+                                f"that does not return: to a dead peer, or a stalled file system), so its watch "
+                                f"ends the job: {verdict.message}", verdict.lost_hosts)
+        finally:
+            leave_now(1, control.comm.Abort)
+
     manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
-                          mode=f"{args.mode} -n {len(peers)}", retry_failed=args.retry_failed,
-                          heartbeat_s=args.heartbeat)
+                          mode=f"{args.mode} -n {len(peers)}", on_blocked=blocked, retry_failed=args.retry_failed,
+                          heartbeat_s=args.heartbeat, pulse=pulse)
     manager.drain = drain
     try:
         summary = manager.run(progress)
@@ -188,9 +205,15 @@ def run_rank(args: argparse.Namespace, comm, drain: Drain | None = None) -> str:
                         "the MPI library do not match (e.g. srun --mpi=pmix with an MPICH build); fix: use "
                         "the --mpi plugin of your MPI (pmi2 for MPICH, pmix for Open MPI) or its mpiexec")
     mine = me(rank)
+    pulse = PulseListener.open(mine.host) if rank == NODE_MANAGER else None
+    if pulse is not None:
+        mine = replace(mine, pulse_port=pulse.port, pulse_token=pulse.token.hex())
     limit = args.wait_timeout
     with deadline("exchanging every rank's host and pid (MPI_Allgather)", limit, mine):
         peers = exchange_peers(comm, mine)
+    rank0 = peers[NODE_MANAGER]
+    sender = (PulseSender(rank, rank0.host, rank0.pulse_port, bytes.fromhex(rank0.pulse_token), args.heartbeat).start()
+              if rank != NODE_MANAGER and rank0.pulse_port else None)
     policy = WaitPolicy(timeout_s=args.wait_timeout)
     with deadline("creating the control plane (MPI_Comm_dup)", limit, mine):
         control = ControlPlane(comm, policy)
@@ -210,11 +233,14 @@ def run_rank(args: argparse.Namespace, comm, drain: Drain | None = None) -> str:
                                  choice=FabricChoice(args.fabric), policy=policy, timeout_s=args.wait_timeout)
     outcome = "completed"
     if rank == NODE_MANAGER:
-        outcome = serve_manager(prepared, layout, channels, control, peers, policy, args, drain or Drain())
+        outcome = serve_manager(prepared, layout, channels, control, peers, policy, args, drain or Drain(), pulse)
     else:
         StageWorker(mine, stage, prepared, summary, initial_routes(layout), channels, control, peers, policy,
                     args.heartbeat, status, warm_up=args.warm_up).run()
     channels.close(policy, timeout_s=args.wait_timeout)
     close_fabrics(fabrics)
     control.close()
+    for end in (pulse, sender):
+        if end is not None:
+            end.close()
     return outcome

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_libraries()
     from onepiece_hpc.runtime.node_manager import JobFailed
     from onepiece_hpc.runtime.failures import EXIT_ITEMS_FAILED
-    from onepiece_hpc.runtime.rank import ITEMS_FAILED, run_rank, write_report
+    from onepiece_hpc.runtime.rank import ITEMS_FAILED, report_failed, run_rank, write_report
     from onepiece_hpc.runtime.setup import SetupFailed, SetupStopped
     from onepiece_hpc.runtime.worker import ManagerGone, ReportedFailure
 
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         # or another job's); ending the whole job keeps them from waiting out their deadline
         comm.Abort(code)
     except JobFailed as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        write_report(args.report, {"status": "failed", "error": str(err), "lost_hosts": list(err.lost_hosts)})
+        report_failed(args, str(err), err.lost_hosts)
         comm.Abort(1)
     except KeyboardInterrupt as stop:
         if rank == NODE_MANAGER:

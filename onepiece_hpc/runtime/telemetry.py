@@ -42,9 +42,6 @@ class Telemetry:
         self.peak_memory[beat.rank] = max(self.peak_memory.get(beat.rank, 0.0), beat.memory_mb)
         self.samples.append((now - self.started, beat))
 
-    def silent_for(self, rank: int) -> float:
-        return time.monotonic() - self.seen_at.get(rank, self.started)
-
     def stage_summaries(self) -> list[StageSummary]:
         """Per stage: ranks serving it now, units it ran, and shares of the time ranks spent in it."""
         beats = list(self.latest.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -74,13 +75,28 @@ class HostsCluster:
         """Each host's state as the script sees it: up, killed, cut or slow."""
         return {name: state for name, _, state in (line.split() for line in self.script("hosts").splitlines())}
 
-    def restore(self) -> None:
-        """Every host up, its link whole and fast (after a test that hurt one)."""
+    def restore(self, deadline_s: float = 150.0) -> None:
+        """Every host up, its link whole and fast, and idle in Slurm's eyes (after a test that hurt
+        one: Slurm marks a host it lost DOWN, and a later test must find every host there)."""
         for name, state in self.states().items():
             if state in ("cut", "slow"):
                 self.script("heal", name)
             elif state == "killed":
                 self.script("revive", name)
+        end = time.monotonic() + deadline_s
+        while True:
+            listed = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True,
+                                    timeout=30, env={**self.env, "SLURM_CONF": str(self.conf)}).stdout
+            states = dict(line.split() for line in listed.splitlines() if line.strip())
+            if len(states) == HOSTS and all(state == "idle" for state in states.values()):
+                return
+            for name, state in states.items():
+                if state.rstrip("*~#$@^-") in ("down", "drained", "draining", "fail"):
+                    subprocess.run(["scontrol", "update", f"nodename={name}", "state=resume"], capture_output=True,
+                                   timeout=30, env={**self.env, "SLURM_CONF": str(self.conf)})
+            if time.monotonic() > end:
+                pytest.fail(f"the hosts were not all idle again within {deadline_s:.0f} s: {states}")
+            time.sleep(1.0)
 
 
 @pytest.fixture(scope="session")

@@ -99,6 +99,25 @@ def run_started_on(output: Path, run: int = 0) -> str:
     return inspected(output)["runs"][run]["host"]
 
 
+def rank_0_pid(job_id: str) -> int:
+    """The pid (as this machine's head sees it) of rank 0 of the job, wherever its host runs it."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (b"onepiece_hpc.runtime.rank_main" in argv and b"PMI_RANK=0" in environ
+                and f"SLURM_JOB_ID={job_id}".encode() in environ):
+            return int(entry.name)
+    raise AssertionError(f"no rank 0 of job {job_id} runs")
+
+
+def lost_hosts_named(log_text: str) -> list[str]:
+    """The hosts rank 0's error calls lost."""
+    return sorted(set(re.findall(r"host (\w+) is lost", log_text)))
+
+
 def start_requeued(job_id: str, deadline_s: float = 150.0) -> None:
     """Slurm holds a requeued job back for about two minutes (its begin time): let it start once it
     is pending again."""
@@ -150,6 +169,7 @@ def test_a_host_killed_mid_run_is_named_and_slurms_requeue_completes_the_output_
     named_after = time.monotonic() - killed_at
     text = log.read_text()
     assert re.search(rf"host {victim} is lost: every rank on it died at once \(ranks 4 \(\w+\), 5 \(\w+\)", text), text
+    assert lost_hosts_named(text) == [victim], text[-3000:]  # the live hosts that talked to it are not
     start_requeued(job_id)
     wait_gone(job_id, 240)
     text = log.read_text()
@@ -164,24 +184,43 @@ def test_a_host_killed_mid_run_is_named_and_slurms_requeue_completes_the_output_
     assert named_after < 30
 
 
-def test_a_cut_link_ends_the_job_within_the_heartbeat_deadline(hosts, tmp_path):
+@pytest.mark.parametrize("rank_0", ["free", "blocked"])
+def test_a_cut_link_ends_the_job_within_the_heartbeat_deadline(hosts, tmp_path, rank_0):
     """No packet reaches the host any more, and none is refused: rank 0 names it after the
-    heartbeat timeout (10 s here) and ends the job; it is never left hanging."""
+    heartbeat timeout (10 s here) and ends the job; it is never left hanging. "blocked": rank 0's
+    main loop is held in its commits when the link goes (strace delays each of its pwrites by
+    30 s, as a stalled file system would, or a call to the dead host that never returns), so its
+    watch must name the host and end the job."""
     job = write_job(tmp_path, 16, steps=24, quick=2, slurm=", heartbeat_timeout: 10")
     job_id, log = submit(job)
     nodes = nodes_of(job_id)
     output = tmp_path / "out" / "hosts.h5"
     wait_until(lambda: done_count(output) >= 2, "the first commits", 150)
+    held = None
+    if rank_0 == "blocked":
+        held = subprocess.Popen(["strace", "-qq", "-o", "/dev/null", "-e", "trace=pwrite64",
+                                 "-e", "inject=pwrite64:delay_enter=30000000", "-p", str(rank_0_pid(job_id))],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(5.0)  # the next commits are under way, each pwrite held 30 s
     victim = nodes[-1]
     hosts.script("cut", victim)
     cut_at = time.monotonic()
-    wait_until(lambda: log_says(log, f"host {victim} is lost"), f"rank 0 to name the cut-off host {victim}", 60)
-    named_after = time.monotonic() - cut_at
-    wait_until(lambda: squeue_state(job_id) != "RUNNING", "the job to stop running", 90)
+    try:
+        wait_until(lambda: log_says(log, f"host {victim} is lost"), f"rank 0 to name the cut-off host {victim}", 60)
+        named_after = time.monotonic() - cut_at
+        wait_until(lambda: squeue_state(job_id) != "RUNNING", "the job to stop running", 90)
+    finally:
+        if held is not None:
+            held.kill()
+            held.wait(timeout=30)
     subprocess.run(["scancel", job_id], timeout=30)
     wait_gone(job_id, 120)
     text = log.read_text()
-    assert "no heartbeat for" in text, text[-3000:]
+    assert ("its watch ends the job" in text) == (rank_0 == "blocked"), text[-3000:]
+    assert re.search(rf"host {victim} is lost: every rank on it died at once \(ranks 4 \(\w+\), 5 \(\w+\): "
+                     r"no heartbeat for", text), text[-3000:]
+    assert lost_hosts_named(text) == [victim], text[-3000:]  # the live hosts blocked talking to it are not
+    assert "silent too" not in text, text[-3000:]  # their ranks still pulse
     assert named_after < 10 + 15, f"named {named_after:.0f} s after the cut"
     assert 2 <= done_count(output) < 16
 

@@ -1,0 +1,59 @@
+"""Pulses over UDP (runtime/pulse.py): rank 0 hears each stage rank without MPI, and only the
+pulses of its own run."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from onepiece_hpc.runtime.pulse import PACKET, PulseListener, PulseSender
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _wait_heard(listener: PulseListener, rank: int, deadline_s: float = 10.0) -> float:
+    end = time.monotonic() + deadline_s
+    while rank not in listener.heard_at:
+        assert time.monotonic() < end, f"rank {rank}'s pulse was never heard"
+        time.sleep(0.02)
+    return listener.heard_at[rank]
+
+
+@pytest.fixture
+def listener():
+    opened = PulseListener.open(socket.gethostname())
+    assert opened is not None, "no UDP socket on this host's name"
+    yield opened
+    opened.close()
+
+
+def test_a_rank_pulses_every_interval_until_closed(listener):
+    sender = PulseSender(3, socket.gethostname(), listener.port, listener.token, every_s=0.05).start()
+    first = _wait_heard(listener, 3)
+    time.sleep(0.3)
+    assert listener.heard_at[3] > first  # it goes on
+    sender.close()
+    time.sleep(0.2)
+    last = listener.heard_at[3]
+    time.sleep(0.3)
+    assert listener.heard_at[3] == last  # and stops when closed
+
+
+def test_pulses_of_another_run_and_stray_datagrams_are_dropped(listener):
+    stranger = PulseSender(4, "localhost", listener.port, b"\x00" * 8, every_s=0.02).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+        for junk in (b"", b"x" * 7, b"y" * 200, PACKET.pack(listener.token, 5, 0)[:-1]):
+            raw.sendto(junk, ("localhost", listener.port))
+        raw.sendto(PACKET.pack(listener.token, 6, 0), ("localhost", listener.port))
+        _wait_heard(listener, 6)
+    time.sleep(0.3)
+    stranger.close()
+    assert set(listener.heard_at) == {6}
+
+
+def test_a_rank_whose_rank_0_has_no_address_goes_on_without_pulses(caplog):
+    sender = PulseSender(2, "no-such-host.invalid", 9, b"\x01" * 8, every_s=0.05).start()
+    sender.close()
+    assert "no pulse to rank 0" in caplog.text
