@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +51,22 @@ def process_alive(pid: int) -> bool:
         return True
     state = stat.rsplit(")", 1)[-1].split()[0]
     return state not in ("Z", "X")
+
+
+#: a rank that rank 0 will end (its error reached rank 0, or rank 0 stopped the job) waits this long
+#: for rank 0's MPI_Abort, so that rank 0's message and report come first
+ABORT_WAIT_S = 15.0
+
+
+def await_abort(manager: RankInfo, me: RankInfo, wait_s: float = ABORT_WAIT_S) -> None:
+    """Wait for rank 0's abort to end this process; return if it has not come by the deadline, or
+    rank 0 (on this host) is gone, so that the caller ends itself. Leaving at once instead would
+    let the launcher, seeing a rank exit, kill rank 0 before it says why the job stops."""
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end:
+        if manager.host == me.host and not process_alive(manager.pid):
+            return
+        time.sleep(0.1)
 
 
 def resident_mb() -> float:

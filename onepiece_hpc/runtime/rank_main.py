@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
             code = drained
         elif outcome == ITEMS_FAILED and rank == NODE_MANAGER:
             code = EXIT_ITEMS_FAILED
-    except SetupStopped as stopped:  # rank 0 stopped the job during set-up and says why
+    except SetupStopped as stopped:  # rank 0 stopped the job during set-up, says why and aborts
+        stopped.await_abort()
         os._exit(stopped.exit_code)
     except (UserError, SetupFailed) as err:
         code = err.exit_code

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
 from onepiece_hpc.runtime.messages import SetupReport, SetupVerdict
-from onepiece_hpc.runtime.peers import RankInfo, process_alive
+from onepiece_hpc.runtime.peers import RankInfo, await_abort, process_alive
 from onepiece_hpc.runtime.prepare import Prepared, execution_tag
 from onepiece_hpc.spec.plan import PlanSummary
 
@@ -40,11 +40,15 @@ class SetupFailed(RuntimeError):
 
 
 class SetupStopped(RuntimeError):
-    """A stage rank was told to stop by rank 0 (which reports why): leave quietly."""
+    """A stage rank was told to stop by rank 0 (which reports why, then aborts the job): leave
+    quietly, after rank 0 has had its say (`await_abort`)."""
 
-    def __init__(self, exit_code: int) -> None:
+    def __init__(self, exit_code: int, manager: RankInfo, me: RankInfo) -> None:
         super().__init__("stopped by the Node Manager")
-        self.exit_code = exit_code
+        self.exit_code, self.manager, self.me = exit_code, manager, me
+
+    def await_abort(self) -> None:
+        await_abort(self.manager, self.me)
 
 
 @contextmanager
@@ -127,7 +131,7 @@ def stage_setup(control: ControlPlane, peers: list[RankInfo], me: RankInfo, time
                 raise RuntimeError(f"rank {me.rank}: expected the set-up verdict from rank 0, got "
                                    f"{type(verdict).__name__}")
             if not verdict.summary or prepared is None:  # (a failed rank is always told to stop)
-                raise SetupStopped(verdict.exit_code or code or 1)
+                raise SetupStopped(verdict.exit_code or code or 1, manager, me)
             return prepared, PlanSummary.from_json(json.loads(verdict.summary))
         gone = manager.host == me.host and not process_alive(manager.pid)
         if gone or time.monotonic() > end:

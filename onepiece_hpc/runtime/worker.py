@@ -31,7 +31,7 @@ from onepiece_hpc.runtime.messages import (
     Failure, Finished, Heartbeat, MoveDone, MoveOrder, RankState, Routes, Shutdown, UnitFailed, WorkGrant,
     WorkRequest,
 )
-from onepiece_hpc.runtime.peers import RankInfo, process_alive, resident_mb
+from onepiece_hpc.runtime.peers import RankInfo, await_abort, process_alive, resident_mb
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.status import StatusFile
 from onepiece_hpc.runtime.tensors import SEEDS, from_wire, to_wire
@@ -49,9 +49,6 @@ class ManagerGone(RuntimeError):
     """The Node Manager's process ended: nobody is left to commit, so stop."""
 
 
-ABORT_WAIT_S = 15.0  # a rank whose error reached rank 0 waits this long for the job's abort
-
-
 class ReportedFailure(RuntimeError):
     """This rank failed and told the Node Manager, which aborts the job (and names the root cause)."""
 
@@ -60,13 +57,8 @@ class ReportedFailure(RuntimeError):
         self.cause, self.manager, self.me = cause, manager, me
 
     def await_abort(self) -> None:
-        """Wait for rank 0's abort to end this process; return if it has not come by the deadline
-        (or rank 0 is gone), so that the caller ends the job itself."""
-        end = time.monotonic() + ABORT_WAIT_S
-        while time.monotonic() < end:
-            if self.manager.host == self.me.host and not process_alive(self.manager.pid):
-                return
-            time.sleep(0.1)
+        """Wait for rank 0's abort (peers.await_abort); the caller ends the job if it never comes."""
+        await_abort(self.manager, self.me)
 
 
 class ProtocolError(RuntimeError):
