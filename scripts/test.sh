@@ -8,4 +8,7 @@ if ! command -v strace >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/
     apt-get update -qq && apt-get install -y -qq strace >/dev/null
 fi
 export PATH="$PWD/.venv/bin:$PATH"
-exec python -m pytest "$@"
+# Two workers side by side: most tests wait on ranks, Slurm and timers more than they compute, so
+# two cores take the suite in about half the time. A cluster's tests stay in one worker
+# (tests/slurm/conftest.py). `-n 0` (after these) runs it in one process.
+exec python -m pytest -n 2 --dist loadgroup "$@"

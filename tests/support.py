@@ -64,6 +64,25 @@ def write_job(folder: Path, lines: list[str] | str | None = None, prompt_file: s
     return path
 
 
+def shm_segments() -> set[str]:
+    """Our shared-memory segments in /dev/shm now (named onepiece-PID-TOKEN by the creating process)."""
+    from onepiece_hpc.transport.fabrics.shm import PREFIX, SHM_DIR
+
+    return {n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX + "-")} if os.path.isdir(SHM_DIR) else set()
+
+
+def leaked_segments(before: set[str]) -> set[str]:
+    """Segments that appeared since `before` and that nobody will remove: their creator is gone, or
+    is this process (in-process fabrics). A live creator's segment belongs to a run still going:
+    the suite runs tests side by side, and another test's run is not this test's leak."""
+    leaked = set()
+    for name in shm_segments() - before:
+        creator = int(name.split("-")[1]) if name.split("-")[1].isdigit() else -1
+        if creator == os.getpid() or not Path(f"/proc/{creator}").exists():
+            leaked.add(name)
+    return leaked
+
+
 def tree_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder`, to prove that nothing was changed."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

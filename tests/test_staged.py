@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from support import (
-    builtin_model, done_count, error_lines, invoke, run_cli, running, runs_of, tamper, telemetry_of, wait_until,
-    write_job, write_png,
+    builtin_model, done_count, error_lines, invoke, leaked_segments, run_cli, running, runs_of, shm_segments, tamper,
+    telemetry_of, wait_until, write_job, write_png,
 )
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
@@ -26,10 +26,6 @@ pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 PROMPTS = [f"staged prompt {i}: a {c} house by a lake" for i, c in enumerate(
     ["red", "blue", "green", "white", "black", "tiny", "huge", "round", "tall"])]
 MIXED = "".join(f'{{"prompt": "{p}", "steps": {2 if i % 3 else 4}}}\n' for i, p in enumerate(PROMPTS))
-
-
-def _shm_segments() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if "onepiece" in name.lower()}
 
 
 def _images(path: Path) -> np.ndarray:
@@ -58,7 +54,7 @@ def test_staged_equals_monolithic_bit_for_bit(tmp_path, model, stages, microbatc
     assert invoke("run", reference, "--monolithic").code == 0
     staged = write_job(tmp_path / "staged", MIXED, stages=stages, **common)
     ranks = 1 + sum(int(n) for n in stages.strip("{}").replace(" ", "").split(",") for n in [n.split(":")[1]])
-    before = _shm_segments()
+    before = shm_segments()
     proc = run_cli("run", staged, "-n", ranks, "--fabric", fabric, "--wait-timeout", "60")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "items done" in proc.stdout and "denoise" in proc.stdout  # the summary table
@@ -71,7 +67,7 @@ def test_staged_equals_monolithic_bit_for_bit(tmp_path, model, stages, microbatc
         units = len(set(f["items"]["unit"]))
     assert int(record.stages["units"][0]) == int(record.stages["units"][2]) == units
     assert len(record.samples) > 0
-    assert _shm_segments() <= before, "shared-memory segments left behind"
+    assert not leaked_segments(before), "shared-memory segments left behind"
 
 
 WAN_PROMPTS = [f"video {i}: a {c} kite over a beach" for i, c in enumerate(["red", "blue", "green", "white", "black"])]

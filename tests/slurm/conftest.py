@@ -20,6 +20,18 @@ from slurm_helpers import REPO
 SCRIPT = REPO / "slurm" / "local-cluster.sh"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The suite runs tests side by side (pytest-xdist, --dist loadgroup): the tests of one cluster
+    run in one worker, one after the other, so that each cluster is started once and no two tests
+    change the same cluster at once. The one-host and the multi-host cluster use different ports
+    and run beside each other."""
+    here = Path(__file__).parent
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.parent == here:
+            item.add_marker(pytest.mark.xdist_group("slurm-hosts" if path.name == "test_hosts.py" else "slurm"))
+
+
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "the local Slurm runs its daemons as root; run the suite as root (CI does) to include these tests"
