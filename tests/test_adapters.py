@@ -11,7 +11,8 @@ import torch
 from onepiece_hpc.models.base import ModelAdapter, Placement, UnitInput
 from onepiece_hpc.models.source import resolve_model
 from onepiece_hpc.spec.images import ImageReader
-from onepiece_hpc.spec.job import GenParams, Stage
+from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.topology import ENCODE
 from onepiece_hpc.store.schema import OUTPUT_DATASETS
 
 from support import builtin_model, write_png
@@ -40,7 +41,7 @@ def test_stage_outputs_match_declared_specs(tmp_path, model_cache, model, guidan
     unit = UnitInput(unit=0, items=(0, 1), prompts=("a", "b"), negative_prompts=("", "x"), seeds=(1, 2),
                      params=params)
     tensors: dict[str, torch.Tensor] = {}
-    for stage in Stage:
+    for stage in adapter.topology:
         runner = adapter.load(stage, CPU)
         tensors = runner(unit, tensors)
         declared = adapter.output_specs(stage, params, 2, CPU.dtype)
@@ -59,7 +60,7 @@ def test_each_stage_loads_only_its_components(model_cache, model):
     source = resolve_model(model, model_cache, "test", problems)
     adapter = source.adapter
     every = {name for name in source.adapter.index if not name.startswith("_")}
-    for stage in Stage:
+    for stage in adapter.topology:
         pipe = adapter.load_pipeline(stage, CPU)
         loaded = {name for name, value in pipe.components.items() if value is not None}
         assert loaded == set(adapter.components(stage)), stage
@@ -84,7 +85,7 @@ def _sdxl_negatives(folder, cache) -> dict[str, torch.Tensor]:
     assert source is not None, problems
     unit = UnitInput(unit=0, items=(0, 1), prompts=("a fox", "an owl"), negative_prompts=("", "blurry"),
                      seeds=(1, 2), params=GenParams(steps=2, guidance=5.0, height=64, width=64))
-    return source.adapter.load(Stage.ENCODE, CPU)(unit, {})
+    return source.adapter.load(ENCODE, CPU)(unit, {})
 
 
 def test_sdxl_item_without_negative_prompt_gets_zero_negatives_whatever_its_unit_mates_have(tmp_path, model_cache):

@@ -8,7 +8,7 @@ from onepiece_hpc.models.base import Placement, UnitInput
 from onepiece_hpc.models.random_weights import MARKER, write_config_folder
 from onepiece_hpc.models.source import WEIGHT_SUFFIXES, resolve_model
 from onepiece_hpc.models.stable_diffusion import tiny as tiny_sd
-from onepiece_hpc.spec.job import GenParams, Stage
+from onepiece_hpc.spec.job import GenParams
 
 CPU = Placement(torch.device("cpu"), torch.float32)
 
@@ -17,7 +17,7 @@ def _run_all_stages(source) -> torch.Tensor:
     params = GenParams(steps=2, guidance=3.0, height=64, width=64)
     unit = UnitInput(unit=0, items=(0,), prompts=("a",), negative_prompts=("",), seeds=(7,), params=params)
     tensors: dict[str, torch.Tensor] = {}
-    for stage in Stage:
+    for stage in source.adapter.topology:
         tensors = source.adapter.load(stage, CPU)(unit, tensors)
     return tensors["images"]
 
@@ -37,7 +37,7 @@ def test_config_folder_holds_no_weights_and_builds_the_same_model_twice(tmp_path
 def test_each_stage_builds_only_its_components(tmp_path):
     folder = write_config_folder("tiny-sd", 1, tiny_sd.build, tmp_path / "random-tiny-sd")
     source = resolve_model(str(folder), tmp_path, "test", [])
-    for stage in Stage:
+    for stage in source.adapter.topology:
         pipe = source.adapter.load_pipeline(stage, CPU)
         built = {name for name, value in pipe.components.items() if value is not None}
         assert built == set(source.adapter.components(stage))

@@ -11,7 +11,7 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime import messages
 from onepiece_hpc.runtime.layout import NODE_MANAGER, default_split, plan_layout
 from onepiece_hpc.runtime.telemetry import can_hold, gpu_runs_stage, stage_memory_needs
-from onepiece_hpc.spec.job import Stage
+from onepiece_hpc.topology import CLASSIC, DECODE, DENOISE, ENCODE
 from onepiece_hpc.spec.loader import load_job
 
 from support import write_job
@@ -26,26 +26,26 @@ def _job(tmp_path, **fields):
 
 @pytest.mark.parametrize("size", [4, 5, 8, 16, 100])
 def test_default_split_uses_every_rank_once(tmp_path, size):
-    layout = plan_layout(_job(tmp_path, stages=None), size)
-    ranks = [r for stage in Stage for r in layout.ranks[stage]]
+    layout = plan_layout(_job(tmp_path, stages=None), size, CLASSIC)
+    ranks = [r for stage in CLASSIC for r in layout.ranks[stage]]
     assert ranks == list(range(1, size))
-    assert all(layout.ranks[stage] for stage in Stage)
-    assert len(layout.ranks[Stage.DENOISE]) >= max(len(layout.ranks[Stage.ENCODE]), len(layout.ranks[Stage.DECODE]))
-    assert sum(default_split(size - 1).values()) == size - 1
+    assert all(layout.ranks[stage] for stage in CLASSIC)
+    assert len(layout.ranks[DENOISE]) >= max(len(layout.ranks[ENCODE]), len(layout.ranks[DECODE]))
+    assert sum(default_split(CLASSIC, size - 1).values()) == size - 1
 
 
 def test_spare_ranks_join_denoise_and_streams_are_wired(tmp_path):
-    layout = plan_layout(_job(tmp_path, stages="{encode: 1, denoise: 1, decode: 2}"), 7)
-    assert layout.ranks == {Stage.ENCODE: (1,), Stage.DENOISE: (2, 3, 4), Stage.DECODE: (5, 6)}
-    assert layout.upstream(Stage.ENCODE) == ()
-    assert layout.downstream(Stage.DECODE) == (NODE_MANAGER,)
-    assert layout.upstream(Stage.DECODE) == (2, 3, 4)
+    layout = plan_layout(_job(tmp_path, stages="{encode: 1, denoise: 1, decode: 2}"), 7, CLASSIC)
+    assert layout.ranks == {ENCODE: (1,), DENOISE: (2, 3, 4), DECODE: (5, 6)}
+    assert layout.upstream(ENCODE) == ()
+    assert layout.downstream(DECODE) == (NODE_MANAGER,)
+    assert layout.upstream(DECODE) == (2, 3, 4)
 
 
 @pytest.mark.parametrize("size, words", [(3, "too few"), (4, "= 5 stage ranks")])
 def test_layouts_that_do_not_fit_are_refused(tmp_path, size, words):
     with pytest.raises(UserError, match=words):
-        plan_layout(_job(tmp_path, stages="{encode: 1, denoise: 3, decode: 1}"), size)
+        plan_layout(_job(tmp_path, stages="{encode: 1, denoise: 3, decode: 1}"), size, CLASSIC)
 
 
 def test_messages_round_trip():

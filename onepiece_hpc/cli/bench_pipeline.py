@@ -78,7 +78,7 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
     from onepiece_hpc.runtime.prepare import prepare
 
     prepared = prepare(job_file, None, environment.cache_dir())
-    plan_layout(prepared.job, ranks)
+    plan_layout(prepared.job, ranks, prepared.model.adapter.topology)
     result = bench_pipeline(job_file, ranks, ["--fabric", fabric], as_root=os.geteuid() == 0)
     click.echo(json.dumps(result, indent=2) if as_json else _table(result))
 

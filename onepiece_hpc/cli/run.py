@@ -114,7 +114,7 @@ def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags
     from onepiece_hpc.runtime.launch import launch, stopped_exit_code
     from onepiece_hpc.runtime.layout import plan_layout
 
-    plan_layout(prepared.job, ranks)
+    plan_layout(prepared.job, ranks, prepared.model.adapter.topology)
     try:
         report = launch(job_file, ranks, output, flags, as_root=os.geteuid() == 0)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP: the ranks are stopped by now

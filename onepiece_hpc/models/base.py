@@ -11,7 +11,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from onepiece_hpc.spec.job import GenParams, Stage
+from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.models.topologies import topology_for
+from onepiece_hpc.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,9 @@ def read_config(folder: Path, component: str) -> dict:
 
 
 class ModelAdapter(abc.ABC):
-    """One diffusers pipeline family, split into encode -> denoise -> decode."""
+    """One diffusers pipeline family, split into the stages of its `topology` (by default
+    encode -> denoise -> decode)."""
+
 
     #: diffusers pipeline class names this adapter handles (model_index.json's _class_name)
     pipeline_classes: tuple[str, ...] = ()
@@ -138,12 +142,17 @@ class ModelAdapter(abc.ABC):
         self.folder = folder
         self.index = index
 
+    @property
+    def topology(self) -> Topology:
+        """The stages, in data-flow order: what `stages:` names and every table shows."""
+        return topology_for(self.index)
+
     @abc.abstractmethod
-    def components(self, stage: Stage) -> tuple[str, ...]:
+    def components(self, stage: str) -> tuple[str, ...]:
         """The pipeline components (model_index.json keys) the stage loads; others stay unloaded."""
 
     @abc.abstractmethod
-    def output_specs(self, stage: Stage, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+    def output_specs(self, stage: str, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
         """The tensors the stage emits for a unit of `batch` items."""
 
     @abc.abstractmethod
@@ -163,7 +172,7 @@ class ModelAdapter(abc.ABC):
         return 1
 
     @abc.abstractmethod
-    def load(self, stage: Stage, placement: Placement) -> StageRunner:
+    def load(self, stage: str, placement: Placement) -> StageRunner:
         """Load only the stage's components and return its runner."""
 
     @abc.abstractmethod

@@ -15,7 +15,8 @@ from onepiece_hpc.models.base import (
     LoadedStage, ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, read_config,
 )
 from onepiece_hpc.models.random_weights import build_pipeline, is_random
-from onepiece_hpc.spec.job import GenParams, Stage
+from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.topology import DENOISE, ENCODE
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -92,10 +93,10 @@ class DiffusersPipelineAdapter(ModelAdapter):
     denoiser: str  # "unet" or "transformer"
     text_components: tuple[str, ...] = ("text_encoder", "tokenizer")
 
-    def components(self, stage: Stage) -> tuple[str, ...]:
-        if stage is Stage.ENCODE:
+    def components(self, stage: str) -> tuple[str, ...]:
+        if stage == ENCODE:
             return self.text_components
-        if stage is Stage.DENOISE:
+        if stage == DENOISE:
             return (self.denoiser, "scheduler")
         return ("vae",)
 
@@ -123,10 +124,10 @@ class DiffusersPipelineAdapter(ModelAdapter):
         shape = (batch, self.latent_channels(), params.height // factor, params.width // factor)
         return TensorSpec("latents", shape, str(dtype).removeprefix("torch."))
 
-    def output_specs(self, stage: Stage, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
-        if stage is Stage.ENCODE:
+    def output_specs(self, stage: str, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+        if stage == ENCODE:
             return self.encode_specs(params, batch, dtype)
-        if stage is Stage.DENOISE:
+        if stage == DENOISE:
             return (self.latent_spec(params, batch, dtype),)
         return (TensorSpec("images", (batch, params.height, params.width, 3), "uint8"),)
 
@@ -134,7 +135,7 @@ class DiffusersPipelineAdapter(ModelAdapter):
         raise NotImplementedError
 
     # -- loading ----------------------------------------------------------------------------
-    def load_pipeline(self, stage: Stage, placement: Placement) -> DiffusionPipeline:
+    def load_pipeline(self, stage: str, placement: Placement) -> DiffusionPipeline:
         """The pipeline with only `stage`'s components loaded; the rest are None."""
         return self._load_components(set(self.components(stage)), placement)
 
@@ -154,11 +155,11 @@ class DiffusersPipelineAdapter(ModelAdapter):
                 module.eval()
         return pipe
 
-    def load(self, stage: Stage, placement: Placement) -> StageRunner:
+    def load(self, stage: str, placement: Placement) -> StageRunner:
         pipe = self.load_pipeline(stage, placement)
-        if stage is Stage.ENCODE:
+        if stage == ENCODE:
             run = lambda unit, inputs: self.encode(pipe, placement, unit)  # noqa: E731
-        elif stage is Stage.DENOISE:
+        elif stage == DENOISE:
             run = lambda unit, inputs: self.denoise(pipe, placement, unit, inputs)  # noqa: E731
         else:
             run = lambda unit, inputs: self.decode(pipe, unit, inputs)  # noqa: E731
@@ -166,7 +167,7 @@ class DiffusersPipelineAdapter(ModelAdapter):
 
     def load_plain(self, placement: Placement) -> PlainCall:
         """Every stage's components in one pipeline, called whole (see `PlainCall`)."""
-        pipe = self._load_components({name for stage in Stage for name in self.components(stage)}, placement)
+        pipe = self._load_components({name for stage in self.topology for name in self.components(stage)}, placement)
         return PlainCall(pipe, self.plain_arguments, placement.device)
 
     def plain_arguments(self, unit: UnitInput) -> dict:

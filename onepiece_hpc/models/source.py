@@ -23,10 +23,10 @@ from pathlib import Path
 from onepiece_hpc.models.base import ModelAdapter
 from onepiece_hpc.models.builtin import BUILTINS, RANDOM_PREFIX, builtin_folder, random_folder, real_size_builders
 from onepiece_hpc.models.pixart.adapter import PixArtAdapter
+from onepiece_hpc.models.plugins import plugin_adapters
 from onepiece_hpc.models.sdxl.adapter import StableDiffusionXLAdapter
 from onepiece_hpc.models.stable_diffusion.adapter import StableDiffusionAdapter
 from onepiece_hpc.models.wan.adapter import WanAdapter, WanImageToVideoAdapter
-from onepiece_hpc.spec.job import Stage
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,14 @@ class ModelSource:
     adapter: ModelAdapter
 
 
+def adapter_types() -> tuple[type[ModelAdapter], ...]:
+    """The built-in adapters, then those installed packages add (models/plugins.py)."""
+    return ADAPTERS + plugin_adapters()
+
+
 def supported_pipelines() -> list[str]:
     """Every pipeline class some adapter runs."""
-    return [name for adapter in ADAPTERS for name in adapter.pipeline_classes]
+    return [name for adapter in adapter_types() for name in adapter.pipeline_classes]
 
 
 def _sha256(fd: int) -> str:
@@ -195,15 +200,13 @@ def _read_index(folder: Path, where: str, problems: list[str]) -> dict | None:
 
 
 def _missing_components(folder: Path, index: dict, adapter: ModelAdapter) -> list[str]:
-    needed = {name for stage in Stage for name in adapter.components(stage)}
+    needed = {name for stage in adapter.topology for name in adapter.components(stage)}
     return sorted(name for name in needed if not (folder / name).is_dir() or index.get(name) in (None, [None, None]))
 
 
-def resolve_model(ref: str, cache: Path, where: str, problems: list[str], weights: bool = True) -> ModelSource | None:
-    """Validate the model reference; problems name `where` (the job file line) and the fix.
-
-    `weights` False skips hashing the weight files: the identity is then "" (a stage rank, which
-    loads the model but keys no item)."""
+def _adapter_type(ref: str, cache: Path, where: str,
+                  problems: list[str]) -> tuple[Path, dict, type[ModelAdapter]] | None:
+    """The model's folder, its model_index.json and the adapter class for it."""
     if ref.startswith("builtin:" + RANDOM_PREFIX):
         name = ref.removeprefix("builtin:" + RANDOM_PREFIX)
         architectures = real_size_builders()
@@ -225,11 +228,24 @@ def resolve_model(ref: str, cache: Path, where: str, problems: list[str], weight
     if index is None:
         return None
     class_name = index.get("_class_name", "")
-    adapter_type = next((a for a in ADAPTERS if class_name in a.pipeline_classes), None)
+    adapter_type = next((a for a in adapter_types() if class_name in a.pipeline_classes), None)
     if adapter_type is None:
         problems.append(f"{where}: pipeline class '{class_name}' in {folder} is not supported yet; "
                         f"supported: {', '.join(supported_pipelines())}")
         return None
+    return folder, index, adapter_type
+
+
+def resolve_model(ref: str, cache: Path, where: str, problems: list[str], weights: bool = True) -> ModelSource | None:
+    """Validate the model reference; problems name `where` (the job file line) and the fix.
+
+    `weights` False skips hashing the weight files: the identity is then "" (a stage rank, which
+    loads the model but keys no item)."""
+    found = _adapter_type(ref, cache, where, problems)
+    if found is None:
+        return None
+    folder, index, adapter_type = found
+    class_name = index.get("_class_name", "")
     adapter = adapter_type(folder, index)
     missing = _missing_components(folder, index, adapter)
     if missing:

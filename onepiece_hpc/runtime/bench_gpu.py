@@ -38,7 +38,6 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.gpu_layout import GpuLayout, StageCost, choose_layout, evaluate
 from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb
 from onepiece_hpc.runtime.launch import find_mpiexec, launch
-from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.store.reader import open_output
 from onepiece_hpc.store.telemetry import latest_run
 
@@ -140,7 +139,7 @@ def stage_costs(profile: dict, batch: int) -> tuple[StageCost, ...]:
     """Each stage's seconds per item at `batch` (its best where it could not run that batch) and peak memory."""
     def cost(stage: dict) -> StageCost:
         return StageCost(stage["s_per_item"].get(str(batch), stage["best_s_per_item"]), stage["peak_memory_mb"])
-    return tuple(cost(profile["stages"][stage.value]) for stage in Stage)
+    return tuple(cost(stage) for stage in profile["stages"].values())  # in the pipeline's order
 
 
 def plan_stage_ranks(bench: GpuBench, profile: dict, batch: int, gpu_memory_mb: float) -> tuple[GpuBench, dict]:

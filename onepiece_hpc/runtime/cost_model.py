@@ -7,6 +7,7 @@ import numpy as np
 
 from onepiece_hpc.runtime.policy.model import StageQueue
 from onepiece_hpc.spec.plan import Plan
+from onepiece_hpc.topology import Topology, Work
 
 MIN_OBSERVED = 2  # committed units before the estimates are trusted
 #: a queue of more runs than this (units of many different costs, in mixed order) is handed to the
@@ -16,19 +17,23 @@ MAX_RUNS = 2048
 
 
 class CostModel:
-    def __init__(self, plan: Plan) -> None:
+    """Each stage's work per unit from its topology entry (items, or denoiser forwards), and the
+    seconds a unit of that work took, as units commit."""
+
+    def __init__(self, plan: Plan, topology: Topology) -> None:
         sizes = plan.unit_sizes().astype(float)
         per_params = np.array([p.steps * (2 if p.guidance > 1 else 1) for p in plan.params], dtype=float)
         forwards = per_params[plan.unit_param_ids()]
-        # encode and decode scale with the items in a unit; denoise with items x denoiser forwards
-        self.factors = np.stack([sizes, sizes * forwards, sizes])
-        self.seconds = np.zeros(3)
-        self.work = np.zeros(3)
+        self.factors = np.stack([sizes * forwards * s.share_of_steps if s.work is Work.FORWARDS else sizes
+                                 for s in topology.stages])
+        self.stages = len(topology)
+        self.seconds = np.zeros(self.stages)
+        self.work = np.zeros(self.stages)
         self.observed = 0
 
     def observe(self, unit: int, timings: list[float]) -> None:
         """A committed unit's measured seconds at each stage."""
-        self.seconds += np.asarray(timings[:3], dtype=float)
+        self.seconds += np.asarray(timings[:self.stages], dtype=float)
         self.work += self.factors[:, unit]
         self.observed += 1
 

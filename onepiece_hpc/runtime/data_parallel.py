@@ -80,18 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     from onepiece_hpc.runtime.monolithic import unit_input
     from onepiece_hpc.runtime.gpus import place_rank
     from onepiece_hpc.runtime.prepare import prepare
-    from onepiece_hpc.spec.job import Stage
 
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     prepared = prepare(args.job, None, environment.cache_dir())
     placement = place_rank(prepared, comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank(), args.gpu_memory_gib)
     gpu = placement.device.type == "cuda"
-    offloaded = {Stage(name) for name in args.offload}
+    topology = prepared.model.adapter.topology
+    offloaded = set(args.offload)
     comm.Barrier()
     start = time.monotonic()
     runners = {}
-    for stage in Stage:
+    for stage in topology:
         runners[stage] = prepared.model.adapter.load(stage, placement)
         if stage in offloaded:
             runners[stage].offload()
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         nonlocal offload_s
         request = unit_input(prepared.plan, unit)
         tensors: dict = {}
-        for stage in Stage:
+        for stage in topology:
             if stage in offloaded:
                 t1 = time.monotonic()
                 runners[stage].restore()

@@ -58,7 +58,7 @@ class Heartbeat:
     load_s: float      # seconds spent loading components
     backlog: int       # messages this rank has queued in the next stage's rings
     memory_mb: float   # resident memory (on GPUs: the peak GPU memory torch has allocated)
-    stage_busy_s: list[float]    # busy seconds in each stage (encode, denoise, decode)
+    stage_busy_s: list[float]    # busy seconds in each stage, in the pipeline's order
     stage_units: list[int]       # units done in each stage
     stage_time_s: list[float]    # seconds spent serving each stage
     memory_limit_mb: float = 0.0  # the most GPU memory this rank may take (0: no limit known, e.g. CPU)
@@ -92,15 +92,13 @@ class UnitFailed:
 
 @dataclass(frozen=True)
 class Routes:
-    """Which ranks take each stage's input now (version grows with every change)."""
+    """Which ranks take each stage's input now, by stage name (version grows with every change)."""
 
     version: int
-    encode: list[int]
-    denoise: list[int]
-    decode: list[int]
+    ranks: dict[str, list[int]]
 
     def of(self, stage: str) -> list[int]:
-        return getattr(self, stage)
+        return self.ranks[stage]
 
 
 @dataclass(frozen=True)
@@ -168,6 +166,9 @@ _CHECKS = {
     "list[int]": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
     "list[float]": lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                                         for x in v),
+    "dict[str, list[int]]": lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, list) and all(isinstance(r, int) and not isinstance(r, bool) for r in x)
+        for k, x in v.items()),
 }
 MAX_BYTES = 16 * 2**20  # a grant carries its unit's prompts: up to 1,024 of them
 

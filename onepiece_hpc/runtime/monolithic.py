@@ -21,12 +21,10 @@ from onepiece_hpc.runtime.failures import MONOLITHIC, FailureBudget, UnitFailure
 from onepiece_hpc.runtime.interrupts import Terminated
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
-from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.spec.plan import Plan, Unit
 from onepiece_hpc.store.items import PlanItems
 from onepiece_hpc.store.journal import FailedUnit
 from onepiece_hpc.store.output import OutputWriter
-from onepiece_hpc.store.schema import TIMING_STAGES
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +57,20 @@ def unit_input(plan: Plan, unit: Unit) -> UnitInput:
 def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressReporter] | None = None,
                    retry_failed: bool = False) -> RunSummary:
     """Run every unit neither done nor failed (with `retry_failed`: every failed unit) through
-    encode -> denoise -> decode and commit it; raises StageFailed when the stage itself fails."""
+    every stage of the model's topology and commit it; raises StageFailed when the stage itself fails."""
     plan, adapter, placement = prepared.plan, prepared.model.adapter, prepared.placement
     if placement.device.type == "cpu":
         torch.set_num_threads(prepared.job.cpu_threads)
     writer = OutputWriter.open(prepared.output, PlanItems(plan), prepared.layout, prepared.provenance, mode="monolithic",
                                settings=prepared.store, run=prepared.run_info("monolithic"))
     status = "failed"
-    spent = dict.fromkeys(TIMING_STAGES, 0.0)
+    spent = dict.fromkeys(adapter.topology.timing_columns, 0.0)
     started = time.monotonic()
     try:
         done, wanted, failed_before = writer.done_mask(), writer.pending_mask(retry_failed), writer.failed_mask()
         pending = plan.pending_units(~wanted)  # unit indices, not Unit objects: 10^7 of them cost 80 MB
         log.info("%d of %d units to run", len(pending), plan.unit_count)
-        runners = {stage: adapter.load(stage, placement) for stage in Stage} if len(pending) else {}
+        runners = {stage: adapter.load(stage, placement) for stage in adapter.topology} if len(pending) else {}
         budget = FailureBudget()
         failed_units = 0
         with progress(len(plan.items), len(plan.items) - int(wanted.sum())) if progress else nullcontext() as reporter:
@@ -112,15 +110,15 @@ def _generate(plan: Plan, unit: Unit, runners: dict, output: str,
     request = unit_input(plan, unit)
     tensors: dict[str, torch.Tensor] = {}
     seconds: list[float] = []
-    stage = Stage.ENCODE
+    stage = next(iter(runners))
     try:
-        for stage in Stage:
+        for stage in runners:
             t0 = time.perf_counter()
             tensors = runners[stage](request, tensors)
             seconds.append(time.perf_counter() - t0)
         return tensors[output].numpy(), seconds
     except Exception as err:
-        failure = UnitFailure(unit.index, unit.start, unit.stop, stage.value, MONOLITHIC, describe(err))
+        failure = UnitFailure(unit.index, unit.start, unit.stop, stage, MONOLITHIC, describe(err))
     del tensors  # the error and its frames are gone too: nothing holds the unit's tensors now
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -133,7 +131,7 @@ def _commit(unit: Unit, outputs: np.ndarray, seconds: list[float], writer: Outpu
     per_item = np.array(seconds) / unit.size
     count = writer.commit(unit.start, outputs, np.tile(per_item, (unit.size, 1)))
     seconds.append(time.perf_counter() - t0)
-    for name, value in zip(TIMING_STAGES, seconds):
+    for name, value in zip(spent, seconds):
         spent[name] += value
     if reporter:
         reporter.advance(count)

@@ -35,7 +35,6 @@ from onepiece_hpc.runtime.telemetry import (
     gpu_runs_stage,
     stage_memory_needs,
 )
-from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.store.items import PlanItems
 from onepiece_hpc.store.output import OutputWriter
 from onepiece_hpc.store.telemetry import MOVE_DTYPE, RANK_DTYPE, SAMPLE_DTYPE, STAGE_DTYPE
@@ -45,7 +44,6 @@ from onepiece_hpc.transport.connect import Channels
 log = logging.getLogger(__name__)
 
 LIVENESS_EVERY_S = 0.2
-ORDER = list(Stage)
 DEFAULT_LOAD_S = 1.0  # a move's load time before any has been measured
 
 
@@ -106,7 +104,7 @@ class MoveRecord:
 
 
 def initial_routes(layout: StageLayout) -> Routes:
-    return Routes(0, *(list(layout.ranks[stage]) for stage in ORDER))
+    return Routes(0, {stage: list(layout.ranks[stage]) for stage in layout.topology})
 
 
 class NodeManager:
@@ -121,12 +119,13 @@ class NodeManager:
         self.mode = mode
         self.settings = prepared.job.policy
         self.rebalance = make_policy(self.settings)
-        self.telemetry = Telemetry()
+        self.telemetry = Telemetry(topology=layout.topology)
         self.liveness = Liveness(peers, self.telemetry, heartbeat_timeout_s, heartbeat_s, pulse)
         # on_blocked(verdict, seconds) ends the job when the loop is blocked in a call to a dead peer
         self.watch = LoopWatch(self.liveness, self._verdict, self._check_liveness, on_blocked)
+        self.topology = layout.topology
         self.routes = initial_routes(layout)
-        self.costs = CostModel(prepared.plan)
+        self.costs = CostModel(prepared.plan, layout.topology)
         self._sources = [(rank, ch.consumer) for rank, ch in channels.inbound.items()]  # ranks whose outputs commit
         self._in_flight: dict[int, int] = {}  # unit dispatched and not yet committed -> its encode rank
         self.retry_failed = retry_failed
@@ -225,7 +224,7 @@ class NodeManager:
         arrived = self.control.poll(TAG_TO_MANAGER)
         for source, message in arrived:
             if isinstance(message, WorkRequest):
-                serving = source in self.routes.encode
+                serving = source in self.routes.of(self.topology.first)
                 unit = queue.popleft() if len(queue) and serving and not self.drain.is_set() else -1
                 if unit >= 0:
                     self._in_flight[unit] = source
@@ -300,16 +299,16 @@ class NodeManager:
         needs = stage_memory_needs(self.telemetry.latest.values())
         view = self._view(queue, needs)
         moves = self.rebalance(view)
-        movers: list[tuple[int, Stage, Stage, str]] = []
+        movers: list[tuple[int, str, str, str]] = []
         for move in moves:
-            source, target = ORDER[move.source], ORDER[move.target]
-            members = getattr(self.routes, source.value)
+            source, target = self.topology.names[move.source], self.topology.names[move.target]
+            members = self.routes.of(source)
             now = time.monotonic()
             free = [r for r in members if self._cooling.get(r, 0.0) <= now and self._fits(r, target, needs)]
             free.sort(key=lambda r: self.telemetry.latest[r].backlog if r in self.telemetry.latest else 0)
             room = min(move.count, len(members) - 1)  # a stage keeps one rank
             for rank in free:
-                joining = [r for r, _, to, _ in movers if to is target]
+                joining = [r for r, _, to, _ in movers if to == target]
                 if room <= 0 or not self._adds_compute(rank, target, joining):
                     continue
                 movers.append((rank, source, target, move.reason))
@@ -317,13 +316,13 @@ class NodeManager:
                 room -= 1
         if not movers:
             return
-        self.routes = Routes(self.routes.version + 1, self.routes.encode, self.routes.denoise, self.routes.decode)
+        self.routes = Routes(self.routes.version + 1, self.routes.ranks)
         self._broadcast(self.routes)
         for rank, source, target, reason in movers:
-            record = MoveRecord(time.monotonic() - self.telemetry.started, rank, source.value, target.value, reason)
+            record = MoveRecord(time.monotonic() - self.telemetry.started, rank, source, target, reason)
             self._moving[rank] = record
-            self.control.send(rank, MoveOrder(target.value, reason), TAG_TO_WORKER)
-            log.info("moving rank %d from %s to %s: %s", rank, source.value, target.value, reason)
+            self.control.send(rank, MoveOrder(target, reason), TAG_TO_WORKER)
+            log.info("moving rank %d from %s to %s: %s", rank, source, target, reason)
 
     def _arrived(self, done: MoveDone) -> None:
         record = self._moving.pop(done.rank)
@@ -331,23 +330,24 @@ class NodeManager:
         self.moves.append(record)
         self._loads.setdefault(done.to, []).append(done.load_s)
         self._cooling[done.rank] = time.monotonic() + self.settings.cooldown_s
-        getattr(self.routes, done.to).append(done.rank)
-        self.routes = Routes(self.routes.version + 1, self.routes.encode, self.routes.denoise, self.routes.decode)
+        self.routes.of(done.to).append(done.rank)
+        self.routes = Routes(self.routes.version + 1, self.routes.ranks)
         self._broadcast(self.routes)
 
     def _view(self, queue: UnitQueue, needs: dict[str, float]) -> PolicyInput:
         now = time.monotonic()
-        serving = [len(getattr(self.routes, s.value)) for s in ORDER]
+        stages = self.topology.names
+        serving = [len(self.routes.of(s)) for s in stages]
         for record in self._moving.values():
-            serving[ORDER.index(Stage(record.target))] += 1
-        movable = [sum(1 for r in getattr(self.routes, s.value) if self._cooling.get(r, 0.0) <= now) for s in ORDER]
+            serving[self.topology.index(record.target)] += 1
+        movable = [sum(1 for r in self.routes.of(s) if self._cooling.get(r, 0.0) <= now) for s in stages]
         undispatched = queue.remaining()
         in_flight = np.array(sorted(self._in_flight), dtype=np.int64)
         unfinished = np.concatenate([in_flight, undispatched])
-        queues = (self.costs.queue(0, undispatched), self.costs.queue(1, unfinished), self.costs.queue(2, unfinished))
-        switch = tuple(float(np.mean(self._loads.get(s.value) or self._initial_loads(s))) for s in ORDER)
-        fits = tuple(any(self._fits(r, s, needs) for t in ORDER if t is not s for r in getattr(self.routes, t.value))
-                     for s in ORDER)
+        # the first stage has the units not yet dispatched ahead of it; every later one, those not committed
+        queues = tuple(self.costs.queue(i, undispatched if i == 0 else unfinished) for i in range(len(stages)))
+        switch = tuple(float(np.mean(self._loads.get(s) or self._initial_loads(s))) for s in stages)
+        fits = tuple(any(self._fits(r, s, needs) for t in stages if t != s for r in self.routes.of(t)) for s in stages)
         return PolicyInput(now=now, serving=tuple(serving), movable=tuple(movable), queues=queues,
                            switch_s=switch, fits=fits)
 
@@ -355,18 +355,17 @@ class NodeManager:
         beat = self.telemetry.latest.get(rank)
         return (self.peers[rank].host, beat.gpu) if beat and beat.gpu >= 0 else None
 
-    def _adds_compute(self, rank: int, stage: Stage, joining: list[int]) -> bool:
+    def _adds_compute(self, rank: int, stage: str, joining: list[int]) -> bool:
         """A move adds compute to `stage` unless the rank's GPU already runs it (in a rank that
         serves it, is moving to it, or joins it in this decision)."""
-        others = {*getattr(self.routes, stage.value), *joining,
-                  *(r for r, m in self._moving.items() if m.target == stage.value)} - {rank}
+        others = {*self.routes.of(stage), *joining, *(r for r, m in self._moving.items() if m.target == stage)} - {rank}
         return not gpu_runs_stage(self._gpu_of(rank), (self._gpu_of(r) for r in others))
 
-    def _fits(self, rank: int, stage: Stage, needs: dict[str, float]) -> bool:
-        return can_hold(self.telemetry.latest.get(rank), stage.value, needs)
+    def _fits(self, rank: int, stage: str, needs: dict[str, float]) -> bool:
+        return can_hold(self.telemetry.latest.get(rank), stage, needs)
 
-    def _initial_loads(self, stage: Stage) -> list[float]:
-        loads = [b.load_s for r, b in self.telemetry.latest.items() if self.layout.stage_of(r) is stage]
+    def _initial_loads(self, stage: str) -> list[float]:
+        loads = [b.load_s for r, b in self.telemetry.latest.items() if self.layout.stage_of(r) == stage]
         return loads or [DEFAULT_LOAD_S]
 
     # -- failures ------------------------------------------------------------------------------
@@ -376,7 +375,7 @@ class NodeManager:
     def _where(self, rank: int) -> tuple[str, int]:
         """The stage a rank serves (and where it is moving to) and the unit in its hands, as last heard."""
         beat = self.telemetry.latest.get(rank)
-        stage = beat.stage if beat else self.layout.stage_of(rank).value
+        stage = beat.stage if beat else self.layout.stage_of(rank)
         if rank in self._moving:
             stage = f"{stage} (moving to {self._moving[rank].target})"
         return stage, beat.unit if beat else -1

@@ -12,7 +12,7 @@ from onepiece_hpc.environment import slurm_job
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import Placement
 from onepiece_hpc.models.source import ModelSource, resolve_model
-from onepiece_hpc.spec.job import Job, Stage
+from onepiece_hpc.spec.job import Job
 from onepiece_hpc.spec.loader import load_job
 from onepiece_hpc.spec.plan import Plan, plan_job
 from onepiece_hpc.store.output import OutputLayout, StoreSettings
@@ -164,9 +164,9 @@ def prepare(job_path: Path, output: Path | None, cache: Path, plan: bool = True)
     if not plan:
         return Prepared(job=job, model=model, placement=placement, output=out, plan=None, layout=None,
                         provenance=None)
-    decode_spec = model.adapter.output_specs(Stage.DECODE, planned.params[0], 1, placement.dtype)[0]
+    decode_spec = model.adapter.output_specs(model.adapter.topology.last, planned.params[0], 1, placement.dtype)[0]
     layout = OutputLayout(kind=model.adapter.output_kind, item_shape=decode_spec.shape[1:],
-                          frame_rate=model.adapter.frame_rate)
+                          frame_rate=model.adapter.frame_rate, timing_columns=model.adapter.topology.timing_columns)
     provenance = collect(job.source_text, str(job.source), model.ref, model.identity, model.config_hash,
                          model.pipeline_class)
     return Prepared(job=job, model=model, placement=placement, output=out, plan=planned, layout=layout,

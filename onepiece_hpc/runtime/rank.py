@@ -32,13 +32,12 @@ from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.runtime.telemetry import summary_table
 from onepiece_hpc.runtime.tensors import SEEDS, wire_spec
 from onepiece_hpc.runtime.worker import StageWorker
-from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.spec.plan import PlanSummary
 from onepiece_hpc.transport import DType, TensorSpec, WaitPolicy, slot_bytes_for
 from onepiece_hpc.transport.connect import FabricChoice, IntegrityChoice, Outbound, open_channels
 from onepiece_hpc.transport.fabrics.registry import build_fabrics, close_fabrics
 
-def slot_bytes(prepared: Prepared, summary: PlanSummary, stage: Stage) -> int:
+def slot_bytes(prepared: Prepared, summary: PlanSummary, stage: str) -> int:
     """Room for the largest message `stage` emits over every distinct unit shape of the job."""
     adapter, dtype = prepared.model.adapter, prepared.placement.dtype
     room = 0
@@ -65,7 +64,7 @@ def channel_plan(prepared: Prepared, summary: PlanSummary, layout, rank: int, si
     elastic = prepared.job.policy.name != "static"
     workers = list(range(1, size))
     if rank == NODE_MANAGER:
-        return [], (workers if elastic else list(layout.ranks[Stage.DECODE]))
+        return [], (workers if elastic else list(layout.ranks[layout.topology.last]))
     stage = layout.stage_of(rank)
 
     def ring(peer: int, room: int) -> Outbound:
@@ -74,9 +73,9 @@ def channel_plan(prepared: Prepared, summary: PlanSummary, layout, rank: int, si
     if not elastic:
         room = slot_bytes(prepared, summary, stage)
         return [ring(r, room) for r in layout.downstream(stage)], list(layout.upstream(stage))
-    between = max(slot_bytes(prepared, summary, Stage.ENCODE), slot_bytes(prepared, summary, Stage.DENOISE))
+    between = max(slot_bytes(prepared, summary, s) for s in layout.topology.names[:-1]) if len(layout.topology) > 1 else 0
     others = [r for r in workers if r != rank]
-    return ([ring(r, between) for r in others] + [ring(NODE_MANAGER, slot_bytes(prepared, summary, Stage.DECODE))],
+    return ([ring(r, between) for r in others] + [ring(NODE_MANAGER, slot_bytes(prepared, summary, layout.topology.last))],
             others)
 
 
@@ -181,7 +180,7 @@ def _set_up(args: argparse.Namespace, comm, control: ControlPlane, peers, mine) 
         try:
             check_thread_level(MPI)
             prepared = with_policy(prepare(args.job, args.output, environment.cache_dir()), args.policy)
-            layout = plan_layout(prepared.job, size)
+            layout = plan_layout(prepared.job, size, prepared.model.adapter.topology)
         except BaseException as err:
             stop_stage_ranks(control, peers, "rank 0's set-up failed", getattr(err, "exit_code", 1))
             raise
@@ -191,7 +190,7 @@ def _set_up(args: argparse.Namespace, comm, control: ControlPlane, peers, mine) 
     def checks() -> tuple[Prepared, dict[str, str]]:
         check_thread_level(MPI)
         prepared = with_policy(prepare(args.job, args.output, environment.cache_dir(), plan=False), args.policy)
-        return prepared, agreement(prepared, plan_layout(prepared.job, size).describe(), size)
+        return prepared, agreement(prepared, plan_layout(prepared.job, size, prepared.model.adapter.topology).describe(), size)
 
     return stage_setup(control, peers, mine, args.wait_timeout, checks)
 
@@ -218,11 +217,11 @@ def run_rank(args: argparse.Namespace, comm, drain: Drain | None = None) -> str:
     with deadline("creating the control plane (MPI_Comm_dup)", limit, mine):
         control = ControlPlane(comm, policy)
     prepared, summary = _set_up(args, comm, control, peers, mine)
-    layout = plan_layout(prepared.job, size)
+    layout = plan_layout(prepared.job, size, prepared.model.adapter.topology)
     with deadline("placing the ranks on devices (a collective of each node's ranks)", limit, mine):
         prepared = bind_device(prepared, comm, args.gpu_memory_gib)
     stage = layout.stage_of(rank)
-    status = (StatusFile(args.status_dir, RankStatus(rank, mine.host, mine.pid, stage.value if stage else "manager"))
+    status = (StatusFile(args.status_dir, RankStatus(rank, mine.host, mine.pid, stage or "manager"))
               if args.status_dir else None)
     gpu = prepared.placement.device if prepared.placement.device.type == "cuda" else None
     with deadline("opening the transport (every rank builds its fabrics together)", limit, mine):

@@ -34,7 +34,6 @@ def main(argv: list[str] | None = None) -> None:
     from onepiece_hpc import environment
     from onepiece_hpc.models.base import UnitInput
     from onepiece_hpc.runtime.prepare import prepare
-    from onepiece_hpc.spec.job import Stage
 
     prepared = prepare(args.job, None, environment.cache_dir())
     placement = prepared.placement
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
 
     stages: dict[str, dict] = {}
     inputs: dict[int, dict] = {batch: {} for batch in batches}
-    for stage in Stage:
+    for stage in prepared.model.adapter.topology:
         load_s, runner = timed(lambda: prepared.model.adapter.load(stage, placement))
         if gpu:
             torch.cuda.reset_peak_memory_stats()
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             inputs[batch] = outputs
         inputs = {batch: inputs[batch] for batch in per_item}
         best = min(per_item, key=per_item.get)
-        stages[stage.value] = {"load_s": load_s, "s_per_item": per_item, "best_batch": best,
+        stages[stage] = {"load_s": load_s, "s_per_item": per_item, "best_batch": best,
                                "best_s_per_item": per_item[best],
                                "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None}
         runner = outputs = None

@@ -153,7 +153,6 @@ def main(argv: list[str] | None = None) -> None:
     from onepiece_hpc import environment
     from onepiece_hpc.runtime.plain_loop import unit_of
     from onepiece_hpc.runtime.prepare import prepare
-    from onepiece_hpc.spec.job import Stage
 
     prepared = prepare(args.job, None, environment.cache_dir())
     placement = prepared.placement
@@ -168,10 +167,10 @@ def main(argv: list[str] | None = None) -> None:
                     "batch": args.batch, "stages": {}}
     inputs: dict = {}
     ops: list[str] = []
-    for stage in Stage:
+    for stage in adapter.topology:
         runner = adapter.load(stage, placement)
-        record["stages"][stage.value], inputs, text = _trace(lambda run=runner, given=inputs: run(unit, given), gpu)
-        ops.append(f"== {stage.value} ==\n{text}")
+        record["stages"][stage], inputs, text = _trace(lambda run=runner, given=inputs: run(unit, given), gpu)
+        ops.append(f"== {stage} ==\n{text}")
         runner = None
         gc.collect()
         if gpu:

@@ -7,7 +7,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from onepiece_hpc.runtime.messages import Heartbeat
-from onepiece_hpc.spec.job import Stage
+from onepiece_hpc.topology import CLASSIC, Topology
 
 
 @dataclass
@@ -24,8 +24,10 @@ class StageSummary:
 
 @dataclass
 class Telemetry:
-    """Heartbeats as they arrive; `samples` keeps every one for the HDF5 record."""
+    """Heartbeats as they arrive; `samples` keeps every one for the HDF5 record. Their per-stage
+    lists follow `topology`'s order."""
 
+    topology: Topology = CLASSIC
     started: float = field(default_factory=time.monotonic)
     latest: dict[int, Heartbeat] = field(default_factory=dict)
     seen_at: dict[int, float] = field(default_factory=dict)
@@ -46,14 +48,14 @@ class Telemetry:
         """Per stage: ranks serving it now, units it ran, and shares of the time ranks spent in it."""
         beats = list(self.latest.values())
         rows = []
-        for i, stage in enumerate(Stage):
-            now_in = [b for b in beats if b.stage == stage.value]
+        for i, stage in enumerate(self.topology):
+            now_in = [b for b in beats if b.stage == stage]
             serving = sum(b.stage_time_s[i] for b in beats) or float("nan")
             busy = sum(b.stage_busy_s[i] for b in beats)
             units = sum(b.stage_units[i] for b in beats)
             elapsed = sum(b.elapsed_s for b in now_in) or float("nan")
             rows.append(StageSummary(
-                stage=stage.value, ranks=len(now_in), units=units, busy_share=busy / serving,
+                stage=stage, ranks=len(now_in), units=units, busy_share=busy / serving,
                 mean_service_s=busy / units if units else float("nan"),
                 wait_share=sum(b.wait_s for b in now_in) / elapsed,
                 send_share=sum(b.send_s for b in now_in) / elapsed,
@@ -71,10 +73,11 @@ class Telemetry:
 
 
 def summary_table(rows: list[StageSummary]) -> str:
-    header = f"{'stage':<8} {'ranks':>5} {'units':>6} {'busy':>6} {'wait':>6} {'send':>6} {'mean s/unit':>12} {'peak MiB':>9}"
+    width = max([8, *(len(r.stage) for r in rows)])
+    header = f"{'stage':<{width}} {'ranks':>5} {'units':>6} {'busy':>6} {'wait':>6} {'send':>6} {'mean s/unit':>12} {'peak MiB':>9}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r.stage:<8} {r.ranks:>5} {r.units:>6} {r.busy_share:>6.0%} {r.wait_share:>6.0%} "
+        lines.append(f"{r.stage:<{width}} {r.ranks:>5} {r.units:>6} {r.busy_share:>6.0%} {r.wait_share:>6.0%} "
                      f"{r.send_share:>6.0%} {r.mean_service_s:>12.4f} {r.peak_memory_mb:>9.0f}")
     return "\n".join(lines)
 

@@ -35,14 +35,12 @@ from onepiece_hpc.runtime.peers import RankInfo, await_abort, process_alive, res
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.status import StatusFile
 from onepiece_hpc.runtime.tensors import SEEDS, from_wire, to_wire
-from onepiece_hpc.spec.job import Stage
 from onepiece_hpc.spec.plan import PlanSummary
 from onepiece_hpc.transport import WaitPolicy
 from onepiece_hpc.transport.balance import pick_consumer
 from onepiece_hpc.transport.connect import Channels
 
 log = logging.getLogger(__name__)
-ORDER = list(Stage)
 
 
 class ManagerGone(RuntimeError):
@@ -67,8 +65,10 @@ class ProtocolError(RuntimeError):
 
 @dataclass
 class Counters:
-    """What a rank did, in seconds and units; read by the heartbeat thread."""
+    """What a rank did, in seconds and units; read by the heartbeat thread. Per-stage lists follow
+    the order of `stages` (the pipeline's topology)."""
 
+    stages: tuple[str, ...]
     state: RankState = RankState.LOADING
     unit: int = -1
     units_done: int = 0
@@ -78,22 +78,27 @@ class Counters:
     load_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
     serving_since: float | None = None
-    stage_busy_s: list[float] = field(default_factory=lambda: [0.0] * len(ORDER))
-    stage_units: list[int] = field(default_factory=lambda: [0] * len(ORDER))
-    stage_time_s: list[float] = field(default_factory=lambda: [0.0] * len(ORDER))
+    stage_busy_s: list[float] = field(default_factory=list)
+    stage_units: list[int] = field(default_factory=list)
+    stage_time_s: list[float] = field(default_factory=list)
     stage_since: float = field(default_factory=time.monotonic)
 
-    def enter(self, stage: Stage | None, leaving: Stage | None) -> None:
+    def __post_init__(self) -> None:
+        self.stage_busy_s = [0.0] * len(self.stages)
+        self.stage_units = [0] * len(self.stages)
+        self.stage_time_s = [0.0] * len(self.stages)
+
+    def enter(self, stage: str | None, leaving: str | None) -> None:
         """Account the time spent in `leaving` up to now; time from now on goes to `stage`."""
         now = time.monotonic()
         if leaving is not None:
-            self.stage_time_s[ORDER.index(leaving)] += now - self.stage_since
+            self.stage_time_s[self.stages.index(leaving)] += now - self.stage_since
         self.stage_since = now
 
 
 @dataclass
 class Moving:
-    to: Stage
+    to: str
     version: int
     started: float
     reason: str
@@ -102,7 +107,7 @@ class Moving:
 class StageWorker:
     """The main loop of one stage rank."""
 
-    def __init__(self, me: RankInfo, stage: Stage, prepared: Prepared, summary: PlanSummary, routes: Routes,
+    def __init__(self, me: RankInfo, stage: str, prepared: Prepared, summary: PlanSummary, routes: Routes,
                  channels: Channels, control: ControlPlane, peers: list[RankInfo], policy: WaitPolicy,
                  heartbeat_s: float, status: StatusFile | None = None, warm_up: bool = False) -> None:
         self.me, self.stage, self.prepared, self.routes = me, stage, prepared, routes
@@ -115,8 +120,9 @@ class StageWorker:
         self.consumers = {rank: ch.consumer for rank, ch in channels.inbound.items()}
         self.producers = {rank: ch.producer for rank, ch in channels.outbound.items()}
         self._links = channels.links()  # sent with the first heartbeat only: they don't change
-        self.counters = Counters()
-        self.runners: dict[Stage, StageRunner] = {}
+        self.topology = prepared.model.adapter.topology
+        self.counters = Counters(self.topology.names)
+        self.runners: dict[str, StageRunner] = {}
         self.carry: deque[tuple[UnitInput, dict[str, torch.Tensor], list[float]]] = deque()
         self.fences: dict[int, set[int]] = {}   # routes version -> ranks whose fence arrived
         self.moving: Moving | None = None
@@ -149,7 +155,7 @@ class StageWorker:
                         idle_since = None
                     continue
                 idle_since = idle_since or time.monotonic()
-                self._check_manager(f"work as {self.stage.value}")
+                self._check_manager(f"work as {self.stage}")
                 time.sleep(pause)
                 pause = min(pause * 2, self.policy.max_sleep_s)
             self.counters.enter(None, self.stage)
@@ -171,7 +177,7 @@ class StageWorker:
     def _report(self, err: Exception) -> bool:
         """Tell the Node Manager; False if that failed too (the caller then ends the job itself)."""
         peer = getattr(err, "peer", None)
-        failure = Failure(rank=self.me.rank, host=self.me.host, stage=self.stage.value,
+        failure = Failure(rank=self.me.rank, host=self.me.host, stage=self.stage,
                           unit=self.counters.unit, error=f"{type(err).__name__}: {err}",
                           peer=peer.rank if peer is not None else -1)
         try:
@@ -190,7 +196,7 @@ class StageWorker:
             elif isinstance(message, Routes):
                 self._reroute(message)
             elif isinstance(message, MoveOrder):
-                self.moving = Moving(Stage(message.to), self.routes.version, time.monotonic(), message.reason)
+                self.moving = Moving(self._known(message.to), self.routes.version, time.monotonic(), message.reason)
                 self.counters.state = RankState.DRAINING
                 if self.status:
                     self.status.update(moving_to=message.to)
@@ -198,10 +204,16 @@ class StageWorker:
                 self.shutdown = True
         return bool(arrived)
 
+    def _known(self, stage: str) -> str:
+        if stage not in self.topology:
+            raise ProtocolError(f"rank {self.me.rank} was told to move to {stage!r}, not a stage of this pipeline "
+                                f"({self.topology.describe()})")
+        return stage
+
     def _reroute(self, routes: Routes) -> None:
         """New routes; every rank they drop gets a fence, after whatever was sent to it before."""
-        before = {r for stage in ORDER for r in self.routes.of(stage.value)}
-        after = {r for stage in ORDER for r in routes.of(stage.value)}
+        before = {r for stage in self.topology for r in self.routes.of(stage)}
+        after = {r for stage in self.topology for r in routes.of(stage)}
         self.routes = routes
         for dropped in sorted(before - after - {self.me.rank}):
             self._send_to(dropped, [], unit=0, items=(), meta={"fence": routes.version})
@@ -223,7 +235,7 @@ class StageWorker:
             else:
                 self._run_unit(self._granted(grant), {}, [])
             return True
-        if (self.stage is Stage.ENCODE and not self.moving and not self.asked and not self.no_work
+        if (self.stage == self.topology.first and not self.moving and not self.asked and not self.no_work
                 and self._room_downstream()):
             self.control.send(NODE_MANAGER, WorkRequest(self.me.rank), TAG_TO_MANAGER)
             self.asked = True
@@ -237,9 +249,9 @@ class StageWorker:
             if "fence" in meta:
                 self.fences.setdefault(int(meta["fence"]), set()).add(sender)
                 return True
-            expected = ORDER[ORDER.index(self.stage) - 1].value if self.stage is not Stage.ENCODE else None
+            expected = self.topology.before(self.stage)
             if meta.get("stage") != expected:
-                raise ProtocolError(f"rank {self.me.rank} ({self.stage.value}) got a {meta.get('stage')} output "
+                raise ProtocolError(f"rank {self.me.rank} ({self.stage}) got a {meta.get('stage')} output "
                                     f"for unit {message.unit_id} from rank {sender}")
             inputs = from_wire(message.tensors, message.specs)
             seeds = tuple(inputs.pop(SEEDS).tolist())
@@ -280,11 +292,11 @@ class StageWorker:
             return
         seconds = time.monotonic() - t0
         self.counters.busy_s += seconds
-        self.counters.stage_busy_s[ORDER.index(self.stage)] += seconds
-        self.counters.stage_units[ORDER.index(self.stage)] += 1
+        index = self.topology.index(self.stage)
+        self.counters.stage_busy_s[index] += seconds
+        self.counters.stage_units[index] += 1
         timings = [*timings, seconds]
-        follows = ORDER.index(self.stage) + 1
-        if self.moving and follows < len(ORDER) and self.moving.to is ORDER[follows]:
+        if self.moving and self.moving.to == self.topology.after(self.stage):
             self.carry.append((request, outputs, timings))  # ours to finish after the move
         else:
             self._pass_on(request, outputs, timings)
@@ -294,15 +306,15 @@ class StageWorker:
     def _unit_failed(self, request: UnitInput, err: Exception) -> None:
         """Report a unit the stage could not run; the Node Manager records its items as failed (or
         stops the job when the stage itself is failing). Nothing of it is passed on."""
-        self.control.send(NODE_MANAGER, UnitFailed(self.me.rank, self.me.host, self.stage.value, request.unit,
+        self.control.send(NODE_MANAGER, UnitFailed(self.me.rank, self.me.host, self.stage, request.unit,
                                                    describe(err)), TAG_TO_MANAGER)
         self.counters.unit = -1
         if self.prepared.placement.device.type == "cuda":
             torch.cuda.empty_cache()  # an out-of-memory leaves its blocks cached; the next unit may need them
 
     def _downstream(self) -> list[int]:
-        index = ORDER.index(self.stage)
-        return [NODE_MANAGER] if index + 1 == len(ORDER) else self.routes.of(ORDER[index + 1].value)
+        after = self.topology.after(self.stage)
+        return [NODE_MANAGER] if after is None else self.routes.of(after)
 
     def _room_downstream(self) -> bool:
         return any(self.producers[r].free_slots() > 0 for r in self._downstream())
@@ -328,7 +340,7 @@ class StageWorker:
         seeds = torch.tensor(request.seeds, dtype=torch.int64)
         wire = to_wire({**outputs, SEEDS: seeds}, device_ok=producer.accepts_device,
                        device_only=self.prepared.placement.device if producer.device_only else None)
-        meta = {"stage": self.stage.value, "timings": timings, "params": self._params_ids[request.params]}
+        meta = {"stage": self.stage, "timings": timings, "params": self._params_ids[request.params]}
         self._send_to(targets[choice], wire, request.unit, request.items, meta)
         self.counters.send_s += time.monotonic() - started
 
@@ -357,11 +369,11 @@ class StageWorker:
         self.counters.state = RankState.SERVING
         self.counters.load_s += load_s
         if self.status:
-            self.status.update(stage=self.stage.value, moving_to="")
-        self.control.send(NODE_MANAGER, MoveDone(self.me.rank, source.value, moving.to.value, drained, load_s),
+            self.status.update(stage=self.stage, moving_to="")
+        self.control.send(NODE_MANAGER, MoveDone(self.me.rank, source, moving.to, drained, load_s),
                           TAG_TO_MANAGER)
 
-    def _load(self, stage: Stage) -> float:
+    def _load(self, stage: str) -> float:
         """Bring `stage`'s components in: from the host copy kept by an earlier move, or from disk."""
         started = time.monotonic()
         if stage in self.runners:
@@ -378,8 +390,8 @@ class StageWorker:
         params_id, size = self.summary.shapes[0]
         request = UnitInput(unit=-1, items=tuple(range(size)), prompts=("a warm-up prompt",) * size,
                             negative_prompts=("",) * size, seeds=(0,) * size, params=self.summary.params[params_id])
-        index = ORDER.index(self.stage)
-        specs = adapter.output_specs(ORDER[index - 1], request.params, size, placement.dtype) if index else ()
+        before = self.topology.before(self.stage)
+        specs = adapter.output_specs(before, request.params, size, placement.dtype) if before else ()
         inputs = {s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device=placement.device) for s in specs}
         self.runners[self.stage](request, inputs)
         if placement.device.type == "cuda":
@@ -416,8 +428,8 @@ class StageWorker:
         downstream = [self.producers[r] for r in self._downstream() if r in self.producers]
         times = list(c.stage_time_s)
         if c.state is not RankState.DONE and c.serving_since:
-            times[ORDER.index(self.stage)] += time.monotonic() - c.stage_since
-        return Heartbeat(rank=self.me.rank, state=c.state.value, stage=self.stage.value, unit=c.unit,
+            times[self.topology.index(self.stage)] += time.monotonic() - c.stage_since
+        return Heartbeat(rank=self.me.rank, state=c.state.value, stage=self.stage, unit=c.unit,
                          units_done=c.units_done, busy_s=c.busy_s, wait_s=c.wait_s, send_s=c.send_s,
                          elapsed_s=elapsed, load_s=c.load_s, backlog=sum(p.in_flight for p in downstream),
                          memory_mb=memory, stage_busy_s=list(c.stage_busy_s), stage_units=list(c.stage_units),

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.models.topologies import topology_of
 from onepiece_hpc.runtime.layout import plan_layout
 from onepiece_hpc.slurm import records
 from onepiece_hpc.slurm.commands import parse_job_id, run_slurm
@@ -46,7 +47,7 @@ def check_ranks(job: Job, options: SlurmFields) -> None:
     """Refuse, before anything is queued, a task count the runtime can't use."""
     ntasks = options.nodes * options.ntasks_per_node
     if ntasks > 1:
-        plan_layout(job, ntasks)
+        plan_layout(job, ntasks, topology_of(job.model))
 
 
 def check_options(job: Job, options: SlurmFields, flags: dict, where: str) -> None:

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from onepiece_hpc.topology import STAGE_NAME
 
 if TYPE_CHECKING:
     from onepiece_hpc.spec.prompts import PromptTable
 
 SEED_MAX = 2**63 - 1  # seeds are stored as int64 in HDF5 and fed to torch.Generator.manual_seed
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-
-
-class Stage(str, enum.Enum):
-    """The pipeline stages a rank can serve, in data-flow order."""
-
-    ENCODE = "encode"
-    DENOISE = "denoise"
-    DECODE = "decode"
 
 
 class _Strict(BaseModel):
@@ -39,10 +32,8 @@ class ParamsFields(_Strict):
     negative_prompt: str = ""
 
 
-class StagesFields(_Strict):
-    encode: int = Field(1, ge=1, le=100_000)
-    denoise: int = Field(1, ge=1, le=100_000)
-    decode: int = Field(1, ge=1, le=100_000)
+#: ranks a stage may be given (the stage names are the model's: checked against its topology)
+StageRanks = Annotated[int, Field(ge=1, le=100_000)]
 
 
 class PolicyFields(_Strict):
@@ -126,7 +117,7 @@ class JobFields(_Strict):
     seed: int = Field(0, ge=0, le=SEED_MAX)
     microbatch: int = Field(1, ge=1, le=1024)
     output: str | None = Field(None, min_length=1)
-    stages: StagesFields = StagesFields()
+    stages: dict[Annotated[str, Field(pattern=STAGE_NAME)], StageRanks] = {}
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     cpu_threads: int = Field(1, ge=1, le=1024)
@@ -157,9 +148,7 @@ FIELD_HINTS: dict[str, str] = {
     "params.image": "write the path of the conditioning image (PNG or JPEG, relative to the job file) "
                     "for image-to-video models",
     "params.negative_prompt": "write a string (quote it if it has ':' or '#')",
-    "stages.encode": "use a whole number of ranks, at least 1",
-    "stages.denoise": "use a whole number of ranks, at least 1",
-    "stages.decode": "use a whole number of ranks, at least 1",
+    "stages": "map stage names to whole numbers of ranks, e.g. {encode: 1, denoise: 6, decode: 1}",
     "slurm.nodes": "use a whole number of nodes, at least 1",
     "slurm.ntasks_per_node": "use a whole number of ranks a node (one a GPU where there are GPUs), at least 1",
     "slurm.gpus_per_node": "use a whole number of GPUs a node, at least 1 (leave it out for CPU nodes)",
@@ -244,7 +233,7 @@ class Job:
     seed: int
     microbatch: int
     output: Path
-    stages: dict[Stage, int]
+    stages: dict[str, int]  # ranks asked for by stage name, as the job file says (empty: not said)
     device: str
     dtype: str
     cpu_threads: int

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from onepiece_hpc.spec.images import ImageReader
-from onepiece_hpc.spec.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings, Stage
+from onepiece_hpc.spec.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings
 from onepiece_hpc.spec.prompts import PromptTable, empty_table, read_prompts, text_problem
 from onepiece_hpc.spec.yaml_source import YamlDocument, parse_yaml
 
@@ -42,7 +42,7 @@ def _describe(doc: YamlDocument, error: dict) -> str:
         return (f"{where}: unknown field '{field}'{did_you}; fix: remove it or use one of: "
                 f"{', '.join(valid)}")
     got = error.get("input")
-    hint = FIELD_HINTS.get(field)
+    hint = FIELD_HINTS.get(field) or FIELD_HINTS.get(loc[0])
     msg = error["msg"]
     text = f"{where}: field '{field}': {msg[:1].lower()}{msg[1:]} (got {got!r})"
     return f"{text}; fix: {hint}" if hint else text
@@ -151,8 +151,7 @@ def load_job(path: Path, problems: list[str], with_prompts: bool = True) -> Job 
         seed=fields.seed,
         microbatch=fields.microbatch,
         output=output,
-        stages={Stage.ENCODE: fields.stages.encode, Stage.DENOISE: fields.stages.denoise,
-                Stage.DECODE: fields.stages.decode},
+        stages=dict(fields.stages),
         device=fields.device,
         dtype=fields.dtype,
         cpu_threads=fields.cpu_threads,

@@ -37,6 +37,7 @@ class DataFileSpec:
     store_id: str
     output_kind: str
     item_shape: tuple[int, ...]
+    timing_columns: tuple[str, ...] = s.TIMING_STAGES
 
 
 def create_data_file(spec: DataFileSpec, rows: np.ndarray) -> None:
@@ -47,14 +48,14 @@ def create_data_file(spec: DataFileSpec, rows: np.ndarray) -> None:
                             "start": spec.start, "count": spec.count, "output_kind": spec.output_kind})
             f.create_dataset(s.ITEMS, data=rows)
             n, dcpl = spec.count, s.contiguous_preallocated
-            stages = len(s.TIMING_STAGES)
+            stages = len(spec.timing_columns)
             f.create_dataset(s.DONE, shape=(n,), dtype="u1", dcpl=dcpl())[...] = np.zeros(n, dtype="u1")
             f.create_dataset(s.DIGEST, shape=(n, s.DIGEST_BYTES), dtype="u1",
                              dcpl=dcpl())[...] = np.zeros((n, s.DIGEST_BYTES), dtype="u1")
             f[s.DIGEST].attrs["algorithm"] = s.DIGEST_NAME
             timings = f.create_dataset(s.TIMINGS, shape=(n, stages), dtype="<f8", dcpl=dcpl())
             timings[...] = np.full((n, stages), np.nan)  # whole arrays: h5py broadcasts a scalar row by row
-            timings.attrs["stages"] = np.array(s.TIMING_STAGES, dtype=h5py.string_dtype())
+            timings.attrs["stages"] = np.array(spec.timing_columns, dtype=h5py.string_dtype())
             timings.attrs["units"] = "seconds per item (a unit's time split evenly over its items)"
             f.create_dataset(s.COMMITTED_AT, shape=(n,), dtype="<f8", dcpl=dcpl())[...] = np.full(n, np.nan)
             f.create_group(s.OUTPUTS).create_dataset(s.OUTPUT_DATASETS[spec.output_kind],
@@ -78,13 +79,15 @@ class Offsets:
     committed_at: int
     outputs: int
     item_bytes: int
+    timing_columns: int = len(s.TIMING_STAGES)
 
 
 def read_offsets(file: h5py.File, output_kind: str) -> Offsets:
     ds = file[s.OUTPUTS][s.OUTPUT_DATASETS[output_kind]]
     return Offsets(done=file[s.DONE].id.get_offset(), digest=file[s.DIGEST].id.get_offset(),
                    timings=file[s.TIMINGS].id.get_offset(), committed_at=file[s.COMMITTED_AT].id.get_offset(),
-                   outputs=ds.id.get_offset(), item_bytes=int(np.prod(ds.shape[1:])))
+                   outputs=ds.id.get_offset(), item_bytes=int(np.prod(ds.shape[1:])),
+                   timing_columns=int(file[s.TIMINGS].shape[1]))
 
 
 class RawDataFile:
@@ -121,7 +124,7 @@ class RawDataFile:
         """Digests, timings and commit times of consecutive items: all of them but outputs and done flags."""
         o = self.offsets
         self._pwrite(np.ascontiguousarray(digests, dtype=np.uint8), o.digest + local * s.DIGEST_BYTES)
-        self._pwrite(np.ascontiguousarray(timings, dtype="<f8"), o.timings + local * 8 * len(s.TIMING_STAGES))
+        self._pwrite(np.ascontiguousarray(timings, dtype="<f8"), o.timings + local * 8 * o.timing_columns)
         self._pwrite(np.ascontiguousarray(committed_at, dtype="<f8"), o.committed_at + local * 8)
 
     def write_flags(self, local: np.ndarray, value: int) -> None:

@@ -34,6 +34,7 @@ class StoreLayout:
     items_per_file: int
     output_kind: str
     item_shape: tuple[int, ...]
+    timing_columns: tuple[str, ...] = s.TIMING_STAGES  # each stage of the pipeline, then the write
 
     @property
     def files(self) -> int:
@@ -53,7 +54,7 @@ class StoreLayout:
     def file_bytes(self, index: int) -> int:
         """About what a data file takes on disk: outputs plus the small per-item datasets."""
         start, stop = self.file_range(index)
-        return (stop - start) * (self.item_bytes + s.DIGEST_BYTES + 8 * len(s.TIMING_STAGES) + 9 + 256) + 65_536
+        return (stop - start) * (self.item_bytes + s.DIGEST_BYTES + 8 * len(self.timing_columns) + 9 + 256) + 65_536
 
 
 def choose_items_per_file(items_total: int, item_bytes: int, file_bytes: int = DEFAULT_FILE_BYTES) -> int:
@@ -105,22 +106,23 @@ def write_index(tmp: Path, index_path: Path, layout: StoreLayout, attrs: dict, p
         f.attrs.update({**attrs, "format": s.FORMAT, "format_version": s.FORMAT_VERSION, "kind": s.KIND_OUTPUT,
                         "items_total": layout.items_total, "items_per_file": layout.items_per_file,
                         "files": layout.files, "output_kind": layout.output_kind,
-                        "item_shape": np.array(layout.item_shape, dtype="<i8")})
+                        "item_shape": np.array(layout.item_shape, dtype="<i8"),
+                        "timing_columns": np.array(layout.timing_columns, dtype=h5py.string_dtype())})
         f.create_group(s.PROVENANCE).attrs.update(provenance)
         ranges = [(f"{relative_folder}/{data_file_name(k)}", *layout.file_range(k)) for k in range(layout.files)]
-        write_views(f, ranges, layout.items_total, layout.output_kind, layout.item_shape)
+        write_views(f, ranges, layout.items_total, layout.output_kind, layout.item_shape, layout.timing_columns)
         seal(f)
 
 
 def write_views(f: h5py.File, ranges: list[tuple[str, int, int]], total: int, output_kind: str,
-                item_shape: tuple[int, ...]) -> None:
+                item_shape: tuple[int, ...], timing_columns: tuple[str, ...] = s.TIMING_STAGES) -> None:
     """Virtual datasets over data files: `ranges` lists (file name, first item, end) in order."""
     output = f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[output_kind]}"
     views = [
         (s.ITEMS, (), s.ITEM_DTYPE, None),
         (s.DONE, (), np.dtype("u1"), 0),
         (s.DIGEST, (s.DIGEST_BYTES,), np.dtype("u1"), 0),
-        (s.TIMINGS, (len(s.TIMING_STAGES),), np.dtype("<f8"), np.nan),
+        (s.TIMINGS, (len(timing_columns),), np.dtype("<f8"), np.nan),
         (s.COMMITTED_AT, (), np.dtype("<f8"), np.nan),
         (output, tuple(item_shape), np.dtype("u1"), 0),
     ]
@@ -130,4 +132,4 @@ def write_views(f: h5py.File, ranges: list[tuple[str, int, int]], total: int, ou
         for file_name, start, stop in ranges:
             layout[start:stop] = h5py.VirtualSource(file_name, name, shape=(stop - start, *tail), dtype=dtype)
         f.create_virtual_dataset(name, layout, fillvalue=fill)
-    f[s.TIMINGS].attrs["stages"] = np.array(s.TIMING_STAGES, dtype=h5py.string_dtype())
+    f[s.TIMINGS].attrs["stages"] = np.array(timing_columns, dtype=h5py.string_dtype())

@@ -35,6 +35,7 @@ from onepiece_hpc.store.safe_read import (
     attrs_of,
     checked_layout,
     open_hdf5,
+    timing_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,11 @@ def find_sources(paths: list[Path], target: Path) -> list[Path]:
 def _check_shapes(views: list[OutputView]) -> None:
     shapes: dict[tuple, list[str]] = {}
     for view in views:
-        shapes.setdefault((view.output_kind, view.item_shape), []).append(view.path.name)
+        shapes.setdefault((view.output_kind, view.item_shape, timing_columns(view.attrs)), []).append(view.path.name)
     if len(shapes) > 1:
-        groups = "; ".join(f"{kind}s {'x'.join(map(str, shape))}: {', '.join(files[:4])}"
-                           f"{' ...' if len(files) > 4 else ''}" for (kind, shape), files in shapes.items())
+        groups = "; ".join(f"{kind}s {'x'.join(map(str, shape))} from stages {' -> '.join(columns[:-1])}: "
+                           f"{', '.join(files[:4])}{' ...' if len(files) > 4 else ''}"
+                           for (kind, shape, columns), files in shapes.items())
         raise UserError(f"the outputs hold items of different shapes, which one dataset can't hold ({groups}); "
                         "fix: merge each group into its own file")
 
@@ -232,6 +234,7 @@ def merge_outputs(paths: list[Path], target: Path) -> MergeResult:
                 "store_id": new_store_id(), "job_name": target.stem, "job_fingerprint": fingerprint,
                 "items_total": total, "output_kind": first.output_kind,
                 "item_shape": np.array(first.item_shape, dtype="<i8"),
+                "timing_columns": np.array(timing_columns(first.attrs), dtype=h5py.string_dtype()),
                 "model_identity": _common(views, "model_identity", "mixed: see /merge/sources"),
                 "model_ref": _common(views, "model_ref", "mixed: see /merge/sources"),
                 "microbatch": _common(views, "microbatch", 0),
@@ -242,7 +245,7 @@ def merge_outputs(paths: list[Path], target: Path) -> MergeResult:
             file.create_group("merge").create_dataset("sources", data=table)
             ranges = [(os.path.relpath(seg.path, here), int(off) + seg.start, int(off) + seg.start + seg.count)
                       for view, off in zip(views, offsets) for seg in view.segments]
-            write_views(file, ranges, total, first.output_kind, first.item_shape)
+            write_views(file, ranges, total, first.output_kind, first.item_shape, timing_columns(first.attrs))
             seal(file)
             file.create_group(s.PROVENANCE).attrs.update({
                 "package_version": __version__, "host": socket.gethostname(),

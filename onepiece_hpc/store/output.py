@@ -75,6 +75,7 @@ class OutputLayout:
     kind: str  # "image" | "video"
     item_shape: tuple[int, ...]
     frame_rate: int | None = None  # frames per second of a video
+    timing_columns: tuple[str, ...] = s.TIMING_STAGES  # the seconds each item spent in each stage, then the write
 
     @property
     def dataset(self) -> str:
@@ -108,7 +109,7 @@ def _create_index(path: Path, items: ItemSource, layout: OutputLayout, provenanc
     Path(s.data_folder(path)).mkdir(exist_ok=True)
     item_bytes = int(np.prod(layout.item_shape))
     per_file = choose_items_per_file(len(items), item_bytes, settings.file_bytes)
-    store = StoreLayout(len(items), per_file, layout.kind, tuple(layout.item_shape))
+    store = StoreLayout(len(items), per_file, layout.kind, tuple(layout.item_shape), tuple(layout.timing_columns))
     with temporary_path(Path(s.data_folder(path)), ".index.") as tmp:  # in the data folder: its orphans are swept
         try:
             write_index(tmp, path, store, _index_attrs(items, provenance, layout), provenance.as_attrs())
@@ -179,6 +180,9 @@ class OutputWriter:
         except UserError as err:
             raise UserError(f"{err.render()}; nothing was changed") from None
         problem = _mismatch(reader, items)
+        if not problem and reader.layout.timing_columns != tuple(layout.timing_columns):
+            problem = (f"{path} records the stages {', '.join(reader.layout.timing_columns[:-1])} and this job's "
+                       f"pipeline has {', '.join(layout.timing_columns[:-1])}")
         if problem:
             raise UserError(f"{problem}; nothing was changed; fix: choose another output path (-o) "
                             "or move the old output away")
@@ -320,7 +324,7 @@ class OutputWriter:
             if free is not None and free < needed:
                 raise no_space_error(self._folder, needed - free)
             spec = DataFileSpec(path, index, start, stop - start, self._store_id, self._store.output_kind,
-                                self._store.item_shape)
+                                self._store.item_shape, self._store.timing_columns)
             try:
                 create_data_file(spec, self._items.rows(start, stop))
             except AlreadyThere:

@@ -35,6 +35,7 @@ from onepiece_hpc.store.safe_read import (
     read_shape,
     short,
     text,
+    timing_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,8 @@ def _range(layout: StoreLayout, index: int) -> tuple[int, int]:
 
 def layout_of(attrs: dict) -> StoreLayout:
     return StoreLayout(int(attrs["items_total"]), int(attrs["items_per_file"]), str(attrs["output_kind"]),
-                       tuple(int(x) for x in np.ravel(attrs["item_shape"])))
+                       tuple(int(x) for x in np.ravel(attrs["item_shape"])), timing_columns(attrs))
+
 
 
 def _provenance(file: h5py.File, path: Path, read: bool = True) -> dict:
@@ -265,7 +267,7 @@ def _view_merged(path: Path, file: h5py.File, attrs: dict) -> OutputView:
 
 #: what a merged view reads of each source: its identity and layout
 SOURCE_ATTRS = ("format", "format_version", "kind", "store_id", "job_fingerprint", "job_name", "items_total",
-                "items_per_file", "output_kind", "item_shape", "files")
+                "items_per_file", "output_kind", "item_shape", "files", "timing_columns")
 
 
 def view_of(path: Path, provenance: bool = True, attrs: tuple[str, ...] | None = None) -> OutputView:

@@ -74,13 +74,22 @@ def _some_attrs(file: h5py.File, names: tuple[str, ...]) -> dict:
     return found
 
 
+def timing_columns(attrs: dict) -> tuple[str, ...]:
+    """The timing columns an index names: each stage of its pipeline, then the write (an index
+    made before they were written names none: the classic stages)."""
+    if "timing_columns" not in attrs:
+        return s.TIMING_STAGES
+    return tuple(x.decode() if isinstance(x, bytes) else str(x) for x in np.ravel(attrs["timing_columns"]))
+
+
 def checked_layout(path: Path, attrs: dict, per_file: bool = True) -> StoreLayout:
     """The layout an index's attributes describe, or UserError if they can't be one (a flipped bit: HDF5 keeps
     no checksum of them)."""
     try:
         total = int(attrs["items_total"])
         layout = StoreLayout(total, int(attrs["items_per_file"]) if per_file else max(1, total),
-                             str(attrs["output_kind"]), tuple(int(x) for x in np.ravel(attrs["item_shape"])))
+                             str(attrs["output_kind"]), tuple(int(x) for x in np.ravel(attrs["item_shape"])),
+                             timing_columns(attrs))
     except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise damaged_error(path, f"its layout attributes can't be read ({short(err)})") from None
     problems = []

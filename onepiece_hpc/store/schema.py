@@ -39,7 +39,7 @@ COMMITTED_AT = "committed_at"
 PROVENANCE = "provenance"
 RUNS = "runs"  # format 2 only: the run table inside the file
 
-TIMING_STAGES = ("encode", "denoise", "decode", "write")
+TIMING_STAGES = ("encode", "denoise", "decode", "write")  # the classic pipeline's; an index names its own
 OUTPUT_DATASETS = {"image": "images", "video": "videos"}
 DIGEST_BYTES = 32  # sha256 of an item's output bytes
 DIGEST_NAME = "sha256"

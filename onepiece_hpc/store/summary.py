@@ -9,7 +9,7 @@ from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.failed import failed_mask, still_failed
 from onepiece_hpc.store.items import as_text
 from onepiece_hpc.store.reader import OutputView
-from onepiece_hpc.store.safe_read import read_dataset
+from onepiece_hpc.store.safe_read import read_dataset, timing_columns
 from onepiece_hpc.store.telemetry import read_runs
 
 
@@ -20,6 +20,7 @@ def _telemetry_summary(view: OutputView) -> list[dict]:
         records.append({
             "run": run.name, "policy": str(run.attrs.get("policy", "static")), "layout": str(run.attrs.get("layout", "")),
             "ranks": int(len(run.ranks)), "moves": int(len(run.moves)),
+            "stages": [as_text(stage) for stage in run.stages["stage"]],
             "busy_rank_s": float(run.ranks["busy_s"].sum()), "idle_rank_s": float(run.ranks["wait_s"].sum()),
             "moving_data_rank_s": float(run.ranks["send_s"].sum()),
             "hosts": sorted({as_text(h) for h in run.ranks["host"]}), "channels": _channel_counts(run.ranks),
@@ -63,7 +64,7 @@ def _failed_summary(view: OutputView) -> tuple[int, list[dict]]:
 
 def summary(view: OutputView) -> dict:
     """The facts `onepiece inspect` shows, as plain JSON-able values."""
-    stages = list(s.TIMING_STAGES)
+    stages = list(timing_columns(view.attrs))
     sums = np.zeros(len(stages))
     done_total, first, last, times = 0, None, None, 0
     created = 0

@@ -20,7 +20,8 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
 from onepiece_hpc.spec.images import open_condition_image
-from onepiece_hpc.spec.job import GenParams, Stage
+from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.topology import DECODE, ENCODE
 
 #: the pipelines' max_sequence_length: prompt embeddings are padded to this many tokens
 MAX_SEQUENCE = 512
@@ -96,13 +97,13 @@ class WanAdapter(DiffusersPipelineAdapter):
             specs.append(TensorSpec("negative_prompt_embeds", shape, _dtype_name(dtype)))
         return tuple(specs)
 
-    def output_specs(self, stage: Stage, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
-        if stage is Stage.DECODE:
+    def output_specs(self, stage: str, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
+        if stage == DECODE:
             return (TensorSpec("videos", (batch, params.frames, params.height, params.width, 3), "uint8"),)
         return super().output_specs(stage, params, batch, dtype)
 
     # -- loading ----------------------------------------------------------------------------
-    def load_pipeline(self, stage: Stage, placement: Placement) -> DiffusionPipeline:
+    def load_pipeline(self, stage: str, placement: Placement) -> DiffusionPipeline:
         pipe = super().load_pipeline(stage, placement)
         pipe.vae_scale_factor_spatial = self.vae_scale_factor()  # the pipeline guesses them when the VAE is not loaded
         pipe.vae_scale_factor_temporal = self.frame_step()
@@ -151,8 +152,8 @@ class WanImageToVideoAdapter(WanAdapter):
     needs_image = True
     encode_components = ("text_encoder", "tokenizer", "image_encoder", "image_processor", "vae")
 
-    def components(self, stage: Stage) -> tuple[str, ...]:
-        return self.encode_components if stage is Stage.ENCODE else super().components(stage)
+    def components(self, stage: str) -> tuple[str, ...]:
+        return self.encode_components if stage == ENCODE else super().components(stage)
 
     def plain_arguments(self, unit: UnitInput) -> dict:
         return super().plain_arguments(unit) | {"image": open_condition_image(unit.params.image)}
