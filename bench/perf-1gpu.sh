@@ -19,6 +19,9 @@ for arg in "$@"; do
     esac
 done
 py() { (cd "$tree" && PYTHONPATH="$tree${PYTHONPATH:+:$PYTHONPATH}" python3 "$@"); }
+# stage_trace moved from runtime/ to bench/; a checkout from before the move has it in runtime/
+trace() { local where=bench; [[ -e $tree/onepiece_hpc/bench/stage_trace.py ]] || where=runtime
+          py -m "onepiece_hpc.$where.stage_trace" "$@"; }
 
 declare -A needs=([trace-wan]=105 [trace-sdxl]=200 [bench-wan]=210 [bench-sdxl]=175)  # seconds a step took on an H200
 run_step() {
@@ -32,9 +35,9 @@ run_step() {
     fi
     echo "$(date -u +%T) start $name ($label)"
     case $name in
-        trace-wan) py -m onepiece_hpc.runtime.stage_trace jobs/gpu/wan-1.3b-4step.yaml --batch 1 \
+        trace-wan) trace jobs/gpu/wan-1.3b-4step.yaml --batch 1 \
                        --ops "$results/trace-wan.txt" >"$results/trace-wan.json" 2>>"$results/trace.log" ;;
-        trace-sdxl) py -m onepiece_hpc.runtime.stage_trace jobs/gpu/sdxl-1024.yaml --batch 4 \
+        trace-sdxl) trace jobs/gpu/sdxl-1024.yaml --batch 4 \
                         --ops "$results/trace-sdxl.txt" >"$results/trace-sdxl.json" 2>>"$results/trace.log" ;;
         bench-wan) py -m onepiece_hpc.cli.main bench pipeline jobs/gpu/wan-1.3b-4step.yaml --device cuda --gpus 1 \
                        --items 4 --batches 1 --repeats 1 --policies static --results "$results/$label" \

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onepiece_hpc.bench.store_scale import SyntheticItems
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.store.bench_scale import SyntheticItems
 from onepiece_hpc.store.output import OutputLayout, OutputWriter, StoreSettings
 from onepiece_hpc.store.provenance import Provenance, RunInfo
 from onepiece_hpc.store.telemetry import MOVE_DTYPE, RANK_DTYPE, SAMPLE_DTYPE, STAGE_DTYPE

@@ -15,10 +15,10 @@ import pytest
 import torch
 import yaml
 
+from onepiece_hpc.bench.gpu_layout import StageCost, choose_layout, evaluate, ranks_per_gpu
+from onepiece_hpc.bench.pipeline_gpu import GpuBench, _job_copy, best_batches, gpu_busy
 from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.runtime.bench_gpu import GpuBench, _job_copy, best_batches, gpu_busy
-from onepiece_hpc.runtime.gpu_layout import StageCost, choose_layout, evaluate, ranks_per_gpu
 from onepiece_hpc.runtime.gpus import gpu_index
 from onepiece_hpc.runtime.tensors import from_wire, to_wire
 from onepiece_hpc.transport import DType, Integrity, RingLayout, TensorOut
@@ -197,7 +197,7 @@ def test_stage_profile_sums_the_best_stage_times_into_the_floor(model_cache):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "onepiece_hpc.runtime.stage_profile", str(ROOT / "jobs" / "tiny.yaml"),
+    done = subprocess.run([sys.executable, "-m", "onepiece_hpc.bench.stage_profile", str(ROOT / "jobs" / "tiny.yaml"),
                            "--batches", "1,2", "--repeats", "1"], capture_output=True, text=True, timeout=240,
                           cwd=ROOT)
     assert done.returncode == 0, done.stderr

@@ -303,7 +303,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onepiece_hpc.store.bench_scale import SyntheticItems, _provenance
+from onepiece_hpc.bench.store_scale import SyntheticItems, _provenance
 from onepiece_hpc.store.output import OutputLayout, OutputWriter, StoreSettings
 from onepiece_hpc.store.provenance import RunInfo
 

@@ -18,9 +18,9 @@ import torch
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.video_processor import VideoProcessor
 
+from onepiece_hpc.bench.pipeline_gpu import against_plain, table
+from onepiece_hpc.bench.plain_loop import batches_of, choose_batch, slowest
 from onepiece_hpc.models.pipeline_adapter import pixels_to_uint8, to_uint8
-from onepiece_hpc.runtime.bench_gpu import against_plain, table
-from onepiece_hpc.runtime.plain_loop import batches_of, choose_batch, slowest
 from support import REPO, invoke, run_cli, write_job
 
 PROMPTS = [f"plain prompt {i}: a {c} boat" for i, c in enumerate(["red", "blue", "green", "white", "black"])]
@@ -39,7 +39,7 @@ def _reference(tmp_path: Path, model: str, microbatch: int) -> tuple[Path, np.nd
 
 
 def _module(name: str, *args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"onepiece_hpc.runtime.{name}", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", f"onepiece_hpc.bench.{name}", *map(str, args)],
                           capture_output=True, text=True, timeout=300, env=os.environ.copy(), cwd=cwd)
 
 
@@ -159,7 +159,7 @@ def test_the_gpu_bench_documents_its_baseline():
 
 
 def test_the_trace_counts_overlapping_device_work_once_and_names_the_host_gaps():
-    from onepiece_hpc.runtime.stage_trace import device_activity
+    from onepiece_hpc.bench.stage_trace import device_activity
 
     events = [
         {"cat": "kernel", "name": "gemm", "ts": 0, "dur": 10},

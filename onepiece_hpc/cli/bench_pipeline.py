@@ -73,7 +73,7 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
         _bench_gpu(job_file, gpus, stage_ranks, gpu_memory_gib, offload, batches, policies, results, as_json, items,
                    repeats)
         return
-    from onepiece_hpc.runtime.bench_pipeline import bench_pipeline
+    from onepiece_hpc.bench.pipeline import bench_pipeline
     from onepiece_hpc.runtime.layout import plan_layout
     from onepiece_hpc.runtime.prepare import prepare
 
@@ -90,8 +90,8 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
 
     import torch
 
+    from onepiece_hpc.bench.pipeline_gpu import GpuBench, bench_pipeline_gpu, results_path, table
     from onepiece_hpc.errors import UserError
-    from onepiece_hpc.runtime.bench_gpu import GpuBench, bench_pipeline_gpu, results_path, table
     from onepiece_hpc.spec.loader import load_job
 
     problems: list[str] = []

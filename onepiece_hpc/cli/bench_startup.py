@@ -22,7 +22,7 @@ import click
 def bench_startup(counts: tuple[int, ...], ranks: int, microbatch: int, folder: Path, as_json: bool) -> None:
     """Launch a staged run of the built-in tiny model on N prompts and time it to its first committed
     item; report rank 0's and the largest stage rank's peak memory then, against the smallest N."""
-    from onepiece_hpc.runtime.bench_startup import measure
+    from onepiece_hpc.bench.startup import measure
 
     folder.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".bench-startup-", dir=folder))

@@ -20,7 +20,7 @@ import click
 def bench_store(counts: tuple[int, ...], folder: Path, size: int, as_json: bool) -> None:
     """Create an output of N synthetic items, commit them all, then inspect and verify it; time and peak memory
     of each step in its own process."""
-    from onepiece_hpc.store.bench_scale import bench_scale
+    from onepiece_hpc.bench.store_scale import bench_scale
 
     folder.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".bench-store-", dir=folder))

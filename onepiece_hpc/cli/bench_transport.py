@@ -122,9 +122,9 @@ def bench_transport(sizes: str | None, slots: int, trials: int, as_json: bool, d
     from mpi4py import MPI
 
     if device == "cuda":
-        from onepiece_hpc.transport.gpu_benchmark import run_gpu_benchmark as run_benchmark
+        from onepiece_hpc.bench.transport_gpu import run_gpu_benchmark as run_benchmark
     else:
-        from onepiece_hpc.transport.benchmark import run_benchmark
+        from onepiece_hpc.bench.transport import run_benchmark
 
     comm = MPI.COMM_WORLD
     if comm.Get_size() != 2:

@@ -9,7 +9,7 @@ import click
 
 from onepiece_hpc import environment
 
-CASES = ("image-512", "image-1024", "video-81x480x832")  # as in store/bench_writer.py
+CASES = ("image-512", "image-1024", "video-81x480x832")  # as in bench/writer.py
 
 
 @click.command("writer")
@@ -27,8 +27,8 @@ def bench_writer_cmd(job_file: Path, folder: Path | None, cases: tuple[str, ...]
     from onepiece_hpc.runtime.quiet import quiet_libraries
 
     quiet_libraries()
+    from onepiece_hpc.bench.writer import bench_writer
     from onepiece_hpc.runtime.prepare import prepare
-    from onepiece_hpc.store.bench_writer import bench_writer
 
     prepared = prepare(job_file, None, environment.cache_dir())
     target = folder or prepared.output.parent

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from onepiece_hpc.bench.store_scale import SyntheticItems
 from onepiece_hpc.runtime import messages
 from onepiece_hpc.runtime.telemetry import Telemetry
 from onepiece_hpc.sim.control_plane import ControlCosts
-from onepiece_hpc.store.bench_scale import SyntheticItems
 from onepiece_hpc.store.output import OutputLayout, OutputWriter, StoreSettings
 from onepiece_hpc.store.provenance import Provenance, RunInfo
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from mpi4py import MPI
 
-from onepiece_hpc.transport.benchmark import Record, _best, _repeats, sweep_sizes, timed_pong, timed_stream
+from onepiece_hpc.bench.transport import Record, _best, _repeats, sweep_sizes, timed_pong, timed_stream
 from onepiece_hpc.transport.connect import FabricChoice, IntegrityChoice, Outbound, open_channels
 from onepiece_hpc.transport.fabrics.cuda_ipc import CudaIpcFabric
 from onepiece_hpc.transport.fabrics.shm import ShmFabric

@@ -1,7 +1,7 @@
 """Where a stage's time goes on its GPU: each stage runner alone and the plain pipeline call, timed
 and traced with torch.profiler, in one process on one device.
 
-    python -m onepiece_hpc.runtime.stage_trace JOB.yaml [--batch 1] [--ops FILE]
+    python -m onepiece_hpc.bench.stage_trace JOB.yaml [--batch 1] [--ops FILE]
 
 For each it gives the wall time of a clean call (after a warm-up) and, from a traced call, the
 GPU's busy time (the union of kernels, copies and fills), the idle time between them (host-side
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from onepiece_hpc import environment
-    from onepiece_hpc.runtime.plain_loop import unit_of
+    from onepiece_hpc.bench.plain_loop import unit_of
     from onepiece_hpc.runtime.prepare import prepare
 
     prepared = prepare(args.job, None, environment.cache_dir())

@@ -104,7 +104,7 @@ def bench_scale(folder: Path, counts: list[int], shape: tuple[int, ...] = (8, 8,
     records = []
     for count in counts:
         output = folder / f"scale-{count}" / "out.h5"
-        seconds, peak, out = _measured([sys.executable, "-m", "onepiece_hpc.store.bench_scale", str(output),
+        seconds, peak, out = _measured([sys.executable, "-m", "onepiece_hpc.bench.store_scale", str(output),
                                         str(count), ",".join(map(str, shape))])
         record = {"items": count, "item_shape": list(shape), **json.loads(out), "fill_peak_mb": peak}
         record["inspect_s"], record["inspect_peak_mb"], _ = _measured([*cli, "inspect", str(output), "--json"])

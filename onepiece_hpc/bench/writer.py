@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onepiece_hpc.store.bench_scale import SyntheticItems
+from onepiece_hpc.bench.store_scale import SyntheticItems
 from onepiece_hpc.store.output import OutputLayout, OutputWriter
 
 #: item shapes, and what 8 decode ranks produce per second on one H100 each (DESIGN.md figures:

@@ -46,7 +46,7 @@ def _staged(job: Path, ranks: int, output: Path, flags: list[str], as_root: bool
 def _data_parallel(job: Path, ranks: int, as_root: bool) -> dict:
     launcher = find_mpiexec()
     with tempfile.TemporaryDirectory(prefix="onepiece-dp-") as scratch:
-        program = [sys.executable, "-m", "onepiece_hpc.runtime.data_parallel", str(job), "--report-dir", scratch]
+        program = [sys.executable, "-m", "onepiece_hpc.bench.data_parallel", str(job), "--report-dir", scratch]
         done = subprocess.run(launcher.command(ranks, program, as_root), stdout=sys.stderr,
                               stderr=subprocess.PIPE, text=True)
         if done.returncode:

@@ -2,7 +2,7 @@
 configuration against: one process a GPU, the whole diffusers pipeline loaded, its own `__call__`
 per batch of prompts, each output written as uint8 frames to a .npy file of its own.
 
-    mpiexec -n N python -m onepiece_hpc.runtime.plain_loop JOB.yaml --report-dir DIR
+    mpiexec -n N python -m onepiece_hpc.bench.plain_loop JOB.yaml --report-dir DIR
         [--batches 1,2,4] [--repeats 1] [--write-dir DIR] [--gpu-memory-gib G]
 
 Rank r takes every N-th item. It first tries each batch size on its first items (a warm-up call,

@@ -1,6 +1,6 @@
 """The baseline users run today: every rank runs the whole pipeline on its share of the units.
 
-    mpiexec -n N python -m onepiece_hpc.runtime.data_parallel JOB.yaml --report-dir DIR
+    mpiexec -n N python -m onepiece_hpc.bench.data_parallel JOB.yaml --report-dir DIR
         [--gpu-memory-gib G] [--offload encode] [--warm-up] [--write-dir DIR]
 
 On GPUs each rank takes one GPU (rank r on GPU r of its node). `--offload STAGE` keeps that

@@ -1,6 +1,6 @@
 """Per-stage service times at several batch sizes, in one process on one device: the floor.
 
-    python -m onepiece_hpc.runtime.stage_profile JOB.yaml --batches 1,2,4 [--gpu-memory-gib G]
+    python -m onepiece_hpc.bench.stage_profile JOB.yaml --batches 1,2,4 [--gpu-memory-gib G]
 
 Each stage is loaded alone, run once to warm up and then `--repeats` times per batch size on
 the job's first items; its seconds per item at its best batch size, summed over the stages, is

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import yaml
 
+from onepiece_hpc.bench.gpu_layout import GpuLayout, StageCost, choose_layout, evaluate
 from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.runtime.gpu_layout import GpuLayout, StageCost, choose_layout, evaluate
 from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb
 from onepiece_hpc.runtime.launch import find_mpiexec, launch
 from onepiece_hpc.store.reader import open_output
@@ -117,7 +117,7 @@ def _cap(bench: GpuBench) -> list[str]:
 
 def profile_stages(bench: GpuBench, folder: Path) -> dict:
     job = _job_copy(bench, folder, 1, "profile")
-    done = subprocess.run(_python("onepiece_hpc.runtime.stage_profile", str(job), "--batches",
+    done = subprocess.run(_python("onepiece_hpc.bench.stage_profile", str(job), "--batches",
                                   ",".join(map(str, bench.batches)), "--repeats", str(bench.repeats),
                                   *_cap(bench)),
                           capture_output=True, text=True, timeout=1800, env=bench.env)
@@ -178,7 +178,7 @@ def _rank_reports(bench: GpuBench, program: list[str], what: str) -> list[dict]:
 
 def run_plain(bench: GpuBench, job: Path, folder: Path) -> dict:
     """The plain diffusers loop: the pipeline's own call at its best batch, outputs to .npy files."""
-    rows = _rank_reports(bench, _python("onepiece_hpc.runtime.plain_loop", str(job), "--batches",
+    rows = _rank_reports(bench, _python("onepiece_hpc.bench.plain_loop", str(job), "--batches",
                                         ",".join(map(str, bench.batches)), "--repeats", str(bench.repeats),
                                         "--write-dir", str(folder / "plain-out"), *_cap(bench)), "plain loop")
     items = sum(r["items"] for r in rows)
@@ -194,7 +194,7 @@ def run_plain(bench: GpuBench, job: Path, folder: Path) -> dict:
 
 
 def run_data_parallel(bench: GpuBench, job: Path, microbatch: int, folder: Path) -> dict:
-    rows = _rank_reports(bench, _python("onepiece_hpc.runtime.data_parallel", str(job), "--warm-up", "--write-dir",
+    rows = _rank_reports(bench, _python("onepiece_hpc.bench.data_parallel", str(job), "--warm-up", "--write-dir",
                                         str(folder / "dp-out"), *_cap(bench),
                                         *[arg for stage in bench.offload for arg in ("--offload", stage)]),
                          "data-parallel")
