@@ -148,16 +148,22 @@ def _interruptible_job(tmp_path: Path) -> tuple[Path, Path]:
     return job, tmp_path / "cut/out/t.h5"
 
 
-def _resume_completes_exactly_once_and_identical(tmp_path: Path, job: Path, output: Path, kept: int) -> None:
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> np.ndarray:
+    """The images of the interruptible job run whole in one process, once for every test here."""
+    whole = write_job(tmp_path_factory.mktemp("whole"), INTERRUPTED, params=INTERRUPTED_PARAMS)
+    assert invoke("run", whole, "--monolithic").code == 0
+    return _images(whole.parent / "out/t.h5")
+
+
+def _resume_completes_exactly_once_and_identical(reference: np.ndarray, job: Path, output: Path, kept: int) -> None:
     again = run_cli("run", job, "-n", "5", "--wait-timeout", "60")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"({len(INTERRUPTED) - kept} this run" in again.stdout
-    whole = write_job(tmp_path / "whole", INTERRUPTED, params=INTERRUPTED_PARAMS)
-    assert invoke("run", whole, "--monolithic").code == 0
-    np.testing.assert_array_equal(_images(output), _images(tmp_path / "whole/out/t.h5"))
+    np.testing.assert_array_equal(_images(output), reference)
 
 
-def test_killed_worker_gives_one_clear_error_and_a_resumable_output(tmp_path):
+def test_killed_worker_gives_one_clear_error_and_a_resumable_output(tmp_path, uninterrupted):
     job, output = _interruptible_job(tmp_path)
     with running("run", job, "-n", "5", "--wait-timeout", "60") as proc:
         wait_until(proc, lambda: done_count(output) >= 2, "two committed items")
@@ -176,7 +182,7 @@ def test_killed_worker_gives_one_clear_error_and_a_resumable_output(tmp_path):
     assert noticed < 30, f"the failure took {noticed:.0f} s to surface"
     kept = done_count(output)
     assert 2 <= kept < len(INTERRUPTED)
-    _resume_completes_exactly_once_and_identical(tmp_path, job, output, kept)
+    _resume_completes_exactly_once_and_identical(uninterrupted, job, output, kept)
     assert not _rank_pids(str(job)), "ranks left running"
 
 
@@ -213,7 +219,7 @@ def test_bench_pipeline_reports_both_modes_as_json(tmp_path):
         result["staged"]["items_per_s"] / result["data_parallel"]["items_per_s"])
 
 
-def test_drain_signal_commits_what_is_dispatched_then_resume_finishes(tmp_path):
+def test_drain_signal_commits_what_is_dispatched_then_resume_finishes(tmp_path, uninterrupted):
     job, output = _interruptible_job(tmp_path)
     with running("run", job, "-n", "5", "--wait-timeout", "60") as proc:
         wait_until(proc, lambda: done_count(output) >= 2, "two committed items")
@@ -226,11 +232,12 @@ def test_drain_signal_commits_what_is_dispatched_then_resume_finishes(tmp_path):
     assert 2 <= kept < len(INTERRUPTED)
     first = runs_of(output)[0]
     assert first["status"] == "preempted" and int(first["items_committed"]) == kept
-    _resume_completes_exactly_once_and_identical(tmp_path, job, output, kept)
+    _resume_completes_exactly_once_and_identical(uninterrupted, job, output, kept)
 
 
 @pytest.mark.parametrize("victim", ["node-manager", "everything"])
-def test_kill9_of_the_writer_or_the_whole_run_then_resume_is_exactly_once_and_identical(tmp_path, victim):
+def test_kill9_of_the_writer_or_the_whole_run_then_resume_is_exactly_once_and_identical(tmp_path, victim,
+                                                                                       uninterrupted):
     """A kill -9 of rank 0 (the writer) alone, or of every process at once as a dead node does, while
     units commit: every command reads what is left, and a staged resume completes it bit for bit."""
     job, output = _interruptible_job(tmp_path)
@@ -253,7 +260,7 @@ def test_kill9_of_the_writer_or_the_whole_run_then_resume_is_exactly_once_and_id
     kept = done_count(output)
     assert 3 <= kept < len(INTERRUPTED)
     assert runs_of(output)[0]["status"] == "running"  # the run's end was never recorded
-    _resume_completes_exactly_once_and_identical(tmp_path, job, output, kept)
+    _resume_completes_exactly_once_and_identical(uninterrupted, job, output, kept)
 
 
 def test_a_staged_run_into_an_output_in_use_is_refused_at_once(tmp_path):
