@@ -84,9 +84,6 @@ class Topology:
         except ValueError:
             raise KeyError(f"no stage {name!r} in this pipeline (stages: {', '.join(self.names)})") from None
 
-    def stage(self, name: str) -> StageDef:
-        return self.stages[self.index(name)]
-
     def before(self, name: str) -> str | None:
         """The stage that feeds `name` (None for the first)."""
         index = self.index(name)

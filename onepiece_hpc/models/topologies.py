@@ -16,15 +16,10 @@ def topology_for(index: dict) -> Topology:
     return CLASSIC  # every pipeline family here splits into encode -> denoise -> decode
 
 
-#: built-in models whose stages are not CLASSIC (their folders are built on first use, so their
-#: model_index.json may not exist yet when a job naming them is checked)
-BUILTIN_TOPOLOGIES: dict[str, Topology] = {}
-
-
 def topology_of(ref: str) -> Topology:
     """The stages of the model a job names (`builtin:NAME` or a folder), from its model_index.json."""
     if ref.startswith("builtin:"):
-        return BUILTIN_TOPOLOGIES.get(ref.removeprefix("builtin:"), CLASSIC)
+        return CLASSIC  # every built-in (built on first use, so maybe no folder yet) is encode -> denoise -> decode
     try:
         index = json.loads((Path(ref) / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -42,7 +42,7 @@ class LoopWatch:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        if self._thread.is_alive():
             self._thread.join(timeout=2 * WATCH_EVERY_S)
 
     def blocked_for(self) -> float:
