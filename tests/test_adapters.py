@@ -10,8 +10,8 @@ import torch
 
 from onepiece_hpc.models.base import ModelAdapter, Placement, UnitInput
 from onepiece_hpc.models.source import resolve_model
-from onepiece_hpc.spec.images import ImageReader
-from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.jobfile.images import ImageReader
+from onepiece_hpc.jobfile.job import GenParams
 from onepiece_hpc.topology import ENCODE
 from onepiece_hpc.store.schema import OUTPUT_DATASETS
 

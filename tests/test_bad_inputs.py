@@ -208,7 +208,7 @@ def test_inspect_and_export_refuse_what_is_not_an_output(tmp_path, target):
 
 def test_a_conditioning_image_changed_after_planning_is_refused_when_encoded(tmp_path):
     from onepiece_hpc.errors import UserError
-    from onepiece_hpc.spec.images import ImageReader, open_condition_image
+    from onepiece_hpc.jobfile.images import ImageReader, open_condition_image
 
     planned = ImageReader().read(write_png(tmp_path / "first.png"), "test", "test", [])
     assert open_condition_image(planned).size == (40, 48)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from onepiece_hpc.spec.job import ConditionImage, GenParams
-from onepiece_hpc.spec.loader import load_job
-from onepiece_hpc.spec.plan import item_key, key_maker, plan_job, unit_bounds
+from onepiece_hpc.jobfile.job import ConditionImage, GenParams
+from onepiece_hpc.jobfile.loader import load_job
+from onepiece_hpc.planning.plan import item_key, key_maker, plan_job, unit_bounds
 
 from support import write_job
 

@@ -10,7 +10,7 @@ from onepiece_hpc.runtime.policy.splits import balanced_split, throughput
 from onepiece_hpc.sim.compare import compare
 from onepiece_hpc.sim.engine import Simulation
 from onepiece_hpc.sim.scenario import Scenario, UnitClass, workload_shift
-from onepiece_hpc.spec.job import PolicySettings
+from onepiece_hpc.jobfile.job import PolicySettings
 
 
 def view(serving, queues, switch=(1.0, 1.0, 1.0), fits=(True, True, True), movable=None):

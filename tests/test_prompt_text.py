@@ -1,6 +1,6 @@
 """Prompt text: one line is one item, and a character that other tools split lines on, that is
 invisible, or that can't be written as UTF-8 is refused naming file:line and the fix (see the rule
-in onepiece_hpc/spec/prompts.py). Validation only: `submit --dry-run` stops before any model."""
+in onepiece_hpc/jobfile/prompts.py). Validation only: `submit --dry-run` stops before any model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from onepiece_hpc.spec.loader import load_job
+from onepiece_hpc.jobfile.loader import load_job
 from support import invoke, write_job
 
 # every character str.splitlines() splits on, the other C0 and C1 controls, DEL

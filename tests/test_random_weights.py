@@ -8,7 +8,7 @@ from onepiece_hpc.models.base import Placement, UnitInput
 from onepiece_hpc.models.random_weights import MARKER, write_config_folder
 from onepiece_hpc.models.source import WEIGHT_SUFFIXES, resolve_model
 from onepiece_hpc.models.stable_diffusion import tiny as tiny_sd
-from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.jobfile.job import GenParams
 
 CPU = Placement(torch.device("cpu"), torch.float32)
 

@@ -9,10 +9,10 @@ from hypothesis import given, settings, strategies as st
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime import messages
-from onepiece_hpc.runtime.layout import NODE_MANAGER, default_split, plan_layout
+from onepiece_hpc.planning.layout import NODE_MANAGER, default_split, plan_layout
 from onepiece_hpc.runtime.telemetry import can_hold, gpu_runs_stage, stage_memory_needs
 from onepiece_hpc.topology import CLASSIC, DECODE, DENOISE, ENCODE
-from onepiece_hpc.spec.loader import load_job
+from onepiece_hpc.jobfile.loader import load_job
 
 from support import write_job
 

@@ -174,8 +174,8 @@ def test_a_merge_while_a_source_is_incomplete_shows_progress_and_follows_it(made
 # -- synthetic outputs, written through the store's own writer ------------------------------------------
 def plan_for(folder: Path, count: int, identity: str):
     """A plan of `count` prompts under a fake model identity (so its keys and fingerprint are its own)."""
-    from onepiece_hpc.spec.loader import load_job
-    from onepiece_hpc.spec.plan import plan_job
+    from onepiece_hpc.jobfile.loader import load_job
+    from onepiece_hpc.planning.plan import plan_job
 
     problems: list[str] = []
     job = load_job(write_job(folder, [f"prompt {i}" for i in range(count)], name=identity), problems)

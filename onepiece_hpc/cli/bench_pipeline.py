@@ -74,7 +74,7 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
                    repeats)
         return
     from onepiece_hpc.bench.pipeline import bench_pipeline
-    from onepiece_hpc.runtime.layout import plan_layout
+    from onepiece_hpc.planning.layout import plan_layout
     from onepiece_hpc.runtime.prepare import prepare
 
     prepared = prepare(job_file, None, environment.cache_dir())
@@ -92,7 +92,7 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
 
     from onepiece_hpc.bench.pipeline_gpu import GpuBench, bench_pipeline_gpu, results_path, table
     from onepiece_hpc.errors import UserError
-    from onepiece_hpc.spec.loader import load_job
+    from onepiece_hpc.jobfile.loader import load_job
 
     problems: list[str] = []
     if load_job(job_file, problems) is None:  # the job's own mistakes first, with their lines

@@ -112,7 +112,7 @@ def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags
     import os
 
     from onepiece_hpc.runtime.launch import launch, stopped_exit_code
-    from onepiece_hpc.runtime.layout import plan_layout
+    from onepiece_hpc.planning.layout import plan_layout
 
     plan_layout(prepared.job, ranks, prepared.model.adapter.topology)
     try:

@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.jobfile.job import GenParams
 from onepiece_hpc.models.topologies import topology_for
 from onepiece_hpc.topology import Topology
 

@@ -15,7 +15,7 @@ from onepiece_hpc.models.base import (
     LoadedStage, ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, read_config,
 )
 from onepiece_hpc.models.random_weights import build_pipeline, is_random
-from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.jobfile.job import GenParams
 from onepiece_hpc.topology import DENOISE, ENCODE
 
 

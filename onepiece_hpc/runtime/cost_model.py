@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from onepiece_hpc.runtime.policy.model import StageQueue
-from onepiece_hpc.spec.plan import Plan
+from onepiece_hpc.planning.plan import Plan
 from onepiece_hpc.topology import Topology, Work
 
 MIN_OBSERVED = 2  # committed units before the estimates are trusted

@@ -21,7 +21,7 @@ from onepiece_hpc.runtime.failures import MONOLITHIC, FailureBudget, UnitFailure
 from onepiece_hpc.runtime.interrupts import Terminated
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
-from onepiece_hpc.spec.plan import Plan, Unit
+from onepiece_hpc.planning.plan import Plan, Unit
 from onepiece_hpc.store.items import PlanItems
 from onepiece_hpc.store.journal import FailedUnit
 from onepiece_hpc.store.output import OutputWriter

@@ -16,7 +16,7 @@ from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlP
 from onepiece_hpc.runtime.cost_model import CostModel
 from onepiece_hpc.runtime.drain import Drain
 from onepiece_hpc.runtime.failures import FailureBudget, StageFailed, UnitFailure
-from onepiece_hpc.runtime.layout import StageLayout
+from onepiece_hpc.planning.layout import StageLayout
 from onepiece_hpc.runtime.liveness import Liveness, Verdict
 from onepiece_hpc.runtime.messages import (
     Failure, Finished, Heartbeat, MoveDone, MoveOrder, Routes, Shutdown, UnitFailed, WorkGrant, WorkRequest,

@@ -12,9 +12,9 @@ from onepiece_hpc.environment import slurm_job
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import Placement
 from onepiece_hpc.models.source import ModelSource, resolve_model
-from onepiece_hpc.spec.job import Job
-from onepiece_hpc.spec.loader import load_job
-from onepiece_hpc.spec.plan import Plan, plan_job
+from onepiece_hpc.jobfile.job import Job
+from onepiece_hpc.jobfile.loader import load_job
+from onepiece_hpc.planning.plan import Plan, plan_job
 from onepiece_hpc.store.output import OutputLayout, StoreSettings
 from onepiece_hpc.store.preflight import check_writable
 from onepiece_hpc.store.provenance import (

@@ -18,7 +18,7 @@ from onepiece_hpc.runtime.control import ControlPlane
 from onepiece_hpc.runtime.drain import PREEMPTED, Drain, drained_exit_code, explain, leave_now, run_outcome, shield
 from onepiece_hpc.runtime.failures import failed_items_summary
 from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb, take_gpu
-from onepiece_hpc.runtime.layout import NODE_MANAGER, plan_layout
+from onepiece_hpc.planning.layout import NODE_MANAGER, plan_layout
 from onepiece_hpc.runtime.liveness import Verdict
 from onepiece_hpc.runtime.node_manager import NodeManager, initial_routes
 from onepiece_hpc.runtime.peers import exchange_peers, me
@@ -32,7 +32,7 @@ from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.runtime.telemetry import summary_table
 from onepiece_hpc.runtime.tensors import SEEDS, wire_spec
 from onepiece_hpc.runtime.worker import StageWorker
-from onepiece_hpc.spec.plan import PlanSummary
+from onepiece_hpc.planning.plan import PlanSummary
 from onepiece_hpc.transport import DType, TensorSpec, WaitPolicy, slot_bytes_for
 from onepiece_hpc.transport.connect import FabricChoice, IntegrityChoice, Outbound, open_channels
 from onepiece_hpc.transport.fabrics.registry import build_fabrics, close_fabrics

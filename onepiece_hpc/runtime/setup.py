@@ -25,7 +25,7 @@ from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlP
 from onepiece_hpc.runtime.messages import SetupReport, SetupVerdict
 from onepiece_hpc.runtime.peers import RankInfo, await_abort, process_alive
 from onepiece_hpc.runtime.prepare import Prepared, execution_tag
-from onepiece_hpc.spec.plan import PlanSummary
+from onepiece_hpc.planning.plan import PlanSummary
 
 NODE_MANAGER = 0
 POLL_S = 0.05

@@ -26,7 +26,7 @@ import torch
 from onepiece_hpc.models.base import StageRunner, UnitInput
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
 from onepiece_hpc.runtime.failures import describe
-from onepiece_hpc.runtime.layout import NODE_MANAGER
+from onepiece_hpc.planning.layout import NODE_MANAGER
 from onepiece_hpc.runtime.messages import (
     Failure, Finished, Heartbeat, MoveDone, MoveOrder, RankState, Routes, Shutdown, UnitFailed, WorkGrant,
     WorkRequest,
@@ -35,7 +35,7 @@ from onepiece_hpc.runtime.peers import RankInfo, await_abort, process_alive, res
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.status import StatusFile
 from onepiece_hpc.runtime.tensors import SEEDS, from_wire, to_wire
-from onepiece_hpc.spec.plan import PlanSummary
+from onepiece_hpc.planning.plan import PlanSummary
 from onepiece_hpc.transport import WaitPolicy
 from onepiece_hpc.transport.balance import pick_consumer
 from onepiece_hpc.transport.connect import Channels

@@ -65,9 +65,9 @@ def _from_telemetry(path: Path) -> tuple[StageProfile, tuple[float, ...]]:
 
 def job_scenario(job_path: Path, profile: StageProfile, load_s: tuple[float, ...] | None) -> Scenario:
     """The units of a job file, grouped as the runtime groups them, with the profile's costs."""
-    from onepiece_hpc.spec.job import GenParams
-    from onepiece_hpc.spec.loader import load_job
-    from onepiece_hpc.spec.plan import plan_job
+    from onepiece_hpc.jobfile.job import GenParams
+    from onepiece_hpc.jobfile.loader import load_job
+    from onepiece_hpc.planning.plan import plan_job
 
     problems: list[str] = []
     job = load_job(job_path, problems)

@@ -32,8 +32,8 @@ from onepiece_hpc.slurm.limits import time_limit_seconds
 from onepiece_hpc.slurm.mpi import choose_plugin, srun_plugins
 from onepiece_hpc.slurm.submit import check_options, resolve_options
 from onepiece_hpc.slurm.sweep import load_sweep, split_array, write_shards
-from onepiece_hpc.spec.job import SlurmFields
-from onepiece_hpc.spec.loader import load_job
+from onepiece_hpc.jobfile.job import SlurmFields
+from onepiece_hpc.jobfile.loader import load_job
 
 DEFAULT_MINUTES = 60  # submitit always sets a time limit; without slurm.time, this one
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.spec.job import DRAIN_SECONDS_MIN, SlurmFields
+from onepiece_hpc.jobfile.job import DRAIN_SECONDS_MIN, SlurmFields
 
 #: a conservative time for a requeued job to start (load the models, open the output) and
 #: commit one unit, beyond the drain window; a limit shorter than this plus drain_seconds is refused

@@ -31,7 +31,7 @@ def output_of(job_file: Path, given: str | None) -> Path | None:
     can't say). Reads the job file alone, never its prompts."""
     if given:
         return Path(given).absolute()
-    from onepiece_hpc.spec.loader import read_document, resolve_path
+    from onepiece_hpc.jobfile.loader import read_document, resolve_path
 
     doc = read_document(job_file.absolute(), [])
     if doc is None or not isinstance(doc.data, dict) or not isinstance(doc.data.get("name"), str):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from onepiece_hpc.spec.job import NAME_PATTERN, SlurmFields
+from onepiece_hpc.jobfile.job import NAME_PATTERN, SlurmFields
 
 #: what a value on an #SBATCH line may hold (defence in depth: validation already checked it)
 _HEADER_VALUE = re.compile(r"[A-Za-z0-9._:@&|*\[\]()!,=-]+")

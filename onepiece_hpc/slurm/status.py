@@ -153,7 +153,7 @@ def format_eta(seconds: float | None) -> str:
 
 def expected_items(job_file: Path) -> int | None:
     """How many items a job file's output will hold (for outputs not created yet)."""
-    from onepiece_hpc.spec.loader import load_job
+    from onepiece_hpc.jobfile.loader import load_job
 
     job = load_job(Path(job_file), [])
     return len(job.records) if job else None

@@ -10,14 +10,14 @@ from pydantic import ValidationError
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.topologies import topology_of
-from onepiece_hpc.runtime.layout import plan_layout
+from onepiece_hpc.planning.layout import plan_layout
 from onepiece_hpc.slurm import records
 from onepiece_hpc.slurm.commands import parse_job_id, run_slurm
 from onepiece_hpc.slurm.limits import check_time_limit
 from onepiece_hpc.slurm.script import Submission, render_script, sbatch_argv, script_arguments
 from onepiece_hpc.slurm.sweep import Sweep, array_spec, load_sweep, shard_output, split_array, write_shards
-from onepiece_hpc.spec.job import FIELD_HINTS, Job, SlurmFields
-from onepiece_hpc.spec.loader import load_job
+from onepiece_hpc.jobfile.job import FIELD_HINTS, Job, SlurmFields
+from onepiece_hpc.jobfile.loader import load_job
 
 
 def resolve_options(base: SlurmFields, flags: dict, origin: str) -> SlurmFields:

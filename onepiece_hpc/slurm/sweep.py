@@ -23,9 +23,9 @@ import yaml
 from pydantic import Field, ValidationError
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.spec.job import FIELD_HINTS, JobFields, PromptRecord, _Strict
-from onepiece_hpc.spec.loader import load_job, read_document, resolve_path
-from onepiece_hpc.spec.prompts import read_prompts
+from onepiece_hpc.jobfile.job import FIELD_HINTS, JobFields, PromptRecord, _Strict
+from onepiece_hpc.jobfile.loader import load_job, read_document, resolve_path
+from onepiece_hpc.jobfile.prompts import read_prompts
 
 SHARD_SUFFIX_LEN = 6  # "-NNNNN" after the sweep's name in each shard's job name
 DIMENSIONS = ("model", "size", "steps", "guidance", "seed")  # the grid's order: the last varies fastest

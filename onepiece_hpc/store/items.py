@@ -12,7 +12,7 @@ import numpy as np
 from onepiece_hpc.store import schema as s
 
 if TYPE_CHECKING:  # the store reads plans through ItemSource; it needs no planning code to run
-    from onepiece_hpc.spec.plan import Plan
+    from onepiece_hpc.planning.plan import Plan
 
 
 class ItemSource(Protocol):

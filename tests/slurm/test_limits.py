@@ -9,7 +9,7 @@ import pytest
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.slurm.limits import UNIT_ESTIMATE_S, check_time_limit, time_limit_seconds
-from onepiece_hpc.spec.job import SlurmFields
+from onepiece_hpc.jobfile.job import SlurmFields
 from slurm_helpers import onepiece
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from onepiece_hpc.slurm.script import render_script, sbatch_argv, script_arguments
 from onepiece_hpc.slurm.submit import successor_options
-from onepiece_hpc.spec.job import SlurmFields
+from onepiece_hpc.jobfile.job import SlurmFields
 from slurm_helpers import REPO
 
 GOLDEN = Path(__file__).parent / "golden"

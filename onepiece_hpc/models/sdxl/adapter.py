@@ -7,7 +7,7 @@ from diffusers import StableDiffusionXLPipeline
 
 from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
-from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.jobfile.job import GenParams
 
 
 class StableDiffusionXLAdapter(DiffusersPipelineAdapter):

@@ -19,8 +19,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
-from onepiece_hpc.spec.images import open_condition_image
-from onepiece_hpc.spec.job import GenParams
+from onepiece_hpc.jobfile.images import open_condition_image
+from onepiece_hpc.jobfile.job import GenParams
 from onepiece_hpc.topology import DECODE, ENCODE
 
 #: the pipelines' max_sequence_length: prompt embeddings are padded to this many tokens

@@ -6,7 +6,7 @@ from functools import partial
 
 from onepiece_hpc.runtime.policy.adaptive import AdaptiveSettings, adaptive, oracle, static
 from onepiece_hpc.runtime.policy.model import Policy
-from onepiece_hpc.spec.job import PolicySettings
+from onepiece_hpc.jobfile.job import PolicySettings
 
 POLICIES = ("static", "adaptive")
 

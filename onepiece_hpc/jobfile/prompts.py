@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from onepiece_hpc.spec.columns import NumberBuilder, TextBuilder, TextColumn
-from onepiece_hpc.spec.images import ImageReader
-from onepiece_hpc.spec.job import SEED_MAX, ConditionImage, PromptRecord
+from onepiece_hpc.jobfile.columns import NumberBuilder, TextBuilder, TextColumn
+from onepiece_hpc.jobfile.images import ImageReader
+from onepiece_hpc.jobfile.job import SEED_MAX, ConditionImage, PromptRecord
 
 JSONL_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "image", "meta")
 MAX_REPORTED = 20  # problems listed per file before "... and N more"

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.spec.job import Job
+from onepiece_hpc.jobfile.job import Job
 from onepiece_hpc.topology import Topology
 
 NODE_MANAGER = 0

@@ -1,6 +1,6 @@
 """Planning: items with stable keys, and work units formed once, in item order.
 
-A plan holds its items as columns (spec/columns.py): 10^7 items cost about 130 bytes each and no
+A plan holds its items as columns (jobfile/columns.py): 10^7 items cost about 130 bytes each and no
 Python object, and are keyed at about a microsecond each. `plan.items[i]` and `plan.units[u]`
 build one Item or Unit when asked. Only the Node Manager (or a one-process run) plans; a stage
 rank gets a PlanSummary, and each unit's prompts and seeds with its work.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from onepiece_hpc.spec.columns import ConstantText, TextBuilder, TextColumn, Texts
-from onepiece_hpc.spec.job import ConditionImage, GenParams, Job
+from onepiece_hpc.jobfile.columns import ConstantText, TextBuilder, TextColumn, Texts
+from onepiece_hpc.jobfile.job import ConditionImage, GenParams, Job
 
 KEY_VERSION = 1
 KEY_CHUNK = 1 << 16  # items keyed (and their text decoded) at a time

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.spec.job import ConditionImage
+from onepiece_hpc.jobfile.job import ConditionImage
 
 IMAGE_HINT = "give the path of a PNG or JPEG file"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from onepiece_hpc.spec.images import ImageReader
-from onepiece_hpc.spec.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings
-from onepiece_hpc.spec.prompts import PromptTable, empty_table, read_prompts, text_problem
-from onepiece_hpc.spec.yaml_source import YamlDocument, parse_yaml
+from onepiece_hpc.jobfile.images import ImageReader
+from onepiece_hpc.jobfile.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings
+from onepiece_hpc.jobfile.prompts import PromptTable, empty_table, read_prompts, text_problem
+from onepiece_hpc.jobfile.yaml_source import YamlDocument, parse_yaml
 
 OUTPUT_SUFFIXES = (".h5", ".hdf5")
 

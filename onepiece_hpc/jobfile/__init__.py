@@ -1,0 +1,1 @@
+"""Job files -> validated, immutable job descriptions; prompt sources and the rules their text keeps."""
