@@ -1,5 +1,9 @@
 """The reference path: every stage in one process, no MPI, committed to the job's HDF5 output.
 
+With `phase` (units a phase), the stages run in phases (runtime/phases.py): only one stage's
+weights on the GPU at a time, the rest in page-locked host memory, for GPUs whose memory can't
+hold the whole pipeline; the outputs are the same bits.
+
 A unit that raises while generated is recorded as failed and the run goes on; errors from
 loading the model or from the output are the job's and stop it, and so does a stage that fails
 unit after unit (runtime/failures.py says when).
@@ -17,8 +21,9 @@ import numpy as np
 import torch
 
 from onepiece_hpc.models.base import UnitInput
-from onepiece_hpc.runtime.failures import MONOLITHIC, FailureBudget, UnitFailure, describe
+from onepiece_hpc.runtime.failures import MONOLITHIC, FailureBudget, UnitFailure
 from onepiece_hpc.runtime.interrupts import Terminated
+from onepiece_hpc.runtime.phases import load_offloaded, run_phase
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.planning.plan import Plan, Unit
@@ -55,9 +60,10 @@ def unit_input(plan: Plan, unit: Unit) -> UnitInput:
 
 
 def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressReporter] | None = None,
-                   retry_failed: bool = False) -> RunSummary:
+                   retry_failed: bool = False, phase: int | None = None) -> RunSummary:
     """Run every unit neither done nor failed (with `retry_failed`: every failed unit) through
-    every stage of the model's topology and commit it; raises StageFailed when the stage itself fails."""
+    every stage of the model's topology and commit it; raises StageFailed when the stage itself fails.
+    With `phase`, groups of that many units go through the stages one stage at a time."""
     plan, adapter, placement = prepared.plan, prepared.model.adapter, prepared.placement
     if placement.device.type == "cpu":
         torch.set_num_threads(prepared.job.cpu_threads)
@@ -70,23 +76,32 @@ def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressRe
         done, wanted, failed_before = writer.done_mask(), writer.pending_mask(retry_failed), writer.failed_mask()
         pending = plan.pending_units(~wanted)  # unit indices, not Unit objects: 10^7 of them cost 80 MB
         log.info("%d of %d units to run", len(pending), plan.unit_count)
-        runners = {stage: adapter.load(stage, placement) for stage in adapter.topology} if len(pending) else {}
+        load = lambda stage: adapter.load(stage, placement)  # noqa: E731
+        stages = adapter.topology.names
+        runners = ((load_offloaded(stages, load) if phase else {stage: load(stage) for stage in stages})
+                   if len(pending) else {})
         budget = FailureBudget()
         failed_units = 0
         with progress(len(plan.items), len(plan.items) - int(wanted.sum())) if progress else nullcontext() as reporter:
-            for index in pending.tolist():
-                unit = plan.unit(index)
-                outcome = _generate(plan, unit, runners, prepared.layout.dataset, placement.device)
-                if isinstance(outcome, UnitFailure):
-                    log.warning("%s failed: %s", outcome.where, outcome.error)
-                    budget.failed(outcome, again=bool(failed_before[unit.start:unit.stop].any()))
-                    failed_units += 1
-                    if reporter:
-                        reporter.advance(int(wanted[unit.start:unit.stop].sum()))
-                        reporter.note(f"{failed_units} unit(s) failed")
-                    continue
-                _commit(unit, *outcome, writer, spent, reporter)
-                _record(writer, budget.succeeded())
+            indices = pending.tolist()
+            for first in range(0, len(indices), phase or 1):
+                group = [plan.unit(index) for index in indices[first:first + (phase or 1)]]
+                outcomes = run_phase([unit_input(plan, unit) for unit in group], runners, placement.device,
+                                     move_weights=bool(phase))
+                for unit, outcome in zip(group, outcomes):
+                    if not outcome.ok:
+                        failure = UnitFailure(unit.index, unit.start, unit.stop, outcome.failed_stage, MONOLITHIC,
+                                              outcome.error)
+                        log.warning("%s failed: %s", failure.where, failure.error)
+                        budget.failed(failure, again=bool(failed_before[unit.start:unit.stop].any()))
+                        failed_units += 1
+                        if reporter:
+                            reporter.advance(int(wanted[unit.start:unit.stop].sum()))
+                            reporter.note(f"{failed_units} unit(s) failed")
+                        continue
+                    outputs = outcome.tensors[prepared.layout.dataset].numpy()
+                    _commit(unit, outputs, outcome.seconds, writer, spent, reporter)
+                    _record(writer, budget.succeeded())
             _record(writer, budget.finish())
         status = "completed"
     except KeyboardInterrupt as stop:
@@ -99,30 +114,6 @@ def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressRe
                       committed_now=writer.committed_this_run, seconds=time.monotonic() - started,
                       stage_seconds=spent, items_failed=int(writer.failed_mask().sum()),
                       failed_now=writer.failed_this_run, failures=tuple(writer.failures()))
-
-
-def _generate(plan: Plan, unit: Unit, runners: dict, output: str,
-              device: torch.device) -> tuple[np.ndarray, list[float]] | UnitFailure:
-    """One unit through every stage: its outputs and each stage's seconds, or how it failed.
-
-    Exception, not BaseException: Ctrl-C and SIGTERM stop the run. An out-of-memory is the unit's:
-    the memory it held is given back before the next unit."""
-    request = unit_input(plan, unit)
-    tensors: dict[str, torch.Tensor] = {}
-    seconds: list[float] = []
-    stage = next(iter(runners))
-    try:
-        for stage in runners:
-            t0 = time.perf_counter()
-            tensors = runners[stage](request, tensors)
-            seconds.append(time.perf_counter() - t0)
-        return tensors[output].numpy(), seconds
-    except Exception as err:
-        failure = UnitFailure(unit.index, unit.start, unit.stop, stage, MONOLITHIC, describe(err))
-    del tensors  # the error and its frames are gone too: nothing holds the unit's tensors now
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return failure
 
 
 def _commit(unit: Unit, outputs: np.ndarray, seconds: list[float], writer: OutputWriter, spent: dict[str, float],

@@ -1,0 +1,137 @@
+"""One GPU whose memory is short, four ways, in one process each: what a user's plain loop does
+under a cap, and what running the stages in phases does instead.
+
+    python -m onepiece_hpc.bench.phased JOB.yaml --mode MODE --items N [--phase K]
+        [--gpu-memory-gib G] [--json FILE]
+
+Modes:
+- `resident`: the plain pipeline call in a loop, every component on the GPU, no cap (the figure
+  the others are measured against: what the GPU does when memory is not short);
+- `model-offload`: the plain call with diffusers' `enable_model_cpu_offload` under the cap;
+- `group-offload`: the plain call with diffusers' group offloading (leaf level, with streams)
+  under the cap, the fastest offload diffusers offers;
+- `phased`: our stages in phases of K units: every stage's weights wait in page-locked host
+  memory; a phase brings one stage's weights in (one DMA copy), runs K units through it, and
+  gives the GPU to the next stage, so the weights cross once per K units instead of once per
+  unit. The units' intermediate tensors stay where the stage left them.
+
+Every mode runs one unit first, off the clock (kernel choice, workspaces, first copies), then
+times the rest; outputs are kept in memory, not written, in every mode alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+MODES = ("resident", "model-offload", "group-offload", "phased")
+
+
+def _synchronized(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def phased_units(runners: dict, requests: list, phase: int, device) -> dict[str, float]:
+    """Run `requests` through the stages in phases of `phase` units (runtime/phases.py); the
+    seconds spent moving weights in and out, and in each stage's work."""
+    from onepiece_hpc.runtime.phases import PhaseTimes, run_phase
+
+    times, seconds = PhaseTimes(), dict.fromkeys(runners, 0.0)
+    for first in range(0, len(requests), phase):
+        for outcome in run_phase(requests[first:first + phase], runners, device, times):
+            if not outcome.ok:
+                raise RuntimeError(f"unit {outcome.request.unit} failed in {outcome.failed_stage}: {outcome.error}")
+            for stage, spent in zip(runners, outcome.seconds):
+                seconds[stage] += spent
+    return {"restore": times.restore_s, "offload": times.offload_s, **seconds}
+
+
+def _plain_pipeline(prepared, placement, mode: str):
+    """The whole pipeline as a user sets it up for `mode`: built on the GPU (random weights are
+    drawn there), then handed to diffusers' offloading, which keeps it on the host."""
+    import torch
+
+    call = prepared.model.adapter.load_plain(placement)
+    if mode == "resident":
+        return call
+    call.pipe.to("cpu")
+    torch.cuda.empty_cache()
+    if mode == "model-offload":
+        call.pipe.enable_model_cpu_offload(device=placement.device)
+    else:
+        call.pipe.enable_group_offload(onload_device=placement.device, offload_device=torch.device("cpu"),
+                                       offload_type="leaf_level", use_stream=True)
+    return call
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="onepiece-phased")
+    parser.add_argument("job", type=Path)
+    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--items", type=int, default=4, help="the job's first N units' items")
+    parser.add_argument("--phase", type=int, default=4, help="units a stage runs before the next takes the GPU")
+    parser.add_argument("--gpu-memory-gib", type=float, default=None, help="cap torch's GPU memory (not resident)")
+    parser.add_argument("--json", type=Path, default=None, help="write the record here too")
+    args = parser.parse_args(argv)
+
+    from onepiece_hpc.runtime.quiet import quiet_libraries
+
+    quiet_libraries()
+    import torch
+
+    from onepiece_hpc import environment
+    from onepiece_hpc.runtime.gpus import place_rank, take_gpu
+    from onepiece_hpc.runtime.monolithic import unit_input
+    from onepiece_hpc.runtime.phases import load_offloaded
+    from onepiece_hpc.runtime.prepare import prepare
+
+    prepared = prepare(args.job, None, environment.cache_dir())
+    placement = place_rank(prepared, 0, None)
+    device = placement.device
+    units = [u for u in prepared.plan.units][: max(1, args.items // prepared.job.microbatch) + 1]
+    requests = [unit_input(prepared.plan, u) for u in units]
+    warm, timed = requests[0], requests[1:]
+    topology = prepared.model.adapter.topology
+    started = time.perf_counter()
+    record: dict = {"mode": args.mode, "job": str(args.job), "items": sum(len(r.items) for r in timed),
+                    "gpu_memory_gib": args.gpu_memory_gib,
+                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+    if args.mode == "phased":
+        if args.gpu_memory_gib is not None:
+            take_gpu(device.index, args.gpu_memory_gib)
+        runners = load_offloaded(topology.names, lambda stage: prepared.model.adapter.load(stage, placement))
+        record["load_s"] = time.perf_counter() - started
+        phased_units(runners, [warm], 1, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = _synchronized(device)
+        record["seconds"] = phased_units(runners, timed, args.phase, device)
+        record["phase"] = args.phase
+    else:
+        call = _plain_pipeline(prepared, placement, args.mode)
+        if args.mode != "resident" and args.gpu_memory_gib is not None:
+            take_gpu(device.index, args.gpu_memory_gib)
+        record["load_s"] = time.perf_counter() - started
+        call(warm)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = _synchronized(device)
+        for request in timed:
+            call(request)
+    wall = _synchronized(device) - t0
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    record.update(wall_s=wall, s_per_output=wall / record["items"], peak_gib=peak)
+    line = json.dumps(record)
+    print(line, flush=True)
+    if args.json is not None:
+        args.json.write_text(line + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
