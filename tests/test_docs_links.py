@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
-CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+# a code span may wrap lines, never a blank one (a paragraph's end)
+WRAPPED_CODE_SPAN = re.compile(r"(`+)((?:(?!\n[ \t]*\n).)+?)\1", re.DOTALL)
 # [text](target "title") and ![alt](target); the text may hold one level of brackets
 INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
 REFERENCE_DEF = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$")
@@ -43,9 +44,13 @@ def outside_fences(text: str) -> list[tuple[int, str]]:
     return lines
 
 
-def prose_lines(text: str) -> list[tuple[int, str]]:
-    """Lines outside fenced code, with inline code spans blanked out (links there are text)."""
-    return [(number, CODE_SPAN.sub(lambda m: " " * len(m.group(0)), line)) for number, line in outside_fences(text)]
+def prose(text: str) -> str:
+    """The page with fenced code blocks and inline code spans blanked out (links there are text),
+    each line where it was, so that a link wrapped over two lines is found whole."""
+    lines = text.splitlines()
+    kept = dict(outside_fences(text))
+    blanked = "\n".join(kept.get(number, "") for number in range(1, len(lines) + 1))
+    return WRAPPED_CODE_SPAN.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), blanked)
 
 
 def slug(heading: str) -> str:
@@ -61,8 +66,9 @@ def anchors(page: Path) -> set[str]:
     """Every anchor a page has: its headings' slugs (repeats numbered -1, -2, ...) and <a id>s."""
     found: set[str] = set()
     seen: dict[str, int] = {}
-    for _, line in outside_fences(page.read_text(encoding="utf-8")):
-        found.update(HTML_ANCHOR.findall(CODE_SPAN.sub("", line)))
+    text = page.read_text(encoding="utf-8")
+    found.update(HTML_ANCHOR.findall(prose(text)))
+    for _, line in outside_fences(text):
         heading = HEADING.match(line)  # a heading's code spans keep their text in its anchor
         if heading:
             base = slug(heading.group(2))
@@ -74,13 +80,13 @@ def anchors(page: Path) -> set[str]:
 
 def links(page: Path) -> list[tuple[int, str]]:
     """(line number, target) of every link on a page, outside code."""
-    found = []
-    for number, line in prose_lines(page.read_text(encoding="utf-8")):
-        found.extend((number, target) for target in INLINE_LINK.findall(line))
+    text = prose(page.read_text(encoding="utf-8"))
+    found = [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in INLINE_LINK.finditer(text)]
+    for number, line in enumerate(text.split("\n"), start=1):
         definition = REFERENCE_DEF.match(line)
         if definition:
             found.append((number, definition.group(1)))
-    return found
+    return sorted(found, key=lambda link: link[0])  # in page order
 
 
 def broken_links(root: Path) -> list[str]:
@@ -124,7 +130,8 @@ def test_the_checker_finds_missing_pages_and_anchors(tmp_path):
     (tmp_path / "README.md").write_text(
         "# Top\n\nSee [a](docs/a.md), [its part](docs/a.md#part-two-the-sequel), [again](docs/a.md#repeat-1),\n"
         "[gone](docs/gone.md), [no anchor](docs/a.md#nowhere) and [up](../outside.md).\n"
-        "[site](https://example.org/x.md) and `[in code](docs/none.md)` are not checked.\n"
+        "[site](https://example.org/x.md) and `[in code](docs/none.md)` are not checked, nor `a span\n"
+        "that wraps [in code](docs/none.md)` over lines. A [link that\nwraps](docs/a.md#wrapped) is.\n"
         "```sh\n[in a fence](docs/none.md)\n```\n", encoding="utf-8")
     (tmp_path / "docs" / "a.md").write_text(
         "# A\n\n## Part two: the `sequel`\n\n## Repeat\n\n## Repeat\n\nBack to [top](../README.md#top), "
@@ -134,6 +141,7 @@ def test_the_checker_finds_missing_pages_and_anchors(tmp_path):
         "docs/gone.md: no such file docs/gone.md",
         "docs/a.md#nowhere: a.md has no heading with anchor #nowhere",
         "../outside.md: points outside the repository",
+        "docs/a.md#wrapped: a.md has no heading with anchor #wrapped",
         "#missing: a.md has no heading with anchor #missing",
     ], found
 
