@@ -33,7 +33,7 @@ def _describe(doc: YamlDocument, error: dict) -> str:
     where = f"{doc.path}:{line}" if line else str(doc.path)
     kind = error["type"]
     if kind == "missing":
-        hint = FIELD_HINTS.get(field, "see the job file reference in README.md")
+        hint = FIELD_HINTS.get(field, "see the job file reference, docs/job-file.md")
         return f"{where}: required field '{field}' is missing; fix: add it ({hint})"
     if kind == "extra_forbidden":
         valid = _fields_of(JobFields, loc[:-1])

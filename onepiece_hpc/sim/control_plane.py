@@ -119,7 +119,8 @@ class ControlModel:
     node_size n: a node agent per n ranks grants units from blocks of `lease` units it leases
     from rank 0 and aggregates its ranks' heartbeats into one note a heartbeat interval; a writer
     per node commits its ranks' outputs into its own data files and sends rank 0 one note a sync
-    interval. Rank 0 then sees nodes, not ranks (the design proposed in README "Scale-out").
+    interval. Rank 0 then sees nodes, not ranks (the design proposed in docs/simulate-reference.md,
+    "Scale-out").
     """
 
     ranks: int

@@ -1,4 +1,4 @@
-"""The on-disk layout of an output (documented in README.md, "Output files").
+"""The on-disk layout of an output (documented in docs/output-format.md).
 
 An output OUT.h5 is a small index plus a folder beside it, OUT.h5.d/:
 
