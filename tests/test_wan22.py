@@ -27,6 +27,7 @@ from onepiece_hpc.models.topologies import topology_of
 from onepiece_hpc.models.wan.denoise_experts import boundary_split
 from onepiece_hpc.models.wan.experts import DENOISE_HIGH, DENOISE_LOW, ExpertSplit
 from onepiece_hpc.models.wan.scheduler_state import capture, check_scheduler, restore, state_specs
+from onepiece_hpc.planning.layout import default_split
 from onepiece_hpc.topology import CLASSIC
 
 from support import REPO, builtin_model, invoke, run_cli, runs_of, telemetry_of, write_job, write_png
@@ -154,6 +155,8 @@ def test_the_builtins_split_into_the_experts_stages_known_before_they_are_built(
     assert high.share_of_steps == pytest.approx(0.3 if model.endswith("t2v") else 0.25)
     assert high.share_of_steps + low.share_of_steps == pytest.approx(1.0)
     assert topology_of("builtin:tiny-wan-t2v") == CLASSIC
+    if model.endswith("t2v"):  # without a split, the experts divide the denoisers' ranks by their steps
+        assert default_split(announced, 16) == {"encode": 2, DENOISE_HIGH: 3, DENOISE_LOW: 7, "decode": 4}
     expected = {"encode": {"text_encoder", "tokenizer"} | ({"vae"} if model.endswith("i2v") else set()),
                 DENOISE_HIGH: {"transformer", "scheduler"}, DENOISE_LOW: {"transformer_2", "scheduler"},
                 "decode": {"vae"}}

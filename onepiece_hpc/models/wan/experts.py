@@ -57,15 +57,21 @@ def scheduler_shift(scheduler_class: str, config: dict) -> float:
     return float(shift) if isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0 else 1.0
 
 
+#: the ranks' shares of encode and decode when a job gives no split, as for one denoiser
+ENCODE_SHARE, DECODE_SHARE = 1 / 8, 1 / 4
+
+
 def expert_topology(split: ExpertSplit) -> Topology:
-    """encode -> denoise_high -> denoise_low -> decode, each expert weighted by its share of the steps.
-    Without a split in the job, the two experts share the ranks encode and decode leave, equally."""
+    """encode -> denoise_high -> denoise_low -> decode, each expert's forwards weighted by its share
+    of the steps. Without a split in the job, the experts divide the ranks encode and decode leave
+    in proportion to their steps (the low-noise one takes any rank the division leaves over)."""
     high = split.high_share()
     return Topology((
-        StageDef(ENCODE, Work.ITEMS, 1 / 8),
-        StageDef(DENOISE_HIGH, Work.FORWARDS, share_of_steps=high),
+        StageDef(ENCODE, Work.ITEMS, ENCODE_SHARE),
+        StageDef(DENOISE_HIGH, Work.FORWARDS, default_share=(1 - ENCODE_SHARE - DECODE_SHARE) * high,
+                 share_of_steps=high),
         StageDef(DENOISE_LOW, Work.FORWARDS, share_of_steps=1.0 - high),
-        StageDef(DECODE, Work.ITEMS, 1 / 4),
+        StageDef(DECODE, Work.ITEMS, DECODE_SHARE),
     ))
 
 
