@@ -342,6 +342,7 @@ REFUSALS = {
                           ["DDIMScheduler", "UniPCMultistepScheduler", "fix:"]),
     "expand-timesteps": ({"expand_timesteps": True}, None, ["expand_timesteps", "TI2V-5B", "fix:"]),
     "boundary-without-second-expert": ({"transformer_2": [None, None]}, None, ["transformer_2", "fix:"]),
+    "boundary-out-of-range": ({"boundary_ratio": 1.5}, None, ["boundary_ratio is 1.5", "from 0 to 1", "fix:"]),
 }
 
 
