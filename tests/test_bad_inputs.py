@@ -41,7 +41,7 @@ def _with_image(path: str) -> str:
 
 
 def _wan22_folder(folder: Path) -> Path:
-    """A Wan2.2-style folder (two denoisers, switched at a boundary): not what the Wan2.1 adapter runs."""
+    """A Wan folder with a boundary but no second expert to switch to below it."""
     from onepiece_hpc.models.builtin import builtin_folder
 
     shutil.copytree(builtin_folder("tiny-wan-t2v", Path(os.environ["ONEPIECE_CACHE"])), folder / "wan22")
@@ -141,7 +141,7 @@ CASES = [
      ["p.jsonl:2", '"image" given, but builtin:tiny-sd', 'remove "image"']),
     ("image-missing-for-image-to-video", lambda d: _video_job(d, "tiny-wan-i2v", '{"prompt": "a"}\n{"prompt": "b"}\n'),
      ["p.jsonl:1 and 1 more line(s)", "no conditioning image", "WanImageToVideoPipeline", "params.image"]),
-    ("wan2.2-pipeline-folder", _wan22_folder, ["is a Wan2.2 pipeline", "supports Wan2.1", "fix:"]),
+    ("wan-boundary-without-second-expert", _wan22_folder, ["boundary_ratio is set", "no transformer_2", "fix:"]),
 ]
 
 

@@ -24,6 +24,8 @@ BUILTINS: dict[str, tuple[int, Callable]] = {
     "tiny-sdxl": (1, tiny_sdxl.build),
     "tiny-wan-t2v": (1, tiny_wan.build_t2v),
     "tiny-wan-i2v": (1, tiny_wan.build_i2v),
+    "tiny-wan22-t2v": (1, tiny_wan.build_wan22_t2v),
+    "tiny-wan22-i2v": (1, tiny_wan.build_wan22_i2v),
 }
 
 

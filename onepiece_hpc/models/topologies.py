@@ -1,5 +1,6 @@
-"""Which stages a pipeline splits into, from its model_index.json alone: no torch, no weights, so
-that checks before a job is queued (`onepiece submit`) name the stages as the ranks will."""
+"""Which stages a pipeline splits into, from its model_index.json (and, for Wan2.2's two experts,
+its scheduler config) alone: no torch, no weights, so that checks before a job is queued
+(`onepiece submit`) name the stages as the ranks will."""
 
 from __future__ import annotations
 
@@ -7,24 +8,43 @@ import json
 from pathlib import Path
 
 from onepiece_hpc.models.plugins import plugin_for
+from onepiece_hpc.models.wan.experts import BUILTIN_SPLITS, ExpertSplit, expert_topology, scheduler_shift, two_experts
 from onepiece_hpc.topology import CLASSIC, Topology
 
 
-def topology_for(index: dict) -> Topology:
+def _json(path: Path) -> dict:
+    """A JSON object from `path`, or {} where it is missing or damaged (the run itself reports that,
+    naming the fix)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def topology_for(index: dict, folder: Path | None = None) -> Topology:
     """The stages of a built-in family's pipeline whose model_index.json is `index` (a plugin's
-    adapter declares its own)."""
-    return CLASSIC  # every pipeline family here splits into encode -> denoise -> decode
+    adapter declares its own): encode -> denoise -> decode, or for a Wan2.2 A14B folder (two
+    experts and a boundary) encode -> denoise_high -> denoise_low -> decode, each expert weighted by
+    its share of the steps as the scheduler config in `folder` places them."""
+    if not two_experts(index):
+        return CLASSIC
+    boundary = index["boundary_ratio"]
+    entry = index.get("scheduler")
+    scheduler = str(entry[1]) if isinstance(entry, list) and len(entry) == 2 else ""
+    config = _json(folder / "scheduler" / "scheduler_config.json") if folder is not None else {}
+    ratio = float(boundary) if isinstance(boundary, (int, float)) and 0 <= boundary <= 1 else 1.0
+    return expert_topology(ExpertSplit(ratio, scheduler_shift(scheduler, config)))
 
 
 def topology_of(ref: str) -> Topology:
-    """The stages of the model a job names (`builtin:NAME` or a folder), from its model_index.json."""
+    """The stages of the model a job names (`builtin:NAME` or a folder), from its model_index.json;
+    a built-in's without building it (it is built on first use, so there may be no folder yet)."""
     if ref.startswith("builtin:"):
-        return CLASSIC  # every built-in (built on first use, so maybe no folder yet) is encode -> denoise -> decode
-    try:
-        index = json.loads((Path(ref) / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        index = {}  # the run itself reports a missing or damaged model, naming the fix
-    index = index if isinstance(index, dict) else {}
+        split = BUILTIN_SPLITS.get(ref.removeprefix("builtin:"))
+        return expert_topology(split) if split is not None else CLASSIC
+    folder = Path(ref)
+    index = _json(folder / "model_index.json")
     plugin = plugin_for(str(index.get("_class_name", "")))
     declared = getattr(plugin, "topology", None)
-    return declared if isinstance(declared, Topology) else topology_for(index)
+    return declared if isinstance(declared, Topology) else topology_for(index, folder)

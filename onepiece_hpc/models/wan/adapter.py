@@ -1,4 +1,8 @@
-"""Wan2.1 text-to-video and image-to-video: UMT5 (+ CLIP image) encode -> Wan DiT denoise -> Wan VAE decode.
+"""Wan text-to-video and image-to-video: UMT5 (+ CLIP image) encode -> Wan DiT denoise -> Wan VAE decode.
+
+Wan2.2 A14B folders (a high-noise `transformer`, a low-noise `transformer_2` and the boundary
+between them) split the denoise into two stages, denoise_high -> denoise_low, each expert on ranks
+of its own (experts.py, denoise_experts.py). Wan2.2 TI2V-5B (per-token timesteps) is refused.
 
 Image-to-video encodes its condition in the encode stage: the CLIP image embedding and the
 VAE latent of the first frame (followed by empty frames) are what the denoiser attends to,
@@ -10,6 +14,7 @@ exactly where the pipeline does, so the bits are those of the whole pipeline cal
 from __future__ import annotations
 
 import inspect
+import math
 from functools import partial
 
 import torch
@@ -17,11 +22,15 @@ from diffusers import DiffusionPipeline, WanImageToVideoPipeline, WanPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
+from onepiece_hpc.models.base import LoadedStage, Placement, StageRunner, TensorSpec, UnitInput, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
+from onepiece_hpc.models.topologies import topology_for
+from onepiece_hpc.models.wan.denoise_experts import LATENTS, Conditioning, denoise_span, high_expert, low_expert
+from onepiece_hpc.models.wan.experts import DENOISE_HIGH, DENOISE_LOW, two_experts
+from onepiece_hpc.models.wan.scheduler_state import check_scheduler, state_specs
 from onepiece_hpc.jobfile.images import open_condition_image
 from onepiece_hpc.jobfile.job import GenParams
-from onepiece_hpc.topology import DECODE, ENCODE
+from onepiece_hpc.topology import DECODE, ENCODE, Topology
 
 #: the pipelines' max_sequence_length: prompt embeddings are padded to this many tokens
 MAX_SEQUENCE = 512
@@ -41,20 +50,55 @@ def latent_statistics(vae_config: dict, device: torch.device, dtype: torch.dtype
     return mean, inverse_std
 
 
+def check_folder(folder, index: dict) -> None:
+    """Refuse what the stages can't run as the pipeline does: per-token timesteps (Wan2.2 TI2V-5B),
+    a boundary without a second expert or out of range, a scheduler whose state can't be handed over."""
+    where = f"{folder}/model_index.json"
+    if index.get("expand_timesteps"):
+        raise UserError(f"{where}: expand_timesteps is set: this is a Wan2.2 TI2V-5B pipeline (per-token "
+                        "timesteps), which onepiece does not run; fix: use a Wan2.1 folder or a Wan2.2 A14B one "
+                        "(two experts, transformer and transformer_2)")
+    boundary = index.get("boundary_ratio")
+    if boundary is None:
+        return
+    if isinstance(boundary, bool) or not isinstance(boundary, (int, float)) or not math.isfinite(boundary) \
+            or not 0 <= boundary <= 1:
+        raise UserError(f"{where}: boundary_ratio is {boundary!r}; fix: a number from 0 to 1 (the share of the "
+                        "training timesteps the high-noise expert covers, 0.875 in Wan2.2 T2V A14B)")
+    if not two_experts(index):
+        raise UserError(f"{where}: boundary_ratio is set but there is no transformer_2, the low-noise expert the "
+                        "pipeline switches to below it; fix: save the complete Wan2.2 pipeline, or remove "
+                        "boundary_ratio for a one-transformer (Wan2.1) folder")
+    scheduler = index.get("scheduler")
+    name = str(scheduler[1]) if isinstance(scheduler, list) and len(scheduler) == 2 else ""
+    check_scheduler(name, read_config(folder, "scheduler"), where)
+
+
 class WanAdapter(DiffusersPipelineAdapter):
-    """WanPipeline: text to video."""
+    """WanPipeline: text to video (Wan2.1, and Wan2.2 A14B with its two experts as two stages)."""
 
     pipeline_classes = ("WanPipeline",)
     pipeline_class = WanPipeline
     denoiser = "transformer"
     output_kind = "video"
     frame_rate = FRAME_RATE
+    #: the pipeline sets the scheduler's begin index before its loop (the I2V pipeline does not)
+    begin_at_zero = True
 
     def __init__(self, folder, index) -> None:
         super().__init__(folder, index)
-        if index.get("transformer_2", [None])[0] or index.get("boundary_ratio") or index.get("expand_timesteps"):
-            raise UserError(f"{folder} is a Wan2.2 pipeline (two denoisers or per-token timesteps); onepiece "
-                            "supports Wan2.1 (one transformer); fix: use a Wan2.1 pipeline folder")
+        check_folder(folder, index)
+
+    @property
+    def topology(self) -> Topology:
+        return topology_for(self.index, self.folder)
+
+    def components(self, stage: str) -> tuple[str, ...]:
+        if stage == DENOISE_HIGH:
+            return ("transformer", "scheduler")
+        if stage == DENOISE_LOW:
+            return ("transformer_2", "scheduler")
+        return super().components(stage)
 
     # -- sizes ------------------------------------------------------------------------------
     def _vae_config(self) -> dict:
@@ -100,6 +144,13 @@ class WanAdapter(DiffusersPipelineAdapter):
     def output_specs(self, stage: str, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
         if stage == DECODE:
             return (TensorSpec("videos", (batch, params.frames, params.height, params.width, 3), "uint8"),)
+        if stage == DENOISE_HIGH:  # the encode stage's tensors, the float32 latents and the scheduler's state
+            latents = self.latent_spec(params, batch, torch.float32)
+            scheduler = self.index["scheduler"][1]
+            return (*self.encode_specs(params, batch, dtype), latents,
+                    *state_specs(scheduler, read_config(self.folder, "scheduler"), latents.shape))
+        if stage == DENOISE_LOW:
+            return (self.latent_spec(params, batch, dtype),)
         return super().output_specs(stage, params, batch, dtype)
 
     # -- loading ----------------------------------------------------------------------------
@@ -108,6 +159,13 @@ class WanAdapter(DiffusersPipelineAdapter):
         pipe.vae_scale_factor_spatial = self.vae_scale_factor()  # the pipeline guesses them when the VAE is not loaded
         pipe.vae_scale_factor_temporal = self.frame_step()
         return pipe
+
+    def load(self, stage: str, placement: Placement) -> StageRunner:
+        if stage not in (DENOISE_HIGH, DENOISE_LOW):
+            return super().load(stage, placement)
+        pipe = self.load_pipeline(stage, placement)
+        expert = self.denoise_high if stage == DENOISE_HIGH else self.denoise_low
+        return LoadedStage(pipe, partial(expert, pipe, placement), placement.device)
 
     # -- stages -----------------------------------------------------------------------------
     def plain_arguments(self, unit: UnitInput) -> dict:
@@ -135,6 +193,27 @@ class WanAdapter(DiffusersPipelineAdapter):
                                   max_sequence_length=MAX_SEQUENCE)
         return {"latents": latents.to(placement.dtype)}  # decode casts to the VAE's dtype first: the same bits
 
+    def conditioning(self, shape: tuple[int, ...], inputs: dict[str, torch.Tensor],
+                     device: torch.device) -> Conditioning:
+        """What the denoiser sees beside the latents and the text (text to video: nothing)."""
+        return Conditioning()
+
+    @torch.no_grad()
+    def denoise_high(self, pipe, placement: Placement, unit: UnitInput,
+                     inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Wan2.2's high-noise expert: the steps at or above the boundary."""
+        shape = self.latent_spec(unit.params, len(unit.items), torch.float32).shape
+        return high_expert(pipe, unit, inputs, placement.device, shape, self.begin_at_zero,
+                           self.conditioning(shape, inputs, placement.device))
+
+    @torch.no_grad()
+    def denoise_low(self, pipe, placement: Placement, unit: UnitInput,
+                    inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Wan2.2's low-noise expert: the steps below the boundary, from where the high one stopped."""
+        shape = tuple(inputs[LATENTS].shape)
+        latents = low_expert(pipe, unit, inputs, placement.device, self.conditioning(shape, inputs, placement.device))
+        return {LATENTS: latents.to(placement.dtype)}
+
     @torch.no_grad()
     def decode(self, pipe, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         vae = pipe.vae
@@ -145,33 +224,46 @@ class WanAdapter(DiffusersPipelineAdapter):
 
 
 class WanImageToVideoAdapter(WanAdapter):
-    """WanImageToVideoPipeline (Wan2.1 I2V): a prompt and a first frame to video."""
+    """WanImageToVideoPipeline: a prompt and a first frame to video. Wan2.1 I2V attends to the
+    frame's CLIP image tokens and its VAE latent; Wan2.2 I2V A14B (no image encoder) to the latent alone."""
 
     pipeline_classes = ("WanImageToVideoPipeline",)
     pipeline_class = WanImageToVideoPipeline
     needs_image = True
+    begin_at_zero = False
     encode_components = ("text_encoder", "tokenizer", "image_encoder", "image_processor", "vae")
 
+    def image_tokens(self) -> bool:
+        """Whether the denoiser attends to CLIP image tokens, decided as the pipeline decides it: by
+        whether its transformer takes image embeddings."""
+        return read_config(self.folder, "transformer").get("image_dim") is not None
+
     def components(self, stage: str) -> tuple[str, ...]:
-        return self.encode_components if stage == ENCODE else super().components(stage)
+        if stage != ENCODE:
+            return super().components(stage)
+        if self.image_tokens():
+            return self.encode_components
+        return tuple(name for name in self.encode_components if name not in ("image_encoder", "image_processor"))
 
     def plain_arguments(self, unit: UnitInput) -> dict:
         return super().plain_arguments(unit) | {"image": open_condition_image(unit.params.image)}
 
     def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
-        vision = read_config(self.folder, "image_encoder")
-        tokens = (int(vision["image_size"]) // int(vision["patch_size"])) ** 2 + 1  # patches and the class token
         condition = self.latent_spec(params, batch, dtype)
-        return (*super().encode_specs(params, batch, dtype),
-                TensorSpec("image_embeds", (batch, tokens, int(vision["hidden_size"])), _dtype_name(dtype)),
-                TensorSpec("image_latents", condition.shape, condition.dtype))
+        specs = [*super().encode_specs(params, batch, dtype)]
+        if self.image_tokens():
+            vision = read_config(self.folder, "image_encoder")
+            tokens = (int(vision["image_size"]) // int(vision["patch_size"])) ** 2 + 1  # patches and the class token
+            specs.append(TensorSpec("image_embeds", (batch, tokens, int(vision["hidden_size"])), _dtype_name(dtype)))
+        return (*specs, TensorSpec("image_latents", condition.shape, condition.dtype))
 
     @torch.no_grad()
     def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
         params, batch = unit.params, len(unit.items)
         image = open_condition_image(params.image)
         out = self.encode_text(pipe, placement, unit)
-        out["image_embeds"] = pipe.encode_image(image, placement.device).repeat(batch, 1, 1)
+        if self.image_tokens():
+            out["image_embeds"] = pipe.encode_image(image, placement.device).repeat(batch, 1, 1)
         pixels = pipe.video_processor.preprocess(image, height=params.height, width=params.width)
         pixels = pixels.to(placement.device, torch.float32).unsqueeze(2)
         empty = pixels.new_zeros(*pixels.shape[:2], params.frames - 1, *pixels.shape[3:])
@@ -191,24 +283,18 @@ class WanImageToVideoAdapter(WanAdapter):
         normalised = (image_latents.to(device, torch.float32) - mean) * inverse_std
         return torch.cat([mask, normalised], dim=1)
 
+    def conditioning(self, shape: tuple[int, ...], inputs: dict[str, torch.Tensor],
+                     device: torch.device) -> Conditioning:
+        return Conditioning(self.condition(shape, inputs["image_latents"], device), inputs.get("image_embeds"))
+
     @torch.no_grad()
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """WanImageToVideoPipeline's denoising loop (its __call__ insists on re-encoding the raw image)."""
-        params, device, transformer = unit.params, placement.device, pipe.transformer
-        embeds = {name: tensor.to(device, transformer.dtype) for name, tensor in inputs.items()
-                  if name.endswith("_embeds")}
+        params, device = unit.params, placement.device
         shape = self.latent_spec(params, len(unit.items), torch.float32).shape
         latents = randn_tensor(shape, generator=unit.generators(), device=device, dtype=torch.float32)
-        condition = self.condition(shape, inputs["image_latents"], device)
         pipe.scheduler.set_timesteps(params.steps, device=device)
-        for t in pipe.scheduler.timesteps:
-            predict = partial(transformer, hidden_states=torch.cat([latents, condition], dim=1).to(transformer.dtype),
-                              timestep=t.expand(latents.shape[0]), encoder_hidden_states_image=embeds["image_embeds"],
-                              return_dict=False)
-            noise = predict(encoder_hidden_states=embeds["prompt_embeds"])[0]
-            if self.uses_guidance(params):
-                unconditional = predict(encoder_hidden_states=embeds["negative_prompt_embeds"])[0]
-                noise = unconditional + params.guidance * (noise - unconditional)
-            latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
-        return {"latents": latents.to(placement.dtype)}
+        latents = denoise_span(pipe.transformer, pipe.scheduler, latents, pipe.scheduler.timesteps, inputs,
+                               params.guidance, self.uses_guidance(params), self.conditioning(shape, inputs, device))
+        return {LATENTS: latents.to(placement.dtype)}

@@ -1,9 +1,12 @@
-"""The published Wan2.1 architectures with random weights: for sizing, placement and speed work
-where only shapes matter. Build them under `with torch.device("meta"):` to materialise no weights.
+"""The published Wan2.1 and Wan2.2 A14B architectures with random weights: for sizing, placement
+and speed work where only shapes matter. Build them under `with torch.device("meta"):` to
+materialise no weights.
 
 Numbers are those of the Wan-AI/Wan2.1-*-Diffusers configs (checked against diffusers' defaults,
-which follow the same release). The tokenizer is the local tiny one: its ids are valid UMT5 ids,
-and the encoder keeps UMT5-XXL's full vocabulary.
+which follow the same release). Wan2.2 A14B pairs two DiTs of the Wan2.1-14B shape (a high-noise
+and a low-noise expert) with the Wan2.1 VAE and UMT5-XXL; its I2V model has no image encoder.
+The tokenizer is the local tiny one: its ids are valid UMT5 ids, and the encoder keeps UMT5-XXL's
+full vocabulary.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from diffusers import (
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
 from onepiece_hpc.models.tokenizers import tiny_t5_tokenizer
+from onepiece_hpc.models.wan.experts import FLOW_SHIFT, I2V_BOUNDARY, T2V_BOUNDARY
 
 UMT5_VOCAB = 256384
 TEXT_WIDTH = 4096
@@ -88,13 +92,13 @@ def wan_vae() -> AutoencoderKLWan:
 
 
 def wan_scheduler() -> UniPCMultistepScheduler:
-    """UniPC on flow-matching sigmas, shifted by 3.0 as Wan ships it for 480p."""
+    """UniPC on flow-matching sigmas, shifted by 3.0 as the Wan diffusers folders ship it."""
     with torch.device("cpu"):  # a scheduler's tables are data, never meta tensors
         return UniPCMultistepScheduler(
             num_train_timesteps=1000,
             prediction_type="flow_prediction",
             use_flow_sigmas=True,
-            flow_shift=3.0,
+            flow_shift=FLOW_SHIFT,
             solver_order=2,
             solver_type="bh2",
             predict_x0=True,
@@ -139,8 +143,32 @@ def i2v_14b_480p() -> WanImageToVideoPipeline:
     )
 
 
+def _expert_14b(in_channels: int = 16) -> WanTransformer3DModel:
+    """One Wan2.2 A14B expert: the Wan2.1-14B DiT, without image tokens."""
+    return wan_transformer(40, 40, 13824, in_channels=in_channels)
+
+
+def t2v_a14b() -> WanPipeline:
+    """Wan2.2-T2V-A14B: the high-noise expert above timestep 875 of 1000, the low-noise one below."""
+    return WanPipeline(
+        tokenizer=tiny_t5_tokenizer(), text_encoder=umt5_xxl_encoder(), vae=wan_vae(), scheduler=wan_scheduler(),
+        transformer=_expert_14b(), transformer_2=_expert_14b(), boundary_ratio=T2V_BOUNDARY,
+    )
+
+
+def i2v_a14b() -> WanImageToVideoPipeline:
+    """Wan2.2-I2V-A14B: experts over noise + mask + image latent (36 channels), switching at timestep 900."""
+    return WanImageToVideoPipeline(
+        tokenizer=tiny_t5_tokenizer(), text_encoder=umt5_xxl_encoder(), vae=wan_vae(), scheduler=wan_scheduler(),
+        transformer=_expert_14b(in_channels=36), transformer_2=_expert_14b(in_channels=36),
+        boundary_ratio=I2V_BOUNDARY,
+    )
+
+
 BUILDERS: dict[str, Callable[[], DiffusionPipeline]] = {
     "wan2.1-t2v-1.3b": lambda: t2v(layers=30, heads=12, ffn=8960),
     "wan2.1-t2v-14b": lambda: t2v(layers=40, heads=40, ffn=13824),
     "wan2.1-i2v-14b-480p": i2v_14b_480p,
+    "wan2.2-t2v-a14b": t2v_a14b,
+    "wan2.2-i2v-a14b": i2v_a14b,
 }

@@ -1,7 +1,9 @@
-"""builtin:tiny-wan-t2v and builtin:tiny-wan-i2v: Wan2.1 pipelines of the real architecture, tiny and random.
+"""builtin:tiny-wan-t2v and builtin:tiny-wan-i2v (Wan2.1), builtin:tiny-wan22-t2v and
+builtin:tiny-wan22-i2v (Wan2.2 A14B: two experts): pipelines of the real architecture, tiny and random.
 
-Both share the latent layout of the real models (16 latent channels, 8x spatial and 4x temporal
-compression, 2x2 patches), so every shape rule a job meets here is the one it meets on Wan2.1.
+All share the latent layout of the real models (16 latent channels, 8x spatial and 4x temporal
+compression, 2x2 patches), so every shape rule a job meets here is the one it meets on Wan. The
+Wan2.2 ones switch experts at the A14B releases' boundaries, on the same schedule.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from diffusers import (
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
 from onepiece_hpc.models.tokenizers import tiny_t5_tokenizer
+from onepiece_hpc.models.wan.experts import FLOW_SHIFT, I2V_BOUNDARY, T2V_BOUNDARY
 
 LATENT_CHANNELS = 16
 TEXT_WIDTH = 32
@@ -66,7 +69,7 @@ def _vae() -> AutoencoderKLWan:
 
 
 def _scheduler() -> UniPCMultistepScheduler:
-    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=FLOW_SHIFT)
 
 
 def build_t2v() -> WanPipeline:
@@ -98,4 +101,27 @@ def build_i2v() -> WanImageToVideoPipeline:
         tokenizer=tokenizer, text_encoder=_text_encoder(tokenizer), vae=_vae(), scheduler=_scheduler(),
         image_processor=image_processor, image_encoder=image_encoder,
         transformer=_transformer(2 * LATENT_CHANNELS + MASK_CHANNELS, image_dim=IMAGE_WIDTH),
+    )
+
+
+def build_wan22_t2v() -> WanPipeline:
+    """Wan2.2 T2V A14B in small: a high-noise and a low-noise expert of the same shape; the caller
+    seeds torch's RNG first."""
+    tokenizer = tiny_t5_tokenizer()
+    return WanPipeline(
+        tokenizer=tokenizer, text_encoder=_text_encoder(tokenizer), vae=_vae(), scheduler=_scheduler(),
+        transformer=_transformer(LATENT_CHANNELS, image_dim=None),
+        transformer_2=_transformer(LATENT_CHANNELS, image_dim=None), boundary_ratio=T2V_BOUNDARY,
+    )
+
+
+def build_wan22_i2v() -> WanImageToVideoPipeline:
+    """Wan2.2 I2V A14B in small: no image encoder, the experts see noise + mask + image latent; the
+    caller seeds torch's RNG first."""
+    tokenizer = tiny_t5_tokenizer()
+    channels = 2 * LATENT_CHANNELS + MASK_CHANNELS
+    return WanImageToVideoPipeline(
+        tokenizer=tokenizer, text_encoder=_text_encoder(tokenizer), vae=_vae(), scheduler=_scheduler(),
+        transformer=_transformer(channels, image_dim=None), transformer_2=_transformer(channels, image_dim=None),
+        boundary_ratio=I2V_BOUNDARY,
     )
