@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from onepiece_hpc.exit_codes import ExitCode
+
 
 class UserError(Exception):
     """A mistake in the user's input (job file, prompts, model folder, flags, output file).
@@ -12,7 +14,7 @@ class UserError(Exception):
     field or line, what is wrong and the fix.
     """
 
-    exit_code = 2
+    exit_code = ExitCode.REFUSED
 
     def __init__(self, problems: str | Iterable[str], *, headline: str | None = None) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)

@@ -80,10 +80,11 @@ def test_data_parallel_warms_up_and_writes_from_its_thread_what_our_run_writes(t
 @pytest.mark.slow
 def test_staged_ranks_that_warm_up_write_the_same_bits(tmp_path):
     from onepiece_hpc.runtime.launch import launch
+    from onepiece_hpc.runtime.options import RunOptions
 
     job, expected = _reference(tmp_path, "tiny-wan-t2v", microbatch=2)
     output = tmp_path / "staged.h5"
-    report = launch(job, 4, output, ["--warm-up", "--wait-timeout", "60"], os.geteuid() == 0)
+    report = launch(RunOptions(job=job, ranks=4, output=output, warm_up=True, wait_timeout=60.0), os.geteuid() == 0)
     assert report["status"] == "completed", report
     with h5py.File(output, "r") as f:
         np.testing.assert_array_equal(f["outputs/videos"][...], expected)

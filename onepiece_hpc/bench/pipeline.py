@@ -12,26 +12,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.launch import find_mpiexec, launch
+from onepiece_hpc.runtime.options import RunOptions
 from onepiece_hpc.store.reader import open_output
 from onepiece_hpc.store.telemetry import latest_run
 
 
-def _staged(job: Path, ranks: int, output: Path, flags: list[str], as_root: bool) -> dict:
-    report = launch(job, ranks, output, flags, as_root, rank_stdout=sys.stderr)
+def _staged(options: RunOptions, as_root: bool) -> dict:
+    report = launch(options, as_root, rank_stdout=sys.stderr)
     if report["status"] != "completed":
         raise UserError(f"the staged run failed: {report.get('error', report)}")
     summary = report["summary"]
-    with open_output(output) as view:
+    with open_output(options.output) as view:
         rows = latest_run(view).ranks
     seconds = summary["seconds"]
-    allocated = ranks * seconds
+    allocated = options.ranks * seconds
     return {
         "mode": "staged",
-        "ranks": ranks,
+        "ranks": options.ranks,
         "items": summary["committed_now"],
         "seconds": seconds,
         "items_per_s": summary["committed_now"] / seconds,
@@ -74,11 +76,13 @@ def _with_idle(record: dict) -> dict:
     return {**record, "idle_share": 1.0 - record["busy_share"] - record["moving_share"]}
 
 
-def bench_pipeline(job: Path, ranks: int, flags: list[str], as_root: bool) -> dict:
-    """Run both, staged first; returns both records and the staged/data-parallel ratios."""
+def bench_pipeline(options: RunOptions, as_root: bool) -> dict:
+    """Run both on `options.ranks` ranks, staged first (with these options); returns both records
+    and the staged/data-parallel ratios."""
+    job, ranks = options.job, options.ranks
     with tempfile.TemporaryDirectory(prefix="onepiece-bench-") as scratch:
         started = time.time()
-        staged = _with_idle(_staged(job, ranks, Path(scratch) / "staged.h5", flags, as_root))
+        staged = _with_idle(_staged(replace(options, output=Path(scratch) / "staged.h5"), as_root))
         baseline = _with_idle(_data_parallel(job, ranks, as_root))
     ratios = {
         "throughput": staged["items_per_s"] / baseline["items_per_s"],

@@ -38,6 +38,7 @@ from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb
 from onepiece_hpc.runtime.launch import find_mpiexec, launch
+from onepiece_hpc.runtime.options import RunOptions
 from onepiece_hpc.store.reader import open_output
 from onepiece_hpc.store.telemetry import latest_run
 
@@ -209,8 +210,9 @@ def run_data_parallel(bench: GpuBench, job: Path, microbatch: int, folder: Path)
 def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder: Path) -> dict:
     output = folder / f"staged-{policy}.h5"
     ranks = 1 + sum(bench.layout)
-    report = launch(job, ranks, output, ["--policy", policy, "--fabric", "auto", "--warm-up", *_cap(bench)],
-                    bench.as_root, rank_stdout=sys.stderr, env=bench.env)
+    options = RunOptions(job=job, ranks=ranks, output=output, policy=policy, warm_up=True,
+                         gpu_memory_gib=bench.gpu_memory_gib)
+    report = launch(options, bench.as_root, rank_stdout=sys.stderr, env=bench.env)
     if report["status"] != "completed":
         raise UserError(f"the staged {policy} run failed: {report.get('error', report)}")
     with open_output(output) as view:

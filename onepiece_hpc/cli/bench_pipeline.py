@@ -75,11 +75,12 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
         return
     from onepiece_hpc.bench.pipeline import bench_pipeline
     from onepiece_hpc.planning.layout import plan_layout
+    from onepiece_hpc.runtime.options import RunOptions
     from onepiece_hpc.runtime.prepare import prepare
 
     prepared = prepare(job_file, None, environment.cache_dir())
     plan_layout(prepared.job, ranks, prepared.model.adapter.topology)
-    result = bench_pipeline(job_file, ranks, ["--fabric", fabric], as_root=os.geteuid() == 0)
+    result = bench_pipeline(RunOptions(job=job_file, ranks=ranks, fabric=fabric), as_root=os.geteuid() == 0)
     click.echo(json.dumps(result, indent=2) if as_json else _table(result))
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-from pathlib import Path
+from dataclasses import replace
 
 import click
 
 from onepiece_hpc import environment
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.exit_codes import ExitCode, after_signal
+from onepiece_hpc.runtime.options import RunOptions, run_command_options
 
 
 def _print_summary(summary) -> None:
@@ -23,37 +26,16 @@ def _print_summary(summary) -> None:
 
 @click.command()
 @click.pass_context
-@click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("--monolithic", is_flag=True, help="Run every stage in this one process (the reference path).")
-@click.option("-n", "--ranks", type=int, default=None,
-              help="Run staged on this many local MPI ranks (rank 0 manages; the rest serve stages).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Output .h5 file (default: the job file's 'output').")
-@click.option("--fabric", type=click.Choice(["auto", "shm", "mpi-rma", "verbs", "cuda-ipc"]), default="auto",
-              show_default=True, help="How stage ranks pass tensors (auto: cuda-ipc between GPUs of a node, "
-              "else shm on a node, else verbs or mpi-rma).")
-@click.option("--gpu-memory-gib", type=click.FloatRange(min=1.0), default=None,
-              help="Cap what each rank may allocate on its GPU, in GiB.")
-@click.option("--ring-slots", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Units in flight per channel.")
-@click.option("--policy", type=click.Choice(["static", "adaptive"]), default=None,
-              help="Override the job file's policy: static never moves ranks, adaptive moves them by load.")
-@click.option("--wait-timeout", type=click.FloatRange(1.0), default=600.0, show_default=True,
-              help="Deadline, in seconds, of any single wait on a peer.")
-@click.option("--heartbeat-timeout", type=click.FloatRange(5.0, 86_400.0), default=60.0, show_default=True,
-              help="Seconds rank 0 waits to hear from a rank (heartbeat or pulse) before it calls it dead.")
-@click.option("--retry-failed", is_flag=True,
-              help="Generate only the items that failed in earlier runs (a plain run leaves them be).")
-def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None, output: Path | None,
-        fabric: str, gpu_memory_gib: float | None, ring_slots: int, policy: str | None,
-        wait_timeout: float, heartbeat_timeout: float, retry_failed: bool) -> None:
+@run_command_options
+def run(ctx: click.Context, **values) -> None:
     """Generate every item of JOB_FILE that is not yet in its output.
 
     Running the same job again resumes it: only missing items are generated. An output that
     belongs to another job is refused. An item that fails is recorded and the run goes on;
     exit code 4 then says that some items failed (--retry-failed generates them again).
     """
-    if monolithic == (ranks is not None):
+    options = RunOptions.from_values(values)
+    if options.monolithic == (options.ranks is not None):
         raise UserError("say how to run the job: --monolithic (one process) or -n N (staged, N MPI ranks)")
     from onepiece_hpc.runtime.quiet import quiet_libraries
 
@@ -64,18 +46,13 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
     from onepiece_hpc.runtime.prepare import prepare
     from onepiece_hpc.runtime.progress import ProgressReporter
     # a staged run is checked here (job file, model, device) and planned by its rank 0 alone
-    prepared = prepare(job_file, output, environment.cache_dir(), plan=ranks is None)
+    prepared = prepare(options.job, options.output, environment.cache_dir(), plan=options.monolithic)
     interactive = environment.is_interactive(sys.stderr)
-    if ranks is not None and fabric == "cuda-ipc":
-        _check_cuda_ipc(prepared)
-    if ranks is not None:
-        _run_staged(prepared, job_file, ranks, output, [
-            "--fabric", fabric, "--ring-slots", str(ring_slots), "--wait-timeout", str(wait_timeout),
-            "--heartbeat-timeout", str(heartbeat_timeout),
-            "--progress", "bar" if interactive else "lines",  # the ranks' stderr is a pipe: tell them
-            *(["--policy", policy] if policy else []), *(["--retry-failed"] if retry_failed else []),
-            *(["--gpu-memory-gib", str(gpu_memory_gib)] if gpu_memory_gib else [])],
-            _retry_command(job_file, output, ranks))
+    if options.ranks is not None:
+        if options.fabric == "cuda-ipc":
+            _check_cuda_ipc(prepared)
+        # the ranks' stderr is a pipe: tell them how to show progress
+        _run_staged(prepared, replace(options, progress="bar" if interactive else "lines"))
         return
 
     def progress(total: int, done: int) -> ProgressReporter:
@@ -83,16 +60,16 @@ def run(ctx: click.Context, job_file: Path, monolithic: bool, ranks: int | None,
 
     interrupt_on_sigterm()
     try:
-        summary = run_monolithic(prepared, progress, retry_failed)
+        summary = run_monolithic(prepared, progress, options.retry_failed)
     except KeyboardInterrupt as stop:
         click.echo(f"interrupted; finished items are kept in {prepared.output}; run the same command "
                    "again to resume", err=True)
         sys.exit(exit_code(stop))
     except StageFailed as err:
         click.echo(f"error: {err} Finished items are kept in {prepared.output}.", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
     _print_summary(summary)
-    _exit_if_failed(prepared, list(summary.failures), summary.items_failed, _retry_command(job_file, output, None))
+    _exit_if_failed(prepared, list(summary.failures), summary.items_failed, _retry_command(options))
 
 
 def _check_cuda_ipc(prepared) -> None:
@@ -107,32 +84,30 @@ def _check_cuda_ipc(prepared) -> None:
                         "(e.g. cupy-cuda12x), or use --fabric auto (pinned shm between GPUs)")
 
 
-def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags: list[str], retry: str) -> None:
+def _run_staged(prepared, options: RunOptions) -> None:
     """Refuse a layout that can't fit before any rank starts; then launch and report."""
     import os
 
-    from onepiece_hpc.runtime.launch import launch, stopped_exit_code
     from onepiece_hpc.planning.layout import plan_layout
+    from onepiece_hpc.runtime.launch import launch, stopped_exit_code
 
-    plan_layout(prepared.job, ranks, prepared.model.adapter.topology)
+    plan_layout(prepared.job, options.ranks, prepared.model.adapter.topology)
     try:
-        report = launch(job_file, ranks, output, flags, as_root=os.geteuid() == 0)
+        report = launch(options, as_root=os.geteuid() == 0)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP: the ranks are stopped by now
         click.echo(f"interrupted; finished items are kept in {prepared.output}; run the same command "
                    "again to resume", err=True)
         sys.exit(stopped_exit_code(stop))
     status = report["status"]
     if status == "completed" and report.get("items_failed"):  # rank 0 has named them
-        from onepiece_hpc.runtime.failures import EXIT_ITEMS_FAILED
-
-        click.echo(f"fix their cause, then generate them again: {retry}", err=True)
-        sys.exit(EXIT_ITEMS_FAILED)
+        click.echo(f"fix their cause, then generate them again: {_retry_command(options)}", err=True)
+        sys.exit(ExitCode.ITEMS_FAILED)
     if status == "refused":
-        sys.exit(UserError.exit_code)
+        sys.exit(ExitCode.REFUSED)
     if status == "preempted":
         click.echo(f"stopped early on request (SIGUSR1): finished items are kept in {prepared.output}; run the "
                    "same command again to go on", err=True)
-        sys.exit(3)
+        sys.exit(ExitCode.DRAINED)
     if status != "completed":
         if report.get("reported_by") == "launcher":
             click.echo(f"error: {report['error']}. Finished items are kept in {prepared.output}; run the same "
@@ -141,25 +116,26 @@ def _run_staged(prepared, job_file: Path, ranks: int, output: Path | None, flags
             click.echo(f"error: the ranks ended with exit code {report['exit_code']} before rank 0 could "
                        f"report (see the messages above); finished items are kept in {prepared.output}; "
                        "run the same command again to resume", err=True)
-        sys.exit(130 if status == "interrupted" else 1)
+        sys.exit(after_signal(signal.SIGINT) if status == "interrupted" else ExitCode.FAILED)
 
 
 # -- failed items ------------------------------------------------------------------------------------
 def _exit_if_failed(prepared, failures: list, count: int, retry: str) -> None:
     """Name the failed items (the first few units: item, prompt file line, stage, error) and exit 4."""
-    from onepiece_hpc.runtime.failures import EXIT_ITEMS_FAILED, failed_items_summary
+    from onepiece_hpc.runtime.failures import failed_items_summary
 
     if not count:
         return
     for line in failed_items_summary(prepared.plan, failures, count):
         click.echo(line, err=True)
     click.echo(f"fix their cause, then generate them again: {retry}", err=True)
-    sys.exit(EXIT_ITEMS_FAILED)
+    sys.exit(ExitCode.ITEMS_FAILED)
 
 
-def _retry_command(job_file: Path, output: Path | None, ranks: int | None) -> str:
+def _retry_command(options: RunOptions) -> str:
+    """The command that generates the failed items again, as the user would type it."""
     import shlex
 
-    words = ["onepiece", "run", str(job_file), *(["-o", str(output)] if output else []),
-             *(["-n", str(ranks)] if ranks is not None else ["--monolithic"]), "--retry-failed"]
+    words = ["onepiece", "run", str(options.job), *(["-o", str(options.output)] if options.output else []),
+             *(["-n", str(options.ranks)] if options.ranks is not None else ["--monolithic"]), "--retry-failed"]
     return " ".join(shlex.quote(word) for word in words)

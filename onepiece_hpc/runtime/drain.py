@@ -12,8 +12,8 @@ One request per run: the same signal again changes nothing (Slurm, srun and the 
 each pass it on, and the script repeats it until the step ends). Ctrl-C, or SIGTERM during a
 drain that the drain signal began (the job is being ended), cuts the drain short: stop now.
 
-Exit codes of a drained run, for the batch script: EXIT_DRAINED (3) when it committed something
-(requeue it to go on), EXIT_NO_PROGRESS (5) when it committed nothing (don't: a time limit that
+Exit codes of a drained run, for the batch script: ExitCode.DRAINED (3) when it committed something
+(requeue it to go on), ExitCode.NO_PROGRESS (5) when it committed nothing (don't: a time limit that
 can't hold one unit would otherwise requeue forever).
 """
 
@@ -27,12 +27,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from onepiece_hpc.exit_codes import ExitCode
 from onepiece_hpc.runtime.interrupts import Terminated
 
 #: signals a job file may name as slurm.drain_signal
 DRAIN_SIGNALS = ("USR1", "USR2", "TERM")
-EXIT_DRAINED = 3
-EXIT_NO_PROGRESS = 5
 MIN_MARGIN_S = 5.0   # the least time kept back from the window for closing, leaving and requeueing
 MAX_MARGIN_S = 60.0
 ABORT_GRACE_S = 10.0  # leave_now exits anyway when MPI_Abort has not ended the process by then
@@ -104,13 +103,13 @@ def run_outcome(status: str, committed_now: int) -> str:
 
 def drained_exit_code(outcome: str) -> int | None:
     """The exit code for a drained outcome; None for any other."""
-    return {PREEMPTED: EXIT_DRAINED, NOTHING_COMMITTED: EXIT_NO_PROGRESS}.get(outcome)
+    return {PREEMPTED: ExitCode.DRAINED, NOTHING_COMMITTED: ExitCode.NO_PROGRESS}.get(outcome)
 
 
 def explain(drain: Drain, remaining_items: int, committed_now: int) -> str:
     """What the drain did, in one line for the job's log."""
     if committed_now == 0:
-        return (f"error: drained on {drain.cause} before this run committed anything; exit {EXIT_NO_PROGRESS}: "
+        return (f"error: drained on {drain.cause} before this run committed anything; exit {ExitCode.NO_PROGRESS}: "
                 f"the batch script does not requeue it, so a job whose time limit can't hold one unit does "
                 f"not requeue forever; fix: raise slurm.time or lower slurm.drain_seconds, then submit it again "
                 f"({remaining_items} items remain)")

@@ -12,7 +12,7 @@ The rule, judged on the units in the order their outcomes arrive:
 
 Failures are held until a later unit succeeds or the run ends, so the failures that stop a run
 are never recorded as the items' own (a resume tries them again); at most STREAK are held. Pure
-logic: the callers record what `succeeded` and `finish` release, and turn StageFailed into exit 1.
+logic: the callers record what `succeeded` and `finish` release, and turn StageFailed into ExitCode.FAILED.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from onepiece_hpc.errors import UserError
 
 FIRST_UNITS = 3
 STREAK = 32
-EXIT_ITEMS_FAILED = 4  # `onepiece run`: the run went through, but some items failed
 MONOLITHIC = "monolithic"  # the rank of a one-process run, as failure records name it
 MAX_ERROR_CHARS = 2000
 

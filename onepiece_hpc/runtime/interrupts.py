@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import signal
 
+from onepiece_hpc.exit_codes import after_signal
+
 
 class Terminated(KeyboardInterrupt):
     """The process was asked to stop with SIGTERM."""
@@ -25,4 +27,4 @@ def interrupt_on_sigterm() -> None:
 
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     """130 for Ctrl-C, 143 for SIGTERM (128 + the signal's number, as shells report)."""
-    return 128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
+    return after_signal(signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)

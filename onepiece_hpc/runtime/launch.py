@@ -18,11 +18,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.exit_codes import after_signal
 from onepiece_hpc.runtime.lifeline import tie_to_this_process
+from onepiece_hpc.runtime.options import RunOptions
 from onepiece_hpc.runtime.status import RankStatus, read_statuses
 
 WATCH_EVERY_S = 0.02
@@ -43,7 +45,7 @@ class LauncherStopped(KeyboardInterrupt):
 
 def stopped_exit_code(stop: KeyboardInterrupt) -> int:
     """128 + the signal's number, as shells report: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
-    return 128 + (stop.signum if isinstance(stop, LauncherStopped) else signal.SIGINT)
+    return after_signal(stop.signum if isinstance(stop, LauncherStopped) else signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -75,27 +77,25 @@ def find_mpiexec() -> MpiLauncher:
     return MpiLauncher(path, "openmpi" if "Open MPI" in version or "OpenRTE" in version else "mpich")
 
 
-def launch(job_file: Path, ranks: int, output: Path | None, rank_flags: list[str], as_root: bool,
-           rank_stdout=None, env: dict[str, str] | None = None) -> dict:
-    """Run the ranks to the end; returns rank 0's report. Ctrl-C, SIGTERM and SIGHUP interrupt the
-    ranks (rank 0 closes the output in order) and then raise KeyboardInterrupt here (LauncherStopped
-    for the two signals).
+def launch(options: RunOptions, as_root: bool, rank_stdout=None, env: dict[str, str] | None = None) -> dict:
+    """Run `options.ranks` ranks with these options to the end; returns rank 0's report. Ctrl-C,
+    SIGTERM and SIGHUP interrupt the ranks (rank 0 closes the output in order) and then raise
+    KeyboardInterrupt here (LauncherStopped for the two signals).
 
     `rank_stdout` redirects what the ranks print (e.g. to stderr when stdout carries JSON);
     `env` replaces the environment the ranks start with.
     """
+    if options.ranks is None:
+        raise ValueError("launch needs options.ranks: how many ranks to start")
     launcher = find_mpiexec()
     with tempfile.TemporaryDirectory(prefix="onepiece-run-") as scratch:
         report_path = Path(scratch) / "report.json"
         status_dir = Path(scratch) / "status"
         status_dir.mkdir()
-        program = [sys.executable, "-m", "onepiece_hpc.runtime.rank_main", str(job_file),
-                   "--report", str(report_path), "--status-dir", str(status_dir),
-                   "--expect-ranks", str(ranks), *rank_flags]
-        if output is not None:
-            program += ["--output", str(output)]
+        each = replace(options, report=report_path, status_dir=status_dir, expect_ranks=options.ranks)
+        program = [sys.executable, "-m", "onepiece_hpc.runtime.rank_main", *each.to_argv()]
         tied = tie_to_this_process(os.environ if env is None else env)
-        proc = subprocess.Popen(launcher.command(ranks, program, as_root), start_new_session=True, env=tied,
+        proc = subprocess.Popen(launcher.command(options.ranks, program, as_root), start_new_session=True, env=tied,
                                 stdout=rank_stdout)
         first_dead: list[list[RankStatus]] = []
         before = _stop_on_signals()

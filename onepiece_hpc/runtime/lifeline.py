@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from onepiece_hpc.exit_codes import ExitCode, after_signal
+
 #: the environment variable through which the launcher names itself to the ranks it starts
 LAUNCHER_VAR = "ONEPIECE_LAUNCHER"
 #: how long rank 0 may take to close the output once its launcher is gone
@@ -128,16 +130,16 @@ def _launcher_gone(launcher: ProcessIdentity, manager: bool) -> None:
         _say(f"error: rank 0 did not close within {CLOSE_DEADLINE_S:.0f} s of its launcher's end; leaving now")
     else:
         time.sleep(STAGE_GRACE_S)  # rank 0's abort ends this rank long before, unless rank 0 is gone too
-    os._exit(1)
+    os._exit(ExitCode.FAILED)
 
 
 def _leave_at_once(kind, error, trace) -> None:
     """An interrupt that no orderly stop caught (rank 0 was still starting, no output open) ends the
     process at once: leaving through MPI_Finalize would wait for ranks that are about to wait for it."""
     if issubclass(kind, KeyboardInterrupt):
-        os._exit(128 + signal.SIGINT)
+        os._exit(after_signal(signal.SIGINT))
     sys.__excepthook__(kind, error, trace)
-    os._exit(1)
+    os._exit(ExitCode.FAILED)
 
 
 def _say(line: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -14,6 +13,7 @@ import torch
 
 from onepiece_hpc import environment
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.exit_codes import ExitCode
 from onepiece_hpc.runtime.control import ControlPlane
 from onepiece_hpc.runtime.drain import PREEMPTED, Drain, drained_exit_code, explain, leave_now, run_outcome, shield
 from onepiece_hpc.runtime.failures import failed_items_summary
@@ -21,6 +21,7 @@ from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb, take_gpu
 from onepiece_hpc.planning.layout import NODE_MANAGER, plan_layout
 from onepiece_hpc.runtime.liveness import Verdict
 from onepiece_hpc.runtime.node_manager import NodeManager, initial_routes
+from onepiece_hpc.runtime.options import RunOptions
 from onepiece_hpc.runtime.peers import exchange_peers, me
 from onepiece_hpc.runtime.prepare import Prepared, prepare
 from onepiece_hpc.runtime.pulse import PulseListener, PulseSender
@@ -122,7 +123,7 @@ def write_report(path: Path | None, report: dict) -> None:
 ITEMS_FAILED = "items failed"
 
 
-def report_failed(args: argparse.Namespace, message: str, lost_hosts: tuple[str, ...] = ()) -> None:
+def report_failed(args: RunOptions, message: str, lost_hosts: tuple[str, ...] = ()) -> None:
     """Rank 0's one error line of a failed run, and its report (lost hosts for the batch script)."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     write_report(args.report, {"status": "failed", "error": message, "lost_hosts": list(lost_hosts)})
@@ -141,7 +142,7 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args, drai
                                 f"that does not return: to a dead peer, or a stalled file system), so its watch "
                                 f"ends the job: {verdict.message}", verdict.lost_hosts)
         finally:
-            leave_now(1, control.comm.Abort)
+            leave_now(ExitCode.FAILED, control.comm.Abort)
 
     manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
                           mode=f"{args.mode} -n {len(peers)}", on_blocked=blocked, retry_failed=args.retry_failed,
@@ -171,7 +172,7 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args, drai
     return ended
 
 
-def _set_up(args: argparse.Namespace, comm, control: ControlPlane, peers, mine) -> tuple[Prepared, PlanSummary]:
+def _set_up(args: RunOptions, comm, control: ControlPlane, peers, mine) -> tuple[Prepared, PlanSummary]:
     """Rank 0 plans; every other rank checks the job and waits for its word (runtime/setup.py)."""
     from mpi4py import MPI
 
@@ -195,7 +196,7 @@ def _set_up(args: argparse.Namespace, comm, control: ControlPlane, peers, mine) 
     return stage_setup(control, peers, mine, args.wait_timeout, checks)
 
 
-def run_rank(args: argparse.Namespace, comm, drain: Drain | None = None) -> str:
+def run_rank(args: RunOptions, comm, drain: Drain | None = None) -> str:
     """Serve this rank's role to the end; returns rank 0's outcome: "completed", or after `drain`
     "preempted" (or "no-progress" when it committed nothing)."""
     rank, size = comm.Get_rank(), comm.Get_size()

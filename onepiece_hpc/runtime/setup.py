@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.exit_codes import ExitCode
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
 from onepiece_hpc.runtime.messages import SetupReport, SetupVerdict
 from onepiece_hpc.runtime.peers import RankInfo, await_abort, process_alive
@@ -63,7 +64,7 @@ def deadline(what: str, timeout_s: float, me: RankInfo) -> Iterator[None]:
         if not done.wait(timeout_s):
             print(f"error: rank {me.rank} on {me.host}: no progress within {timeout_s:.0f} s while {what} (another "
                   "rank is missing, stuck or died before it); ending the job", file=sys.stderr, flush=True)
-            os._exit(1)
+            os._exit(ExitCode.FAILED)
 
     timer = threading.Thread(target=expire, name=f"deadline: {what}", daemon=True)
     timer.start()
@@ -162,7 +163,7 @@ def manager_setup(control: ControlPlane, peers: list[RankInfo], timeout_s: float
             problems.append((who, "would run another job than rank 0 (" + "; ".join(differs) + "); fix: give every "
                              "rank the same job file, model, software and settings (one environment on every node)"))
     if problems:
-        code = 2 if user_errors else 1
+        code = ExitCode.REFUSED if user_errors else ExitCode.FAILED
         _tell(control, peers, SetupVerdict(summary="", reason="set-up failed", exit_code=code))
         raise SetupFailed("set-up failed on " + "; ".join(_merge(problems)), code)
     summary = prepared.plan.summary()

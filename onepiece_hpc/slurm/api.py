@@ -25,7 +25,7 @@ from pathlib import Path
 import submitit
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.runtime.drain import EXIT_DRAINED, EXIT_NO_PROGRESS
+from onepiece_hpc.exit_codes import ExitCode
 from onepiece_hpc.slurm import records
 from onepiece_hpc.slurm.commands import max_array_size
 from onepiece_hpc.slurm.limits import time_limit_seconds
@@ -63,29 +63,30 @@ class StagedRun(submitit.helpers.Checkpointable):
         env = submitit.JobEnvironment()
         handover = signal.Signals[f"SIG{submitit.JobEnvironment.USR_SIG}"]
         submitits = signal.getsignal(handover)  # the drain replaces it; it is put back for the requeue
-        out = ["--output", self.output] if self.output else []
         if env.num_tasks == 1:
             from onepiece_hpc.slurm import one_task
 
             code = one_task.run(self.job_file, self.output, self.drain_signal)
         else:
             from onepiece_hpc.runtime import rank_main
+            from onepiece_hpc.runtime.options import RunOptions
 
-            code = 0
+            options = RunOptions(job=self.job_file, output=self.output or None, expect_ranks=env.num_tasks,
+                                 progress="lines", drain_signal=self.drain_signal, drain_seconds=self.drain_seconds,
+                                 heartbeat_timeout=self.heartbeat_timeout)
+            code = ExitCode.DONE
             try:
-                rank_main.main([self.job_file, "--expect-ranks", str(env.num_tasks), "--progress", "lines",
-                                "--drain-signal", self.drain_signal, "--drain-seconds", str(self.drain_seconds),
-                                "--heartbeat-timeout", str(self.heartbeat_timeout), *out])
+                rank_main.main(options.to_argv())
             except SystemExit as stop:
-                code = stop.code or 0
-        if code == EXIT_DRAINED and env.global_rank == 0:
+                code = stop.code or ExitCode.DONE
+        if code == ExitCode.DRAINED and env.global_rank == 0:
             if self.requeue == "none":
                 return "preempted"
             # hand over to submitit's preemption handler: checkpoint() and requeue
             sys.stderr.flush()
             signal.signal(handover, submitits)
             os.kill(os.getpid(), handover)
-        if code == EXIT_NO_PROGRESS:
+        if code == ExitCode.NO_PROGRESS:
             raise RuntimeError(f"{self.job_file}: drained before this run committed anything; not requeued, so "
                                "that a job whose time limit can't hold one unit does not requeue forever; fix: "
                                "raise slurm.time or lower slurm.drain_seconds")

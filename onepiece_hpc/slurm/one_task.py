@@ -17,11 +17,12 @@ import signal
 import sys
 from pathlib import Path
 
-from onepiece_hpc.runtime.drain import DRAIN_SIGNALS, EXIT_DRAINED, EXIT_NO_PROGRESS
+from onepiece_hpc.exit_codes import ExitCode, after_signal
+from onepiece_hpc.runtime.drain import DRAIN_SIGNALS
 from onepiece_hpc.runtime.interrupts import Terminated
 from onepiece_hpc.slurm.outcome import output_of, runs_of
 
-STOPPED = (128 + signal.SIGINT, 128 + signal.SIGTERM)  # `onepiece run`'s exit codes after a stop
+STOPPED = (after_signal(signal.SIGINT), after_signal(signal.SIGTERM))  # `onepiece run`'s exit codes after a stop
 
 
 class Drained(Terminated):
@@ -39,11 +40,11 @@ def drained_exit(output: Path | None, pid: int, cause: str) -> int:
     if committed:
         print(f"stopped on {cause}: {committed} items committed by this run are kept; the unit in progress "
               "was dropped", file=sys.stderr)
-        return EXIT_DRAINED
-    print(f"error: stopped on {cause} before this run committed anything; exit {EXIT_NO_PROGRESS}: not to be "
+        return ExitCode.DRAINED
+    print(f"error: stopped on {cause} before this run committed anything; exit {ExitCode.NO_PROGRESS}: not to be "
           "requeued, so that a job whose time limit can't hold one unit does not requeue forever; fix: raise "
           "slurm.time or lower slurm.drain_seconds, then submit it again", file=sys.stderr)
-    return EXIT_NO_PROGRESS
+    return ExitCode.NO_PROGRESS
 
 
 def run(job_file: str, output: str | None, drain_signal: str) -> int:
@@ -62,16 +63,16 @@ def run(job_file: str, output: str | None, drain_signal: str) -> int:
         from onepiece_hpc.cli.main import cli
 
         cli.main(["run", job_file, "--monolithic", *(["--output", output] if output else [])], prog_name="onepiece")
-        code = 0
+        code = ExitCode.DONE
     except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
+        code = stop.code if isinstance(stop.code, int) else ExitCode.FAILED
     except KeyboardInterrupt:  # the drain came before `onepiece run` could catch it (while importing it)
-        code = 128 + signal.SIGTERM
+        code = after_signal(signal.SIGTERM)
     finally:
         for signum in chosen:
             signal.signal(signum, signal.SIG_IGN)
     # a stop that reached `onepiece run` ends it with 130 or 143; one during its start-up, with 1
-    stopped = code == 128 + signal.SIGTERM or (stops and code in (1, *STOPPED))
+    stopped = code == after_signal(signal.SIGTERM) or (stops and code in (ExitCode.FAILED, *STOPPED))
     if stopped:
         code = drained_exit(output_of(Path(job_file), output), os.getpid(), stops[0] if stops else "SIGTERM")
     return code

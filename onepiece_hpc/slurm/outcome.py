@@ -1,15 +1,16 @@
 """How this Slurm job's run of an output ended, read from the output's journal and rank 0's report.
 
-    python -m onepiece_hpc.slurm.outcome [--report FILE] JOB.yaml [--output OUT.h5]  # exit 3, 5, 2, 1 or 9
+    python -m onepiece_hpc.slurm.outcome [--report FILE] JOB.yaml [--output OUT.h5]
 
 The batch script asks when the step's exit code can't say. Rank 0 ends a step with MPI_Abort
 after a drain past its deadline (the other ranks may wait on a unit that never comes), after a
 refusal only it found (the output is another job's, or in use) and after a failure; srun then
 reports the tasks killed (137) instead of rank 0's code. The journal can say: this job's run (same
-job id and restart count) ended "preempted" with items committed (exit 3: go on), or without any
-(exit 5: don't requeue). Else rank 0's report (`rank_main --report`) can say: refused (exit 2) or
-failed (exit 1). With neither, exit 9: nothing is known, and the step's own code stands. It
-prints the hosts rank 0 found lost (comma-separated), if any.
+job id and restart count) ended "preempted" with items committed (exit DRAINED, 3: go on), or
+without any (NO_PROGRESS, 5: don't requeue). Else rank 0's report (`rank_main --report`) can say:
+refused (REFUSED, 2) or failed (FAILED, 1). With neither, UNKNOWN (9): nothing is known, and the
+step's own code stands (the codes: onepiece_hpc/exit_codes.py). It prints the hosts rank 0 found
+lost (comma-separated), if any.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import re
 import sys
 from pathlib import Path
 
-from onepiece_hpc.runtime.drain import EXIT_DRAINED, EXIT_NO_PROGRESS, PREEMPTED
+from onepiece_hpc.exit_codes import ExitCode
+from onepiece_hpc.runtime.drain import PREEMPTED
 
-NOT_A_DRAIN = 1
-REFUSED, FAILED, UNKNOWN = 2, 1, 9
+NOT_A_DRAIN = ExitCode.FAILED  # what drained_exit says of a run that did not drain
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
@@ -55,11 +56,11 @@ def runs_of(output: Path | None) -> list[dict]:
 
 
 def drained_exit(runs: list[dict], slurm_job: str, restart: int) -> int:
-    """3 or 5 if the last run of this job (and restart) ended drained, else 1."""
+    """DRAINED or NO_PROGRESS if the last run of this job (and restart) ended drained, else NOT_A_DRAIN."""
     mine = [r for r in runs if r.get("slurm_job") == slurm_job and int(r.get("slurm_restart", 0) or 0) == restart]
     if not slurm_job or not mine or mine[-1].get("status") != PREEMPTED:
         return NOT_A_DRAIN
-    return EXIT_DRAINED if int(mine[-1].get("items_committed", 0) or 0) > 0 else EXIT_NO_PROGRESS
+    return ExitCode.DRAINED if int(mine[-1].get("items_committed", 0) or 0) > 0 else ExitCode.NO_PROGRESS
 
 
 def read_report(report: Path | None) -> dict:
@@ -75,8 +76,9 @@ def read_report(report: Path | None) -> dict:
 
 
 def reported_exit(report: Path | None) -> int:
-    """2 if rank 0's report says it refused the job, 1 if it says the run failed, else UNKNOWN."""
-    return {"refused": REFUSED, "failed": FAILED}.get(read_report(report).get("status"), UNKNOWN)
+    """REFUSED if rank 0's report says it refused the job, FAILED if it says the run failed, else UNKNOWN."""
+    return {"refused": ExitCode.REFUSED, "failed": ExitCode.FAILED}.get(read_report(report).get("status"),
+                                                                        ExitCode.UNKNOWN)
 
 
 def reported_lost_hosts(report: Path | None) -> list[str]:

@@ -9,23 +9,28 @@ quotes or line breaks. So no string from a job file or flag can run as shell cod
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from onepiece_hpc.exit_codes import ExitCode
 from onepiece_hpc.jobfile.job import NAME_PATTERN, SlurmFields
+from onepiece_hpc.runtime.drain import DRAIN_SIGNALS
 
 #: what a value on an #SBATCH line may hold (defence in depth: validation already checked it)
 _HEADER_VALUE = re.compile(r"[A-Za-z0-9._:@&|*\[\]()!,=-]+")
+#: where render_body fills in a value defined elsewhere (bash itself never writes @NAME@)
+_PLACEHOLDER = re.compile(r"@([A-Z][A-Z_]*)@")
 
-BODY = r"""trap 'early=${early:-USR1}' USR1; trap 'early=${early:-USR2}' USR2; trap 'early=${early:-TERM}' TERM
+BODY = r"""@EARLY_TRAPS@
 # onepiece-hpc batch script. Submit it as it is or let `onepiece submit` / `onepiece sweep` do it:
 #
 #   sbatch [OPTIONS] onepiece.sbatch [SCRIPT OPTIONS] JOB.yaml [--output OUT.h5]
 #   sbatch --array=0-N%K [OPTIONS] onepiece.sbatch [SCRIPT OPTIONS] --shards DIR --offset M
 #
-# SCRIPT OPTIONS: --python PY, --mpi PLUGIN, --drain-signal USR1|USR2|TERM and --drain-seconds N
-# (as in the --signal line above), --requeue scontrol|chain|none, --successor-arg OPTION (an sbatch
+# SCRIPT OPTIONS: --python PY, --mpi PLUGIN, --drain-signal @DRAIN_SIGNALS@ and --drain-seconds N
+# (as in the --signal line above), --requeue @REQUEUE_MODES@, --successor-arg OPTION (an sbatch
 # option for a chained successor; repeatable), --heartbeat-timeout N (seconds rank 0 waits for a
 # rank's heartbeat).
 #
@@ -38,16 +43,18 @@ BODY = r"""trap 'early=${early:-USR1}' USR1; trap 'early=${early:-USR2}' USR2; t
 # kept, never fatal. Slurm sends the drain signal drain_seconds before the time limit; SIGTERM (a
 # preemption) means the same. The script passes it on to the run (again each second until the run
 # ends, so that a rank still starting can't miss it): rank 0 takes no new work, commits what is in
-# flight until a deadline inside the window, closes the output and exits 3 if this run committed
-# something, 5 if not. After a 3 the job goes on as --requeue says: scontrol requeues this job,
-# chain submits a successor (this script, these arguments) that starts once this job has ended,
-# none leaves it to you. After a 5 it is not requeued: a job whose time limit can't hold one unit
-# would requeue forever. A signal that comes before the run started ends the job at once (exit 5).
+# flight until a deadline inside the window, closes the output and exits DRAINED if this run
+# committed something, NO_PROGRESS if not. After DRAINED the job goes on as --requeue says: scontrol
+# requeues this job, chain submits a successor (this script, these arguments) that starts once this
+# job has ended, none leaves it to you. After NO_PROGRESS it is not requeued: a job whose time limit
+# can't hold one unit would requeue forever. A signal that comes before the run started ends the
+# job at once (NO_PROGRESS).
 #
-# Exit codes: 0 done; 2 refused (see the log), not requeued; 3 drained after progress, requeued or
-# chained; 4 done but some items failed (named in the log), not requeued; 5 drained before any
-# progress, not requeued; others: the run failed (see the log).
+# Exit codes (onepiece_hpc/exit_codes.py):
+@EXIT_CODE_LINES@
+# any other: the run failed (see the log).
 set -euo pipefail
+@EXIT_CODES@
 
 say() { echo "onepiece.sbatch: $*" >&2; }
 
@@ -60,19 +67,17 @@ on_signal() {
         say "got SIG$1: draining: the run takes no new work and commits what is in flight"
     fi
 }
-trap 'on_signal USR1' USR1
-trap 'on_signal USR2' USR2
-trap 'on_signal TERM' TERM
+@SIGNAL_TRAPS@
 [ -z "${early:-}" ] || on_signal "$early"
 
 python=python3
 mpi=auto
 shards=
 offset=0
-drain_signal=USR1
-drain_seconds=120
-requeue=scontrol
-heartbeat_timeout=60
+drain_signal=@DEFAULT_DRAIN_SIGNAL@
+drain_seconds=@DEFAULT_DRAIN_SECONDS@
+requeue=@DEFAULT_REQUEUE@
+heartbeat_timeout=@DEFAULT_HEARTBEAT_TIMEOUT@
 successor=()
 script_args=("$@")  # a chained successor gets them as they are
 while [ $# -gt 0 ]; do
@@ -90,52 +95,52 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$drain_signal" in
-    USR1|USR2|TERM) ;;
-    *) say "--drain-signal must be USR1, USR2 or TERM"; exit 2 ;;
+    @DRAIN_SIGNALS@) ;;
+    *) say "--drain-signal must be @DRAIN_SIGNALS_TEXT@"; exit "$EXIT_REFUSED" ;;
 esac
 case "$requeue" in
-    scontrol|chain|none) ;;
-    *) say "--requeue must be scontrol, chain or none"; exit 2 ;;
+    @REQUEUE_MODES@) ;;
+    *) say "--requeue must be @REQUEUE_MODES_TEXT@"; exit "$EXIT_REFUSED" ;;
 esac
 if ! [[ "$drain_seconds" =~ ^[0-9]+$ ]]; then
     say "--drain-seconds must be a whole number of seconds"
-    exit 2
+    exit "$EXIT_REFUSED"
 fi
 if ! [[ "$heartbeat_timeout" =~ ^[0-9]+$ ]]; then
     say "--heartbeat-timeout must be a whole number of seconds"
-    exit 2
+    exit "$EXIT_REFUSED"
 fi
 
 if [ -n "$shards" ]; then
     if ! [[ "$offset" =~ ^[0-9]+$ && "${SLURM_ARRAY_TASK_ID:-}" =~ ^[0-9]+$ ]]; then
         say "--shards needs a job array (sbatch --array=...) and a whole-number --offset"
-        exit 2
+        exit "$EXIT_REFUSED"
     fi
     printf -v job '%s/%05d.yaml' "$shards" "$((10#$offset + 10#$SLURM_ARRAY_TASK_ID))"
     set -- "$job"
 fi
 if [ $# -eq 0 ]; then
     say "no job file given; usage: sbatch onepiece.sbatch JOB.yaml [--output OUT.h5]"
-    exit 2
+    exit "$EXIT_REFUSED"
 fi
 if ! command -v "$python" >/dev/null; then
     say "'$python' not found; fix: activate the environment that has onepiece-hpc before sbatch, or pass --python PATH"
-    exit 2
+    exit "$EXIT_REFUSED"
 fi
 
 ntasks="${SLURM_NTASKS:-1}"
 if [ "$ntasks" != 1 ]; then
     if ! command -v srun >/dev/null; then
         say "srun not found on PATH; fix: submit this script with sbatch on a Slurm cluster"
-        exit 2
+        exit "$EXIT_REFUSED"
     fi
     if [ "$mpi" = auto ]; then
-        mpi="$("$python" -m onepiece_hpc.slurm.mpi)" || { say "fix: pass --mpi PLUGIN (see srun --mpi=list)"; exit 2; }
+        mpi="$("$python" -m onepiece_hpc.slurm.mpi)" || { say "fix: pass --mpi PLUGIN (see srun --mpi=list)"; exit "$EXIT_REFUSED"; }
     fi
 fi
 if [ -n "$requested" ]; then
-    say "got SIG$requested before the run started: not starting it; nothing was committed, so the job is not requeued (exit 5); submit it again to go on"
-    exit 5
+    say "got SIG$requested before the run started: not starting it; nothing was committed, so the job is not requeued (exit $EXIT_NO_PROGRESS); submit it again to go on"
+    exit "$EXIT_NO_PROGRESS"
 fi
 
 set -m  # job control: the run gets a process group of its own and keeps the signals it is sent
@@ -183,22 +188,22 @@ while [ -z "$rc" ]; do
     wait "$step" || status=$?
     [ "$seen" != "$signals" ] || rc=$status  # a wait cut short by a signal says nothing of the run
 done
-if [ "$ntasks" != 1 ] && ! [[ "$rc" =~ ^(0|2|3|4|5)$ ]]; then
+if [ "$ntasks" != 1 ] && ! [[ "$rc" =~ ^($EXIT_DONE|$EXIT_REFUSED|$EXIT_DRAINED|$EXIT_ITEMS_FAILED|$EXIT_NO_PROGRESS)$ ]]; then
     # rank 0 ended the step with MPI_Abort (after a drain past its deadline, a refusal or a failure
     # only it found), and srun reports the tasks killed: the output's journal says whether this
     # job's run drained, and with what; else rank 0's report whether it refused the job or failed
     known=0
     reported_lost="$("$python" -m onepiece_hpc.slurm.outcome "${report[@]}" "$@")" || known=$?
     case "$known" in
-        3|5)
+        "$EXIT_DRAINED"|"$EXIT_NO_PROGRESS")
             say "$step_name ended with exit code $rc; the output's journal says this run drained: going on as after exit $known"
             rc=$known ;;
-        2)
+        "$EXIT_REFUSED")
             say "$step_name ended with exit code $rc after rank 0 refused the job (see above)"
-            rc=2 ;;
-        1)
+            rc=$EXIT_REFUSED ;;
+        "$EXIT_FAILED")
             say "$step_name ended with exit code $rc after rank 0 stopped the failed run (see above)"
-            rc=1 ;;
+            rc=$EXIT_FAILED ;;
     esac
 fi
 
@@ -217,7 +222,7 @@ slurm_requeues() {  # Slurm is already requeueing this job (a node failure): its
     [ "${restarts:-0}" -gt "${SLURM_RESTART_COUNT:-0}" ]
 }
 exclude=
-if [ "$ntasks" != 1 ] && [ "$rc" != 0 ] && [ "$rc" != 2 ]; then
+if [ "$ntasks" != 1 ] && [ "$rc" != "$EXIT_DONE" ] && [ "$rc" != "$EXIT_REFUSED" ]; then
     lost="$(lost_nodes)"
     if [ -n "$lost" ]; then
         if slurm_requeues; then
@@ -228,7 +233,7 @@ if [ "$ntasks" != 1 ] && [ "$rc" != 0 ] && [ "$rc" != 2 ]; then
         # bring it back as after a drain, without the lost nodes
         say "$step_name ended with exit code $rc: node(s) $lost of this job are lost (rank 0's message above names the host and its ranks); every finished item is kept; going on as after a drain, without them"
         exclude=$lost
-        rc=3
+        rc=$EXIT_DRAINED
     fi
 fi
 
@@ -251,19 +256,19 @@ chain() {  # submit a successor: this script and its arguments, starting once th
 }
 
 case "$rc" in
-    0)
+    "$EXIT_DONE")
         [ -z "$requested" ] || say "the run finished every item before the drain had to stop it"
-        exit 0 ;;
-    2)
-        say "$step_name refused the job (exit 2, see above); not requeued"
-        exit 2 ;;
-    4)
-        say "the run went through, but some items failed (exit 4, named above); not requeued; fix their cause, then run the job with --retry-failed"
-        exit 4 ;;
-    3)
+        exit "$EXIT_DONE" ;;
+    "$EXIT_REFUSED")
+        say "$step_name refused the job (exit $EXIT_REFUSED, see above); not requeued"
+        exit "$EXIT_REFUSED" ;;
+    "$EXIT_ITEMS_FAILED")
+        say "the run went through, but some items failed (exit $EXIT_ITEMS_FAILED, named above); not requeued; fix their cause, then run the job with --retry-failed"
+        exit "$EXIT_ITEMS_FAILED" ;;
+    "$EXIT_DRAINED")
         if cancelled; then
             say "stopped early; every finished item is committed; job $SLURM_JOB_ID was cancelled, so it is not requeued; submit the same job again to resume"
-            exit 3
+            exit "$EXIT_DRAINED"
         fi
         case "$requeue" in
             scontrol)
@@ -273,17 +278,17 @@ case "$rc" in
                         scontrol update JobId="$SLURM_JOB_ID" ExcNodeList="$exclude" \
                             || say "could not keep node(s) $exclude out of the requeued job (see above)"
                         scontrol release "$SLURM_JOB_ID" || say "scontrol release $SLURM_JOB_ID failed (see above); fix: release it by hand"
-                        exit 3
+                        exit "$EXIT_DRAINED"
                     fi
                 fi
                 scontrol requeue "$SLURM_JOB_ID" || say "scontrol requeue $SLURM_JOB_ID failed (see above); fix: set slurm.requeue: chain where requeueing is not allowed, or submit the same job again to resume" ;;
             chain) chain ;;
             none) say "stopped early; every finished item is committed; not requeued (slurm.requeue: none); submit the same job again to resume" ;;
         esac
-        exit 3 ;;
-    5)
-        say "drained before this run committed anything (exit 5, see above); not requeued, so that a job whose time limit can't hold one unit does not requeue forever; fix: raise slurm.time or lower slurm.drain_seconds, then submit it again"
-        exit 5 ;;
+        exit "$EXIT_DRAINED" ;;
+    "$EXIT_NO_PROGRESS")
+        say "drained before this run committed anything (exit $EXIT_NO_PROGRESS, see above); not requeued, so that a job whose time limit can't hold one unit does not requeue forever; fix: raise slurm.time or lower slurm.drain_seconds, then submit it again"
+        exit "$EXIT_NO_PROGRESS" ;;
 esac
 if [ -n "$requested" ]; then
     say "$step_name ended with exit code $rc after SIG$requested (see above); not requeued; finished items are kept; submit the same job again to resume"
@@ -292,6 +297,40 @@ else
 fi
 exit "$rc"
 """
+
+
+#: the exit codes the script itself acts on and ends with (UNKNOWN is slurm.outcome's answer only)
+SCRIPT_EXIT_CODES = tuple(code for code in ExitCode if code is not ExitCode.UNKNOWN)
+
+
+def _choices(field: str) -> tuple[str, ...]:
+    return typing.get_args(SlurmFields.model_fields[field].annotation)
+
+
+def _either(words: tuple[str, ...]) -> str:
+    return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
+
+
+def render_body() -> str:
+    """The script's body: BODY with the exit codes, the drain signals, the requeue modes and the
+    slurm section's defaults filled in from where they are defined."""
+    signals = tuple(dict.fromkeys((*DRAIN_SIGNALS, "TERM")))  # SIGTERM (a preemption) drains too
+    modes, defaults = _choices("requeue"), SlurmFields()
+    width = max(len(code.name) for code in SCRIPT_EXIT_CODES)
+    values = {
+        "EARLY_TRAPS": "; ".join(f"trap 'early=${{early:-{name}}}' {name}" for name in signals),
+        "SIGNAL_TRAPS": "\n".join(f"trap 'on_signal {name}' {name}" for name in signals),
+        "DRAIN_SIGNALS": "|".join(DRAIN_SIGNALS), "DRAIN_SIGNALS_TEXT": _either(DRAIN_SIGNALS),
+        "REQUEUE_MODES": "|".join(modes), "REQUEUE_MODES_TEXT": _either(modes),
+        "DEFAULT_DRAIN_SIGNAL": defaults.drain_signal, "DEFAULT_DRAIN_SECONDS": str(defaults.drain_seconds),
+        "DEFAULT_REQUEUE": defaults.requeue, "DEFAULT_HEARTBEAT_TIMEOUT": str(defaults.heartbeat_timeout),
+        "EXIT_CODES": "readonly " + " ".join(f"EXIT_{code.name}={int(code)}" for code in SCRIPT_EXIT_CODES),
+        "EXIT_CODE_LINES": "\n".join(f"#   {int(code)} {code.name:<{width}}  {code.meaning}" for code in SCRIPT_EXIT_CODES),
+    }
+    unused = set(values) - set(_PLACEHOLDER.findall(BODY))
+    if unused:
+        raise ValueError(f"BODY lacks the placeholders {sorted(unused)}")
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], BODY)
 
 
 def _line(option: str, value: object | None = None) -> str:
@@ -317,7 +356,7 @@ def render_script(options: SlurmFields, job_name: str | None) -> str:
     lines += [_line(name, value) for name, value in optional if value is not None]
     lines += [_line("signal", f"B:{options.drain_signal}@{options.drain_seconds}"), _line("requeue"),
               _line("open-mode", "append")]
-    return "\n".join(lines) + "\n" + BODY
+    return "\n".join(lines) + "\n" + render_body()
 
 
 @dataclass(frozen=True)

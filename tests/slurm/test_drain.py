@@ -7,8 +7,9 @@ import signal
 
 import pytest
 
+from onepiece_hpc.exit_codes import ExitCode
 from onepiece_hpc.runtime.drain import (
-    EXIT_DRAINED, EXIT_NO_PROGRESS, Drain, drained_exit_code, explain, listen, run_outcome, shield, window_s,
+    Drain, drained_exit_code, explain, listen, run_outcome, shield, window_s,
 )
 from onepiece_hpc.runtime.interrupts import Terminated
 
@@ -50,8 +51,8 @@ def test_the_window_keeps_a_margin_for_closing_and_requeueing(seconds, window):
 
 
 def test_exit_codes_tell_progress_from_none():
-    assert drained_exit_code(run_outcome("preempted", 4)) == EXIT_DRAINED == 3
-    assert drained_exit_code(run_outcome("preempted", 0)) == EXIT_NO_PROGRESS == 5
+    assert drained_exit_code(run_outcome("preempted", 4)) == ExitCode.DRAINED == 3
+    assert drained_exit_code(run_outcome("preempted", 0)) == ExitCode.NO_PROGRESS == 5
     assert drained_exit_code(run_outcome("completed", 0)) is None
 
 

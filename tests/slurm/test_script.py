@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import stat
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import pytest
 
-from onepiece_hpc.slurm.script import render_script, sbatch_argv, script_arguments
+from onepiece_hpc.exit_codes import ExitCode
+from onepiece_hpc.runtime.drain import DRAIN_SIGNALS
+from onepiece_hpc.runtime.options import RunOptions
+from onepiece_hpc.slurm.script import SCRIPT_EXIT_CODES, render_script, sbatch_argv, script_arguments
 from onepiece_hpc.slurm.submit import successor_options
 from onepiece_hpc.jobfile.job import SlurmFields
 from slurm_helpers import REPO
@@ -103,10 +108,29 @@ def test_the_script_passes_hostile_arguments_on_as_data(tmp_path):
     assert four.returncode == 0, four.stderr
     argv = json.loads(record.read_text())
     assert argv[argv.index("--report") + 1].startswith("/tmp/onepiece-report.")  # a fresh one, never a set name
+    report = argv[argv.index("--report") + 1]
     del argv[argv.index("--report"):argv.index("--report") + 2]
     assert argv == ["-m", "onepiece_hpc.runtime.rank_main", "--expect-ranks", "4", "--progress", "lines",
                     "--drain-signal", "USR2", "--drain-seconds", "60", "--heartbeat-timeout", "60", job, "--output", out]
+    # what the script passes is what a rank parses: its own flags and the hostile paths, as they were
+    assert RunOptions.from_argv([*argv[2:], "--report", report]) == RunOptions(
+        job=Path(job), output=Path(out), expect_ranks=4, progress="lines", drain_signal="USR2", drain_seconds=60.0,
+        heartbeat_timeout=60.0, report=Path(report))
     assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_the_scripts_exit_codes_choices_and_defaults_are_rendered_from_where_they_are_defined():
+    script = render_script(SlurmFields(), None)
+    (readonly,) = [line for line in script.splitlines() if line.startswith("readonly EXIT_")]
+    assert readonly.split()[1:] == [f"EXIT_{code.name}={int(code)}" for code in SCRIPT_EXIT_CODES]
+    assert set(SCRIPT_EXIT_CODES) == set(ExitCode) - {ExitCode.UNKNOWN}
+    assert not re.search(r"@[A-Z][A-Z_]*@", script)  # every placeholder filled in
+    # the job file's choices are the runtime's (jobfile/job.py writes them again as Literal types)
+    assert typing.get_args(SlurmFields.model_fields["drain_signal"].annotation) == DRAIN_SIGNALS
+    assert f"    {'|'.join(DRAIN_SIGNALS)}) ;;" in script and "    scontrol|chain|none) ;;" in script
+    defaults = SlurmFields()
+    assert f"\ndrain_seconds={defaults.drain_seconds}\n" in script
+    assert f"\nheartbeat_timeout={defaults.heartbeat_timeout}\n" in script
 
 
 def test_the_script_names_a_missing_or_failing_srun(tmp_path):
@@ -341,7 +365,7 @@ def test_a_step_rank_0_aborted_ends_with_the_code_its_report_gives(tmp_path, rep
 
 
 def test_rank_0s_report_says_refused_or_failed_and_the_journal_comes_first(tmp_path):
-    from onepiece_hpc.slurm.outcome import UNKNOWN, step_exit
+    from onepiece_hpc.slurm.outcome import step_exit
 
     def report(text):
         path = tmp_path / f"r{len(text)}"
@@ -354,7 +378,7 @@ def test_rank_0s_report_says_refused_or_failed_and_the_journal_comes_first(tmp_p
     assert step_exit([], "7", 0, report('{"status": "failed"}')) == 1
     assert step_exit(drained, "7", 0, refused) == 3  # the output's own word first
     for unknown in (None, tmp_path / "missing", report(""), report("[1, 2]"), report('{"status": "interrupted"}')):
-        assert step_exit([], "7", 0, unknown) == UNKNOWN
+        assert step_exit([], "7", 0, unknown) == ExitCode.UNKNOWN
 
 
 def test_the_journal_tells_a_drain_with_progress_from_one_without():

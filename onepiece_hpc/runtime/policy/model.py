@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+#: the policies a job file's `policy.name` or `onepiece run --policy` may name (registry.make_policy)
+POLICIES = ("static", "adaptive")
+
 
 @dataclass(frozen=True)
 class StageQueue:

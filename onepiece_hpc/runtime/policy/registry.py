@@ -5,10 +5,8 @@ from __future__ import annotations
 from functools import partial
 
 from onepiece_hpc.runtime.policy.adaptive import AdaptiveSettings, adaptive, oracle, static
-from onepiece_hpc.runtime.policy.model import Policy
+from onepiece_hpc.runtime.policy.model import POLICIES, Policy
 from onepiece_hpc.jobfile.job import PolicySettings
-
-POLICIES = ("static", "adaptive")
 
 
 def make_policy(settings: PolicySettings) -> Policy:
