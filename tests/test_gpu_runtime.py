@@ -15,12 +15,21 @@ import pytest
 import torch
 import yaml
 
-from onepiece_hpc.bench.gpu_layout import StageCost, choose_layout, evaluate, ranks_per_gpu
+from onepiece_hpc.bench.gpu_layout import (
+    StageCost,
+    candidate_layouts,
+    choose_layout,
+    evaluate,
+    parse_offload,
+    parse_stage_ranks,
+    ranks_per_gpu,
+)
 from onepiece_hpc.bench.pipeline_gpu import GpuBench, _job_copy, best_batches, gpu_busy
 from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.gpus import gpu_index
 from onepiece_hpc.runtime.tensors import from_wire, to_wire
+from onepiece_hpc.topology import CLASSIC, StageDef, Topology
 from onepiece_hpc.transport import DType, Integrity, RingLayout, TensorOut
 from onepiece_hpc.transport.consumer import Consumer
 from onepiece_hpc.transport.errors import PeerInfo
@@ -31,6 +40,8 @@ from support import REPO as ROOT
 from support import run_cli
 
 ME = PeerInfo(rank=0, host=socket.gethostname(), pid=os.getpid())
+#: the stages of tests/plugins/posterize_stage.py's model: a fourth after the decode
+POSTERIZED = Topology((*CLASSIC.stages, StageDef("posterize")))
 
 
 class PayloadRegion(ArrayRegion):
@@ -117,20 +128,25 @@ def test_each_configuration_gets_its_best_batch():
 
 
 def test_bench_job_copy_is_absolute_on_cuda_with_the_configuration(tmp_path):
-    bench = GpuBench(job=ROOT / "jobs" / "gpu" / "sdxl-1024.yaml", gpus=4, stage_ranks=(1, 4, 2), gpu_memory_gib=None,
-                     offload=(), batches=(1, 2), policies=("static",), as_root=False)
+    bench = GpuBench(job=ROOT / "jobs" / "gpu" / "sdxl-1024.yaml", stages=CLASSIC.names, gpus=4, stage_ranks=(1, 4, 2),
+                     gpu_memory_gib=None, offload=(), batches=(1, 2), policies=("static",), as_root=False)
     fields = yaml.safe_load(_job_copy(bench, tmp_path, 4, "x").read_text())
     assert fields["microbatch"] == 4 and fields["device"] == "cuda"
     assert fields["stages"] == {"encode": 1, "denoise": 4, "decode": 2}
     assert os.path.isabs(fields["prompts"]) and os.path.exists(fields["prompts"])
+    four = replace(bench, stages=POSTERIZED.names, stage_ranks=(1, 3, 1, 2))  # a model with a fourth stage
+    fields = yaml.safe_load(_job_copy(four, tmp_path, 1, "y").read_text())
+    assert fields["stages"] == {"encode": 1, "denoise": 3, "decode": 1, "posterize": 2}
+    with pytest.raises(ValueError, match="one number a stage"):
+        replace(bench, stage_ranks=(1, 3, 1, 2))
 
 
 def test_bench_items_takes_the_first_prompts_and_keeps_images_found(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "job.yaml").write_text("name: j\nmodel: builtin:tiny-wan-i2v\nprompts: p.jsonl\n")
     (tmp_path / "in" / "p.jsonl").write_text('{"prompt": "a", "image": "cat.png"}\n\n{"prompt": "b"}\n{"prompt": "c"}\n')
-    bench = GpuBench(job=tmp_path / "in" / "job.yaml", gpus=1, stage_ranks=None, gpu_memory_gib=None, offload=(),
-                     batches=(1,), policies=("static",), as_root=False, items=2)
+    bench = GpuBench(job=tmp_path / "in" / "job.yaml", stages=CLASSIC.names, gpus=1, stage_ranks=None,
+                     gpu_memory_gib=None, offload=(), batches=(1,), policies=("static",), as_root=False, items=2)
     fields = yaml.safe_load(_job_copy(bench, tmp_path, 1, "x").read_text())
     lines = [json.loads(line) for line in open(fields["prompts"]).read().splitlines()]
     assert lines == [{"prompt": "a", "image": str(tmp_path / "in" / "cat.png")}, {"prompt": "b"}]
@@ -167,6 +183,30 @@ def test_the_layout_balances_shared_gpus_and_prefers_fewer_ranks_on_a_near_tie()
     assert choose_layout(wan13, gpus=1, gpu_memory_mb=134 * GIB).stage_ranks == (1, 1, 1)
 
 
+def test_layouts_are_enumerated_for_as_many_stages_as_the_model_has():
+    four = list(candidate_layouts(4, 6))
+    assert four[0] == (1, 1, 1, 1) and all(len(layout) == 4 and min(layout) >= 1 and sum(layout) <= 6
+                                           for layout in four)
+    assert len(four) == len(set(four)) == 15  # compositions of 4 to 6 into 4 parts: 1 + 4 + 10
+    # Wan2.2's two denoisers (high and low noise) each get the GPUs their share of the work asks for
+    wan22 = (StageCost(0.05, 13 * GIB), StageCost(2.4, 30 * GIB), StageCost(2.4, 30 * GIB), StageCost(2.4, 6 * GIB))
+    layout = choose_layout(wan22, gpus=4, gpu_memory_mb=64 * GIB)
+    assert len(layout.stage_ranks) == 4 and layout.stage_ranks[1] == layout.stage_ranks[2]
+
+
+@pytest.mark.parametrize("stages", [CLASSIC.names, POSTERIZED.names, ("encode", "denoise_high", "denoise_low", "decode")])
+def test_stage_ranks_and_offload_are_read_against_the_models_stages(stages):
+    ones = ",".join("1" for _ in stages)
+    assert parse_stage_ranks("auto", stages) is None
+    assert parse_stage_ranks(ones.replace("1", "3", 1), stages) == (3, *[1] * (len(stages) - 1))
+    for bad in ("1,2", ones + ",1", ones.replace("1", "0", 1), ones.replace("1", "x", 1)):
+        with pytest.raises(UserError, match=f"write auto, or {len(stages)} whole numbers .*{','.join(stages)}"):
+            parse_stage_ranks(bad, stages)
+    assert parse_offload((stages[-1], stages[0], stages[0]), stages) == (stages[0], stages[-1])
+    with pytest.raises(UserError, match=f"--offload 'vae': the job's model has no such stage; choose from {stages[0]}"):
+        parse_offload(("vae",), stages)
+
+
 def test_no_fitting_layout_is_a_clear_error():
     with pytest.raises(UserError, match="fits 20.0 GiB a GPU.*fix: more GPUs"):
         choose_layout(WAN14B, gpus=4, gpu_memory_mb=20 * GIB)
@@ -182,8 +222,11 @@ def test_gpu_benchmarks_refuse_clearly_without_a_gpu(command):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["jobs/gpu/sdxl-1024.yaml", "--stage-ranks", "1,2"], "--stage-ranks '1,2': write auto, or three whole numbers"),
-    (["jobs/gpu/sdxl-1024.yaml", "--policies", "fast"], "--policies 'fast': write adaptive, static or both"),
+    (["jobs/gpu/sdxl-1024.yaml", "--stage-ranks", "1,2"],
+     "--stage-ranks '1,2': write auto, or 3 whole numbers above 0, one for each stage of the model "
+     "(encode,denoise,decode)"),
+    (["jobs/gpu/sdxl-1024.yaml", "--offload", "vae"], "--offload 'vae': the job's model has no such stage"),
+    (["jobs/gpu/sdxl-1024.yaml", "--policies", "fast"], "--policies 'fast': write static, adaptive or both"),
     (["jobs/gpu/missing.yaml"], "missing.yaml: job file not found"),
 ])
 def test_the_gpu_bench_names_a_user_mistake_before_it_looks_for_a_gpu(args, words):

@@ -1,18 +1,21 @@
 """How many ranks each stage gets on a node of GPUs, from measured stage costs and memory.
 
-Stage ranks take the node's GPUs in turn (`gpus.gpu_index`), in stage order, so a layout
-(encode, denoise, decode) fixes which ranks share a GPU. A GPU shared by several ranks runs their
-work one after another, so its load per output is the sum, over its ranks, of the rank's share of
-its stage's work: `seconds per item of the stage / ranks of the stage`. The busiest GPU sets the
-rate; the layout with the lowest busiest-GPU load wins, among those where every rank's stage fits
-in its share of the GPU's memory (ranks sharing a GPU split its memory evenly, as `take_gpu` caps
-them). The model leaves out context switches between the ranks of a GPU and the transfers, so
-a layout with fewer ranks within `TIE` of the best is preferred: fewer processes, less memory,
-fewer transfers.
+A layout gives the ranks of each stage of the model's topology, in its order (encode, denoise,
+decode; or as many stages as the model has). Stage ranks take the node's GPUs in turn
+(`gpus.gpu_index`), in stage order, so a layout fixes which ranks share a GPU. A GPU shared by
+several ranks runs their work one after another, so its load per output is the sum, over its
+ranks, of the rank's share of its stage's work: `seconds per item of the stage / ranks of the
+stage`. The busiest GPU sets the rate; the layout with the lowest busiest-GPU load wins, among
+those where every rank's stage fits in its share of the GPU's memory (ranks sharing a GPU split
+its memory evenly, as `take_gpu` caps them). The model leaves out context switches between the
+ranks of a GPU and the transfers, so a layout with fewer ranks within `TIE` of the best is
+preferred: fewer processes, less memory, fewer transfers. The bench's `--stage-ranks` and
+`--offload` are read against the model's stages here too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from onepiece_hpc.errors import UserError
@@ -70,23 +73,25 @@ def evaluate(layout: tuple[int, ...], costs: tuple[StageCost, ...], gpus: int, g
     return busiest
 
 
+def candidate_layouts(stages: int, max_ranks: int) -> Iterator[tuple[int, ...]]:
+    """Every layout of `stages` stages, one rank at least each, `max_ranks` in all at most."""
+    def extend(prefix: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+        if len(prefix) == stages:
+            yield prefix
+            return
+        left = stages - len(prefix) - 1  # one rank at least for each later stage
+        for count in range(1, max_ranks - sum(prefix) - left + 1):
+            yield from extend((*prefix, count))
+
+    return extend(())
+
+
 def choose_layout(costs: tuple[StageCost, ...], gpus: int, gpu_memory_mb: float, max_ranks: int | None = None) -> GpuLayout:
     """The fitting layout of at most `max_ranks` stage ranks (default 3 a GPU) with the lowest
     bottleneck load, fewer ranks on a near tie."""
     limit = max_ranks or 3 * gpus
-    found: list[tuple[float, int, tuple[int, ...]]] = []
-
-    def visit(prefix: tuple[int, ...]) -> None:
-        if len(prefix) == len(costs):
-            load = evaluate(prefix, costs, gpus, gpu_memory_mb)
-            if load is not None:
-                found.append((load, sum(prefix), prefix))
-            return
-        left = len(costs) - len(prefix) - 1  # one rank at least for each later stage
-        for count in range(1, limit - sum(prefix) - left + 1):
-            visit((*prefix, count))
-
-    visit(())
+    found = [(load, sum(layout), layout) for layout in candidate_layouts(len(costs), limit)
+             if (load := evaluate(layout, costs, gpus, gpu_memory_mb)) is not None]
     if not found:
         needs = ", ".join(f"{c.peak_memory_mb / 1024:.1f}" for c in costs)
         raise UserError(f"no layout of up to {limit} stage ranks on {gpus} GPUs fits {gpu_memory_mb / 1024:.1f} GiB a "
@@ -95,3 +100,26 @@ def choose_layout(costs: tuple[StageCost, ...], gpus: int, gpu_memory_mb: float,
     best = min(load for load, _, _ in found)
     load, _, layout = min((f for f in found if f[0] <= best * (1 + TIE)), key=lambda f: (f[1], f[0]))
     return GpuLayout(layout, load, gpus, sum(c.seconds_per_item for c in costs))
+
+
+# -- the bench's flags, read against the model's stages ---------------------------------------------------
+def parse_stage_ranks(text: str, stages: Sequence[str]) -> tuple[int, ...] | None:
+    """`--stage-ranks`: "auto" (None: chosen from the profile), or one whole number a stage, in the
+    order of the model's `stages`."""
+    if text.strip() == "auto":
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != len(stages) or not all(part.isdigit() and int(part) > 0 for part in parts):
+        example = ",".join("2" if i == len(stages) // 2 else "1" for i in range(len(stages)))
+        raise UserError(f"--stage-ranks {text!r}: write auto, or {len(stages)} whole numbers above 0, one for each "
+                        f"stage of the model ({','.join(stages)}), e.g. {example}")
+    return tuple(int(part) for part in parts)
+
+
+def parse_offload(names: Sequence[str], stages: Sequence[str]) -> tuple[str, ...]:
+    """`--offload`: stages of the model, each once, in the model's order."""
+    unknown = [name for name in names if name not in stages]
+    if unknown:
+        raise UserError(f"--offload {unknown[0]!r}: the job's model has no such stage; choose from "
+                        f"{', '.join(stages)}")
+    return tuple(stage for stage in stages if stage in names)

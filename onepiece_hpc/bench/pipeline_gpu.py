@@ -45,9 +45,12 @@ from onepiece_hpc.store.telemetry import latest_run
 
 @dataclass(frozen=True)
 class GpuBench:
+    """One bench: the job, its model's stages (its topology's names, in order) and the configuration."""
+
     job: Path
+    stages: tuple[str, ...]                   # the model's stages, in pipeline order
     gpus: int
-    stage_ranks: tuple[int, int, int] | None  # encode, denoise, decode ranks; None: chosen from the profile
+    stage_ranks: tuple[int, ...] | None       # ranks for each of `stages`; None: chosen from the profile
     gpu_memory_gib: float | None
     offload: tuple[str, ...]                  # stages the data-parallel baseline keeps on the host
     batches: tuple[int, ...]
@@ -56,13 +59,19 @@ class GpuBench:
     items: int | None = None                  # the job's first N prompts; None: all of them
     repeats: int = 2                          # timed runs per stage and batch in the profile
 
+    def __post_init__(self) -> None:
+        if self.stage_ranks is not None and len(self.stage_ranks) != len(self.stages):
+            raise ValueError(f"stage ranks {self.stage_ranks} for the stages {self.stages}: one number a stage")
+        if not set(self.offload) <= set(self.stages):
+            raise ValueError(f"offload {self.offload}: not all of them are stages of {self.stages}")
+
     @property
     def env(self) -> dict[str, str]:
         """The runs' processes see only the bench's GPUs (each picks its own among them)."""
         return with_visible_gpus(self.gpus)
 
     @property
-    def layout(self) -> tuple[int, int, int]:
+    def layout(self) -> tuple[int, ...]:
         if self.stage_ranks is None:
             raise RuntimeError("the layout is chosen after the stage profile (see plan_stage_ranks)")
         return self.stage_ranks
@@ -80,8 +89,7 @@ def _job_copy(bench: GpuBench, folder: Path, microbatch: int, label: str) -> Pat
     fields.pop("output", None)
     fields.update(device="cuda", microbatch=microbatch)
     if bench.stage_ranks is not None:
-        encode, denoise, decode = bench.stage_ranks
-        fields["stages"] = {"encode": encode, "denoise": denoise, "decode": decode}
+        fields["stages"] = dict(zip(bench.stages, bench.stage_ranks))
     path = folder / f"{label}.yaml"
     path.write_text(yaml.safe_dump(fields, sort_keys=False), encoding="utf-8")
     return path
@@ -136,17 +144,18 @@ def best_batches(profile: dict) -> tuple[int, int]:
     return int(whole), int(bottleneck["best_batch"])
 
 
-def stage_costs(profile: dict, batch: int) -> tuple[StageCost, ...]:
-    """Each stage's seconds per item at `batch` (its best where it could not run that batch) and peak memory."""
+def stage_costs(profile: dict, batch: int, stages: tuple[str, ...]) -> tuple[StageCost, ...]:
+    """Each of `stages`' seconds per item at `batch` (its best where it could not run that batch) and
+    peak memory, in the pipeline's order."""
     def cost(stage: dict) -> StageCost:
         return StageCost(stage["s_per_item"].get(str(batch), stage["best_s_per_item"]), stage["peak_memory_mb"])
-    return tuple(cost(stage) for stage in profile["stages"].values())  # in the pipeline's order
+    return tuple(cost(profile["stages"][name]) for name in stages)
 
 
 def plan_stage_ranks(bench: GpuBench, profile: dict, batch: int, gpu_memory_mb: float) -> tuple[GpuBench, dict]:
     """The bench with its stage ranks (given, or the best fitting layout for the profile) and the
     layout model's prediction, to set beside the measurement."""
-    costs = stage_costs(profile, batch)
+    costs = stage_costs(profile, batch, bench.stages)
     how = "given"
     if bench.stage_ranks is None:
         chosen = choose_layout(costs, bench.gpus, gpu_memory_mb)

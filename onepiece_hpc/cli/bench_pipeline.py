@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from onepiece_hpc import environment
+from onepiece_hpc.runtime.options import click_option
+from onepiece_hpc.runtime.policy.model import POLICIES
 
 
 def _table(result: dict) -> str:
@@ -37,17 +39,18 @@ def _table(result: dict) -> str:
               help="cuda: the plain diffusers loop, data-parallel, staged adaptive and static on --gpus GPUs, "
                    "plus the floor, all against the plain loop.")
 @click.option("--gpus", type=click.IntRange(1), default=None, help="GPUs to use (cuda; default: all visible).")
-@click.option("--stage-ranks", default="auto", show_default=True, metavar="E,D,X|auto",
-              help="Stage ranks for the staged runs (cuda); auto: the layout that the stage profile says "
+@click.option("--stage-ranks", default="auto", show_default=True, metavar="N,N,...|auto",
+              help="Stage ranks for the staged runs (cuda), one number a stage of the job's model in its order "
+                   "(e.g. 1,2,1 for encode,denoise,decode); auto: the layout that the stage profile says "
                    "balances the GPUs best within their memory.")
 @click.option("--items", type=click.IntRange(1), default=None,
               help="Run on the job's first N prompts (cuda; default: all).")
 @click.option("--repeats", type=click.IntRange(1), default=2, show_default=True,
               help="Timed runs per stage and batch size in the profile, after one warm-up (cuda).")
-@click.option("--gpu-memory-gib", type=click.FloatRange(min=1.0), default=None,
-              help="Cap every GPU at this many GiB (cuda; ranks sharing a GPU split it).")
-@click.option("--offload", multiple=True, type=click.Choice(["encode", "denoise", "decode"]),
-              help="Stages the data-parallel baseline keeps on the host between units (cuda), repeatable.")
+@click_option("gpu_memory_gib", help="Cap every GPU at this many GiB (cuda; ranks sharing a GPU split it).")
+@click.option("--offload", multiple=True, metavar="STAGE",
+              help="A stage of the job's model (e.g. encode, denoise or decode) that the data-parallel baseline "
+                   "keeps on the host between units (cuda); repeatable.")
 @click.option("--batches", default="1,2,4", show_default=True,
               help="Batch sizes the stage profile and the plain loop try (cuda).")
 @click.option("--policies", default="adaptive,static", show_default=True, help="Staged policies to run (cuda).")
@@ -91,34 +94,34 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
 
     import torch
 
+    from onepiece_hpc.bench.gpu_layout import parse_offload, parse_stage_ranks
     from onepiece_hpc.bench.pipeline_gpu import GpuBench, bench_pipeline_gpu, results_path, table
     from onepiece_hpc.errors import UserError
     from onepiece_hpc.jobfile.loader import load_job
+    from onepiece_hpc.models.topologies import topology_of
 
     problems: list[str] = []
-    if load_job(job_file, problems) is None:  # the job's own mistakes first, with their lines
+    job = load_job(job_file, problems)
+    if job is None:  # the job's own mistakes first, with their lines
         raise UserError(problems, headline=f"{job_file}: the job file has {len(problems)} problem(s):")
-    layout = None
-    if stage_ranks != "auto":
-        parts = stage_ranks.split(",")
-        if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-            raise UserError(f"--stage-ranks {stage_ranks!r}: write auto, or three whole numbers E,D,X, e.g. 1,2,1")
-        layout = tuple(int(p) for p in parts)
+    stages = topology_of(job.model).names
+    layout = parse_stage_ranks(stage_ranks, stages)
+    offloaded = parse_offload(offload, stages)
     try:
         sizes = tuple(int(b) for b in batches.split(","))
     except ValueError:
         raise UserError(f"--batches {batches!r}: write whole numbers separated by commas, e.g. 1,2,4") from None
     chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
-    if not chosen or any(p not in ("adaptive", "static") for p in chosen):
-        raise UserError(f"--policies {policies!r}: write adaptive, static or both")
+    if not chosen or any(p not in POLICIES for p in chosen):
+        raise UserError(f"--policies {policies!r}: write {', '.join(POLICIES)} or both")
     if not torch.cuda.is_available():
         raise UserError("--device cuda: no GPU is visible here; fix: run on a GPU node, or use --device cpu")
     visible = torch.cuda.device_count()
     gpus = gpus or visible
     if gpus > visible:
         raise UserError(f"--gpus {gpus}: only {visible} GPUs are visible here")
-    bench = GpuBench(job=job_file, gpus=gpus, stage_ranks=layout, gpu_memory_gib=gpu_memory_gib, offload=offload,
-                     batches=sizes, policies=chosen, as_root=os.geteuid() == 0, items=items,
+    bench = GpuBench(job=job_file, stages=stages, gpus=gpus, stage_ranks=layout, gpu_memory_gib=gpu_memory_gib,
+                     offload=offloaded, batches=sizes, policies=chosen, as_root=os.geteuid() == 0, items=items,
                      repeats=repeats)
     results.mkdir(parents=True, exist_ok=True)
 
