@@ -180,3 +180,28 @@ def test_the_trace_counts_overlapping_device_work_once_and_names_the_host_gaps()
     assert activity["largest_gaps"][0] == {"us": 200, "before": "Memcpy DtoH (Device -> Pageable)"}
     assert activity["copies"] == {"Memcpy DtoH (Device -> Pageable)": {"count": 1, "s": pytest.approx(20e-6)}}
     assert activity["host_waits"] == {"cudaStreamSynchronize": {"count": 1, "s": pytest.approx(150e-6)}}
+
+
+def test_the_benches_timed_loop_counts_compute_and_writes_apart_and_waits_for_the_last_write():
+    import time
+
+    from onepiece_hpc.bench.measure import timed_loop
+
+    wrote, finished = [], []
+
+    def run(piece: int) -> int:
+        time.sleep(0.02)
+        return piece * 10
+
+    def write(piece: int, out: int) -> None:
+        time.sleep(0.01)
+        wrote.append((piece, out))
+
+    def finish() -> None:  # a writer thread's last file
+        time.sleep(0.05)
+        finished.append(True)
+
+    times = timed_loop([1, 2, 3], run, write, finish)
+    assert wrote == [(1, 10), (2, 20), (3, 30)] and finished == [True]
+    assert 0.06 <= times.busy_s < 0.56 and 0.03 <= times.write_s < 0.53
+    assert times.done_at_s >= times.busy_s + times.write_s + 0.05

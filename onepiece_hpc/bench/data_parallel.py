@@ -13,15 +13,21 @@ next unit. Used by `onepiece bench pipeline` beside the plain loop and the stage
 
 from __future__ import annotations
 
-import argparse
-import json
 import queue
-import resource
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from onepiece_hpc.bench.measure import (
+    baseline_parser,
+    peak_memory_mb,
+    start_baseline_rank,
+    synced_clock,
+    timed_loop,
+    write_rank_report,
+)
 
 
 class NpyWriter:
@@ -59,36 +65,20 @@ class NpyWriter:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="onepiece-data-parallel")
-    parser.add_argument("job", type=Path)
-    parser.add_argument("--report-dir", type=Path, required=True, help="each rank writes rank-R.json here")
-    parser.add_argument("--gpu-memory-gib", type=float, default=None, help="cap each rank's GPU memory")
-    parser.add_argument("--offload", action="append", default=[], choices=["encode", "denoise", "decode"],
+    parser = baseline_parser("onepiece-data-parallel")
+    parser.add_argument("--offload", action="append", default=[], metavar="STAGE",
                         help="keep this stage's weights on the host between units (repeatable)")
     parser.add_argument("--warm-up", action="store_true", help="run the first unit once before the clock starts")
-    parser.add_argument("--write-dir", type=Path, default=None, help="write each output here as ITEM.npy")
     args = parser.parse_args(argv)
 
-    from mpi4py import MPI
-
-    from onepiece_hpc.runtime.quiet import quiet_libraries
-
-    quiet_libraries()
-    import torch
-
-    from onepiece_hpc import environment
+    me = start_baseline_rank(args.job, args.gpu_memory_gib)
+    from onepiece_hpc.bench.gpu_layout import parse_offload
     from onepiece_hpc.runtime.monolithic import unit_input
-    from onepiece_hpc.runtime.gpus import place_rank
-    from onepiece_hpc.runtime.prepare import prepare
 
-    comm = MPI.COMM_WORLD
-    rank, size = comm.Get_rank(), comm.Get_size()
-    prepared = prepare(args.job, None, environment.cache_dir())
-    placement = place_rank(prepared, comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank(), args.gpu_memory_gib)
-    gpu = placement.device.type == "cuda"
+    prepared, placement = me.prepared, me.placement
     topology = prepared.model.adapter.topology
-    offloaded = set(args.offload)
-    comm.Barrier()
+    offloaded = set(parse_offload(args.offload, topology.names))
+    me.comm.Barrier()
     start = time.monotonic()
     runners = {}
     for stage in topology:
@@ -97,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
             runners[stage].offload()
     load_s = time.monotonic() - start
     offload_s = 0.0
+    synced = synced_clock(me.gpu)
 
     def run_unit(unit) -> dict:
         nonlocal offload_s
@@ -112,37 +103,27 @@ def main(argv: list[str] | None = None) -> None:
                 t1 = time.monotonic()
                 runners[stage].offload()
                 offload_s += time.monotonic() - t1
-        if gpu:
-            torch.cuda.synchronize()
+        synced()
         return tensors
 
-    units = prepared.plan.units[rank::size]
+    units = prepared.plan.units[me.rank::me.size]
     start = time.monotonic()
     if args.warm_up and units:
         run_unit(units[0])
     warm_up_s, offload_s = time.monotonic() - start, 0.0
     writer = NpyWriter(args.write_dir) if args.write_dir is not None else None
-    comm.Barrier()  # every rank has its weights: the work starts together
-    start = time.monotonic()
-    busy = 0.0
-    items = 0
-    for unit in units:
-        t0 = time.monotonic()
-        tensors = run_unit(unit)
-        busy += time.monotonic() - t0
+
+    def write(unit, tensors: dict) -> None:
         if writer is not None:
-            (outputs,) = tensors.values()  # decode's one tensor: the unit's images or videos
+            (outputs,) = tensors.values()  # the last stage's one tensor: the unit's images or videos
             writer.put([item.index for item in prepared.plan.unit_items(unit)], outputs.numpy())
-        items += unit.size
-    if writer is not None:
-        writer.close()
-    done_at = time.monotonic() - start
-    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if gpu
-               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    row = {"rank": rank, "items": items, "busy_s": busy, "load_s": load_s, "done_at_s": done_at,
-           "offload_s": offload_s, "peak_memory_mb": peak_mb, "warm_up_s": warm_up_s,
-           "write_s": writer.seconds if writer is not None else 0.0}
-    (args.report_dir / f"rank-{rank}.json").write_text(json.dumps(row))
+
+    me.comm.Barrier()  # every rank has its weights: the work starts together
+    times = timed_loop(units, run_unit, write, finish=writer.close if writer is not None else lambda: None)
+    row = {"rank": me.rank, "items": sum(unit.size for unit in units), "busy_s": times.busy_s, "load_s": load_s,
+           "done_at_s": times.done_at_s, "offload_s": offload_s, "peak_memory_mb": peak_memory_mb(me.gpu),
+           "warm_up_s": warm_up_s, "write_s": writer.seconds if writer is not None else 0.0}
+    write_rank_report(args.report_dir, me.rank, row)
 
 
 if __name__ == "__main__":

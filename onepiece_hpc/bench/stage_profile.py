@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import time
-from dataclasses import replace
 from pathlib import Path
+
+from onepiece_hpc.bench.measure import peak_memory_mb, start_one_device, synced_clock, unit_of
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,39 +26,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu-memory-gib", type=float, default=None)
     args = parser.parse_args(argv)
 
-    from onepiece_hpc.runtime.quiet import quiet_libraries
-
-    quiet_libraries()
+    prepared, placement, gpu = start_one_device(args.job, args.gpu_memory_gib)
     import torch
 
-    from onepiece_hpc import environment
-    from onepiece_hpc.models.base import UnitInput
-    from onepiece_hpc.runtime.prepare import prepare
-
-    prepared = prepare(args.job, None, environment.cache_dir())
-    placement = prepared.placement
-    gpu = placement.device.type == "cuda"
-    if gpu:
-        from onepiece_hpc.runtime.gpus import take_gpu
-
-        placement = replace(placement, device=take_gpu(0, args.gpu_memory_gib))
     items = prepared.plan.items
     batches = [int(b) for b in args.batches.split(",")]
+    clock = synced_clock(gpu)
 
-    def unit_of(batch: int) -> UnitInput:
-        chosen = items[:batch]
-        return UnitInput(unit=0, items=tuple(i.index for i in chosen), prompts=tuple(i.prompt for i in chosen),
-                         negative_prompts=tuple(i.negative_prompt for i in chosen),
-                         seeds=tuple(i.seed for i in chosen), params=chosen[0].params)
-
-    def timed(call) -> float:
-        if gpu:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    def timed(call) -> tuple[float, object]:
+        t0 = clock()
         result = call()
-        if gpu:
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0, result
+        return clock() - t0, result
 
     stages: dict[str, dict] = {}
     inputs: dict[int, dict] = {batch: {} for batch in batches}
@@ -70,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         for batch in batches:
             if batch > len(items) or batch not in inputs:  # an earlier stage could not run it
                 continue
-            unit = unit_of(batch)
+            unit = unit_of(items[:batch])
             try:
                 _, outputs = timed(lambda: runner(unit, inputs[batch]))
                 seconds = min(timed(lambda: runner(unit, inputs[batch]))[0] for _ in range(args.repeats))
@@ -81,8 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         inputs = {batch: inputs[batch] for batch in per_item}
         best = min(per_item, key=per_item.get)
         stages[stage] = {"load_s": load_s, "s_per_item": per_item, "best_batch": best,
-                               "best_s_per_item": per_item[best],
-                               "peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None}
+                         "best_s_per_item": per_item[best], "peak_memory_mb": peak_memory_mb(gpu) if gpu else None}
         runner = outputs = None
         gc.collect()  # the stage's modules go before the next stage loads: each peak is its own
         if gpu:

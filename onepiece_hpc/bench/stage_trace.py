@@ -17,9 +17,9 @@ import argparse
 import gc
 import json
 import tempfile
-import time
-from dataclasses import replace
 from pathlib import Path
+
+from onepiece_hpc.bench.measure import start_one_device, synced_clock, unit_of
 
 #: host-side CUDA runtime calls that wait for the device (a pageable cudaMemcpyAsync does too)
 WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy", "cudaMemcpyAsync")
@@ -68,14 +68,9 @@ def _trace(call, gpu: bool) -> tuple[dict, object, str]:
     """A first call (the warm-up, timed), a clean timed call, then one traced with torch.profiler
     (its own wall time: the profiler adds host time). Returns the figures, the clean call's result
     and the trace's top operators by device and by host time."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
-    def synced() -> float:
-        if gpu:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
+    synced = synced_clock(gpu)
     t0 = synced()
     call()
     first = synced() - t0
@@ -115,16 +110,14 @@ def _conversions(adapter, params, batch: int, device, dtype, gpu: bool) -> dict:
             return to_uint8(VideoProcessor().postprocess_video(pixels, output_type="np"))
         return to_uint8(VaeImageProcessor().postprocess(pixels, output_type="np", do_denormalize=[True] * batch))
 
+    synced = synced_clock(gpu)
+
     def best_of(call, times: int = 3) -> float:
         seconds = []
         for _ in range(times):
-            if gpu:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0 = synced()
             call()
-            if gpu:
-                torch.cuda.synchronize()
-            seconds.append(time.perf_counter() - t0)
+            seconds.append(synced() - t0)
         return min(seconds)
 
     same = bool((pixels_to_uint8(pixels).numpy() == diffusers_way()).all())
@@ -145,22 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-plain", action="store_true", help="trace the stages only")
     args = parser.parse_args(argv)
 
-    from onepiece_hpc.runtime.quiet import quiet_libraries
-
-    quiet_libraries()
+    prepared, placement, gpu = start_one_device(args.job)
     import torch
 
-    from onepiece_hpc import environment
-    from onepiece_hpc.bench.plain_loop import unit_of
-    from onepiece_hpc.runtime.prepare import prepare
-
-    prepared = prepare(args.job, None, environment.cache_dir())
-    placement = prepared.placement
-    gpu = placement.device.type == "cuda"
-    if gpu:
-        from onepiece_hpc.runtime.gpus import take_gpu
-
-        placement = replace(placement, device=take_gpu(0))
     adapter = prepared.model.adapter
     unit = unit_of(list(prepared.plan.items[:args.batch]))
     record: dict = {"job": str(args.job), "device": torch.cuda.get_device_name(0) if gpu else "cpu",
