@@ -22,9 +22,8 @@ def lazy_exports(package: str, public: Sequence[str], where: Mapping[str, Sequen
     if sorted(home) != sorted(public) or len(home) != sum(len(names) for names in where.values()):
         raise ImportError(f"{package}: __all__ and the modules of its names differ: "
                           f"{sorted(set(public) ^ set(home))}")
-    folder = os.path.dirname(sys.modules[package].__file__)
-    shadowed = [name for name in home if os.path.exists(os.path.join(folder, name + ".py"))
-                or os.path.isdir(os.path.join(folder, name))]
+    entries = set(os.listdir(os.path.dirname(sys.modules[package].__file__)))
+    shadowed = [name for name in home if name in entries or f"{name}.py" in entries]
     if shadowed:  # the submodule, once imported, would replace the name on the package
         raise ImportError(f"{package}: names in __all__ that are also its submodules: {shadowed}")
 

@@ -185,7 +185,7 @@ def test_the_trace_counts_overlapping_device_work_once_and_names_the_host_gaps()
 def test_the_benches_timed_loop_counts_compute_and_writes_apart_and_waits_for_the_last_write():
     import time
 
-    from onepiece_hpc.bench.measure import timed_loop
+    from onepiece_hpc.bench.harness import timed_loop
 
     wrote, finished = [], []
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onepiece_hpc.bench.measure import (
+from onepiece_hpc.bench.harness import (
     baseline_parser,
     peak_memory_mb,
     start_baseline_rank,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onepiece_hpc.bench.measure import (
+from onepiece_hpc.bench.harness import (
     baseline_parser,
     peak_memory_mb,
     start_baseline_rank,

@@ -15,7 +15,7 @@ import gc
 import json
 from pathlib import Path
 
-from onepiece_hpc.bench.measure import peak_memory_mb, start_one_device, synced_clock, unit_of
+from onepiece_hpc.bench.harness import peak_memory_mb, start_one_device, synced_clock, unit_of
 
 
 def main(argv: list[str] | None = None) -> None:

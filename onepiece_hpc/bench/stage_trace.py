@@ -19,7 +19,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from onepiece_hpc.bench.measure import start_one_device, synced_clock, unit_of
+from onepiece_hpc.bench.harness import start_one_device, synced_clock, unit_of
 
 #: host-side CUDA runtime calls that wait for the device (a pageable cudaMemcpyAsync does too)
 WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy", "cudaMemcpyAsync")

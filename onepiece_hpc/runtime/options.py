@@ -14,17 +14,20 @@ paths with spaces, quotes, line breaks or a leading dash arrive as they were.
 
 from __future__ import annotations
 
-import argparse
 import enum
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.drain import DRAIN_SIGNALS
 from onepiece_hpc.runtime.policy.model import POLICIES
 from onepiece_hpc.transport.fabrics.base import FabricKind
+
+if TYPE_CHECKING:
+    import argparse
 
 #: how stage ranks pass tensors: auto picks per pair of ranks (transport/connect.py)
 FABRICS = ("auto", *(kind.value for kind in FabricKind))
@@ -213,6 +216,8 @@ BY_NAME = {option.name: option for option in OPTIONS}
 # -- the rank's command line (argparse) --------------------------------------------------------------------
 def _bounded(option: Option) -> Callable[[str], object]:
     """argparse's `type` for a number with bounds: the value, or the range it must lie in."""
+    import argparse
+
     def parse(text: str) -> object:
         try:
             value = option.kind(text)
@@ -226,6 +231,8 @@ def _bounded(option: Option) -> Callable[[str], object]:
 
 def rank_parser(prog: str = "onepiece-rank", description: str | None = None) -> argparse.ArgumentParser:
     """argparse for a rank's arguments: the RANK options, with the same choices, bounds and help."""
+    import argparse
+
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for option in OPTIONS:

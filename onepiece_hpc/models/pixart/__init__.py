@@ -1,1 +1,8 @@
-"""The PixArt family (DiT denoiser, T5 text encoder, AutoencoderKL)."""
+"""The PixArt family (DiT denoiser, T5 text encoder, AutoencoderKL).
+
+`adapter` splits its pipeline into stages; `tiny` builds the built-in random-weight model."""
+
+from onepiece_hpc._exports import lazy_exports
+
+__all__ = ["PixArtAdapter"]
+__getattr__, __dir__ = lazy_exports(__name__, __all__, {"adapter": __all__})

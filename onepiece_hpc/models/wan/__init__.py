@@ -1,1 +1,9 @@
-"""The Wan2.1 family (Wan DiT denoiser, UMT5 text encoder, causal 3-D VAE): text- and image-to-video."""
+"""The Wan2.1 family (Wan DiT denoiser, UMT5 text encoder, causal 3-D VAE): text- and image-to-video.
+
+`adapter` splits its pipeline into stages; `tiny` builds the built-in random-weight model;
+`real_size` the random-weight model of the real architecture's size."""
+
+from onepiece_hpc._exports import lazy_exports
+
+__all__ = ["WanAdapter", "WanImageToVideoAdapter"]
+__getattr__, __dir__ = lazy_exports(__name__, __all__, {"adapter": __all__})
