@@ -8,6 +8,7 @@ with and the codes the script acts on can't drift apart. A process stopped by a 
 from __future__ import annotations
 
 import enum
+import signal
 
 SIGNAL_BASE = 128
 
@@ -41,3 +42,17 @@ _MEANINGS = {
 def after_signal(signum: int) -> int:
     """The exit code of a run stopped by signal `signum`: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
     return SIGNAL_BASE + int(signum)
+
+
+def exit_codes_table() -> str:
+    """Every exit code as a Markdown table (docs/options.md)."""
+    rows = ["| code | name | meaning |", "| --- | --- | --- |"]
+    rows += [f"| {int(code)} | `{code.name}` | {code.meaning} |" for code in ExitCode]
+    stops = ", ".join(str(after_signal(s)) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+    rows.append(f"| {stops} | - | stopped by Ctrl-C, SIGTERM or "
+                f"SIGHUP ({SIGNAL_BASE} + the signal's number); finished items are kept |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # docs/options.md's table of exit codes
+    print(exit_codes_table())

@@ -149,3 +149,21 @@ def test_every_exit_code_is_distinct_and_has_a_meaning():
     assert len({int(code) for code in ExitCode}) == len(ExitCode)
     assert all(code.meaning for code in ExitCode)
     assert UserError.exit_code is ExitCode.REFUSED
+
+
+def _generated(page: str, command: str) -> str:
+    start = page.index(f"<!-- generated: {command} -->\n") + len(f"<!-- generated: {command} -->\n")
+    return page[start:page.index("<!-- end of generated table -->", start)].strip()
+
+
+def test_docs_options_lists_every_option_and_exit_code_as_the_code_defines_them():
+    from onepiece_hpc.exit_codes import exit_codes_table
+    from onepiece_hpc.runtime.options import options_table
+
+    page = (REPO / "docs" / "options.md").read_text(encoding="utf-8")
+    fix = "regenerate the table with: python -m {}"
+    assert _generated(page, "python -m onepiece_hpc.runtime.options") == options_table(), \
+        fix.format("onepiece_hpc.runtime.options")
+    assert _generated(page, "python -m onepiece_hpc.exit_codes") == exit_codes_table(), \
+        fix.format("onepiece_hpc.exit_codes")
+    assert all(f"`{option.flag}`" in page for option in OPTIONS if not option.positional)

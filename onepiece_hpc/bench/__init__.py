@@ -5,8 +5,9 @@ The pipeline benches on CPU (`pipeline`) and on GPUs (`pipeline_gpu`, with its l
 diffusers loop; `data_parallel`, our monolithic data-parallel run) and the one-device stage
 measurements (`stage_profile`, `stage_trace`), all started and timed alike (`harness`); the
 transport benches (`transport`, `transport_gpu`), the store and writer benches (`store_scale`,
-`writer`) and start-up (`startup`). The runtime, transport and store import nothing from here;
-the `onepiece bench` commands (cli/bench*.py) are its command line.
+`writer`), start-up (`startup`) and one GPU short of memory (`phased`: the plain call resident
+or offloaded, against our stages in phases). The runtime, transport and store import nothing
+from here; the `onepiece bench` commands (cli/bench*.py) are its command line.
 """
 
 from onepiece_hpc._exports import lazy_exports

@@ -300,5 +300,10 @@ def options_table() -> str:
             "-" if option.default is None else f"`{option.default}`")
         values = ", ".join(f"`{c}`" for c in option.spec.choices) or option.bounds or "-"
         kind = "flag" if option.kind is bool else {Path: "path"}.get(option.kind, option.kind.__name__)
-        rows.append(f"| {flag} | {_WHERE[option.scope]} | {kind} | {default} | {values} | {option.spec.help} |")
+        meaning = option.spec.help.replace("|", "\\|")
+        rows.append(f"| {flag} | {_WHERE[option.scope]} | {kind} | {default} | {values} | {meaning} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # docs/options.md's table of options
+    print(options_table())
