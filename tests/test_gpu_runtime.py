@@ -228,11 +228,21 @@ def test_gpu_benchmarks_refuse_clearly_without_a_gpu(command):
     (["jobs/gpu/sdxl-1024.yaml", "--offload", "vae"], "--offload 'vae': the job's model has no such stage"),
     (["jobs/gpu/sdxl-1024.yaml", "--policies", "fast"], "--policies 'fast': write static, adaptive or both"),
     (["jobs/gpu/missing.yaml"], "missing.yaml: job file not found"),
+    # Wan2.2's two experts: four stages, read from the model's topology
+    (["jobs/wan22-t2v.yaml", "--stage-ranks", "1,2,1"],
+     "write auto, or 4 whole numbers above 0, one for each stage of the model (encode,denoise_high,denoise_low,decode)"),
 ])
 def test_the_gpu_bench_names_a_user_mistake_before_it_looks_for_a_gpu(args, words):
     result = run_cli("bench", "pipeline", *args, "--device", "cuda", cwd=ROOT)
     assert result.returncode == 2 and words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks that the flags pass, then the refusal without a GPU")
+def test_the_gpu_bench_takes_a_layout_and_offload_for_each_of_wan22s_four_stages():
+    result = run_cli("bench", "pipeline", "jobs/wan22-t2v.yaml", "--device", "cuda", "--stage-ranks", "1,3,2,1",
+                     "--offload", "denoise_low", cwd=ROOT)
+    assert result.returncode == 2 and "no GPU is visible" in result.stderr, result.stderr
 
 
 def test_stage_profile_sums_the_best_stage_times_into_the_floor(model_cache):
