@@ -1,36 +1,35 @@
-"""The Slurm resource flags shared by `onepiece submit` and `onepiece sweep`."""
+"""The Slurm resource flags shared by `onepiece submit` and `onepiece sweep`: one flag for each
+field of the job file's `slurm:` section that a flag may override, on top of the file's value."""
 
 from __future__ import annotations
 
 import click
 
-OPTIONS = (
-    click.option("--nodes", type=int, default=None, help="Nodes (slurm.nodes)."),
-    click.option("--ntasks-per-node", type=int, default=None,
-                 help="Ranks a node; one a GPU by default when --gpus-per-node is given (slurm.ntasks_per_node)."),
-    click.option("--gpus-per-node", type=int, default=None, help="GPUs a node (slurm.gpus_per_node)."),
-    click.option("--cpus-per-task", type=int, default=None, help="CPUs a rank (slurm.cpus_per_task)."),
-    click.option("--mem", default=None, help="Memory a node, e.g. 64G (slurm.mem)."),
-    click.option("--time", default=None, help="Time limit, e.g. 4:00:00 (slurm.time)."),
-    click.option("--partition", default=None, help="Partition (slurm.partition)."),
-    click.option("--account", default=None, help="Account (slurm.account)."),
-    click.option("--qos", default=None, help="QOS (slurm.qos)."),
-    click.option("--constraint", default=None, help="Node features, e.g. a100 (slurm.constraint)."),
-    click.option("--drain-seconds", type=int, default=None,
-                 help="Seconds before the time limit at which the job commits and requeues (slurm.drain_seconds)."),
-    click.option("--mpi", default=None, help="srun --mpi plugin; auto detects it from mpi4py (slurm.mpi)."),
-    click.option("--sbatch-arg", "extra", multiple=True,
-                 help="Another sbatch option, --name=value; repeatable (slurm.extra)."),
+#: (the slurm section's field, its click type, what it is); the flag is --FIELD with '-' for '_'
+FIELDS = (
+    ("nodes", int, "Nodes"),
+    ("ntasks_per_node", int, "Ranks a node; one a GPU by default when --gpus-per-node is given"),
+    ("gpus_per_node", int, "GPUs a node"),
+    ("cpus_per_task", int, "CPUs a rank"),
+    ("mem", str, "Memory a node, e.g. 64G"),
+    ("time", str, "Time limit, e.g. 4:00:00"),
+    ("partition", str, "Partition"),
+    ("account", str, "Account"),
+    ("qos", str, "QOS"),
+    ("constraint", str, "Node features, e.g. a100"),
+    ("drain_seconds", int, "Seconds before the time limit at which the job commits and requeues"),
+    ("mpi", str, "srun --mpi plugin; auto detects it from mpi4py"),
 )
-
-NAMES = ("nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "mem", "time", "partition", "account",
-         "qos", "constraint", "drain_seconds", "mpi", "extra")
+NAMES = (*(name for name, _, _ in FIELDS), "extra")
 
 
 def slurm_flags(command):
-    """Decorate a click command with every Slurm flag."""
-    for option in reversed(OPTIONS):
-        command = option(command)
+    """Decorate a click command with every Slurm flag, unset (None) unless given."""
+    command = click.option("--sbatch-arg", "extra", multiple=True,
+                           help="Another sbatch option, --name=value; repeatable (slurm.extra).")(command)
+    for name, kind, what in reversed(FIELDS):
+        flag = "--" + name.replace("_", "-")
+        command = click.option(flag, name, type=kind, default=None, help=f"{what} (slurm.{name}).")(command)
     return command
 
 
