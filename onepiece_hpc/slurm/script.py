@@ -4,6 +4,9 @@ The script's body is the same for every job. What to run (job file, output, swee
 reaches it only as arguments, which it passes on quoted ("$@") and never evaluates; the
 #SBATCH lines hold only values that validation has already held to patterns without spaces,
 quotes or line breaks. So no string from a job file or flag can run as shell code.
+Its constants are not written here but rendered in (`render_body`) from where they are defined:
+the exit codes (exit_codes.py), the drain signals (runtime/drain.py), the requeue modes and the
+slurm section's defaults (jobfile/job.py).
 """
 
 from __future__ import annotations
@@ -325,7 +328,8 @@ def render_body() -> str:
         "DEFAULT_DRAIN_SIGNAL": defaults.drain_signal, "DEFAULT_DRAIN_SECONDS": str(defaults.drain_seconds),
         "DEFAULT_REQUEUE": defaults.requeue, "DEFAULT_HEARTBEAT_TIMEOUT": str(defaults.heartbeat_timeout),
         "EXIT_CODES": "readonly " + " ".join(f"EXIT_{code.name}={int(code)}" for code in SCRIPT_EXIT_CODES),
-        "EXIT_CODE_LINES": "\n".join(f"#   {int(code)} {code.name:<{width}}  {code.meaning}" for code in SCRIPT_EXIT_CODES),
+        "EXIT_CODE_LINES": "\n".join(f"#   {int(code)} {code.name:<{width}}  {code.meaning}"
+                                     for code in SCRIPT_EXIT_CODES),
     }
     unused = set(values) - set(_PLACEHOLDER.findall(BODY))
     if unused:
