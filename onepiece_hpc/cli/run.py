@@ -37,6 +37,9 @@ def run(ctx: click.Context, **values) -> None:
     options = RunOptions.from_values(values)
     if options.monolithic == (options.ranks is not None):
         raise UserError("say how to run the job: --monolithic (one process) or -n N (staged, N MPI ranks)")
+    if options.phases is not None and options.ranks is not None:
+        raise UserError("--phases runs the stages of one process in turn: use it with --monolithic "
+                        "(a staged run's ranks each hold one stage already)")
     from onepiece_hpc.runtime.quiet import quiet_libraries
 
     quiet_libraries(ctx.obj["verbose"])
@@ -58,9 +61,13 @@ def run(ctx: click.Context, **values) -> None:
     def progress(total: int, done: int) -> ProgressReporter:
         return ProgressReporter(total, done, prepared.job.name, sys.stderr, interactive)
 
+    if options.gpu_memory_gib is not None and prepared.placement.device.type == "cuda":
+        from onepiece_hpc.runtime.gpus import take_gpu
+
+        take_gpu(prepared.placement.device.index or 0, options.gpu_memory_gib)
     interrupt_on_sigterm()
     try:
-        summary = run_monolithic(prepared, progress, options.retry_failed)
+        summary = run_monolithic(prepared, progress, options.retry_failed, phase=options.phases)
     except KeyboardInterrupt as stop:
         click.echo(f"interrupted; finished items are kept in {prepared.output}; run the same command "
                    "again to resume", err=True)

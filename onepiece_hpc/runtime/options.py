@@ -77,6 +77,10 @@ class RunOptions:
     wait_timeout: float = _option(600.0, "Deadline, in seconds, of any single wait on a peer.", low=1.0)
     heartbeat_timeout: float = _option(60.0, "Seconds rank 0 waits to hear from a rank (heartbeat or pulse) "
                                              "before it calls it dead.", low=5.0, high=86_400.0)
+    phases: int | None = _option(None, "Run the stages in phases of this many units: one stage's weights on the "
+                                       "GPU at a time, the others in page-locked host memory, for a GPU that "
+                                       "can't hold the whole pipeline (same outputs).", scope=Scope.RUN, low=1,
+                                 high=4096)
     retry_failed: bool = _option(False, "Generate only the items that failed in earlier runs (a plain run leaves "
                                         "them be).")
     heartbeat: float = _option(1.0, "Seconds between a stage rank's heartbeats.", scope=Scope.RANK)
