@@ -76,7 +76,7 @@ def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressRe
         with progress(len(plan.items), len(plan.items) - int(wanted.sum())) if progress else nullcontext() as reporter:
             for index in pending.tolist():
                 unit = plan.unit(index)
-                outcome = _generate(plan, unit, runners, prepared.layout.dataset, placement.device)
+                outcome = _generate(plan, unit, runners, prepared.layout.tensors, placement.device)
                 if isinstance(outcome, UnitFailure):
                     log.warning("%s failed: %s", outcome.where, outcome.error)
                     budget.failed(outcome, again=bool(failed_before[unit.start:unit.stop].any()))
@@ -101,8 +101,8 @@ def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressRe
                       failed_now=writer.failed_this_run, failures=tuple(writer.failures()))
 
 
-def _generate(plan: Plan, unit: Unit, runners: dict, output: str,
-              device: torch.device) -> tuple[np.ndarray, list[float]] | UnitFailure:
+def _generate(plan: Plan, unit: Unit, runners: dict, outputs: tuple[str, ...],
+              device: torch.device) -> tuple[dict[str, np.ndarray], list[float]] | UnitFailure:
     """One unit through every stage: its outputs and each stage's seconds, or how it failed.
 
     Exception, not BaseException: Ctrl-C and SIGTERM stop the run. An out-of-memory is the unit's:
@@ -116,7 +116,7 @@ def _generate(plan: Plan, unit: Unit, runners: dict, output: str,
             t0 = time.perf_counter()
             tensors = runners[stage](request, tensors)
             seconds.append(time.perf_counter() - t0)
-        return tensors[output].numpy(), seconds
+        return {name: tensors[name].numpy() for name in outputs}, seconds
     except Exception as err:
         failure = UnitFailure(unit.index, unit.start, unit.stop, stage, MONOLITHIC, describe(err))
     del tensors  # the error and its frames are gone too: nothing holds the unit's tensors now
@@ -125,8 +125,8 @@ def _generate(plan: Plan, unit: Unit, runners: dict, output: str,
     return failure
 
 
-def _commit(unit: Unit, outputs: np.ndarray, seconds: list[float], writer: OutputWriter, spent: dict[str, float],
-            reporter: ProgressReporter | None) -> None:
+def _commit(unit: Unit, outputs: dict[str, np.ndarray], seconds: list[float], writer: OutputWriter,
+            spent: dict[str, float], reporter: ProgressReporter | None) -> None:
     t0 = time.perf_counter()
     per_item = np.array(seconds) / unit.size
     count = writer.commit(unit.start, outputs, np.tile(per_item, (unit.size, 1)))
