@@ -55,11 +55,12 @@ def chain_problems(job: Job, steps: list[Step], where) -> list[str]:
                             f"{_describe(step)} takes one condition image an item; fix: use a text-to-image model "
                             f"for workflow[{before.index}]")
             continue
-        for field in ("height", "width"):
+        for field, extent in (("height", "high"), ("width", "wide")):
             made, wanted = getattr(before.params, field), getattr(step.params, field)
             if made != wanted:
-                problems.append(f"{where(step, 'params.' + field)}: field '{label}.params.{field}' is {wanted}, but "
-                                f"{_describe(before)} makes images {made} px in {field}, which are this step's "
+                default = " (the model's default)" if getattr(job.workflow[step.index], field) is None else ""
+                problems.append(f"{where(step, 'params.' + field)}: field '{label}.params.{field}' is {wanted}{default}, "
+                                f"but {_describe(before)} makes images {made} px {extent}, which are this step's "
                                 f"condition images; fix: set {label}.params.{field}: {made} (or "
                                 f"workflow[{before.index}].params.{field}: {wanted})")
     return problems
