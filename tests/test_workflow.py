@@ -57,17 +57,28 @@ def test_one_process_workflow_equals_the_pipelines_chained_by_hand(tmp_path, han
     assert again.code == 0 and "(0 this run" in again.out, "a finished workflow is resumed, never redone"
 
 
-def test_batched_workflow_is_the_same_whatever_the_placement(tmp_path):
-    """Two items a unit, each with its own condition image: staged with two ranks on the image
-    denoiser, and in one process, give the same bits (the units are the plan's, not the ranks')."""
-    mono = workflow_job(tmp_path / "mono", microbatch=2, keep=False)
+MANY = [f"batched item {i}: a {c} kite over a beach" for i, c in enumerate(
+    ["red", "blue", "green", "white", "black", "tiny", "huge", "round", "tall", "old"])]
+#: two ranks on the cheap image encode, and a policy that moves ranks as soon as a move pays
+SKEWED = "{image_encode: 2}"
+EAGER = "{name: adaptive, interval_s: 0.3, cooldown_s: 0.5, margin: 0.0}"
+
+
+def test_batched_workflow_is_the_same_whatever_the_placement_and_moves(tmp_path):
+    """Two items a unit, each with its own condition image: staged (ranks moving between the chain's
+    stages as the load asks) and in one process, the same bits (the units are the plan's)."""
+    mono = workflow_job(tmp_path / "mono", MANY, microbatch=2, keep=False)
     assert invoke("run", mono, "--monolithic").code == 0
-    staged = workflow_job(tmp_path / "staged", microbatch=2, keep=False, stages="{image_denoise: 2}")
+    staged = workflow_job(tmp_path / "staged", MANY, microbatch=2, keep=False, stages=SKEWED,
+                          extra=f"policy: {EAGER}\n")
     proc = run_cli("run", staged, "-n", "8", "--wait-timeout", "120", timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with h5py.File(tmp_path / "mono/out/t.h5", "r") as a, h5py.File(tmp_path / "staged/out/t.h5", "r") as b:
         assert a["done"][...].all() and b["done"][...].all()
         np.testing.assert_array_equal(a["outputs/videos"][...], b["outputs/videos"][...])
         assert "image" not in b["outputs"], "a step not kept leaves no dataset"
-        assert set(b["items"]["unit"]) == {0, 1}
-    assert "image_denoise 2 (ranks 2-3)" in proc.stdout
+        assert len(set(b["items"]["unit"])) == len(MANY) // 2
+    assert "image_encode 2 (ranks 1-2)" in proc.stdout
+    moves = telemetry_of(tmp_path / "staged/out/t.h5").moves
+    assert len(moves) >= 1, proc.stdout
+    assert {m["source"].decode() for m in moves} | {m["target"].decode() for m in moves} <= set(STAGES)

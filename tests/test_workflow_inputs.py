@@ -145,3 +145,24 @@ def test_submit_checks_the_chains_stages_before_anything_is_queued(tmp_path):
     with pytest.raises(UserError, match="needs at least 7") as refused:
         check_ranks(job, SlurmFields(nodes=2, ntasks_per_node=2))
     assert "video_decode" in str(refused.value)
+
+
+def test_the_example_workflow_job_is_valid():
+    from onepiece_hpc import environment
+    from onepiece_hpc.runtime.prepare import prepare
+    from support import REPO
+
+    prepared = prepare(REPO / "jobs/workflow-tiny.yaml", None, environment.cache_dir())
+    assert prepared.model.adapter.topology.describe() == ("image_encode -> image_denoise -> image_decode -> "
+                                                          "video_encode -> video_denoise -> video_decode")
+    assert [d.name for d in prepared.layout.extras] == ["image/images"]
+    assert prepared.layout.item_shape == (17, 48, 64, 3) and len(prepared.plan.items) == 8
+
+
+def test_a_sweep_file_takes_no_workflow(tmp_path):
+    from onepiece_hpc.slurm.sweep import load_sweep
+
+    job = workflow_job(tmp_path)
+    job.write_text(job.read_text() + "grid: {seed: [1, 2]}\n")
+    with pytest.raises(UserError, match="unknown field 'workflow'"):
+        load_sweep(job)

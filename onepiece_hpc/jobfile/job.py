@@ -133,8 +133,7 @@ class JobFields(_Strict):
     """The job file's fields, as written (paths not yet resolved)."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    model: str | None = Field(None, min_length=1)  # required unless `workflow` is given (loader.py)
-    workflow: list[WorkflowStepFields] | None = Field(None, min_length=2, max_length=MAX_WORKFLOW_STEPS)
+    model: str = Field(min_length=1)
     prompts: str = Field(min_length=1)
     params: ParamsFields = ParamsFields()
     seed: int = Field(0, ge=0, le=SEED_MAX)
@@ -150,11 +149,20 @@ class JobFields(_Strict):
     store: StoreFields = StoreFields()
 
 
+class WorkflowJobFields(JobFields):
+    """A job file that chains models: `workflow:` in place of `model:` (jobfile/workflow.py says
+    the rules; a `model:` given beside it is named there, with the fix)."""
+
+    model: str | None = None
+    workflow: list[WorkflowStepFields] = Field(min_length=2, max_length=MAX_WORKFLOW_STEPS)
+
+
 FIELD_HINTS: dict[str, str] = {
     "name": "use letters, digits, '.', '_' or '-' (at most 64), starting with a letter or digit",
     "model": ("write a built-in (builtin:tiny-sd, tiny-pixart, tiny-sdxl, tiny-wan-t2v, tiny-wan-i2v), a "
               "real-size random-weight architecture for benchmarks (builtin:random:sdxl, "
-              "builtin:random:wan2.1-t2v-1.3b, ...), or the path of a diffusers pipeline folder"),
+              "builtin:random:wan2.1-t2v-1.3b, ...), or the path of a diffusers pipeline folder; or, in its "
+              "place, a workflow: of models chained in one job (docs/workflows.md)"),
     "workflow": (f"write a list of 2 to {MAX_WORKFLOW_STEPS} steps, each with model: and its own params: "
                  "(and name:, keep: if you like); see docs/workflows.md"),
     "workflow.name": "write a lowercase name of at most 16 letters, digits or '_', starting with a letter "

@@ -10,12 +10,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from onepiece_hpc.jobfile.images import ImageReader
-from onepiece_hpc.jobfile.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings
+from onepiece_hpc.jobfile.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings, WorkflowJobFields
 from onepiece_hpc.jobfile.prompts import PromptTable, empty_table, read_prompts, text_problem
 from onepiece_hpc.jobfile.workflow import describe, line_problems, workflow_steps
 from onepiece_hpc.jobfile.yaml_source import YamlDocument, parse_yaml
 
 OUTPUT_SUFFIXES = (".h5", ".hdf5")
+MAX_GOT = 120  # characters of a bad value an error repeats
 
 
 def _model_in(annotation) -> type[BaseModel] | None:
@@ -49,7 +50,7 @@ def _hint(loc: tuple) -> str | None:
     return FIELD_HINTS.get(key) or FIELD_HINTS.get(str(loc[0]))
 
 
-def _describe(doc: YamlDocument, error: dict) -> str:
+def _describe(doc: YamlDocument, schema: type[JobFields], error: dict) -> str:
     loc = tuple(error["loc"])
     field = field_name(loc)
     line = doc.line_of(".".join(map(str, loc)))
@@ -59,15 +60,16 @@ def _describe(doc: YamlDocument, error: dict) -> str:
         hint = _hint(loc) or "see the job file reference in README.md"
         return f"{where}: required field '{field}' is missing; fix: add it ({hint})"
     if kind == "extra_forbidden":
-        valid = _fields_of(JobFields, loc[:-1])
+        valid = _fields_of(schema, loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         did_you = f" (did you mean '{close[0]}'?)" if close else ""
         return (f"{where}: unknown field '{field}'{did_you}; fix: remove it or use one of: "
                 f"{', '.join(valid)}")
     got = repr(error.get("input"))
+    got = got if len(got) <= MAX_GOT else got[:MAX_GOT - 3] + "..."  # a whole list of steps says little
     hint = _hint(loc)
     msg = error["msg"]
-    text = f"{where}: field '{field}': {msg[:1].lower()}{msg[1:]} (got {got if len(got) <= 120 else got[:117] + '...'})"
+    text = f"{where}: field '{field}': {msg[:1].lower()}{msg[1:]} (got {got})"
     return f"{text}; fix: {hint}" if hint else text
 
 
@@ -120,11 +122,12 @@ def load_job(path: Path, problems: list[str], with_prompts: bool = True) -> Job 
     doc = read_document(path, problems)
     if doc is None:
         return None
+    schema = WorkflowJobFields if "workflow" in doc.data else JobFields
     try:
-        fields = JobFields.model_validate(doc.data)
+        fields = schema.model_validate(doc.data)
     except ValidationError as err:
         errors = sorted(err.errors(), key=lambda e: doc.line_of(".".join(map(str, e["loc"]))) or 0)
-        problems.extend(_describe(doc, e) for e in errors)
+        problems.extend(_describe(doc, schema, e) for e in errors)
         fields = None
     base = path.parent
     images = ImageReader()
@@ -135,16 +138,13 @@ def load_job(path: Path, problems: list[str], with_prompts: bool = True) -> Job 
     if fields is None:
         return None
 
-    def where(field: str) -> str:
+    def place(field: str) -> str:
         return f"{doc.path}:{doc.line_of(field)}" if doc.line_of(field) else str(doc.path)
 
     def model_path(ref: str) -> str:
         return ref if ref.startswith("builtin:") else str(resolve_path(base, ref))
 
-    workflow = workflow_steps(fields, set(doc.data), where, model_path, problems)
-    if fields.model is None and not workflow:
-        problems.append(f"{doc.path}: required field 'model' is missing; fix: add it ({FIELD_HINTS['model']}), "
-                        "or a workflow: of models chained in one job")
+    workflow = workflow_steps(fields, set(doc.data), place, model_path, problems)
     if workflow:
         problems.extend(line_problems(records, resolve_path(base, fields.prompts)))
     negative_problem = text_problem(fields.params.negative_prompt)

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from onepiece_hpc.jobfile.job import JobFields, WorkflowStep
-from onepiece_hpc.jobfile.prompts import PromptTable
+from onepiece_hpc.jobfile.job import JobFields, WorkflowJobFields, WorkflowStep
+from onepiece_hpc.jobfile.prompts import PromptTable, text_problem
 
 #: a workflow item's prompt travels with its unit in a tensor of this many bytes
 MAX_PROMPT_BYTES = 4096
@@ -36,10 +36,10 @@ def _lines(lines: np.ndarray) -> str:
 
 def workflow_steps(fields: JobFields, given: set[str], where: Callable[[str], str], resolve: Callable[[str], str],
                    problems: list[str]) -> tuple[WorkflowStep, ...]:
-    """The steps of a job file's validated fields (`given`: the top-level keys it writes), or ()
-    with the problems noted; `resolve` makes a model reference absolute (a folder against the job
-    file's), `where(field)` names a field's file:line."""
-    if fields.workflow is None:
+    """The steps of a job file's validated fields (`given`: the top-level keys it writes), () for a
+    job of one model, the problems noted; `resolve` makes a model reference absolute (a folder
+    against the job file's), `where(field)` names a field's file:line."""
+    if not isinstance(fields, WorkflowJobFields):
         return ()
     if "model" in given:
         problems.append(f"{where('model')}: fields 'model' and 'workflow' are both given; fix: keep model: for a job "
@@ -63,6 +63,10 @@ def workflow_steps(fields: JobFields, given: set[str], where: Callable[[str], st
             problems.append(f"{where(at + '.keep')}: field 'workflow[{index}].keep': the last step's outputs are the "
                             "job's outputs, always stored; fix: remove keep (it is for the steps before)")
         params = step.params
+        refused = text_problem(params.negative_prompt)
+        if refused is not None:
+            problems.append(f"{where(at + '.params.negative_prompt')}: field 'workflow[{index}].params.negative_prompt' "
+                            f"{refused}")
         steps.append(WorkflowStep(index=index, name=name, model=resolve(step.model), steps=params.steps,
                                   guidance=float(params.guidance), height=params.height, width=params.width,
                                   frames=params.frames, negative_prompt=params.negative_prompt, keep=step.keep))
