@@ -65,8 +65,8 @@ def workflow_steps(fields: JobFields, given: set[str], where: Callable[[str], st
         params = step.params
         refused = text_problem(params.negative_prompt)
         if refused is not None:
-            problems.append(f"{where(at + '.params.negative_prompt')}: field 'workflow[{index}].params.negative_prompt' "
-                            f"{refused}")
+            field = f"workflow[{index}].params.negative_prompt"
+            problems.append(f"{where(at + '.params.negative_prompt')}: field '{field}' {refused}")
         steps.append(WorkflowStep(index=index, name=name, model=resolve(step.model), steps=params.steps,
                                   guidance=float(params.guidance), height=params.height, width=params.width,
                                   frames=params.frames, negative_prompt=params.negative_prompt, keep=step.keep))

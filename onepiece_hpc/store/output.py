@@ -146,7 +146,8 @@ def _mismatch(reader: StoreReader, items: ItemSource) -> str | None:
         return None
     theirs = f"job '{attrs.get('job_name')}' with {attrs.get('items_total')} items"
     if attrs.get("model_identity") != items.model_identity:
-        why = "a different model (or the same model folder with other weights)"
+        why = ("a different model (or the same model folder with other weights; of a workflow, any step's model "
+               "or params)")
     elif int(attrs.get("items_total", -1)) != len(items):
         why = f"{attrs.get('items_total')} items, this job has {len(items)}"
     elif int(attrs.get("microbatch", -1)) != items.microbatch or attrs.get("execution") != items.execution:

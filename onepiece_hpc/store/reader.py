@@ -90,8 +90,8 @@ class Segment:
                 raise damaged_error(self.path, f"/{dataset.path} can't be read ({short(err)})") from None
             if shape != (self.count, *dataset.item_shape):
                 file.close()
-                raise damaged_error(self.path, f"/{dataset.path} holds {' x '.join(map(str, shape))} where {self.source} "
-                                    f"says {' x '.join(map(str, (self.count, *dataset.item_shape)))}")
+                raise damaged_error(self.path, f"/{dataset.path} holds {' x '.join(map(str, shape))} where "
+                                    f"{self.source} says {' x '.join(map(str, (self.count, *dataset.item_shape)))}")
         return file
 
     def shifted(self, offset: int) -> Segment:

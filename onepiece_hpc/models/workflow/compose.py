@@ -32,16 +32,17 @@ def chain_problems(job: Job, steps: list[Step], where) -> list[str]:
     `where(step, field)` is the file:line of a step's field ("params.height")."""
     problems = []
     for step in steps:
-        long = [stage_name(step.name, s) for s in step.adapter.topology if not re.fullmatch(STAGE_NAME, stage_name(step.name, s))]
+        names = [stage_name(step.name, stage) for stage in step.adapter.topology]
+        long = [name for name in names if not re.fullmatch(STAGE_NAME, name)]
         if long:
             problems.append(f"{where(step, 'name')}: the stage name {long[0]!r} (the step's name, then its model's "
                             "stage) is longer than 32 characters; fix: give workflow"
                             f"[{step.index}] a shorter name:")
     first = steps[0]
     if first.adapter.needs_image:
-        problems.append(f"{where(first, 'model')}: {_describe(first)} makes its outputs from a condition image, and the "
-                        "first step of a workflow has only the prompts; fix: begin the workflow with a text-to-image "
-                        "model (e.g. builtin:tiny-sdxl)")
+        problems.append(f"{where(first, 'model')}: {_describe(first)} makes its outputs from a condition image, "
+                        "and the first step of a workflow has only the prompts; fix: begin the workflow with a "
+                        "text-to-image model (e.g. builtin:tiny-sdxl)")
     for before, step in zip(steps, steps[1:]):
         label = f"workflow[{step.index}]"
         if not step.adapter.needs_image or not getattr(step.adapter, "condition_images_input", None):
@@ -59,9 +60,9 @@ def chain_problems(job: Job, steps: list[Step], where) -> list[str]:
             made, wanted = getattr(before.params, field), getattr(step.params, field)
             if made != wanted:
                 default = " (the model's default)" if getattr(job.workflow[step.index], field) is None else ""
-                problems.append(f"{where(step, 'params.' + field)}: field '{label}.params.{field}' is {wanted}{default}, "
-                                f"but {_describe(before)} makes images {made} px {extent}, which are this step's "
-                                f"condition images; fix: set {label}.params.{field}: {made} (or "
+                problems.append(f"{where(step, 'params.' + field)}: field '{label}.params.{field}' is "
+                                f"{wanted}{default}, but {_describe(before)} makes images {made} px {extent}, which "
+                                f"are this step's condition images; fix: set {label}.params.{field}: {made} (or "
                                 f"workflow[{before.index}].params.{field}: {wanted})")
     return problems
 
