@@ -11,7 +11,7 @@ import pytest
 from support import invoke, leaked_segments, run_cli, runs_of, shm_segments, telemetry_of
 from workflow_support import PROMPTS, by_hand, outputs_of, workflow_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.mpi, pytest.mark.slow, pytest.mark.timeout(600)]
 
 STAGES = ["image_encode", "image_denoise", "image_decode", "video_encode", "video_denoise", "video_decode"]
 

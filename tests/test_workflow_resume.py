@@ -13,7 +13,7 @@ from chaos import Cut, strike
 from support import done_count, invoke, run_cli, running, runs_of, wait_until
 from workflow_support import outputs_of, workflow_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.mpi, pytest.mark.slow, pytest.mark.timeout(600)]
 
 PROMPTS = [f"workflow item {i}: a {c} boat at dawn" for i, c in enumerate(
     ["red", "blue", "green", "white", "black", "tiny", "huge", "round", "tall", "old", "new", "wet"])]

@@ -57,7 +57,7 @@ def workflow_steps(fields: JobFields, given: set[str], where: Callable[[str], st
                             "outputs' own dataset; fix: choose another name, e.g. the model's role (image, video)")
         elif name in seen:
             problems.append(f"{where(at + '.name')}: workflow[{index}] is named {name!r}, as workflow[{seen[name]}] "
-                            "is (a name prefixes the step's stages); fix: give each step its own name:")
+                            "is (a name prefixes the step's stages); fix: give each step a name of its own")
         seen.setdefault(name, index)
         if step.keep and index == last:
             problems.append(f"{where(at + '.keep')}: field 'workflow[{index}].keep': the last step's outputs are the "

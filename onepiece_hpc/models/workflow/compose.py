@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 
 from onepiece_hpc.jobfile.job import Job
 from onepiece_hpc.models.source import ModelSource
@@ -27,7 +28,7 @@ def _describe(step: Step) -> str:
     return f"step {step.name!r} ({step.source.ref}, {step.source.pipeline_class})"
 
 
-def chain_problems(job: Job, steps: list[Step], where) -> list[str]:
+def chain_problems(job: Job, steps: list[Step], where: Callable[[Step, str], str]) -> list[str]:
     """Why the steps can't feed each other, each naming the job file field and the fix;
     `where(step, field)` is the file:line of a step's field ("params.height")."""
     problems = []
@@ -36,8 +37,7 @@ def chain_problems(job: Job, steps: list[Step], where) -> list[str]:
         long = [name for name in names if not re.fullmatch(STAGE_NAME, name)]
         if long:
             problems.append(f"{where(step, 'name')}: the stage name {long[0]!r} (the step's name, then its model's "
-                            "stage) is longer than 32 characters; fix: give workflow"
-                            f"[{step.index}] a shorter name:")
+                            f"stage) is longer than 32 characters; fix: give workflow[{step.index}] a shorter name")
     first = steps[0]
     if first.adapter.needs_image:
         problems.append(f"{where(first, 'model')}: {_describe(first)} makes its outputs from a condition image, "
@@ -46,9 +46,11 @@ def chain_problems(job: Job, steps: list[Step], where) -> list[str]:
     for before, step in zip(steps, steps[1:]):
         label = f"workflow[{step.index}]"
         if not step.adapter.needs_image or not getattr(step.adapter, "condition_images_input", None):
-            problems.append(f"{where(step, 'model')}: field '{label}.model': {_describe(step)} takes no condition "
-                            f"image, so the outputs of {_describe(before)} can't feed it; fix: use an image-to-video "
-                            f"model there (e.g. builtin:tiny-wan-i2v), or end the workflow at workflow[{before.index}]")
+            takes = ("takes its condition image from params.image alone (its adapter takes no condition images "
+                     "from a stage before it)" if step.adapter.needs_image else "takes no condition image")
+            problems.append(f"{where(step, 'model')}: field '{label}.model': {_describe(step)} {takes}, so the "
+                            f"outputs of {_describe(before)} can't feed it; fix: use an image-to-video model there "
+                            f"(e.g. builtin:tiny-wan-i2v), or end the workflow at workflow[{before.index}]")
             continue
         if before.adapter.output_kind != "image":
             problems.append(f"{where(before, 'model')}: field 'workflow[{before.index}].model': {_describe(before)} "
