@@ -13,9 +13,9 @@ from onepiece_hpc.store.summary import summary
 SHOWN = 10  # sources and runs listed in the text summary (a merge of a sweep has thousands)
 
 
-def _describe_items(info: dict, shape: list[int]) -> str:
+def _describe_items(info: dict, shape: list[int], kind: str) -> str:
     """'3 images of 64 x 64 px' or '2 videos of 81 frames (5.1 s at 16 fps), 832 x 480 px' (width first)."""
-    if info["output_kind"] == "video":
+    if kind == "video":
         count, frames, height, width = shape[:4]
         fps = info.get("frame_rate")
         timing = f" ({frames / fps:.1f} s at {fps} fps)" if fps else ""
@@ -33,9 +33,10 @@ def _render(info: dict) -> str:
         + ("  (complete)" if info["complete"] else f"  ({info['items_total'] - info['items_done']} missing)"),
     ]
     lines += _failed_lines(info)
-    for name, ds in info["outputs"].items():
+    for at, (name, ds) in enumerate(info["outputs"].items()):
+        role = "" if at == 0 else f", kept from step {name.split('/')[0]}"
         lines.append(f"  outputs    /outputs/{name}  {' x '.join(map(str, ds['shape']))}  {ds['dtype']}"
-                     f"  ({_describe_items(info, ds['shape'])})")
+                     f"  ({_describe_items(info, ds['shape'], ds.get('kind', info['output_kind']))}{role})")
     files = info["files"]
     if info["kind"] == "output":
         lines.append(f"  files      {files['created']} of {files['data_files']} data file(s) created, "

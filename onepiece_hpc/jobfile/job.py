@@ -22,14 +22,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class ParamsFields(_Strict):
+class StepParamsFields(_Strict):
+    """A workflow step's params: a job's, but the conditioning image (a later step's images are the
+    outputs of the step before it)."""
+
     steps: int = Field(30, ge=1, le=10_000)
     guidance: float = Field(5.0, ge=0.0, le=100.0)
     height: int | None = Field(None, ge=8, le=16_384)
     width: int | None = Field(None, ge=8, le=16_384)
     frames: int | None = Field(None, ge=1, le=10_000)
-    image: str | None = Field(None, min_length=1)
     negative_prompt: str = ""
+
+
+class ParamsFields(StepParamsFields):
+    image: str | None = Field(None, min_length=1)
+
+
+#: a workflow step's name: it prefixes the step's stages (image -> image_encode, image_denoise, ...)
+#: and names the dataset of its kept outputs (/outputs/image/images)
+STEP_NAME = r"^[a-z][a-z0-9_]{0,15}$"
+MAX_WORKFLOW_STEPS = 8
+
+
+class WorkflowStepFields(_Strict):
+    """One model of a workflow, with its own params; `keep` also stores its outputs (not the last
+    step's: those are the job's outputs)."""
+
+    name: str | None = Field(None, pattern=STEP_NAME)
+    model: str = Field(min_length=1)
+    params: StepParamsFields = StepParamsFields()
+    keep: bool = False
 
 
 #: ranks a stage may be given (the stage names are the model's: checked against its topology)
@@ -127,11 +149,27 @@ class JobFields(_Strict):
     store: StoreFields = StoreFields()
 
 
+class WorkflowJobFields(JobFields):
+    """A job file that chains models: `workflow:` in place of `model:` (jobfile/workflow.py says
+    the rules; a `model:` given beside it is named there, with the fix)."""
+
+    model: str | None = None
+    workflow: list[WorkflowStepFields] = Field(min_length=2, max_length=MAX_WORKFLOW_STEPS)
+
+
 FIELD_HINTS: dict[str, str] = {
     "name": "use letters, digits, '.', '_' or '-' (at most 64), starting with a letter or digit",
     "model": ("write a built-in (builtin:tiny-sd, tiny-pixart, tiny-sdxl, tiny-wan-t2v, tiny-wan-i2v), a "
               "real-size random-weight architecture for benchmarks (builtin:random:sdxl, "
-              "builtin:random:wan2.1-t2v-1.3b, ...), or the path of a diffusers pipeline folder"),
+              "builtin:random:wan2.1-t2v-1.3b, ...), or the path of a diffusers pipeline folder; or, in its "
+              "place, a workflow: of models chained in one job (docs/workflows.md)"),
+    "workflow": (f"write a list of 2 to {MAX_WORKFLOW_STEPS} steps, each with model: and its own params: "
+                 "(and name:, keep: if you like); see docs/workflows.md"),
+    "workflow.name": "write a lowercase name of at most 16 letters, digits or '_', starting with a letter "
+                     "(it prefixes the step's stages: image -> image_encode)",
+    "workflow.model": "write a built-in (e.g. builtin:tiny-sdxl, builtin:tiny-wan-i2v) or the path of a diffusers "
+                      "pipeline folder",
+    "workflow.keep": "write true (also store this step's outputs) or false",
     "prompts": "write the path of a .txt (one prompt a line) or .jsonl file",
     "seed": f"use a whole number from 0 to {SEED_MAX}",
     "microbatch": "use a whole number from 1 to 1024 (items per work unit)",
@@ -214,6 +252,33 @@ class PromptRecord:
 
 
 @dataclass(frozen=True)
+class WorkflowStep:
+    """One validated step of a workflow: its model and params as the job file gives them (sizes
+    and frames the model's defaults where not given, decided when the model is resolved)."""
+
+    index: int         # 0 for the first step
+    name: str
+    model: str         # "builtin:NAME" or an absolute folder path
+    steps: int
+    guidance: float
+    height: int | None
+    width: int | None
+    frames: int | None
+    negative_prompt: str
+    keep: bool
+
+    @property
+    def field(self) -> str:
+        """The step's key path in the job file's line map, e.g. "workflow.1"."""
+        return f"workflow.{self.index}"
+
+    @property
+    def label(self) -> str:
+        """The step as messages name its fields, e.g. "workflow[1]"."""
+        return f"workflow[{self.index}]"
+
+
+@dataclass(frozen=True)
 class Job:
     """A validated job: every path absolute, every field checked."""
 
@@ -242,6 +307,9 @@ class Job:
     field_lines: dict[str, int]
     slurm: SlurmFields = SlurmFields()
     store: StoreFields = StoreFields()
+    #: a workflow's steps, in order (empty for a job of one model); `model` then describes the
+    #: chain, and steps, guidance, height, width and frames are the last step's (its outputs are the job's)
+    workflow: tuple[WorkflowStep, ...] = ()
 
     def where(self, field: str) -> str:
         """'job.yaml:LINE' for a field (or the file alone), for error messages."""

@@ -3,48 +3,73 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from onepiece_hpc.jobfile.images import ImageReader
-from onepiece_hpc.jobfile.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings
+from onepiece_hpc.jobfile.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings, WorkflowJobFields
 from onepiece_hpc.jobfile.prompts import PromptTable, empty_table, read_prompts, text_problem
+from onepiece_hpc.jobfile.workflow import describe, line_problems, workflow_steps
 from onepiece_hpc.jobfile.yaml_source import YamlDocument, parse_yaml
 
 OUTPUT_SUFFIXES = (".h5", ".hdf5")
+MAX_GOT = 120  # characters of a bad value an error repeats
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The model class a field holds, itself or as the items of a list (`X | None` included)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, map(_model_in, typing.get_args(annotation))), None)
 
 
 def _fields_of(model: type[BaseModel], path: tuple) -> list[str]:
     for part in path:
+        if isinstance(part, int):
+            continue  # an item of a list: the model is its items'
         annotation = model.model_fields.get(str(part))
-        if annotation is None or not (isinstance(annotation.annotation, type)
-                                      and issubclass(annotation.annotation, BaseModel)):
+        model = _model_in(annotation.annotation) if annotation is not None else None
+        if model is None:
             return []
-        model = annotation.annotation
     return list(model.model_fields)
 
 
-def _describe(doc: YamlDocument, error: dict) -> str:
-    loc = tuple(str(p) for p in error["loc"])
-    field = ".".join(loc)
-    line = doc.line_of(field)
+def field_name(loc: tuple) -> str:
+    """A field's path as messages write it: "params.height", "workflow[1].params.height"."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+
+
+def _hint(loc: tuple) -> str | None:
+    """FIELD_HINTS for a field; a workflow step's params are hinted as a job's."""
+    key = ".".join(str(part) for part in loc if not isinstance(part, int))
+    if key.startswith("workflow.params."):
+        key = key.removeprefix("workflow.")
+    return FIELD_HINTS.get(key) or FIELD_HINTS.get(str(loc[0]))
+
+
+def _describe(doc: YamlDocument, schema: type[JobFields], error: dict) -> str:
+    loc = tuple(error["loc"])
+    field = field_name(loc)
+    line = doc.line_of(".".join(map(str, loc)))
     where = f"{doc.path}:{line}" if line else str(doc.path)
     kind = error["type"]
     if kind == "missing":
-        hint = FIELD_HINTS.get(field, "see the job file reference, docs/job-file.md")
+        hint = _hint(loc) or "see the job file reference, docs/job-file.md"
         return f"{where}: required field '{field}' is missing; fix: add it ({hint})"
     if kind == "extra_forbidden":
-        valid = _fields_of(JobFields, loc[:-1])
-        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        valid = _fields_of(schema, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         did_you = f" (did you mean '{close[0]}'?)" if close else ""
         return (f"{where}: unknown field '{field}'{did_you}; fix: remove it or use one of: "
                 f"{', '.join(valid)}")
-    got = error.get("input")
-    hint = FIELD_HINTS.get(field) or FIELD_HINTS.get(loc[0])
+    got = repr(error.get("input"))
+    got = got if len(got) <= MAX_GOT else got[:MAX_GOT - 3] + "..."  # a whole list of steps says little
+    hint = _hint(loc)
     msg = error["msg"]
-    text = f"{where}: field '{field}': {msg[:1].lower()}{msg[1:]} (got {got!r})"
+    text = f"{where}: field '{field}': {msg[:1].lower()}{msg[1:]} (got {got})"
     return f"{text}; fix: {hint}" if hint else text
 
 
@@ -97,11 +122,12 @@ def load_job(path: Path, problems: list[str], with_prompts: bool = True) -> Job 
     doc = read_document(path, problems)
     if doc is None:
         return None
+    schema = WorkflowJobFields if "workflow" in doc.data else JobFields
     try:
-        fields = JobFields.model_validate(doc.data)
+        fields = schema.model_validate(doc.data)
     except ValidationError as err:
         errors = sorted(err.errors(), key=lambda e: doc.line_of(".".join(map(str, e["loc"]))) or 0)
-        problems.extend(_describe(doc, e) for e in errors)
+        problems.extend(_describe(doc, schema, e) for e in errors)
         fields = None
     base = path.parent
     images = ImageReader()
@@ -111,6 +137,16 @@ def load_job(path: Path, problems: list[str], with_prompts: bool = True) -> Job 
         records = read_prompts(resolve_path(base, prompts_value), problems, images)
     if fields is None:
         return None
+
+    def place(field: str) -> str:
+        return f"{doc.path}:{doc.line_of(field)}" if doc.line_of(field) else str(doc.path)
+
+    def model_path(ref: str) -> str:
+        return ref if ref.startswith("builtin:") else str(resolve_path(base, ref))
+
+    workflow = workflow_steps(fields, set(doc.data), place, model_path, problems)
+    if workflow:
+        problems.extend(line_problems(records, resolve_path(base, fields.prompts)))
     negative_problem = text_problem(fields.params.negative_prompt)
     if negative_problem is not None:
         problems.append(f"{doc.path}:{doc.line_of('params.negative_prompt')}: field 'params.negative_prompt' "
@@ -128,12 +164,14 @@ def load_job(path: Path, problems: list[str], with_prompts: bool = True) -> Job 
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         where = f"{doc.path}:{doc.line_of('output')}" if fields.output else str(doc.path)
         problems.append(f"{where}: field 'output': '{output.name}' must end in .h5 or .hdf5")
-    model = fields.model
-    if not model.startswith("builtin:"):
-        model = str(resolve_path(base, model))
     if len(problems) > start:
         return None
+    model = describe(workflow) if workflow else model_path(fields.model)
     params = fields.params
+    if workflow:  # the plan's items record the last step's params: its outputs are the job's
+        last = workflow[-1]
+        params = params.model_copy(update={"steps": last.steps, "guidance": last.guidance, "height": last.height,
+                                           "width": last.width, "frames": last.frames})
     return Job(
         source=path,
         source_text=doc.text,
@@ -160,4 +198,5 @@ def load_job(path: Path, problems: list[str], with_prompts: bool = True) -> Job 
         field_lines=dict(doc.lines),
         slurm=fields.slurm,
         store=fields.store,
+        workflow=workflow,
     )

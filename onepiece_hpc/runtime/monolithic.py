@@ -99,7 +99,7 @@ def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressRe
                             reporter.advance(int(wanted[unit.start:unit.stop].sum()))
                             reporter.note(f"{failed_units} unit(s) failed")
                         continue
-                    outputs = outcome.tensors[prepared.layout.dataset].numpy()
+                    outputs = {name: outcome.tensors[name].numpy() for name in prepared.layout.tensors}
                     _commit(unit, outputs, outcome.seconds, writer, spent, reporter)
                     _record(writer, budget.succeeded())
             _record(writer, budget.finish())
@@ -116,8 +116,8 @@ def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressRe
                       failed_now=writer.failed_this_run, failures=tuple(writer.failures()))
 
 
-def _commit(unit: Unit, outputs: np.ndarray, seconds: list[float], writer: OutputWriter, spent: dict[str, float],
-            reporter: ProgressReporter | None) -> None:
+def _commit(unit: Unit, outputs: dict[str, np.ndarray], seconds: list[float], writer: OutputWriter,
+            spent: dict[str, float], reporter: ProgressReporter | None) -> None:
     t0 = time.perf_counter()
     per_item = np.array(seconds) / unit.size
     count = writer.commit(unit.start, outputs, np.tile(per_item, (unit.size, 1)))

@@ -283,7 +283,7 @@ class NodeManager:
                 unit = self.prepared.plan.units[message.unit_id]
                 timings = json.loads(message.meta)["timings"]
                 seconds = np.array(timings) / unit.size
-                count = writer.commit(unit.start, message.tensors[self.prepared.layout.dataset],
+                count = writer.commit(unit.start, message.tensors,
                                       np.tile(seconds, (unit.size, 1)))
             self.costs.observe(unit.index, timings)
             self._in_flight.pop(unit.index, None)

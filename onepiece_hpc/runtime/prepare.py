@@ -1,4 +1,5 @@
-"""Everything checked before work starts: job file, prompts, model, sizes, output, device."""
+"""Everything checked before work starts: job file, prompts, model (or a workflow's models, each
+and against each other), sizes, output, device."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from onepiece_hpc.environment import slurm_job
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import Placement
 from onepiece_hpc.models.source import ModelSource, resolve_model
-from onepiece_hpc.jobfile.job import Job
+from onepiece_hpc.models.workflow.adapter import Step, WorkflowAdapter
+from onepiece_hpc.models.workflow.compose import chain_problems, compose
+from onepiece_hpc.jobfile.job import GenParams, Job
 from onepiece_hpc.jobfile.loader import load_job
 from onepiece_hpc.planning.plan import Plan, plan_job
+from onepiece_hpc.store.index import ItemDataset
 from onepiece_hpc.store.output import OutputLayout, StoreSettings
 from onepiece_hpc.store.preflight import check_writable
 from onepiece_hpc.store.provenance import (
@@ -72,41 +76,99 @@ def execution_tag(job: Job, placement: Placement) -> str:
     return f"{tag}/threads={job.cpu_threads}" if placement.device.type == "cpu" else tag
 
 
-def _size(job: Job, model: ModelSource, problems: list[str]) -> tuple[int, int] | None:
+@dataclass(frozen=True)
+class ModelParams:
+    """A model's size and frame fields as the job file gives them: the job's params, or a
+    workflow step's (`at`: their key path, "params" or "workflow.1.params"; `label`: how messages
+    name it, "params" or "workflow[1].params")."""
+
+    height: int | None
+    width: int | None
+    frames: int | None
+    at: str = "params"
+    label: str = "params"
+
+
+def where_in(job: Job, path: str) -> str:
+    """job.where of a field, or of its nearest parent the job file writes."""
+    parts = path.split(".")
+    while parts and ".".join(parts) not in job.field_lines:
+        parts.pop()
+    return job.where(".".join(parts))
+
+
+def _size(job: Job, model: ModelSource, given: ModelParams, problems: list[str]) -> tuple[int, int] | None:
     default_h, default_w = model.adapter.default_size()
-    height = job.height or default_h
-    width = job.width or default_w
+    height = given.height or default_h
+    width = given.width or default_w
     multiple = model.adapter.size_multiple()
     ok = True
     for field, value in (("height", height), ("width", width)):
         if value % multiple:
             lower = max(multiple, value - value % multiple)
             problems.append(
-                f"{job.where('params.' + field)}: field 'params.{field}' is {value}, not a multiple of "
-                f"{multiple} (this model's size factor); fix: use {lower} or {lower + multiple}"
+                f"{where_in(job, f'{given.at}.{field}')}: field '{given.label}.{field}' is {value}, not a multiple "
+                f"of {multiple} (this model's size factor); fix: use {lower} or {lower + multiple}"
             )
             ok = False
     return (height, width) if ok else None
 
 
-def _frames(job: Job, model: ModelSource, problems: list[str]) -> int | None:
+def _frames(job: Job, model: ModelSource, given: ModelParams, problems: list[str]) -> int | None:
     """Frames per item of a video model (None for an image model, which takes no frame count)."""
     adapter = model.adapter
+    field, where = f"{given.label}.frames", where_in(job, f"{given.at}.frames")
     if adapter.output_kind == "image":
-        if job.frames is not None:
-            problems.append(f"{job.where('params.frames')}: field 'params.frames' is for video models, and "
-                            f"{model.ref} ({model.pipeline_class}) makes images; fix: remove it")
+        if given.frames is not None:
+            problems.append(f"{where}: field '{field}' is for video models, and {model.ref} ({model.pipeline_class}) "
+                            "makes images; fix: remove it")
         return None
-    frames = job.frames or adapter.default_frames()
+    frames = given.frames or adapter.default_frames()
     step = adapter.frame_step()
     if (frames - 1) % step:
         lower = frames - (frames - 1) % step
         problems.append(
-            f"{job.where('params.frames')}: field 'params.frames' is {frames}, not {step}k+1 ({model.ref} packs "
+            f"{where}: field '{field}' is {frames}, not {step}k+1 ({model.ref} packs "
             f"{step} frames into one latent frame after the first); fix: use {lower} or {lower + step}"
         )
         return None
     return frames
+
+
+def _workflow(job: Job, cache: Path, problems: list[str], weights: bool) -> ModelSource | None:
+    """A workflow's steps resolved and checked one by one, then against each other, as one source."""
+    steps = []
+    for step in job.workflow:
+        source = resolve_model(step.model, cache, where_in(job, f"{step.field}.model"), problems, weights=weights)
+        if source is None:
+            continue
+        given = ModelParams(step.height, step.width, step.frames, f"{step.field}.params", f"{step.label}.params")
+        size, frames = _size(job, source, given, problems), _frames(job, source, given, problems)
+        if size is not None and (frames is not None or source.adapter.output_kind == "image"):
+            params = GenParams(steps=step.steps, guidance=step.guidance, height=size[0], width=size[1],
+                               frames=frames or 1)
+            steps.append(Step(step.index, step.name, source, params, step.negative_prompt, step.keep))
+    if len(steps) < len(job.workflow):
+        return None
+    found = chain_problems(job, steps, lambda step, field: where_in(job, f"workflow.{step.index}.{field}"))
+    problems.extend(found)
+    return None if found else compose(job, steps)
+
+
+def _output_size(workflow: WorkflowAdapter) -> tuple[tuple[int, int], int | None]:
+    """A workflow's outputs' size and frames (None for images): its last step's."""
+    last = workflow.steps[-1].params
+    return (last.height, last.width), (last.frames if workflow.output_kind == "video" else None)
+
+
+def _layout(model: ModelSource, params: GenParams, dtype: torch.dtype) -> OutputLayout:
+    """What each item of the output holds: the last stage's outputs, and a workflow's kept steps'."""
+    adapter = model.adapter
+    decode_spec = adapter.output_specs(adapter.topology.last, params, 1, dtype)[0]
+    extras = tuple(ItemDataset(kept.kept_name, kept.adapter.output_kind, tuple(kept.output_spec(1, dtype).shape[1:]))
+                   for kept in (adapter.kept if isinstance(adapter, WorkflowAdapter) else ()))
+    return OutputLayout(kind=adapter.output_kind, item_shape=decode_spec.shape[1:], frame_rate=adapter.frame_rate,
+                        timing_columns=adapter.topology.timing_columns, extras=extras)
 
 
 def _lines(lines) -> str:
@@ -151,11 +213,16 @@ def prepare(job_path: Path, output: Path | None, cache: Path, plan: bool = True)
     if plan:
         check_writable(out, problems)
     placement = _placement(job, problems)
-    model = resolve_model(job.model, cache, job.where("model"), problems, weights=plan)
-    size = _size(job, model, problems) if model else None
-    frames = _frames(job, model, problems) if model else None
-    if model and plan:
-        _condition_images(job, model, problems)
+    if job.workflow:
+        model = _workflow(job, cache, problems, weights=plan)
+        size, frames = _output_size(model.adapter) if model else (None, None)
+    else:
+        model = resolve_model(job.model, cache, job.where("model"), problems, weights=plan)
+        given = ModelParams(job.height, job.width, job.frames)
+        size = _size(job, model, given, problems) if model else None
+        frames = _frames(job, model, given, problems) if model else None
+        if model and plan:
+            _condition_images(job, model, problems)
     planned = None
     if model and size and placement and plan:
         planned = plan_job(job, model.identity, size, execution_tag(job, placement), problems, frames)
@@ -164,9 +231,7 @@ def prepare(job_path: Path, output: Path | None, cache: Path, plan: bool = True)
     if not plan:
         return Prepared(job=job, model=model, placement=placement, output=out, plan=None, layout=None,
                         provenance=None)
-    decode_spec = model.adapter.output_specs(model.adapter.topology.last, planned.params[0], 1, placement.dtype)[0]
-    layout = OutputLayout(kind=model.adapter.output_kind, item_shape=decode_spec.shape[1:],
-                          frame_rate=model.adapter.frame_rate, timing_columns=model.adapter.topology.timing_columns)
+    layout = _layout(model, planned.params[0], placement.dtype)
     provenance = collect(job.source_text, str(job.source), model.ref, model.identity, model.config_hash,
                          model.pipeline_class)
     return Prepared(job=job, model=model, placement=placement, output=out, plan=planned, layout=layout,

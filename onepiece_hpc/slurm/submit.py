@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.topologies import topology_of
+from onepiece_hpc.models.workflow.topology import workflow_topology
 from onepiece_hpc.planning.layout import plan_layout
 from onepiece_hpc.slurm import records
 from onepiece_hpc.slurm.commands import parse_job_id, run_slurm
@@ -47,7 +48,7 @@ def check_ranks(job: Job, options: SlurmFields) -> None:
     """Refuse, before anything is queued, a task count the runtime can't use."""
     ntasks = options.nodes * options.ntasks_per_node
     if ntasks > 1:
-        plan_layout(job, ntasks, topology_of(job.model))
+        plan_layout(job, ntasks, workflow_topology(job) if job.workflow else topology_of(job.model))
 
 
 def check_options(job: Job, options: SlurmFields, flags: dict, where: str) -> None:

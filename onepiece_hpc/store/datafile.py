@@ -1,5 +1,6 @@
-"""Data files: a fixed range of items with every per-item dataset, created complete, then written
-in place as raw bytes at fixed offsets (never through HDF5, so its metadata can't change).
+"""Data files: a fixed range of items with every per-item dataset (the outputs, and any extra
+datasets of the layout), created complete, then written in place as raw bytes at fixed offsets
+(never through HDF5, so its metadata can't change).
 
 A data file is published only once it is whole (rows, zeroed flags, storage reserved on disk);
 the writer then opens it as a plain file and puts each item's output, digest, timings and
@@ -19,11 +20,15 @@ import numpy as np
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.files import NO_SPACE, no_space_error, reserve, write_new
+from onepiece_hpc.store.index import ItemDataset
 
 
-def digest(data: np.ndarray) -> bytes:
-    """The digest an item's output bytes carry (sha256)."""
-    return hashlib.sha256(np.ascontiguousarray(data).data).digest()
+def digest(*parts: np.ndarray) -> bytes:
+    """The digest an item's bytes carry: sha256 over its datasets' bytes, in the layout's order."""
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(np.ascontiguousarray(part).data)
+    return hasher.digest()
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class DataFileSpec:
     count: int
     store_id: str
     output_kind: str
-    item_shape: tuple[int, ...]
+    datasets: tuple[ItemDataset, ...]  # the outputs first (StoreLayout.datasets)
     timing_columns: tuple[str, ...] = s.TIMING_STAGES
 
 
@@ -58,8 +63,9 @@ def create_data_file(spec: DataFileSpec, rows: np.ndarray) -> None:
             timings.attrs["stages"] = np.array(spec.timing_columns, dtype=h5py.string_dtype())
             timings.attrs["units"] = "seconds per item (a unit's time split evenly over its items)"
             f.create_dataset(s.COMMITTED_AT, shape=(n,), dtype="<f8", dcpl=dcpl())[...] = np.full(n, np.nan)
-            f.create_group(s.OUTPUTS).create_dataset(s.OUTPUT_DATASETS[spec.output_kind],
-                                                     shape=(n, *spec.item_shape), dtype="u1", dcpl=dcpl())
+            outputs = f.create_group(s.OUTPUTS)
+            for dataset in spec.datasets:
+                outputs.create_dataset(dataset.name, shape=(n, *dataset.item_shape), dtype="u1", dcpl=dcpl())
         fd = os.open(tmp, os.O_RDWR)
         try:
             reserve(fd, os.fstat(fd).st_size, spec.path.parent)
@@ -71,22 +77,22 @@ def create_data_file(spec: DataFileSpec, rows: np.ndarray) -> None:
 
 @dataclass(frozen=True)
 class Offsets:
-    """Byte offsets of a data file's raw datasets."""
+    """Byte offsets of a data file's raw datasets; `outputs` holds (offset, bytes an item) of each
+    per-item dataset, in the layout's order."""
 
     done: int
     digest: int
     timings: int
     committed_at: int
-    outputs: int
-    item_bytes: int
+    outputs: tuple[tuple[int, int], ...]
     timing_columns: int = len(s.TIMING_STAGES)
 
 
-def read_offsets(file: h5py.File, output_kind: str) -> Offsets:
-    ds = file[s.OUTPUTS][s.OUTPUT_DATASETS[output_kind]]
+def read_offsets(file: h5py.File, datasets: tuple[ItemDataset, ...]) -> Offsets:
+    found = [file[d.path] for d in datasets]
     return Offsets(done=file[s.DONE].id.get_offset(), digest=file[s.DIGEST].id.get_offset(),
                    timings=file[s.TIMINGS].id.get_offset(), committed_at=file[s.COMMITTED_AT].id.get_offset(),
-                   outputs=ds.id.get_offset(), item_bytes=int(np.prod(ds.shape[1:])),
+                   outputs=tuple((ds.id.get_offset(), int(np.prod(ds.shape[1:]))) for ds in found),
                    timing_columns=int(file[s.TIMINGS].shape[1]))
 
 
@@ -115,10 +121,11 @@ class RawDataFile:
             raise
         self.dirty = True
 
-    def write_outputs(self, local: int, outputs: np.ndarray) -> None:
-        """The outputs of consecutive items from `local` on, in one write."""
-        o = self.offsets
-        self._pwrite(np.ascontiguousarray(outputs, dtype=np.uint8), o.outputs + local * o.item_bytes)
+    def write_outputs(self, local: int, outputs: list[np.ndarray]) -> None:
+        """The bytes of consecutive items from `local` on, one write a dataset (`outputs` in the
+        layout's order)."""
+        for (offset, item_bytes), data in zip(self.offsets.outputs, outputs, strict=True):
+            self._pwrite(np.ascontiguousarray(data, dtype=np.uint8), offset + local * item_bytes)
 
     def write_records(self, local: int, digests: np.ndarray, timings: np.ndarray, committed_at: np.ndarray) -> None:
         """Digests, timings and commit times of consecutive items: all of them but outputs and done flags."""

@@ -52,30 +52,49 @@ def export_items(output: Path, folder: Path, requested: str | None = None, fps: 
     """Write one file per done item and DIR/manifest.jsonl; returns how many were written, and the format.
 
     Images export as PNG; videos as MP4 (H.264, lossy; even sizes) or GIF (256 colours a frame).
+    A workflow's kept step STEP exports beside each item as INDEX.STEP.png (or its video format).
     Data files are read one at a time, an item at a time.
     """
     with open_output(output) as view:
         kind = view.output_kind
         fmt = _format(output, kind, requested)
         fps = _frame_rate(output, view.attrs, kind, fps)
-        shape = view.item_shape
-        if fmt == "mp4" and (shape[1] % 2 or shape[2] % 2):
-            raise UserError(f"{output}: its videos are {shape[2]} x {shape[1]} px, and MP4 (H.264, "
-                            f"{MP4_PIXELS}) needs even sizes; fix: use --format gif")
+        targets = _targets(view, fmt)
+        for dataset, shape, chosen, _ in targets:
+            if chosen == "mp4" and (shape[1] % 2 or shape[2] % 2):
+                raise UserError(f"{output}: the videos of /{dataset} are {shape[2]} x {shape[1]} px, and MP4 "
+                                f"(H.264, {MP4_PIXELS}) needs even sizes; fix: use --format gif")
         _check_target(folder)
         width = max(6, len(str(view.items_total - 1)))
         made = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            written = _write_items(view, folder, fmt, fps, width)
+            written = _write_items(view, folder, targets, fps, width)
         except UserError:
             _undo(folder, made)  # damage found midway: leave no half export that blocks the next try
             raise
     return written, fmt
 
 
-def _write_items(view: OutputView, folder: Path, fmt: str, fps: int | None, width: int) -> int:
-    """One file per done item and the manifest line that names it; returns how many."""
+def _targets(view: OutputView, fmt: str) -> list[tuple[str, tuple[int, ...], str, str]]:
+    """(dataset, item shape, format, step) of each file an item exports to: its output (step ""),
+    then each kept step's, in the output's format where the kinds agree (else their kind's default)."""
+    kept = [(d.path, d.item_shape, fmt if d.kind == view.output_kind else FORMATS[d.kind][0], d.name.split("/")[0])
+            for d in view.extras]
+    return [(view.dataset, view.item_shape, fmt, ""), *kept]
+
+
+def _write_file(path: Path, pixels: np.ndarray, fmt: str, fps: int | None) -> None:
+    if fmt == "png":
+        write_png(path, pixels)
+    elif fmt == "mp4":
+        write_mp4(path, pixels, fps)
+    else:
+        write_gif(path, pixels, fps)
+
+
+def _write_items(view: OutputView, folder: Path, targets: list, fps: int | None, width: int) -> int:
+    """One file per done item (and kept step) and the manifest line that names them; returns how many items."""
     kind = view.output_kind
     written = 0
     with open(folder / MANIFEST, "x", encoding="utf-8") as manifest:
@@ -85,14 +104,12 @@ def _write_items(view: OutputView, folder: Path, fmt: str, fps: int | None, widt
             done = np.flatnonzero(read_dataset(file, s.DONE, seg.path))
             for local, record in zip(done, item_records(file, seg.path, done)):
                 index = seg.start + int(local)
-                pixels = read_dataset(file, view.dataset, seg.path, np.s_[int(local)])
-                name = f"{index:0{width}d}.{fmt}"
-                if fmt == "png":
-                    write_png(folder / name, pixels)
-                elif fmt == "mp4":
-                    write_mp4(folder / name, pixels, fps)
-                else:
-                    write_gif(folder / name, pixels, fps)
+                names = {}
+                for dataset, _, chosen, step in targets:
+                    names[step] = f"{index:0{width}d}{'.' + step if step else ''}.{chosen}"
+                    _write_file(folder / names[step], read_dataset(file, dataset, seg.path, np.s_[int(local)]),
+                                chosen, fps)
+                name = names.pop("")
                 entry = {
                     "index": index, "key": record.key, "prompt": record.prompt,
                     "negative_prompt": record.negative_prompt, "seed": record.seed, "steps": record.steps,
@@ -102,6 +119,8 @@ def _write_items(view: OutputView, folder: Path, fmt: str, fps: int | None, widt
                     entry |= {"frames": record.frames, "fps": fps}
                 if record.image:
                     entry["image"] = record.image
+                if names:
+                    entry["kept"] = names  # each kept step's file, by step
                 manifest.write(json.dumps(entry, ensure_ascii=False) + "\n")
                 written += 1
     return written

@@ -27,22 +27,57 @@ MAX_FILES = 1_000_000
 
 
 @dataclass(frozen=True)
+class ItemDataset:
+    """One per-item uint8 dataset of an output: /outputs/NAME. NAME also names the last stage's
+    tensor that fills it ("images" or "videos" for the outputs themselves; "STEP/images" for the
+    images a workflow's step STEP keeps)."""
+
+    name: str
+    kind: str  # "image" | "video"
+    item_shape: tuple[int, ...]
+
+    @property
+    def path(self) -> str:
+        return f"{s.OUTPUTS}/{self.name}"
+
+    @property
+    def item_bytes(self) -> int:
+        return int(np.prod(self.item_shape))
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "item_shape": list(self.item_shape)}
+
+
+@dataclass(frozen=True)
 class StoreLayout:
-    """How an output's items are spread over data files."""
+    """How an output's items are spread over data files, and what each item holds: its output
+    (`output_kind`, `item_shape`) and any `extras` (more per-item datasets, e.g. a workflow's
+    kept intermediate images)."""
 
     items_total: int
     items_per_file: int
     output_kind: str
     item_shape: tuple[int, ...]
     timing_columns: tuple[str, ...] = s.TIMING_STAGES  # each stage of the pipeline, then the write
+    extras: tuple[ItemDataset, ...] = ()
 
     @property
     def files(self) -> int:
         return max(1, math.ceil(self.items_total / self.items_per_file))
 
     @property
+    def datasets(self) -> tuple[ItemDataset, ...]:
+        """Every per-item dataset, the outputs first: the order of an item's bytes under its digest."""
+        return (ItemDataset(s.OUTPUT_DATASETS[self.output_kind], self.output_kind, self.item_shape), *self.extras)
+
+    @property
     def item_bytes(self) -> int:
-        return int(np.prod(self.item_shape))
+        return sum(d.item_bytes for d in self.datasets)
+
+    @property
+    def format_version(self) -> int:
+        """The oldest format that describes this layout: an older reader refuses a file it would misread."""
+        return s.FORMAT_VERSION if self.extras else s.FORMAT_VERSION_ONE_DATASET
 
     def file_range(self, index: int) -> tuple[int, int]:
         start = index * self.items_per_file
@@ -103,33 +138,39 @@ def write_index(tmp: Path, index_path: Path, layout: StoreLayout, attrs: dict, p
     """Write the index for an output that will live at `index_path` into the file `tmp`."""
     relative_folder = os.path.basename(s.data_folder(index_path))
     with h5py.File(tmp, "w", locking=False) as f:
-        f.attrs.update({**attrs, "format": s.FORMAT, "format_version": s.FORMAT_VERSION, "kind": s.KIND_OUTPUT,
-                        "items_total": layout.items_total, "items_per_file": layout.items_per_file,
-                        "files": layout.files, "output_kind": layout.output_kind,
-                        "item_shape": np.array(layout.item_shape, dtype="<i8"),
-                        "timing_columns": np.array(layout.timing_columns, dtype=h5py.string_dtype())})
+        f.attrs.update({**attrs, "format": s.FORMAT, "kind": s.KIND_OUTPUT, **layout_attrs(layout),
+                        "items_per_file": layout.items_per_file, "files": layout.files})
         f.create_group(s.PROVENANCE).attrs.update(provenance)
         ranges = [(f"{relative_folder}/{data_file_name(k)}", *layout.file_range(k)) for k in range(layout.files)]
-        write_views(f, ranges, layout.items_total, layout.output_kind, layout.item_shape, layout.timing_columns)
+        write_views(f, ranges, layout)
         seal(f)
 
 
-def write_views(f: h5py.File, ranges: list[tuple[str, int, int]], total: int, output_kind: str,
-                item_shape: tuple[int, ...], timing_columns: tuple[str, ...] = s.TIMING_STAGES) -> None:
+def layout_attrs(layout: StoreLayout) -> dict:
+    """The attributes an index (or a merged view) describes its items with."""
+    attrs = {"format_version": layout.format_version, "items_total": layout.items_total,
+             "output_kind": layout.output_kind, "item_shape": np.array(layout.item_shape, dtype="<i8"),
+             "timing_columns": np.array(layout.timing_columns, dtype=h5py.string_dtype())}
+    if layout.extras:
+        attrs[s.EXTRA_OUTPUTS] = json.dumps([d.as_json() for d in layout.extras])
+    return attrs
+
+
+def write_views(f: h5py.File, ranges: list[tuple[str, int, int]], layout: StoreLayout) -> None:
     """Virtual datasets over data files: `ranges` lists (file name, first item, end) in order."""
-    output = f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[output_kind]}"
     views = [
         (s.ITEMS, (), s.ITEM_DTYPE, None),
         (s.DONE, (), np.dtype("u1"), 0),
         (s.DIGEST, (s.DIGEST_BYTES,), np.dtype("u1"), 0),
-        (s.TIMINGS, (len(timing_columns),), np.dtype("<f8"), np.nan),
+        (s.TIMINGS, (len(layout.timing_columns),), np.dtype("<f8"), np.nan),
         (s.COMMITTED_AT, (), np.dtype("<f8"), np.nan),
-        (output, tuple(item_shape), np.dtype("u1"), 0),
+        *((d.path, tuple(d.item_shape), np.dtype("u1"), 0) for d in layout.datasets),
     ]
+    total = layout.items_total
     f.require_group(s.OUTPUTS)
     for name, tail, dtype, fill in views:
-        layout = h5py.VirtualLayout(shape=(total, *tail), dtype=dtype)
+        view = h5py.VirtualLayout(shape=(total, *tail), dtype=dtype)
         for file_name, start, stop in ranges:
-            layout[start:stop] = h5py.VirtualSource(file_name, name, shape=(stop - start, *tail), dtype=dtype)
-        f.create_virtual_dataset(name, layout, fillvalue=fill)
-    f[s.TIMINGS].attrs["stages"] = np.array(timing_columns, dtype=h5py.string_dtype())
+            view[start:stop] = h5py.VirtualSource(file_name, name, shape=(stop - start, *tail), dtype=dtype)
+        f.create_virtual_dataset(name, view, fillvalue=fill)
+    f[s.TIMINGS].attrs["stages"] = np.array(layout.timing_columns, dtype=h5py.string_dtype())

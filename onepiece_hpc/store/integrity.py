@@ -11,35 +11,36 @@ import numpy as np
 
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.datafile import digest
+from onepiece_hpc.store.index import ItemDataset
 from onepiece_hpc.store.safe_read import (
     HDF5_ERRORS,
     damaged_error,
     read_dataset,
     short,
-    text,
 )
 
 
-def damaged_items(file: h5py.File, path: Path, indices: np.ndarray, batch_bytes: int = 256 * 2**20) -> np.ndarray:
-    """Local indices among `indices` whose output bytes don't match their digest."""
+def damaged_items(file: h5py.File, path: Path, indices: np.ndarray, datasets: tuple[ItemDataset, ...],
+                  batch_bytes: int = 256 * 2**20) -> np.ndarray:
+    """Local indices among `indices` whose bytes (in every one of `datasets`, the layout's per-item
+    datasets) don't match their digest."""
     try:
-        name = f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[text(file.attrs['output_kind'])]}"
-        shape = file[name].shape
+        shapes = [file[d.path].shape for d in datasets]
     except HDF5_ERRORS as err:
         raise damaged_error(path, f"its outputs can't be found ({short(err)})") from None
     digests = read_dataset(file, s.DIGEST, path)
-    if len(indices) and (digests.shape[0] < len(indices) or shape[0] <= int(indices[-1])):
-        raise damaged_error(path, f"its datasets are shorter than its done flags ({shape[0]} outputs, "
+    if len(indices) and (digests.shape[0] < len(indices) or min(shape[0] for shape in shapes) <= int(indices[-1])):
+        raise damaged_error(path, f"its datasets are shorter than its done flags ({shapes[0][0]} outputs, "
                             f"{digests.shape[0]} digests)")
-    per_item = max(1, int(np.prod(shape[1:])))
+    per_item = max(1, sum(int(np.prod(shape[1:])) for shape in shapes))
     step = max(1, batch_bytes // per_item)
     bad = []
     for begin in range(0, len(indices), step):
         chosen = indices[begin:begin + step]
         lo, hi = int(chosen[0]), int(chosen[-1]) + 1
-        block = read_dataset(file, name, path, np.s_[lo:hi])
+        blocks = [read_dataset(file, d.path, path, np.s_[lo:hi]) for d in datasets]
         for local in chosen:
-            if digest(block[local - lo]) != bytes(digests[local]):
+            if digest(*(block[local - lo] for block in blocks)) != bytes(digests[local]):
                 bad.append(int(local))
     return np.array(bad, dtype=np.int64)
 

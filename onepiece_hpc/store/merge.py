@@ -28,7 +28,7 @@ from onepiece_hpc import __version__
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.files import AlreadyThere, write_new
-from onepiece_hpc.store.index import new_store_id, seal, write_views
+from onepiece_hpc.store.index import ItemDataset, StoreLayout, layout_attrs, new_store_id, seal, write_views
 from onepiece_hpc.store.reader import SOURCE_ATTRS, OutputView, Segment, view_of
 from onepiece_hpc.store.safe_read import (
     HDF5_ERRORS,
@@ -87,13 +87,18 @@ def find_sources(paths: list[Path], target: Path) -> list[Path]:
 def _check_shapes(views: list[OutputView]) -> None:
     shapes: dict[tuple, list[str]] = {}
     for view in views:
-        shapes.setdefault((view.output_kind, view.item_shape, timing_columns(view.attrs)), []).append(view.path.name)
+        key = (view.output_kind, view.item_shape, timing_columns(view.attrs), view.extras)
+        shapes.setdefault(key, []).append(view.path.name)
     if len(shapes) > 1:
-        groups = "; ".join(f"{kind}s {'x'.join(map(str, shape))} from stages {' -> '.join(columns[:-1])}: "
-                           f"{', '.join(files[:4])}{' ...' if len(files) > 4 else ''}"
-                           for (kind, shape, columns), files in shapes.items())
+        groups = "; ".join(f"{kind}s {'x'.join(map(str, shape))}{_extras_text(extras)} from stages "
+                           f"{' -> '.join(columns[:-1])}: {', '.join(files[:4])}{' ...' if len(files) > 4 else ''}"
+                           for (kind, shape, columns, extras), files in shapes.items())
         raise UserError(f"the outputs hold items of different shapes, which one dataset can't hold ({groups}); "
                         "fix: merge each group into its own file")
+
+
+def _extras_text(extras: tuple[ItemDataset, ...]) -> str:
+    return "".join(f" with /{d.path} {'x'.join(map(str, d.item_shape))}" for d in extras)
 
 
 def _check_distinct(views: list[OutputView]) -> None:
@@ -223,6 +228,8 @@ def merge_outputs(paths: list[Path], target: Path) -> MergeResult:
     total = sum(view.items_total for view in views)
     offsets = np.cumsum([0] + [view.items_total for view in views[:-1]]).astype(np.int64)
     first = views[0]
+    layout = StoreLayout(total, max(1, total), first.output_kind, first.item_shape, timing_columns(first.attrs),
+                         first.extras)
     fingerprint = hashlib.sha256("\n".join(str(v.attrs["job_fingerprint"]) for v in views).encode()).hexdigest()
     table = np.array([(os.path.relpath(v.path, here), identity(v).encode(), str(v.attrs["job_fingerprint"]).encode(),
                        v.items_total, off) for v, off in zip(views, offsets)], dtype=SOURCE_DTYPE)
@@ -230,11 +237,8 @@ def merge_outputs(paths: list[Path], target: Path) -> MergeResult:
     def fill(tmp: Path) -> None:
         with h5py.File(tmp, "w", locking=False) as file:
             file.attrs.update({
-                "format": s.FORMAT, "format_version": s.FORMAT_VERSION, "kind": s.KIND_MERGED,
+                "format": s.FORMAT, "kind": s.KIND_MERGED, **layout_attrs(layout),
                 "store_id": new_store_id(), "job_name": target.stem, "job_fingerprint": fingerprint,
-                "items_total": total, "output_kind": first.output_kind,
-                "item_shape": np.array(first.item_shape, dtype="<i8"),
-                "timing_columns": np.array(timing_columns(first.attrs), dtype=h5py.string_dtype()),
                 "model_identity": _common(views, "model_identity", "mixed: see /merge/sources"),
                 "model_ref": _common(views, "model_ref", "mixed: see /merge/sources"),
                 "microbatch": _common(views, "microbatch", 0),
@@ -245,7 +249,7 @@ def merge_outputs(paths: list[Path], target: Path) -> MergeResult:
             file.create_group("merge").create_dataset("sources", data=table)
             ranges = [(os.path.relpath(seg.path, here), int(off) + seg.start, int(off) + seg.start + seg.count)
                       for view, off in zip(views, offsets) for seg in view.segments]
-            write_views(file, ranges, total, first.output_kind, first.item_shape, timing_columns(first.attrs))
+            write_views(file, ranges, layout)
             seal(file)
             file.create_group(s.PROVENANCE).attrs.update({
                 "package_version": __version__, "host": socket.gethostname(),
@@ -287,8 +291,8 @@ def expand_merged(path: Path, file: h5py.File, attrs: dict) -> OutputView:
             raise UserError(f"{path}: its source {source} can't be read, so neither can the merged view: "
                             f"{err.render()}") from None
         found = (identity(view), str(view.attrs["job_fingerprint"]), view.items_total, view.output_kind,
-                 view.item_shape)
-        if found != (store_id, fingerprint, items, layout.output_kind, layout.item_shape):
+                 view.item_shape, view.extras)
+        if found != (store_id, fingerprint, items, layout.output_kind, layout.item_shape, layout.extras):
             raise UserError(f"{path}: its source {source} was replaced since the merge (it now holds job "
                             f"'{view.attrs.get('job_name')}' with {view.items_total} items, another output than the "
                             f"one merged); its items would be mislabelled; fix: {fix}")

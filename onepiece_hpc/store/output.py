@@ -21,7 +21,8 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -48,6 +49,7 @@ from onepiece_hpc.store.files import (
 )
 from onepiece_hpc.store.index import (
     DEFAULT_FILE_BYTES,
+    ItemDataset,
     StoreLayout,
     choose_items_per_file,
     data_file_path,
@@ -70,17 +72,25 @@ MAX_ERROR_CHARS = 2000  # of a failed unit's error kept in the journal
 
 @dataclass(frozen=True)
 class OutputLayout:
-    """The shape of one item's output, e.g. (H, W, 3) for images, (T, H, W, 3) for video."""
+    """The shape of one item's output, e.g. (H, W, 3) for images, (T, H, W, 3) for video, and the
+    item's extra datasets (a workflow's kept intermediate outputs), each filled by the last
+    stage's tensor of its name."""
 
     kind: str  # "image" | "video"
     item_shape: tuple[int, ...]
     frame_rate: int | None = None  # frames per second of a video
     timing_columns: tuple[str, ...] = s.TIMING_STAGES  # the seconds each item spent in each stage, then the write
+    extras: tuple[ItemDataset, ...] = ()
 
     @property
     def dataset(self) -> str:
         """The /outputs dataset, and the name of the decode stage's tensor that fills it."""
         return s.OUTPUT_DATASETS[self.kind]
+
+    @property
+    def tensors(self) -> tuple[str, ...]:
+        """The last stage's tensors an item's commit takes: the outputs', then each extra's."""
+        return (self.dataset, *(extra.name for extra in self.extras))
 
 
 @dataclass(frozen=True)
@@ -107,9 +117,10 @@ def _create_index(path: Path, items: ItemSource, layout: OutputLayout, provenanc
     The data folder comes first: an index without its folder is then damage, never "nothing yet"."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Path(s.data_folder(path)).mkdir(exist_ok=True)
-    item_bytes = int(np.prod(layout.item_shape))
-    per_file = choose_items_per_file(len(items), item_bytes, settings.file_bytes)
-    store = StoreLayout(len(items), per_file, layout.kind, tuple(layout.item_shape), tuple(layout.timing_columns))
+    store = StoreLayout(len(items), 1, layout.kind, tuple(layout.item_shape), tuple(layout.timing_columns),
+                        tuple(layout.extras))
+    per_file = choose_items_per_file(len(items), store.item_bytes, settings.file_bytes)
+    store = replace(store, items_per_file=per_file)
     with temporary_path(Path(s.data_folder(path)), ".index.") as tmp:  # in the data folder: its orphans are swept
         try:
             write_index(tmp, path, store, _index_attrs(items, provenance, layout), provenance.as_attrs())
@@ -124,6 +135,10 @@ def _create_index(path: Path, items: ItemSource, layout: OutputLayout, provenanc
             pass  # another process published it first: it is checked like any existing output
 
 
+def _describe_datasets(extras: tuple[ItemDataset, ...]) -> str:
+    return ", ".join(f"/{d.path} ({'x'.join(map(str, d.item_shape))})" for d in extras) or "no other dataset"
+
+
 def _mismatch(reader: StoreReader, items: ItemSource) -> str | None:
     """Why the output is not this job's, or None if it is."""
     attrs, path = reader.attrs, reader.path
@@ -131,7 +146,8 @@ def _mismatch(reader: StoreReader, items: ItemSource) -> str | None:
         return None
     theirs = f"job '{attrs.get('job_name')}' with {attrs.get('items_total')} items"
     if attrs.get("model_identity") != items.model_identity:
-        why = "a different model (or the same model folder with other weights)"
+        why = ("a different model (or the same model folder with other weights; of a workflow, any step's model "
+               "or params)")
     elif int(attrs.get("items_total", -1)) != len(items):
         why = f"{attrs.get('items_total')} items, this job has {len(items)}"
     elif int(attrs.get("microbatch", -1)) != items.microbatch or attrs.get("execution") != items.execution:
@@ -183,6 +199,9 @@ class OutputWriter:
         if not problem and reader.layout.timing_columns != tuple(layout.timing_columns):
             problem = (f"{path} records the stages {', '.join(reader.layout.timing_columns[:-1])} and this job's "
                        f"pipeline has {', '.join(layout.timing_columns[:-1])}")
+        if not problem and reader.layout.extras != tuple(layout.extras):
+            problem = (f"{path} holds {_describe_datasets(reader.layout.extras)} beside its outputs and this job "
+                       f"makes {_describe_datasets(layout.extras)} (a workflow step's keep: changed?)")
         if problem:
             raise UserError(f"{problem}; nothing was changed; fix: choose another output path (-o) "
                             "or move the old output away")
@@ -241,33 +260,53 @@ class OutputWriter:
                 journal.append(self._journal, recovered_record(self._run, failure.start, failure.stop, now_iso()))
 
     # -- commits -------------------------------------------------------------------------------
-    def commit(self, start: int, outputs: np.ndarray, stage_seconds: np.ndarray) -> int:
-        """Store items [start, start + len(outputs)); returns how many were new.
+    def _arrays(self, outputs: np.ndarray | Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The items' bytes of each dataset, in the layout's order: `outputs` is the outputs alone
+        (a layout of one dataset) or every dataset's array by its name."""
+        datasets = self._store.datasets
+        if not isinstance(outputs, Mapping):
+            outputs = {datasets[0].name: outputs}
+        missing = [d.name for d in datasets if d.name not in outputs]
+        if missing:
+            raise ValueError(f"a commit to {self.path} lacks the dataset(s) {', '.join(missing)}")
+        arrays = [outputs[d.name] for d in datasets]
+        for dataset, array in zip(datasets, arrays):
+            if tuple(array.shape[1:]) != dataset.item_shape or len(array) != len(arrays[0]):
+                raise ValueError(f"a commit to {self.path} gives /{dataset.path} items of shape "
+                                 f"{tuple(array.shape)}; it holds {len(arrays[0])} x {dataset.item_shape}")
+        return arrays
+
+    def commit(self, start: int, outputs: np.ndarray | Mapping[str, np.ndarray], stage_seconds: np.ndarray) -> int:
+        """Store items [start, start + n); returns how many were new. `outputs` holds the n items'
+        outputs, or for a layout with extra datasets every dataset's n items by name (more names,
+        such as the seeds a message carries, are left be).
 
         `stage_seconds` holds each item's seconds for every timing stage but the last ("write"),
         which is measured here. Consecutive items go to disk in one write a dataset; their done
         flags follow at the next group sync.
         """
         began = time.perf_counter()
-        fresh = np.flatnonzero(~self._done[start:start + len(outputs)])
+        arrays = self._arrays(outputs)
+        count = len(arrays[0])
+        fresh = np.flatnonzero(~self._done[start:start + count])
         if not len(fresh):
             return 0
         now = time.time()
         runs = self._runs(start, fresh)
-        digests = np.zeros((len(outputs), s.DIGEST_BYTES), dtype=np.uint8)
+        digests = np.zeros((count, s.DIGEST_BYTES), dtype=np.uint8)
         for first, stop in runs:
             file, local = self._file_for(start + first)
-            file.write_outputs(local, outputs[first:stop])
+            file.write_outputs(local, [array[first:stop] for array in arrays])
             for offset in range(first, stop):
-                digests[offset] = np.frombuffer(digest(outputs[offset]), dtype=np.uint8)
+                digests[offset] = np.frombuffer(digest(*(array[offset] for array in arrays)), dtype=np.uint8)
         write_s = (time.perf_counter() - began) / len(fresh)
-        timings = np.hstack([stage_seconds, np.full((len(outputs), 1), write_s)])
+        timings = np.hstack([stage_seconds, np.full((count, 1), write_s)])
         for first, stop in runs:
             file, local = self._file_for(start + first)
             file.write_records(local, digests[first:stop], timings[first:stop], np.full(stop - first, now))
         written = start + fresh
         if self._failures:
-            self._recovered(start, start + len(outputs))
+            self._recovered(start, start + count)
         self._done[written] = True
         if not self._pending:
             self._pending_since = time.monotonic()
@@ -324,7 +363,7 @@ class OutputWriter:
             if free is not None and free < needed:
                 raise no_space_error(self._folder, needed - free)
             spec = DataFileSpec(path, index, start, stop - start, self._store_id, self._store.output_kind,
-                                self._store.item_shape, self._store.timing_columns)
+                                self._store.datasets, self._store.timing_columns)
             try:
                 create_data_file(spec, self._items.rows(start, stop))
             except AlreadyThere:
@@ -337,7 +376,7 @@ class OutputWriter:
             journal.append(self._journal, {"event": "file", "file": index, "run": self._run, "at": now_iso()})
             self._existing.add(index)
         with h5py.File(path, "r", locking=False) as f:
-            offsets = read_offsets(f, self._store.output_kind)
+            offsets = read_offsets(f, self._store.datasets)
         file = RawDataFile(path, offsets)
         self._open[index] = file
         return file

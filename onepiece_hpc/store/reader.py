@@ -18,6 +18,7 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.index import (
     ATTRS_DIGEST,
+    ItemDataset,
     StoreLayout,
     attrs_digest,
     data_file_path,
@@ -29,6 +30,7 @@ from onepiece_hpc.store.safe_read import (
     attrs_of,
     checked_layout,
     damaged_error,
+    extra_outputs,
     int_or_none,
     open_hdf5,
     read_dataset,
@@ -52,8 +54,12 @@ class Segment:
     created: bool       # the journal says it was made: if it is missing, that is damage
     has_digest: bool
     source: str         # the output it belongs to, for messages
-    dataset: str        # its outputs dataset, which must hold `count` items of `item_shape`
-    item_shape: tuple[int, ...]
+    datasets: tuple[ItemDataset, ...]  # its per-item datasets (outputs first), each `count` items
+
+    @property
+    def dataset(self) -> str:
+        """The outputs dataset."""
+        return self.datasets[0].path
 
     def open(self) -> h5py.File | None:
         """The file, checked; None if it was never created (its items are not done)."""
@@ -76,15 +82,16 @@ class Segment:
                 raise damaged_error(self.path, f"it does not belong to {self.source} (it says store "
                                     f"{found.get('store_id')}, items from {found.get('start')}, {found.get('count')} "
                                     "of them)", "put back the right file, or move this one away")
-        try:
-            shape = tuple(file[self.dataset].shape)
-        except HDF5_ERRORS as err:
-            file.close()
-            raise damaged_error(self.path, f"/{self.dataset} can't be read ({short(err)})") from None
-        if shape != (self.count, *self.item_shape):
-            file.close()
-            raise damaged_error(self.path, f"/{self.dataset} holds {' x '.join(map(str, shape))} where "
-                                f"{self.source} says {' x '.join(map(str, (self.count, *self.item_shape)))}")
+        for dataset in self.datasets:
+            try:
+                shape = tuple(file[dataset.path].shape)
+            except HDF5_ERRORS as err:
+                file.close()
+                raise damaged_error(self.path, f"/{dataset.path} can't be read ({short(err)})") from None
+            if shape != (self.count, *dataset.item_shape):
+                file.close()
+                raise damaged_error(self.path, f"/{dataset.path} holds {' x '.join(map(str, shape))} where "
+                                    f"{self.source} says {' x '.join(map(str, (self.count, *dataset.item_shape)))}")
         return file
 
     def shifted(self, offset: int) -> Segment:
@@ -94,8 +101,7 @@ class Segment:
 
 def _segment(path: Path, start: int, count: int, store_id: str, created: bool, has_digest: bool,
              source: Path, layout: StoreLayout) -> Segment:
-    return Segment(path, start, count, start, store_id, created, has_digest, str(source),
-                   f"{s.OUTPUTS}/{s.OUTPUT_DATASETS[layout.output_kind]}", layout.item_shape)
+    return Segment(path, start, count, start, store_id, created, has_digest, str(source), layout.datasets)
 
 
 class OutputView:
@@ -125,6 +131,11 @@ class OutputView:
     @property
     def item_shape(self) -> tuple[int, ...]:
         return tuple(int(x) for x in self.attrs["item_shape"])
+
+    @property
+    def extras(self) -> tuple[ItemDataset, ...]:
+        """The items' datasets beside their outputs (a workflow's kept steps), as the index lists them."""
+        return extra_outputs(self.path, self.attrs)
 
     def each(self) -> Iterator[tuple[Segment, h5py.File | None]]:
         """Every segment with its open file (None: not created yet), one at a time."""
@@ -219,9 +230,10 @@ def _range(layout: StoreLayout, index: int) -> tuple[int, int]:
     return start, stop - start
 
 
-def layout_of(attrs: dict) -> StoreLayout:
+def layout_of(path: Path, attrs: dict) -> StoreLayout:
     return StoreLayout(int(attrs["items_total"]), int(attrs["items_per_file"]), str(attrs["output_kind"]),
-                       tuple(int(x) for x in np.ravel(attrs["item_shape"])), timing_columns(attrs))
+                       tuple(int(x) for x in np.ravel(attrs["item_shape"])), timing_columns(attrs),
+                       extra_outputs(path, attrs))
 
 
 
@@ -267,7 +279,7 @@ def _view_merged(path: Path, file: h5py.File, attrs: dict) -> OutputView:
 
 #: what a merged view reads of each source: its identity and layout
 SOURCE_ATTRS = ("format", "format_version", "kind", "store_id", "job_fingerprint", "job_name", "items_total",
-                "items_per_file", "output_kind", "item_shape", "files", "timing_columns")
+                "items_per_file", "output_kind", "item_shape", "files", "timing_columns", s.EXTRA_OUTPUTS)
 
 
 def view_of(path: Path, provenance: bool = True, attrs: tuple[str, ...] | None = None) -> OutputView:
@@ -301,7 +313,7 @@ class StoreReader:
         self.view = view
         self.path = view.path
         self.attrs = view.attrs
-        self.layout = layout_of(view.attrs)
+        self.layout = layout_of(view.path, view.attrs)
         self.journal = journal
 
     @classmethod
@@ -344,7 +356,7 @@ class StoreReader:
             done = read_dataset(file, s.DONE, seg.path).astype(bool)
             if done.all() or not done.any():
                 continue
-            bad = damaged_items(file, seg.path, np.flatnonzero(done))
+            bad = damaged_items(file, seg.path, np.flatnonzero(done), seg.datasets)
             if len(bad):
                 clear_done_flags(seg.path, file, bad)
                 failed += len(bad)

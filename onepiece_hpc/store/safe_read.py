@@ -4,6 +4,8 @@ are checked before anything is sized from them."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import h5py
@@ -11,7 +13,10 @@ import numpy as np
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.store import schema as s
-from onepiece_hpc.store.index import MAX_FILES, StoreLayout
+from onepiece_hpc.store.index import MAX_FILES, ItemDataset, StoreLayout
+
+#: what an extra dataset's name may be: STEP/images or STEP/videos under /outputs
+EXTRA_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}/(images|videos)")
 
 HDF5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
@@ -82,6 +87,37 @@ def timing_columns(attrs: dict) -> tuple[str, ...]:
     return tuple(x.decode() if isinstance(x, bytes) else str(x) for x in np.ravel(attrs["timing_columns"]))
 
 
+def _shape_problem(kind: str, shape: tuple[int, ...]) -> str | None:
+    """Why `shape` can't be one item of `kind` (an image H x W x 3, a video T x H x W x 3), or None."""
+    wanted = 3 if kind == "image" else 4
+    return None if len(shape) == wanted and min(shape, default=0) >= 1 else f"item shape {shape}"
+
+
+def extra_outputs(path: Path, attrs: dict) -> tuple[ItemDataset, ...]:
+    """The datasets an index lists beside its outputs (schema.EXTRA_OUTPUTS), checked as far as the
+    attribute can say: none if it lists none, else a UserError naming the damage."""
+    raw = attrs.get(s.EXTRA_OUTPUTS)
+    if raw is None:
+        return ()
+    try:
+        found = tuple(ItemDataset(str(entry["name"]), str(entry["kind"]), tuple(int(x) for x in entry["item_shape"]))
+                      for entry in json.loads(text(raw)))
+    except (ValueError, TypeError, KeyError, OverflowError) as err:
+        raise damaged_error(path, f"its list of extra datasets can't be read ({short(err)})") from None
+    problems = []
+    for dataset in found:
+        if dataset.kind not in s.OUTPUT_DATASETS or not EXTRA_NAME.fullmatch(dataset.name) \
+                or not dataset.name.endswith("/" + s.OUTPUT_DATASETS[dataset.kind]):
+            problems.append(f"extra dataset {dataset.name!r} of kind {dataset.kind!r}")
+        elif (shape := _shape_problem(dataset.kind, dataset.item_shape)) is not None:
+            problems.append(f"extra dataset {dataset.name}: {shape}")
+    if len({d.name for d in found}) != len(found) or not found:
+        problems.append(f"extra datasets {[d.name for d in found]}")
+    if problems:
+        raise damaged_error(path, f"its attributes can't describe an output ({'; '.join(problems)})")
+    return found
+
+
 def checked_layout(path: Path, attrs: dict, per_file: bool = True) -> StoreLayout:
     """The layout an index's attributes describe, or UserError if they can't be one (a flipped bit: HDF5 keeps
     no checksum of them)."""
@@ -89,7 +125,7 @@ def checked_layout(path: Path, attrs: dict, per_file: bool = True) -> StoreLayou
         total = int(attrs["items_total"])
         layout = StoreLayout(total, int(attrs["items_per_file"]) if per_file else max(1, total),
                              str(attrs["output_kind"]), tuple(int(x) for x in np.ravel(attrs["item_shape"])),
-                             timing_columns(attrs))
+                             timing_columns(attrs), extra_outputs(path, attrs))
     except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise damaged_error(path, f"its layout attributes can't be read ({short(err)})") from None
     problems = []
@@ -100,9 +136,8 @@ def checked_layout(path: Path, attrs: dict, per_file: bool = True) -> StoreLayou
         problems.append(f"{attrs['files']} data files where {layout.files} hold its items")
     if layout.output_kind not in s.OUTPUT_DATASETS:
         problems.append(f"output kind {layout.output_kind!r}")
-    wanted = 3 if layout.output_kind == "image" else 4
-    if len(layout.item_shape) != wanted or min(layout.item_shape, default=0) < 1:
-        problems.append(f"item shape {layout.item_shape}")
+    elif (shape := _shape_problem(layout.output_kind, layout.item_shape)) is not None:
+        problems.append(shape)
     if per_file and not (isinstance(attrs.get("store_id"), str) and attrs["store_id"]):
         problems.append(f"store id {attrs.get('store_id')!r}")
     if problems:

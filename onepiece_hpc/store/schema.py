@@ -4,8 +4,9 @@ An output OUT.h5 is a small index plus a folder beside it, OUT.h5.d/:
 
     OUT.h5                 the index: the job's identity, the file layout, provenance, and
                            virtual datasets (/items, /done, /digest, /timings, /committed_at,
-                           /outputs/<kind>s) that read the data files, so OUT.h5 opens in h5py as
-                           one output whatever the item count
+                           /outputs/<kind>s, and /outputs/STEP/<kind>s for each step a workflow
+                           keeps) that read the data files, so OUT.h5 opens in h5py as one
+                           output whatever the item count
     OUT.h5.d/data-NNNNN.h5 items [N * per_file, ...): their rows and every per-item dataset,
                            created (complete, preallocated) when the first of its items commits
     OUT.h5.d/journal.jsonl append-only: runs (start, end, versions), data files created, units
@@ -18,6 +19,10 @@ metadata after it is published. Data files are written complete into a temporary
 and linked into place (never renamed over a path); after that the writer changes raw bytes at
 fixed offsets only (contiguous datasets, storage allocated at creation). A kill at any moment
 can then leave only half-written raw bytes of items whose done flag is still 0.
+
+An item's digest is the sha256 of its bytes in every per-item dataset, its output first, then
+each extra dataset in the order EXTRA_OUTPUTS lists them (for an output of one dataset: of the
+output's bytes alone).
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ import h5py
 import numpy as np
 
 FORMAT = "onepiece-hpc"
-FORMAT_VERSION = 3  # 3: index + data files + journal; 2: one file (read, not resumed); 1: v2 without frames
+#: 4: an index whose items hold more datasets than their outputs (EXTRA_OUTPUTS); 3: index + data
+#: files + journal; 2: one file (read, not resumed); 1: v2 without frames
+FORMAT_VERSION = 4
+FORMAT_VERSION_ONE_DATASET = 3  # what an output of one dataset an item is written as: older readers read it
 KIND_OUTPUT = "output"
 KIND_MERGED = "merged"
 
@@ -41,6 +49,9 @@ RUNS = "runs"  # format 2 only: the run table inside the file
 
 TIMING_STAGES = ("encode", "denoise", "decode", "write")  # the classic pipeline's; an index names its own
 OUTPUT_DATASETS = {"image": "images", "video": "videos"}
+#: an index's (and a merged view's) JSON list of its items' datasets beside their outputs, each
+#: {"name", "kind", "item_shape"} of /outputs/NAME (a workflow's kept steps); absent when none
+EXTRA_OUTPUTS = "extra_outputs"
 DIGEST_BYTES = 32  # sha256 of an item's output bytes
 DIGEST_NAME = "sha256"
 

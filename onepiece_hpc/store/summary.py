@@ -102,7 +102,10 @@ def summary(view: OutputView) -> dict:
         "failed": failures,
         "output_kind": view.output_kind,
         "frame_rate": int(attrs["frame_rate"]) if "frame_rate" in attrs else None,
-        "outputs": {s.OUTPUT_DATASETS[view.output_kind]: {"shape": [total, *view.item_shape], "dtype": "uint8"}},
+        "outputs": {s.OUTPUT_DATASETS[view.output_kind]: {"shape": [total, *view.item_shape], "dtype": "uint8",
+                                                          "kind": view.output_kind},
+                    **{d.name: {"shape": [total, *d.item_shape], "dtype": "uint8", "kind": d.kind}
+                       for d in view.extras}},
         "files": {"data_files": len(view.segments), "created": created,
                   "items_per_file": int(attrs["items_per_file"]) if "items_per_file" in attrs else total},
         "microbatch": int(attrs.get("microbatch", 0)),

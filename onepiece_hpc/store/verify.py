@@ -83,7 +83,7 @@ def _check_segment(seg: Segment, report: VerifyReport, on_keys: Callable[[np.nda
                 report.unchecked += len(indices)
                 report.not_done += int((~done).sum())
                 return []
-            bad = damaged_items(file, seg.path, indices)
+            bad = damaged_items(file, seg.path, indices, seg.datasets)
         except UserError as err:
             report.unreadable.append(err.render())
             report.lost += list(range(seg.start, seg.start + seg.count))

@@ -20,6 +20,7 @@ from functools import partial
 import torch
 from diffusers import DiffusionPipeline, WanImageToVideoPipeline, WanPipeline
 from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import LoadedStage, Placement, StageRunner, TensorSpec, UnitInput, read_config
@@ -232,6 +233,9 @@ class WanImageToVideoAdapter(WanAdapter):
     needs_image = True
     begin_at_zero = False
     encode_components = ("text_encoder", "tokenizer", "image_encoder", "image_processor", "vae")
+    #: the encode stage's input that, when an upstream stage sends it, holds one condition image an
+    #: item (N x H x W x 3 uint8: a workflow's earlier step's outputs) in place of params.image
+    condition_images_input = "condition_images"
 
     def image_tokens(self) -> bool:
         """Whether the denoiser attends to CLIP image tokens, decided as the pipeline decides it: by
@@ -244,6 +248,14 @@ class WanImageToVideoAdapter(WanAdapter):
         if self.image_tokens():
             return self.encode_components
         return tuple(name for name in self.encode_components if name not in ("image_encoder", "image_processor"))
+
+    def load(self, stage: str, placement: Placement) -> StageRunner:
+        if stage != ENCODE:
+            return super().load(stage, placement)
+        pipe = self.load_pipeline(stage, placement)
+        return LoadedStage(pipe, lambda unit, inputs: self.encode(pipe, placement, unit,
+                                                                  inputs.get(self.condition_images_input)),
+                           placement.device)
 
     def plain_arguments(self, unit: UnitInput) -> dict:
         return super().plain_arguments(unit) | {"image": open_condition_image(unit.params.image)}
@@ -258,17 +270,27 @@ class WanImageToVideoAdapter(WanAdapter):
         return (*specs, TensorSpec("image_latents", condition.shape, condition.dtype))
 
     @torch.no_grad()
-    def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
+    def encode(self, pipe, placement: Placement, unit: UnitInput,
+               images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The unit's text, and its condition image (params.image), or each item's own (`images`)
+        encoded one at a time, as one pipeline call an item would."""
         params, batch = unit.params, len(unit.items)
-        image = open_condition_image(params.image)
+        pictures = ([open_condition_image(params.image)] if images is None
+                    else [Image.fromarray(row.cpu().numpy()) for row in images])
         out = self.encode_text(pipe, placement, unit)
-        if self.image_tokens():
-            out["image_embeds"] = pipe.encode_image(image, placement.device).repeat(batch, 1, 1)
-        pixels = pipe.video_processor.preprocess(image, height=params.height, width=params.width)
-        pixels = pixels.to(placement.device, torch.float32).unsqueeze(2)
-        empty = pixels.new_zeros(*pixels.shape[:2], params.frames - 1, *pixels.shape[3:])
-        video = torch.cat([pixels, empty], dim=2).to(pipe.vae.device, pipe.vae.dtype)
-        out["image_latents"] = pipe.vae.encode(video).latent_dist.mode().repeat(batch, 1, 1, 1, 1)
+        embeds, latents = [], []
+        for image in pictures:
+            if self.image_tokens():
+                embeds.append(pipe.encode_image(image, placement.device))
+            pixels = pipe.video_processor.preprocess(image, height=params.height, width=params.width)
+            pixels = pixels.to(placement.device, torch.float32).unsqueeze(2)
+            empty = pixels.new_zeros(*pixels.shape[:2], params.frames - 1, *pixels.shape[3:])
+            video = torch.cat([pixels, empty], dim=2).to(pipe.vae.device, pipe.vae.dtype)
+            latents.append(pipe.vae.encode(video).latent_dist.mode())
+        repeat = batch // len(pictures)  # one image for the whole unit, or one an item
+        if embeds:
+            out["image_embeds"] = torch.cat(embeds).repeat(repeat, 1, 1)
+        out["image_latents"] = torch.cat(latents).repeat(repeat, 1, 1, 1, 1)
         return out
 
     def condition(self, latents_shape: tuple[int, ...], image_latents: torch.Tensor,
