@@ -1,8 +1,9 @@
 """The commit path: outputs that reach rank 0's inbound rings (from the last stage's ranks) go
 to the writer; units that a stage rank could not run are judged (runtime/failures.py).
 
-Invariant: a unit's outputs are written once, after which it is COMMITTED (runtime/manager/
-units.py); a unit's failure is recorded as its items' own only once a later unit succeeds or the
+Invariant: a unit's outputs are written once: it goes from dispatched to committed (runtime/
+manager/units.py) before the write, so a second arrival of a unit, or of one never granted,
+stops the run before anything is written; a unit's failure is recorded as its items' own only once a later unit succeeds or the
 run ends, so a failing stage stops the run without marking items it never really tried.
 """
 
@@ -48,12 +49,12 @@ class Committer:
             moved = True
             with message:
                 unit = self.plan.units[message.unit_id]
+                self.units.commit(unit.index)
                 timings = json.loads(message.meta)["timings"]
                 seconds = np.array(timings) / unit.size
                 count = self.writer.commit(unit.start, message.tensors[self.layout.dataset],
                                            np.tile(seconds, (unit.size, 1)))
             self.costs.observe(unit.index, timings)
-            self.units.commit(unit.index)
             self.record_failures(self.budget.succeeded())
             if reporter:
                 reporter.advance(count)
