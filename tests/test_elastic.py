@@ -50,6 +50,13 @@ def test_moves_under_load_keep_every_item_once_and_outputs_identical(tmp_path):
     assert {m["source"].decode() for m in moves} >= {"encode"}
     assert all(m["cost_s"] >= 0 and m["reason"] for m in moves)
     np.testing.assert_array_equal(images, _reference(tmp_path / "mono", lines))
+    # the run's measured service and load times drive a simulation of its job
+    simulated = invoke("simulate", "--job", job, "--profile", tmp_path / "elastic/out/t.h5", "-r", "16", "--json")
+    assert simulated.code == 0, simulated.err
+    records = [json.loads(line) for line in simulated.out.splitlines()]
+    assert {r["policy"] for r in records} == {"static-best", "adaptive", "oracle"}
+    assert all(r["stages"] == ["encode", "denoise", "decode"] and r["stage_units"] == [r["units"]] * 3
+               for r in records)
 
 
 def _statuses(scratch: Path) -> list[dict]:

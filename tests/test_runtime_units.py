@@ -10,7 +10,9 @@ from hypothesis import given, settings, strategies as st
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime import messages
 from onepiece_hpc.planning.layout import NODE_MANAGER, default_split, plan_layout
-from onepiece_hpc.runtime.telemetry import can_hold, gpu_runs_stage, stage_memory_needs
+from onepiece_hpc.runtime.policy import Move, StageQueue
+from onepiece_hpc.runtime.policy.movers import Fleet, choose_movers, fleet_input, stage_fits
+from onepiece_hpc.runtime.telemetry import stage_memory_needs
 from onepiece_hpc.topology import CLASSIC, DECODE, DENOISE, ENCODE
 from onepiece_hpc.jobfile.loader import load_job
 
@@ -84,22 +86,40 @@ def _beat(rank: int, stage: str, memory_mb: float, limit_mb: float) -> messages.
                               [0.0, 0.0, 0.0], [0, 0, 0], [0.0, 0.0, 0.0], memory_limit_mb=limit_mb)
 
 
+def _fleet(stages, limits=None, gpus=None, needs=(0.0, 0.0, 0.0)) -> Fleet:
+    n = len(stages)
+    return Fleet(ranks=tuple(range(1, n + 1)), stage=tuple(stages), moving=(False,) * n, cool_until=(0.0,) * n,
+                 load=(0.0,) * n, memory_limit_mb=tuple(limits or (0.0,) * n), gpu=tuple(gpus or (None,) * n),
+                 needs_mb=tuple(needs))
+
+
+def _chosen(fleet: Fleet, source: int, target: int, count: int, work_left=(False, True, True)) -> list[int]:
+    """The ranks the mover choice sends for a policy's Move(source -> target, count)."""
+    view = fleet_input(fleet, 1.0, [StageQueue(((10, 1.0),) if left else ()) for left in work_left], (1.0,) * 3)
+    return [m.rank for m in choose_movers(fleet, view, [Move(source, target, count, "test")])]
+
+
 def test_a_rank_moves_only_to_a_stage_whose_memory_need_fits_its_share_of_the_gpu():
     # 14B-size at 40 GiB a GPU: encode and decode share GPU 0 (20 GiB each), denoise ranks hold a GPU each
     beats = [_beat(1, "encode", 13_000, 20_480), _beat(2, "denoise", 31_000, 40_960),
              _beat(3, "denoise", 30_500, 40_960), _beat(4, "decode", 4_800, 20_480)]
     needs = stage_memory_needs(beats)
     assert needs == {"encode": 13_000, "denoise": 31_000, "decode": 4_800}
-    assert not can_hold(beats[0], "denoise", needs)   # 31 GB into a 20 GiB share: refused
-    assert can_hold(beats[0], "decode", needs) and can_hold(beats[1], "encode", needs)
-    cpu = _beat(5, "decode", 900.0, 0.0)               # no limit known (CPU ranks): any stage
-    assert can_hold(cpu, "denoise", needs) and can_hold(None, "denoise", needs)
+    fleet = _fleet((0, 1, 1, 2), limits=[b.memory_limit_mb for b in beats], needs=(13_000, 31_000, 4_800))
+    assert _chosen(fleet, 0, 1, 1) == []        # 31 GB into a 20 GiB share: refused
+    assert _chosen(fleet, 0, 2, 1) == [1]
+    assert _chosen(fleet, 1, 0, 1) == [2]
+    assert stage_fits(fleet) == (True, False, True)  # no rank outside denoise can hold it: the policy hears so
+    cpu = _fleet((2, 0, 1, 1), limits=(0.0, 20_480, 40_960, 40_960), needs=(13_000, 31_000, 4_800))
+    assert _chosen(cpu, 2, 1, 1, work_left=(True, True, False)) == [1]  # no limit known (CPU ranks): any stage
 
 
 def test_a_second_rank_of_a_stage_on_one_gpu_adds_no_compute():
     # SDXL on 4 GPUs as (1, 4, 3): every GPU runs a denoise rank, so no decode rank may become one
-    denoise_gpus = [("n1", 0), ("n1", 1), ("n1", 2), ("n1", 3)]
-    assert gpu_runs_stage(("n1", 1), denoise_gpus)
-    assert not gpu_runs_stage(("n1", 1), [("n1", 0), ("n1", 2)])   # GPU 1 has no denoise rank yet
-    assert not gpu_runs_stage(("n2", 1), denoise_gpus)              # same index, another node
-    assert not gpu_runs_stage(None, denoise_gpus)                   # CPU ranks: every rank is compute
+    gpus = [("n1", 0), ("n1", 0), ("n1", 1), ("n1", 2), ("n1", 3), ("n1", 1), ("n1", 2), ("n1", 3)]
+    fleet = _fleet((0, 1, 1, 1, 1, 2, 2, 2), gpus=gpus)
+    assert _chosen(fleet, 2, 1, 2) == []
+    # a second node's decode ranks may join denoise, but two on one GPU only once (the first chosen counts)
+    more = _fleet((0, 1, 1, 2, 2, 2), gpus=[("n1", 0), ("n1", 0), ("n1", 1), ("n2", 1), ("n2", 1), ("n1", 1)])
+    assert _chosen(more, 2, 1, 3) == [4]        # ("n2", 1) runs no denoise yet; ("n1", 1) does; 5 is 4's twin
+    assert _chosen(_fleet((0, 1, 1, 2, 2, 2)), 2, 1, 2) == [4, 5]  # CPU ranks: every rank is compute

@@ -75,6 +75,11 @@ def test_a_plugin_stage_runs_staged_moves_and_lands_in_the_output(tmp_path, plug
     telemetry = info["telemetry"][-1]
     assert telemetry["moves"] >= 1, telemetry  # ranks moved between the plugin's stages
     assert telemetry["stages"] == STAGES, telemetry
+    # the run's measured costs drive a simulation of the plugin's four stages
+    simulated = _onepiece(env, "simulate", "--job", staged, "--profile", tmp_path / "staged/out/t.h5", "-r", 8, "--json")
+    assert simulated.returncode == 0, simulated.stderr[-3000:]
+    records = [json.loads(line) for line in simulated.stdout.splitlines()]
+    assert [r["stages"] for r in records] == [STAGES] * 3 and all(r["stage_units"] == [r["units"]] * 4 for r in records)
 
 
 def test_stages_that_the_pipeline_does_not_have_are_refused_naming_its_stages(tmp_path, plugin_env):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from onepiece_hpc.runtime.messages import Heartbeat
@@ -89,17 +88,3 @@ def stage_memory_needs(beats) -> dict[str, float]:
     for beat in beats:
         needs[beat.stage] = max(needs.get(beat.stage, 0.0), beat.memory_mb)
     return needs
-
-
-def gpu_runs_stage(gpu: Hashable | None, others: Iterable[Hashable | None]) -> bool:
-    """Whether a rank on `gpu` would join a GPU that already runs the stage in one of `others`
-    (the GPUs of the stage's other ranks). Ranks on one GPU take turns on it, so a second rank of
-    a stage there adds no compute to the stage: only a second copy of its weights."""
-    return gpu is not None and gpu in set(others)
-
-
-def can_hold(beat: Heartbeat | None, stage: str, needs: dict[str, float]) -> bool:
-    """Whether the rank of `beat` can serve `stage` without running out of memory: its memory
-    limit, where it has one, covers what the stage has needed so far."""
-    limit = beat.memory_limit_mb if beat else 0.0
-    return not limit or needs.get(stage, 0.0) <= limit

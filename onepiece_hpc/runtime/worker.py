@@ -10,6 +10,10 @@ then sends the mover a fence over their ring, after anything it routed there bef
 keeps serving its old stage until it has every fence (so nothing sent to it is lost), keeps the
 outputs it would pass to its new stage (it is about to serve that stage itself), swaps its
 components, and reports ready; the manager then routes the new stage's input to it.
+
+The rank's state (its life, the move and its fences, its work supply, its counters) is
+runtime/rank_state.py, each change checked against its table (runtime/states.py); the stages it
+has loaded are runtime/stage_runners.py.
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
 import torch
 
-from onepiece_hpc.models.base import StageRunner, UnitInput
+from onepiece_hpc.models.base import UnitInput
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
 from onepiece_hpc.runtime.failures import describe
 from onepiece_hpc.planning.layout import NODE_MANAGER
@@ -33,6 +36,8 @@ from onepiece_hpc.runtime.messages import (
 )
 from onepiece_hpc.runtime.peers import RankInfo, await_abort, process_alive, resident_mb
 from onepiece_hpc.runtime.prepare import Prepared
+from onepiece_hpc.runtime.rank_state import Counters, RankLife, WorkSupply
+from onepiece_hpc.runtime.stage_runners import StageRunners
 from onepiece_hpc.runtime.status import StatusFile
 from onepiece_hpc.runtime.tensors import SEEDS, from_wire, to_wire
 from onepiece_hpc.planning.plan import PlanSummary
@@ -63,47 +68,6 @@ class ProtocolError(RuntimeError):
     """A message that can't be right here (a bug, or ranks of different versions)."""
 
 
-@dataclass
-class Counters:
-    """What a rank did, in seconds and units; read by the heartbeat thread. Per-stage lists follow
-    the order of `stages` (the pipeline's topology)."""
-
-    stages: tuple[str, ...]
-    state: RankState = RankState.LOADING
-    unit: int = -1
-    units_done: int = 0
-    busy_s: float = 0.0
-    wait_s: float = 0.0
-    send_s: float = 0.0
-    load_s: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-    serving_since: float | None = None
-    stage_busy_s: list[float] = field(default_factory=list)
-    stage_units: list[int] = field(default_factory=list)
-    stage_time_s: list[float] = field(default_factory=list)
-    stage_since: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        self.stage_busy_s = [0.0] * len(self.stages)
-        self.stage_units = [0] * len(self.stages)
-        self.stage_time_s = [0.0] * len(self.stages)
-
-    def enter(self, stage: str | None, leaving: str | None) -> None:
-        """Account the time spent in `leaving` up to now; time from now on goes to `stage`."""
-        now = time.monotonic()
-        if leaving is not None:
-            self.stage_time_s[self.stages.index(leaving)] += now - self.stage_since
-        self.stage_since = now
-
-
-@dataclass
-class Moving:
-    to: str
-    version: int
-    started: float
-    reason: str
-
-
 class StageWorker:
     """The main loop of one stage rank."""
 
@@ -122,14 +86,11 @@ class StageWorker:
         self._links = channels.links()  # sent with the first heartbeat only: they don't change
         self.topology = prepared.model.adapter.topology
         self.counters = Counters(self.topology.names)
-        self.runners: dict[str, StageRunner] = {}
+        self.life = RankLife(me.rank)      # loading, serving, draining (with its move), done
+        self.supply = WorkSupply(me.rank)  # units asked of and granted by rank 0 (first stage)
+        self.runners = StageRunners(prepared, summary)
         self.carry: deque[tuple[UnitInput, dict[str, torch.Tensor], list[float]]] = deque()
-        self.fences: dict[int, set[int]] = {}   # routes version -> ranks whose fence arrived
-        self.moving: Moving | None = None
-        self.grant: WorkGrant | None = None
-        self.asked = False                      # a WorkRequest is out
-        self.no_work = False                    # the manager said no units are left
-        self.shutdown = False
+        self.shutdown = False              # rank 0 said every unit is committed (or the run drains)
         self._next = 0
         self._stop = threading.Event()
 
@@ -138,10 +99,10 @@ class StageWorker:
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         try:
-            self.counters.load_s = self._load(self.stage)
+            self.counters.load_s = self.runners.load(self.stage)
             if self.warm_up:
-                self.counters.load_s += self._warm_up()
-            self.counters.state = RankState.SERVING
+                self.counters.load_s += self.runners.warm_up(self.stage, self.topology.before(self.stage))
+            self.life.serve()
             self.counters.serving_since = time.monotonic()
             self.counters.enter(self.stage, None)
             pause = self.policy.first_sleep_s
@@ -159,12 +120,12 @@ class StageWorker:
                 time.sleep(pause)
                 pause = min(pause * 2, self.policy.max_sleep_s)
             self.counters.enter(None, self.stage)
-            self.counters.state = RankState.DONE
+            self.life.done()
         except ManagerGone:
-            self.counters.state = RankState.FAILED
+            self.life.fail()
             raise
         except Exception as err:
-            self.counters.state = RankState.FAILED
+            self.life.fail()
             if not self._report(err):
                 raise
             raise ReportedFailure(f"{type(err).__name__}: {err}", self.manager, self.me) from err
@@ -192,12 +153,11 @@ class StageWorker:
         arrived = self.control.poll(TAG_TO_WORKER, NODE_MANAGER)
         for _, message in arrived:
             if isinstance(message, WorkGrant):
-                self.grant = message
+                self.supply.granted(message)
             elif isinstance(message, Routes):
                 self._reroute(message)
             elif isinstance(message, MoveOrder):
-                self.moving = Moving(self._known(message.to), self.routes.version, time.monotonic(), message.reason)
-                self.counters.state = RankState.DRAINING
+                self.life.order(self._known(message.to), self.routes.version, message.reason)
                 if self.status:
                     self.status.update(moving_to=message.to)
             elif isinstance(message, Shutdown):
@@ -221,24 +181,22 @@ class StageWorker:
     # -- work ----------------------------------------------------------------------------------
     def _work(self) -> bool:
         """Do one thing: finish a move, run a carried unit, a granted unit, or a ring message."""
-        if self.moving and self._drained():
+        moving = self.life.moving
+        if moving and not self.supply.awaited and self.life.fences_in(self.others):
             self._switch()
             return True
-        if self.carry and not self.moving:
+        if self.carry and not moving:
             request, inputs, timings = self.carry.popleft()
             self._run_unit(request, inputs, timings)
             return True
-        if self.grant is not None:
-            grant, self.grant, self.asked = self.grant, None, False
-            if grant.unit < 0:
-                self.no_work = True
-            else:
+        grant = self.supply.take()
+        if grant is not None:
+            if grant.unit >= 0:
                 self._run_unit(self._granted(grant), {}, [])
             return True
-        if (self.stage == self.topology.first and not self.moving and not self.asked and not self.no_work
-                and self._room_downstream()):
+        if self.stage == self.topology.first and not moving and self.supply.may_ask and self._room_downstream():
             self.control.send(NODE_MANAGER, WorkRequest(self.me.rank), TAG_TO_MANAGER)
-            self.asked = True
+            self.supply.asked()
             return True
         found = self._receive_any()
         if found is None:
@@ -247,7 +205,7 @@ class StageWorker:
         with message:
             meta = json.loads(message.meta)
             if "fence" in meta:
-                self.fences.setdefault(int(meta["fence"]), set()).add(sender)
+                self.life.fenced(int(meta["fence"]), sender)
                 return True
             expected = self.topology.before(self.stage)
             if meta.get("stage") != expected:
@@ -282,21 +240,15 @@ class StageWorker:
             self.status.update(request.unit)
         t0 = time.monotonic()
         try:
-            outputs = self.runners[self.stage](request, inputs)
-            if self.prepared.placement.device.type == "cuda":
-                # the stage's kernels are done: its busy time is real, and the ring slots its inputs
-                # were read from may be given back
-                torch.cuda.synchronize()
+            outputs = self.runners.run(self.stage, request, inputs)
         except Exception as err:  # this unit's failure, not the rank's: say so and serve the next one
             self._unit_failed(request, err)
             return
         seconds = time.monotonic() - t0
-        self.counters.busy_s += seconds
-        index = self.topology.index(self.stage)
-        self.counters.stage_busy_s[index] += seconds
-        self.counters.stage_units[index] += 1
+        self.counters.ran(self.stage, seconds)
         timings = [*timings, seconds]
-        if self.moving and self.moving.to == self.topology.after(self.stage):
+        moving = self.life.moving
+        if moving and moving.to == self.topology.after(self.stage):
             self.carry.append((request, outputs, timings))  # ours to finish after the move
         else:
             self._pass_on(request, outputs, timings)
@@ -309,8 +261,7 @@ class StageWorker:
         self.control.send(NODE_MANAGER, UnitFailed(self.me.rank, self.me.host, self.stage, request.unit,
                                                    describe(err)), TAG_TO_MANAGER)
         self.counters.unit = -1
-        if self.prepared.placement.device.type == "cuda":
-            torch.cuda.empty_cache()  # an out-of-memory leaves its blocks cached; the next unit may need them
+        self.runners.after_failure()
 
     def _downstream(self) -> list[int]:
         after = self.topology.after(self.stage)
@@ -349,54 +300,22 @@ class StageWorker:
                                   timeout_s=self.policy.timeout_s)
 
     # -- moves ----------------------------------------------------------------------------------
-    def _drained(self) -> bool:
-        """Every other rank has fenced its ring to us after the routes that dropped us."""
-        if self.asked:  # a grant is on its way; it must be served as the old stage
-            return False
-        return set(self.others) <= self.fences.get(self.moving.version, set())
-
     def _switch(self) -> None:
-        moving, source = self.moving, self.stage
+        """Drained: offload the old stage, load the new one, say so to rank 0."""
+        moving, source = self.life.moving, self.stage
         drained = time.monotonic() - moving.started
-        self.runners[source].offload()
-        if self.prepared.placement.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()  # from here the rank's peak is its new stage's
+        self.runners.offload(source)
         self.counters.enter(moving.to, source)
-        self.counters.state = RankState.LOADING
-        load_s = self._load(moving.to)
-        self.stage, self.moving, self.no_work = moving.to, None, False
-        self.fences.pop(moving.version, None)
-        self.counters.state = RankState.SERVING
+        self.life.switch()
+        load_s = self.runners.load(moving.to)
+        self.stage = moving.to
+        self.supply.renew()
+        self.life.arrived()
         self.counters.load_s += load_s
         if self.status:
             self.status.update(stage=self.stage, moving_to="")
         self.control.send(NODE_MANAGER, MoveDone(self.me.rank, source, moving.to, drained, load_s),
                           TAG_TO_MANAGER)
-
-    def _load(self, stage: str) -> float:
-        """Bring `stage`'s components in: from the host copy kept by an earlier move, or from disk."""
-        started = time.monotonic()
-        if stage in self.runners:
-            self.runners[stage].restore()
-        else:
-            self.runners[stage] = self.prepared.model.adapter.load(stage, self.prepared.placement)
-        return time.monotonic() - started
-
-    def _warm_up(self) -> float:
-        """Run the stage once on the plan's first unit with zero inputs, so that its one-time
-        costs (kernel choice, workspaces, the allocator's growth) fall before serving starts."""
-        started = time.monotonic()
-        placement, adapter = self.prepared.placement, self.prepared.model.adapter
-        params_id, size = self.summary.shapes[0]
-        request = UnitInput(unit=-1, items=tuple(range(size)), prompts=("a warm-up prompt",) * size,
-                            negative_prompts=("",) * size, seeds=(0,) * size, params=self.summary.params[params_id])
-        before = self.topology.before(self.stage)
-        specs = adapter.output_specs(before, request.params, size, placement.dtype) if before else ()
-        inputs = {s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device=placement.device) for s in specs}
-        self.runners[self.stage](request, inputs)
-        if placement.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.monotonic() - started
 
     # -- liveness and telemetry -----------------------------------------------------------------
     def _check_manager(self, what: str) -> None:
@@ -426,10 +345,9 @@ class StageWorker:
         memory = (torch.cuda.max_memory_allocated() / 2**20 if self.prepared.placement.device.type == "cuda"
                   else resident_mb())
         downstream = [self.producers[r] for r in self._downstream() if r in self.producers]
-        times = list(c.stage_time_s)
-        if c.state is not RankState.DONE and c.serving_since:
-            times[self.topology.index(self.stage)] += time.monotonic() - c.stage_since
-        return Heartbeat(rank=self.me.rank, state=c.state.value, stage=self.stage, unit=c.unit,
+        state = self.life.state
+        times = c.stage_times(self.stage, live=state is not RankState.DONE)
+        return Heartbeat(rank=self.me.rank, state=state.value, stage=self.stage, unit=c.unit,
                          units_done=c.units_done, busy_s=c.busy_s, wait_s=c.wait_s, send_s=c.send_s,
                          elapsed_s=elapsed, load_s=c.load_s, backlog=sum(p.in_flight for p in downstream),
                          memory_mb=memory, stage_busy_s=list(c.stage_busy_s), stage_units=list(c.stage_units),

@@ -3,8 +3,9 @@ timed, so that a verdict "one writer and one manager hold up to N GPUs" rests on
 
 Invariant: every figure times the runtime's own code, on rank 0's side only. Commits go through
 store.output.OutputWriter into a real output (data files, digests, group fsync, done flags) one
-unit at a time, with the unit's ring metadata parsed as NodeManager._commit_arrivals does; its
-fixed cost comes from tiny items, its cost per byte from larger ones. Control messages are
+unit at a time, with the unit's ring metadata parsed as the Node Manager's commit path
+(runtime/manager/commit.py) does; its fixed cost comes from tiny items, its cost per byte from
+larger ones. Control messages are
 encoded and decoded by runtime/messages.py; with mpi4py they also cross MPI (nonblocking sends
 to this process, received by ControlPlane.poll, the manager's own receive loop); the dispatch is
 the manager's: a Heartbeat goes into runtime.telemetry.Telemetry, a WorkRequest gets a WorkGrant

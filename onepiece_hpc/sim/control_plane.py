@@ -1,7 +1,7 @@
 """The control plane's load: what rank 0 must handle per unit and per second, in closed form and
 as servers the simulator queues on (one Node Manager, or a hierarchy of node agents).
 
-Invariant: the messages counted here are the runtime's own (runtime/worker.py, node_manager.py,
+Invariant: the messages counted here are the runtime's own (runtime/worker.py, runtime/manager/,
 messages.py): per unit, a WorkRequest in and a WorkGrant out at the manager that dispatches it,
 and one commit (the decoded outputs, received from a ring and written); per rank and heartbeat
 interval, one Heartbeat in; per move, a Routes broadcast to every rank plus a MoveOrder out and a

@@ -1,22 +1,25 @@
 """The discrete-event simulation: ranks, bounded inbound rings, pull dispatch, join-the-shortest-
-queue routing, moves that drain and load, and a policy called at a fixed interval.
+queue routing, moves that drain and load, and a policy called at a fixed interval, over the
+stages of any topology.
 
-It mirrors the staged runtime: encode ranks pull units from the Node Manager; a producer hands
-its output to the consumer of the next stage with the most free slots, or waits (holding its
-slot upstream) until one frees; a consumer holds at most `capacity` units, the one it works on
-included; a moving rank stops receiving, drains what it holds, loads the new stage's weights,
-and joins the new stage. The last rank staying in a stage that has work left never moves: with
-every consumer of a stage on its way out, and ranks moving in stuck behind it (an encode rank
-bound for decode can't drain while denoise waits on decode), the pipeline would never move again.
-A rank moving to the next stage keeps the outputs of its drain and
+It mirrors the staged runtime: first-stage ranks pull units from the Node Manager; a producer
+hands its output to the consumer of the next stage with the most free slots, or waits (holding
+its slot upstream) until one frees; a consumer holds at most `capacity` units, the one it works
+on included; a moving rank stops receiving, drains what it holds, loads the new stage's
+weights, and joins the new stage. The policy says how many ranks move and the runtime's own
+mover choice (runtime/policy/movers.py) says which, from the same kind of snapshot the Node
+Manager takes: so the last rank serving a stage that has work left never moves (with every
+consumer of a stage on its way out, the pipeline would never move again), and the ranks that
+hold least go first. A rank moving to the next stage keeps the outputs of its drain and
 processes them itself after the switch, instead of queueing them at the stage it is about to
 join (which is short of ranks: that is why it moves).
 
 Service times come from the scenario, drawn per (unit, stage) before the run, so every policy
 meets the same times and sim/bound.py's lower bound holds for each run. With a `control` model
-(sim/control_plane.py) units are granted and committed by servers that take time: an encode rank
-waits for its grant, a decode rank's output is done when its writer has committed it, and a
-decode rank with `capacity` commits outstanding waits for a free slot, as at rank 0's rings.
+(sim/control_plane.py) units are granted and committed by servers that take time: a first-stage
+rank waits for its grant, a last-stage rank's output is done when its writer has committed it,
+and a last-stage rank with `capacity` commits outstanding waits for a free slot, as at rank 0's
+rings.
 """
 
 from __future__ import annotations
@@ -27,18 +30,21 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from onepiece_hpc.runtime.policy.model import Move, Policy, PolicyInput, StageQueue
+from onepiece_hpc.runtime.policy.model import Policy, PolicyInput, StageQueue
+from onepiece_hpc.runtime.policy.movers import Fleet, choose_movers, fleet_input
 from onepiece_hpc.sim.control_plane import MESSAGES_PER_MOVE, ControlModel
-from onepiece_hpc.sim.scenario import STAGES, Scenario
+from onepiece_hpc.sim.scenario import Scenario
 
 IDLE, BUSY, BLOCKED, LOADING = range(4)
 DONE_UNIT, LOADED, TICK, COMMITTED, WRITER_SLOT = range(5)
+RANK_MEMORY_MB = 1.0  # every simulated rank's memory: a stage fits it (need 0) or not (need inf)
 
 
 @dataclass
 class SimResult:
     policy: str
     ranks: int
+    units: int
     makespan_s: float
     utilisation: dict[str, float]
     busy_rank_s: float
@@ -49,16 +55,36 @@ class SimResult:
     decision_ms_mean: float
     decision_ms_max: float
     split_start: tuple[int, ...]
+    stage_units: tuple[int, ...] = ()   # units each stage finished (every one of them, in a run that ends)
     move_log: list[tuple[float, int, str, str]] = field(default_factory=list)
     control: dict[str, float] = field(default_factory=dict)  # rank 0's load, with a control model
+
+    @property
+    def throughput(self) -> float:
+        """Units per second over the whole run."""
+        return self.units / self.makespan_s if self.makespan_s else 0.0
+
+    @property
+    def efficiency(self) -> float:
+        """The pipeline's efficiency: the share of all rank-seconds spent running units."""
+        return self.busy_rank_s / (self.ranks * self.makespan_s) if self.makespan_s else 0.0
+
+    def routes_moved(self) -> dict[str, int]:
+        """Moves by route, e.g. {"decode -> denoise": 12}, in the order first made."""
+        found: dict[str, int] = {}
+        for _, _, source, target in self.move_log:
+            found[f"{source} -> {target}"] = found.get(f"{source} -> {target}", 0) + 1
+        return found
 
 
 class Simulation:
     def __init__(self, scenario: Scenario, split: tuple[int, ...], policy: Policy | None, name: str,
                  interval_s: float = 5.0, cooldown_s: float = 30.0, seed: int = 0,
                  control: ControlModel | None = None) -> None:
-        if sum(split) < 1 or any(n < 0 for n in split):
-            raise ValueError(f"bad split {split}")
+        stages = len(scenario.topology)
+        if sum(split) < 1 or any(n < 0 for n in split) or len(split) != stages:
+            raise ValueError(f"bad split {split}: {stages} rank counts, one per stage of {scenario.name!r} "
+                             f"({scenario.topology.describe()}), none negative, at least one rank")
         self.s, self.policy, self.name = scenario, policy, name
         self.interval_s, self.cooldown_s = interval_s, cooldown_s
         self.times = scenario.service_times(seed)  # drawn per (unit, stage): the same for every policy
@@ -71,12 +97,12 @@ class Simulation:
         self.inbox = [deque() for _ in range(self.ranks)]
         self.working = [-1] * self.ranks       # unit in hand (processing or blocked on)
         self.cooling_until = [0.0] * self.ranks
-        self.busy = [0.0] * len(STAGES)
-        self.stage_rank_s = [0.0] * len(STAGES)
+        self.last = stages - 1
+        self.busy = [0.0] * stages
+        self.stage_rank_s = [0.0] * stages
         self.stage_since = [0.0] * self.ranks
         self.moving_s = 0.0
         self.cap = scenario.capacity
-        stages = len(STAGES)
         self.free = [[set() for _ in range(self.cap + 1)] for _ in range(stages)]
         for r in range(self.ranks):
             if self.stage[r] > 0:
@@ -95,7 +121,7 @@ class Simulation:
         self.draining: set[int] = set()
         self.carry = [[] for _ in range(self.ranks)]  # drain outputs a rank keeps for its next stage
         self.control = control
-        self.outbound = [deque() for _ in range(self.ranks)]  # commit times of a decode rank's outputs
+        self.outbound = [deque() for _ in range(self.ranks)]  # commit times of a last-stage rank's outputs
 
     # -- events -------------------------------------------------------------------------------
     def _push(self, at: float, kind: int, rank: int) -> None:
@@ -169,7 +195,7 @@ class Simulation:
         st = self.stage[r]
         unit = self.working[r]
         self.remaining[st][self.unit_class[unit]] -= 1
-        if st == len(STAGES) - 1:
+        if st == self.last:
             if self.control:
                 return self._commit(r)
             self.left -= 1
@@ -186,7 +212,7 @@ class Simulation:
         self._release(r)
 
     def _commit(self, r: int) -> None:
-        """Decode rank r hands its output to its writer; it waits when `capacity` are outstanding."""
+        """Last-stage rank r hands its output to its writer; it waits when `capacity` are outstanding."""
         done_at = self.control.commit(self.now, r)
         self._push(done_at, COMMITTED, r)
         outstanding = self.outbound[r]
@@ -241,8 +267,7 @@ class Simulation:
     # -- moves ------------------------------------------------------------------------------
     def _maybe_load(self, r: int) -> None:
         """A draining rank that holds nothing any more starts loading its new stage."""
-        if r in self.draining and self.state[r] == IDLE and not self.inbox[r] and self.working[r] < 0 \
-                and self.stage[r] < len(STAGES):
+        if r in self.draining and self.state[r] == IDLE and not self.inbox[r] and self.working[r] < 0:
             self.draining.discard(r)
             self.state[r] = LOADING
             took = self.s.load_s[self.target[r]]
@@ -276,57 +301,50 @@ class Simulation:
             self.blocked[to].remove(r)
             self.carry[r].append(self.working[r])
             self._release(r)
-        self.move_log.append((self.now, r, STAGES[st], STAGES[to]))
+        self.move_log.append((self.now, r, self.s.stages[st], self.s.stages[to]))
         self._maybe_load(r)
 
     # -- policy -----------------------------------------------------------------------------
-    def view(self) -> PolicyInput:
-        stages = len(STAGES)
-        serving = [0] * stages
-        movable = [0] * stages
-        for r in range(self.ranks):
-            serving[self.target[r]] += 1
-            if self.accepting[r] and self.cooling_until[r] <= self.now:
-                movable[self.stage[r]] += 1
+    def fleet(self) -> Fleet:
+        """Every rank as the Node Manager would see it: a rank not accepting work is moving; what
+        it holds is its occupancy. A stage that fits no rank needs more memory than any has."""
+        n = self.ranks
+        return Fleet(ranks=tuple(range(n)), stage=tuple(self.target), moving=tuple(not a for a in self.accepting),
+                     cool_until=tuple(self.cooling_until), load=tuple(self._occupancy(r) for r in range(n)),
+                     memory_limit_mb=(RANK_MEMORY_MB,) * n, gpu=(None,) * n,
+                     needs_mb=tuple(0.0 if fits else math.inf for fits in self.s.fits))
+
+    def view(self, fleet: Fleet | None = None) -> PolicyInput:
+        fleet = fleet or self.fleet()
         scale = [m[0] / m[1] if m[1] else 1.0 for m in self.measured]
-        queues = tuple(StageQueue(tuple((n, c.seconds[st] * scale[st])
-                                        for n, c in zip(self.remaining[st], self.s.classes) if n))
-                       for st in range(stages))
-        return PolicyInput(now=self.now, serving=tuple(serving), movable=tuple(movable), queues=queues,
-                           switch_s=self.s.load_s, fits=self.s.fits)
+        queues = [StageQueue(tuple((n, c.seconds[st] * scale[st]) for n, c in zip(self.remaining[st], self.s.classes)
+                                   if n)) for st in range(len(self.s.topology))]
+        return fleet_input(fleet, self.now, queues, self.s.load_s, fits=self.s.fits)
 
     def _decide(self) -> None:
-        view = self.view()
+        fleet = self.fleet()
+        view = self.view(fleet)
         started = time.perf_counter()
         moves = self.policy(view)
         self.decision_s.append(time.perf_counter() - started)
-        for move in moves:
-            self._apply(move)
-        if moves and self.control:  # a Routes broadcast to every rank, an order and a reply per mover
+        movers = choose_movers(fleet, view, moves)
+        for move in movers:
+            self._start_move(move.rank, move.target)
+        if movers and self.control:  # a Routes broadcast to every rank, an order and a reply per mover
             top = self.control.top
-            top.messages += self.ranks + MESSAGES_PER_MOVE * sum(m.count for m in moves)
-
-    def _apply(self, move: Move) -> None:
-        candidates = [r for r in range(self.ranks) if self.stage[r] == move.source and self.accepting[r]
-                      and self.cooling_until[r] <= self.now]
-        candidates.sort(key=self._occupancy)
-        if sum(self.remaining[move.source]):  # the last rank staying in a stage with work stays
-            staying = sum(1 for r in range(self.ranks) if self.target[r] == move.source and r not in self.draining
-                          and self.state[r] != LOADING)
-            candidates = candidates[:max(0, staying - 1)]
-        for r in candidates[:move.count]:
-            self._start_move(r, move.target)
+            top.messages += self.ranks + MESSAGES_PER_MOVE * len(movers)
 
     def _result(self) -> SimResult:
         for r in range(self.ranks):
             self.stage_rank_s[self.stage[r]] += self.now - self.stage_since[r]
         busy = sum(self.busy)
         total = self.ranks * self.now
-        util = {STAGES[i]: (self.busy[i] / self.stage_rank_s[i] if self.stage_rank_s[i] else 0.0)
-                for i in range(len(STAGES))}
+        util = {name: (self.busy[i] / self.stage_rank_s[i] if self.stage_rank_s[i] else 0.0)
+                for i, name in enumerate(self.s.stages)}
         ms = [d * 1000 for d in self.decision_s] or [0.0]
-        return SimResult(policy=self.name, ranks=self.ranks, makespan_s=self.now, utilisation=util,
+        return SimResult(policy=self.name, ranks=self.ranks, units=self.s.units, makespan_s=self.now, utilisation=util,
                          busy_rank_s=busy, idle_rank_s=total - busy - self.moving_s, moving_rank_s=self.moving_s,
                          moves=len(self.move_log), decisions=len(self.decision_s),
                          decision_ms_mean=sum(ms) / len(ms), decision_ms_max=max(ms), split_start=self.split,
+                         stage_units=tuple(self.s.units - sum(left) for left in self.remaining),
                          move_log=self.move_log, control=self.control.top_rates(self.now) if self.control else {})

@@ -22,15 +22,12 @@ from onepiece_hpc.sim.control_plane import ControlCosts, ControlModel, Workload,
 from onepiece_hpc.sim.engine import Simulation
 from onepiece_hpc.sim.inputs import load_profile
 from onepiece_hpc.sim.scenario import Scenario, StageProfile, UnitClass, workload_shift
+from onepiece_hpc.sim.workflows import SDXL_1024_H200
 
 VIDEO_BYTES = 81 * 480 * 832 * 3   # a decoded Wan2.1 480p video of 81 frames, uint8
 IMAGE_BYTES = 1024 * 1024 * 3      # an SDXL 1024 px image, uint8
 NODE_GPUS = 8
 
-#: SDXL-size UNet at 1024 px on an H200, per item at batch 4 (bench/results/20261201T100204-sdxl-1024-1gpu.json,
-#: profile.stages.*.best_s_per_item: 30 steps with guidance = 60 forwards); weights: CLIP-L + bigG, UNet, VAE in bf16
-SDXL_1024_H200 = StageProfile(encode_s=0.00853, forward_s=1.08344 / 60, decode_s=0.07754,
-                              weights_gib=(1.53, 4.78, 0.16), host_gbps=25.0)
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ class Case:
 
     def scenario(self, ranks: int, units_per_rank: int) -> Scenario:
         return Scenario(self.name, (UnitClass(ranks * units_per_rank, self.unit_seconds(), self.name),),
-                        load_s=self.profile.load_seconds())
+                        load_s=self.profile.load_seconds(), topology=self.profile.topology)
 
 
 def cases(profiles: Path) -> list[Case]:

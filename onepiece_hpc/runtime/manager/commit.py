@@ -1,0 +1,85 @@
+"""The commit path: outputs that reach rank 0's inbound rings (from the last stage's ranks) go
+to the writer; units that a stage rank could not run are judged (runtime/failures.py).
+
+Invariant: a unit's outputs are written once: it goes from dispatched to committed (runtime/
+manager/units.py) before the write, so a second arrival of a unit, or of one never granted,
+stops the run before anything is written; a unit's failure is recorded as its items' own only once a later unit succeeds or the
+run ends, so a failing stage stops the run without marking items it never really tried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+from onepiece_hpc.runtime.cost_model import CostModel
+from onepiece_hpc.runtime.failures import FailureBudget, StageFailed, UnitFailure
+from onepiece_hpc.runtime.manager.outcome import JobFailed
+from onepiece_hpc.runtime.manager.units import UnitBook
+from onepiece_hpc.runtime.messages import UnitFailed
+from onepiece_hpc.runtime.prepare import Prepared
+from onepiece_hpc.runtime.progress import ProgressReporter
+from onepiece_hpc.store.output import OutputWriter
+
+log = logging.getLogger(__name__)
+
+
+class Committer:
+    """Rank 0's side of the last stage's rings, and the failure budget of this run's units."""
+
+    def __init__(self, writer: OutputWriter, prepared: Prepared, sources: list, units: UnitBook, costs: CostModel,
+                 pending: np.ndarray) -> None:
+        self.writer, self.plan, self.layout, self.output = writer, prepared.plan, prepared.layout, prepared.output
+        self.units, self.costs = units, costs
+        self.sources = sources              # (rank, consumer) of each ring whose outputs commit
+        self.pending = pending                       # items this run generates
+        self.failed_before = writer.failed_mask()    # items that failed in an earlier run
+        self.budget = FailureBudget()
+        self.failed_units = 0
+
+    def commit_arrivals(self, reporter: ProgressReporter | None) -> bool:
+        """Write whatever has arrived, one message per ring; True if anything did."""
+        moved = False
+        for _, consumer in self.sources:
+            message = consumer.try_receive()
+            if message is None:
+                continue
+            moved = True
+            with message:
+                unit = self.plan.units[message.unit_id]
+                self.units.commit(unit.index)
+                timings = json.loads(message.meta)["timings"]
+                seconds = np.array(timings) / unit.size
+                count = self.writer.commit(unit.start, message.tensors,
+                                           np.tile(seconds, (unit.size, 1)))
+            self.costs.observe(unit.index, timings)
+            self.record_failures(self.budget.succeeded())
+            if reporter:
+                reporter.advance(count)
+        return moved
+
+    def unit_failed(self, failed: UnitFailed, reporter: ProgressReporter | None) -> None:
+        """A stage rank could not run a unit: hold it as failed (its items are recorded once a later
+        unit succeeds); JobFailed when the stage itself is failing."""
+        self.units.fail(failed.unit)
+        unit = self.plan.units[failed.unit]
+        self.failed_units += 1
+        log.warning("unit %d failed on rank %d (%s): %s", failed.unit, failed.rank, failed.stage, failed.error)
+        try:
+            self.budget.failed(UnitFailure(failed.unit, unit.start, unit.stop, failed.stage, failed.rank, failed.error),
+                               again=bool(self.failed_before[unit.start:unit.stop].any()))
+        except StageFailed as err:
+            raise JobFailed(f"{err} Finished items are kept in {self.output}") from None
+        if reporter:
+            reporter.advance(int(self.pending[unit.start:unit.stop].sum()))
+            reporter.note(f"{self.failed_units} unit(s) failed")
+
+    def finish(self) -> None:
+        """Every unit was tried: record the failures still held (StageFailed: the stage is failing)."""
+        self.record_failures(self.budget.finish())
+
+    def record_failures(self, failures: list[UnitFailure]) -> None:
+        for failure in failures:
+            self.writer.record_failed(failure.start, failure.stop, failure.stage, failure.rank, failure.error)
