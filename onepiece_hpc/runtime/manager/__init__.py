@@ -7,3 +7,16 @@
 - record.py: the run's telemetry tables for the output
 - outcome.py: the run's summary, or the one error that says why it stopped
 """
+
+from onepiece_hpc._exports import lazy_exports
+
+__all__ = ["Committer", "Dispatcher", "JobFailed", "MoveRecord", "Moves", "StagedSummary", "UnitBook",
+           "initial_routes", "record_telemetry"]
+__getattr__, __dir__ = lazy_exports(__name__, __all__, {
+    "commit": ["Committer"],
+    "dispatch": ["Dispatcher"],
+    "moves": ["MoveRecord", "Moves", "initial_routes"],
+    "outcome": ["JobFailed", "StagedSummary"],
+    "record": ["record_telemetry"],
+    "units": ["UnitBook"],
+})
