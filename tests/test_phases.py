@@ -110,3 +110,17 @@ def test_onepiece_run_monolithic_with_phases_and_a_phased_staged_run_refused(tmp
     refused = invoke("run", phased, "-n", "4", "--phases", "2")
     assert refused.code == 2 and "--phases" in refused.err and "--monolithic" in refused.err
     assert invoke("run", phased, "--monolithic", "--phases", "0").code == 2
+
+
+def test_a_phased_workflow_keeps_the_bits_of_its_steps(tmp_path, model_cache):
+    from support import REPO, invoke
+
+    outputs = {}
+    for phases in ([], ["--phases", "3"]):
+        out = tmp_path / f"wf{len(phases)}.h5"
+        result = invoke("run", REPO / "jobs" / "workflow-tiny.yaml", "--monolithic", "-o", out, *phases)
+        assert result.code == 0, result.err
+        with h5py.File(out, "r") as f:
+            outputs[len(phases)] = {name: f[name][...] for name in ("outputs/videos", "outputs/image/images")}
+    for name, array in outputs[0].items():
+        np.testing.assert_array_equal(outputs[2][name], array)
