@@ -106,8 +106,11 @@ def main(argv: list[str] | None = None) -> None:
             comm.Abort(exit_code(stop))
         os._exit(exit_code(stop))
     except ManagerGone as err:
-        # rank 0 ended without aborting the job (an abort would have ended this rank with it)
-        print(f"error: {err}; stopping (rank 0's own message, if any, says why)", file=sys.stderr, flush=True)
+        # rank 0 is gone. If it wrote its report, it ended the job itself and said why (its abort
+        # reaches this rank a moment later): a second message would only bury its one. Else it
+        # ended without a word (killed, crashed), and this rank says so.
+        if args.report is None or not args.report.exists():
+            print(f"error: {err}; stopping (rank 0's own message, if any, says why)", file=sys.stderr, flush=True)
         os._exit(ExitCode.FAILED)
     except ReportedFailure as failed:
         # this rank's error reached the Node Manager, which names it (with the root cause, if
