@@ -59,6 +59,12 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: until COMMAND succeeds,
 
 install() {
     local missing=()
+    if [ "$(id -u)" = 0 ] && command -v flock >/dev/null; then
+        # one install at a time: two test workers (or two clusters) installing at once fought over
+        # apt's lock, and the loser gave up; the second one waits, then finds the packages there
+        exec 9>/var/lock/onepiece-local-cluster-install.lock
+        flock -w 900 9 || die "another install of the local cluster's packages held its lock for 900 s"
+    fi
     for p in "${PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
     done
@@ -67,8 +73,9 @@ install() {
     command -v apt-get >/dev/null || die "missing packages (${missing[*]}) and no apt-get to install them"
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    # wait for apt's locks rather than fail when another apt-get (not ours) holds them
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
