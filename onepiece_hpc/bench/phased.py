@@ -29,14 +29,6 @@ from pathlib import Path
 MODES = ("resident", "model-offload", "group-offload", "phased")
 
 
-def _synchronized(device) -> float:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def phased_units(runners: dict, requests: list, phase: int, device) -> dict[str, float]:
     """Run `requests` through the stages in phases of `phase` units (runtime/phases.py); the
     seconds spent moving weights in and out, and in each stage's work."""
@@ -86,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from onepiece_hpc import environment
+    from onepiece_hpc.bench.harness import synced_clock
     from onepiece_hpc.runtime.gpus import place_rank, take_gpu
     from onepiece_hpc.runtime.monolithic import unit_input
     from onepiece_hpc.runtime.phases import load_offloaded
@@ -94,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     prepared = prepare(args.job, None, environment.cache_dir())
     placement = place_rank(prepared, 0, None)
     device = placement.device
-    units = [u for u in prepared.plan.units][: max(1, args.items // prepared.job.microbatch) + 1]
+    now = synced_clock(device.type == "cuda")
+    count = min(prepared.plan.unit_count, max(1, args.items // prepared.job.microbatch) + 1)
+    units = [prepared.plan.units[index] for index in range(count)]  # not the whole plan's units
     requests = [unit_input(prepared.plan, u) for u in units]
     warm, timed = requests[0], requests[1:]
     topology = prepared.model.adapter.topology
@@ -110,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         phased_units(runners, [warm], 1, device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        t0 = _synchronized(device)
+        t0 = now()
         record["seconds"] = phased_units(runners, timed, args.phase, device)
         record["phase"] = args.phase
     else:
@@ -121,10 +116,10 @@ def main(argv: list[str] | None = None) -> None:
         call(warm)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        t0 = _synchronized(device)
+        t0 = now()
         for request in timed:
             call(request)
-    wall = _synchronized(device) - t0
+    wall = now() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     record.update(wall_s=wall, s_per_output=wall / record["items"], peak_gib=peak)
     line = json.dumps(record)
