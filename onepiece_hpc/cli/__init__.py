@@ -1,5 +1,5 @@
 """The `onepiece` command: thin click commands over the library layers, one module a command
-(`run`, `submit`, `sweep`, `status`, `inspect_cmd`, `export_cmd`, `verify`, `merge`, `simulate`,
+(`run`, `submit`, `sweep`, `status`, `inspect_cmd`, `export_cmd`, `verify`, `merge`, `report`, `simulate`,
 `bench*`); `main` groups them. `onepiece run`'s flags come from runtime/options.py."""
 
 from onepiece_hpc._exports import lazy_exports

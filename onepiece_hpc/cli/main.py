@@ -11,6 +11,7 @@ from onepiece_hpc.cli.bench import bench
 from onepiece_hpc.cli.export_cmd import export_cmd
 from onepiece_hpc.cli.inspect_cmd import inspect_cmd
 from onepiece_hpc.cli.merge import merge
+from onepiece_hpc.cli.report import report
 from onepiece_hpc.cli.run import run
 from onepiece_hpc.cli.simulate import simulate_cmd
 from onepiece_hpc.cli.status import status
@@ -48,7 +49,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-for command in (run, inspect_cmd, export_cmd, verify, bench, simulate_cmd, submit, sweep, merge, status):
+for command in (run, inspect_cmd, export_cmd, verify, bench, simulate_cmd, submit, sweep, merge, status, report):
     cli.add_command(command)
 
 
