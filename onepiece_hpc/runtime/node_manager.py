@@ -41,7 +41,7 @@ from onepiece_hpc.runtime.telemetry import Telemetry
 from onepiece_hpc.runtime.watch import LoopWatch
 from onepiece_hpc.store.items import PlanItems
 from onepiece_hpc.store.output import OutputWriter
-from onepiece_hpc.store.telemetry import LIVE_EVERY_S
+from onepiece_hpc.store.telemetry import LIVE_EVERY_S, LIVE_FIRST_S
 from onepiece_hpc.transport import WaitPolicy
 from onepiece_hpc.transport.connect import Channels
 
@@ -123,7 +123,7 @@ class NodeManager:
         """Until every unit is committed (or a drain is over): messages, commits, liveness, moves."""
         pause = self.policy.first_sleep_s
         next_liveness = next_publish = 0.0
-        next_record = time.monotonic() + LIVE_EVERY_S
+        next_record = time.monotonic() + LIVE_FIRST_S  # early, then every LIVE_EVERY_S
         next_decision = time.monotonic() + self.settings.interval_s
         while self.units.unfinished and not self.drain.over(self.units.in_flight):
             self.watch.tick()

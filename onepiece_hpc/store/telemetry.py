@@ -2,9 +2,9 @@
 group per run inside a format-2 file. A damaged record is skipped, never fatal: the outputs
 don't depend on it.
 
-While a run goes on, rank 0 keeps a live copy of its record, `run-NNNN.live.h5`, replaced every
-LIVE_EVERY_S (so `onepiece report` works on a run in progress); the final record replaces it as
-the run closes. A live copy whose final record exists is ignored; one without (a killed run) is
+While a run goes on, rank 0 keeps a live copy of its record, `run-NNNN.live.h5`, first after
+LIVE_FIRST_S, then replaced every LIVE_EVERY_S (so `onepiece report` works on a run in
+progress); the final record replaces it as the run closes. A live copy whose final record exists is ignored; one without (a killed run) is
 read as the run's record, marked `live`."""
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ STAGE_DTYPE = np.dtype([
 UNIT_DTYPE = np.dtype([("unit", "<i8"), ("items", "<i8"), ("dispatched_t", "<f8"), ("committed_t", "<f8")])
 TABLES = {"ranks": RANK_DTYPE, "samples": SAMPLE_DTYPE, "stages": STAGE_DTYPE, "moves": MOVE_DTYPE,
           "units": UNIT_DTYPE}
+LIVE_FIRST_S = 5.0    # the first live copy, so a report soon after the start shows something
 LIVE_EVERY_S = 30.0
 LIVE_SUFFIX = ".live"
 
