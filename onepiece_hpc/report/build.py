@@ -35,7 +35,7 @@ def render_report(output: Path) -> str:
     found = staged_runs(view)
     page = Page(f"onepiece report: {facts.job_name or facts.path.name}")
     page.section("progress", "Progress").extend(sections.progress_parts(page, facts))
-    page.section("throughput", "Throughput").extend(sections.throughput_parts(page, facts))
+    page.section("throughput", "Throughput").extend(sections.throughput_parts(page, facts, found.runs))
     page.section("latency", "Item latency").extend(sections.latency_parts(page, facts, found.runs))
     telemetry = page.section("telemetry", "Ranks and stages")
     if not found.runs:

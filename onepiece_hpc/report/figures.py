@@ -52,7 +52,7 @@ def progress_figure(labels: list[str], shares: list[float], texts: list[str]):
     return fig
 
 
-def throughput_figure(series: Throughput):
+def throughput_figure(series: Throughput, moves_unix: list[float] | None = None):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -69,6 +69,12 @@ def throughput_figure(series: Throughput):
                                      name="mean rate of the run" if row == 1 else "mean work rate",
                                      showlegend=number == 0, legendgroup=f"mean{row}",
                                      hovertemplate="mean %{y:.3g}/s<extra></extra>"), row=row, col=1)
+    for number, at in enumerate(moves_unix or []):
+        when = str(_unix_to_datetimes(np.array([at]))[0])
+        for row in (1, 2):
+            fig.add_shape(type="line", x0=when, x1=when, y0=0, y1=1, yref="y domain", row=row, col=1,
+                          line=dict(color="#d62728", width=1, dash="dot"), name="a rank moved",
+                          showlegend=number == 0 and row == 1, legendgroup="moves")
     _layout(fig, 430)
     fig.update_yaxes(title="items/s", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title="MP-forwards/s", rangemode="tozero", row=2, col=1)
@@ -206,12 +212,15 @@ def latency_figure(latency: Latency):
     width = float(latency.edges[1] - latency.edges[0])
     fig = go.Figure(go.Bar(x=middle, y=latency.counts, width=width, marker_color="#6baed6", name="count",
                            hovertemplate="%{x:.3g} s: %{y}<extra></extra>"))
-    for name, value, dash in (("median", latency.median_s, "solid"), ("p90", latency.p90_s, "dash"),
-                              ("p99", latency.p99_s, "dot")):
-        fig.add_vline(x=value, line=dict(color="#d62728", dash=dash, width=1.5),
-                      annotation_text=f"{name} {value:.3g} s", annotation_position="top")
+    for step, (name, value, dash) in enumerate((("median", latency.median_s, "solid"), ("p90", latency.p90_s, "dash"),
+                                                ("p99", latency.p99_s, "dot"))):
+        fig.add_shape(type="line", x0=value, x1=value, y0=0, y1=1, yref="paper",
+                      line=dict(color="#d62728", dash=dash, width=1.5))
+        fig.add_annotation(x=value, y=1.0 - 0.09 * step, yref="paper", text=f"{name} {value:.3g} s",
+                           showarrow=False, xanchor="left", xshift=4, font=dict(color="#d62728"))
     _layout(fig, 320, showlegend=False, bargap=0.05)
     what = "dispatch to commit of a unit" if latency.measured else "gap between commits"
-    fig.update_xaxes(title=f"seconds ({what})", rangemode="tozero")
+    fig.update_xaxes(title=f"seconds ({what})", range=[float(latency.edges[0]) - width,
+                                                         float(latency.edges[-1]) + 2 * width])
     fig.update_yaxes(title="units" if latency.measured else "gaps")
     return fig

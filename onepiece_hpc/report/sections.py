@@ -71,12 +71,17 @@ def _run_windows(facts: OutputFacts) -> list[tuple[float, float]]:
         start = iso_to_unix(str(run.get("started_at", "")))
         end = iso_to_unix(str(run.get("finished_at", ""))) or (facts.read_at if run.get("status") == "running"
                                                                  else last)
-        if start is not None:
-            windows.append((start, max(start, end)))
+        if start is not None:  # journal times are whole seconds: a second either side keeps every commit in
+            windows.append((start - 1.0, max(start, end) + 1.0))
     return windows
 
 
-def throughput_parts(page: Page, facts: OutputFacts) -> list[str]:
+def _move_times(runs: list[StagedRun]) -> list[float]:
+    """When the drawn runs' moves were ordered, in unix seconds (records that say when their t = 0 was)."""
+    return [run.started_unix + float(t) for run in runs if run.started_unix is not None for t in run.record.moves["t"]]
+
+
+def throughput_parts(page: Page, facts: OutputFacts, runs: list[StagedRun]) -> list[str]:
     series = throughput(facts.commit_times, facts.commit_work, _run_windows(facts))
     if series is None:
         return [note("Fewer than two commits so far: no rate to draw yet.")]
@@ -86,7 +91,10 @@ def throughput_parts(page: Page, facts: OutputFacts) -> list[str]:
                "last; runs that overlap, such as a sweep's shards, count as one). A curve that sags below it is a "
                "slowdown (a stage short of ranks, a node lost, a shared filesystem); spikes at the start are the "
                "pipeline filling.")
-    return [page.figure(figures.throughput_figure(series), caption, "throughput")]
+    moves = _move_times(runs)
+    if moves:
+        caption += " Red dotted lines are the Node Manager's moves: after a good one the rate rises."
+    return [page.figure(figures.throughput_figure(series, moves), caption, "throughput")]
 
 
 def latency_parts(page: Page, facts: OutputFacts, runs: list[StagedRun]) -> list[str]:

@@ -150,7 +150,7 @@ def memory_lines(samples: np.ndarray) -> Lines | None:
     return Lines(middle, series, bands)
 
 
-def backlog_lines(samples: np.ndarray) -> Lines | None:
+def backlog_lines(samples: np.ndarray, order: list[str] | None = None) -> Lines | None:
     """Units each stage has queued in the next stage's rings: per time bin, each rank's mean, summed by stage."""
     if len(samples) == 0:
         return None
@@ -166,7 +166,7 @@ def backlog_lines(samples: np.ndarray) -> Lines | None:
     stage_of_cell[cell] = stages  # the stage of the cell's last heartbeat
     series = {}
     mean = np.where(heard > 0, total / np.maximum(heard, 1), 0.0)
-    for stage in dict.fromkeys(stages):
+    for stage in dict.fromkeys([*(order or []), *stages]):
         mine = stage_of_cell == stage
         summed = np.zeros(count)
         np.add.at(summed, (np.arange(len(ranks) * count) % count)[mine], mean[mine])

@@ -11,11 +11,9 @@ import numpy as np
 
 from onepiece_hpc.store import schema as s
 from onepiece_hpc.store.reader import OutputView
-from onepiece_hpc.store.telemetry import RunTelemetry, read_runs
+from onepiece_hpc.store.telemetry import UNIT_DTYPE, RunTelemetry, read_runs
 
 MAX_SECTIONS = 6  # shards whose telemetry is drawn (a merged sweep can have thousands)
-
-UNIT_DTYPE = np.dtype([("unit", "<i8"), ("items", "<i8"), ("dispatched_t", "<f8"), ("committed_t", "<f8")])
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,7 @@ class StagedRun:
 
     @property
     def live(self) -> bool:
-        return bool(int(self.record.attrs.get("live", 0) or 0))
+        return self.record.live
 
     @property
     def started_unix(self) -> float | None:
@@ -52,12 +50,9 @@ class TelemetryFound:
 
 
 def _units_of(record: RunTelemetry) -> np.ndarray | None:
-    units = getattr(record, "units", None)
-    if units is None:
-        return None
-    names = set(np.asarray(units).dtype.names or ())
-    if not set(UNIT_DTYPE.names) <= names:
-        return None
+    units = record.units
+    if not len(units) or not set(UNIT_DTYPE.names) <= set(units.dtype.names or ()):
+        return None  # a record from before the table (read back empty)
     rows = np.empty(len(units), dtype=UNIT_DTYPE)
     for name in UNIT_DTYPE.names:
         rows[name] = units[name]

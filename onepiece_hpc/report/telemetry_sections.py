@@ -13,6 +13,7 @@ from onepiece_hpc.report.series import backlog_lines, memory_lines, stage_use
 from onepiece_hpc.report.telemetry_data import StagedRun
 from onepiece_hpc.report.timeline import MAX_BARS, Intervals, activity_grid, heartbeat_intervals, merged_bars, needs_grid
 from onepiece_hpc.store.items import as_text
+from onepiece_hpc.store.telemetry import LIVE_EVERY_S
 
 NO_STAGED_RUN = ("no staged run recorded: this output was written in one process (--monolithic) or its telemetry "
                  "record is missing, so there is no rank timeline, stage use, memory or backlog to show; a staged "
@@ -35,6 +36,9 @@ def _meta(run: StagedRun) -> str:
         parts.append("t = 0 at " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(run.started_unix)))
     parts.append(f"{len(run.record.ranks) or len(np.unique(run.record.samples['rank']))} stage ranks, "
                  f"{len(run.record.samples)} heartbeats, {len(run.record.moves)} moves")
+    if run.live and len(run.record.samples):
+        parts.append(f"this live copy reaches t = {float(run.record.samples['t'].max()):.0f} s (rank 0 replaces it "
+                     f"every {LIVE_EVERY_S:.0f} s while the run goes on; the final record replaces it at the end)")
     return note("; ".join(parts))
 
 
@@ -106,7 +110,7 @@ def telemetry_parts(page: Page, run: StagedRun, number: int) -> list[str]:
         caption += "A step up at a move is the new stage's components loading; a steady climb is a leak."
         parts.append(page.figure(figures.lines_figure(memory, "MiB", colours if many else None, from_zero=False), caption,
                                  f"memory-{name}"))
-    backlog = backlog_lines(run.record.samples)
+    backlog = backlog_lines(run.record.samples, stages)
     if backlog is not None:
         caption = ("Units each stage has queued in the next stage's rings, summed over its ranks (each rank's mean "
                    "in the time bin). A backlog that keeps growing after a stage means the next stage can't keep "
