@@ -40,7 +40,7 @@ def render_report(output: Path) -> str:
     telemetry = page.section("telemetry", "Ranks and stages")
     if not found.runs:
         telemetry.append(note(NO_STAGED_RUN if not found.shards_without or view.kind != "merged" else
-                              f"no staged run recorded in any of the {found.shards_without} shards: they ran in "
+                              f"No staged run recorded in any of the {found.shards_without} shards: they ran in "
                               "one process each (--monolithic, a sweep's usual task), so there is no rank timeline"))
     else:
         if found.shards_with > len(found.runs) or (view.kind == "merged" and found.shards_without):
@@ -69,10 +69,10 @@ def write_report(output: Path, target: Path | None = None) -> Path:
     target = Path(target) if target is not None else default_target(output)
     if target.resolve() == output.resolve():
         raise UserError(f"{target}: the report would replace the output itself; fix: give -o another file")
-    text = render_report(output)
-    folder = target.parent if str(target.parent) else Path(".")
+    folder = target.parent
     if not folder.is_dir():
         raise UserError(f"{target}: its folder {folder} does not exist; fix: create it or give -o another path")
+    text = render_report(output)
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as err:

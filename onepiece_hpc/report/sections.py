@@ -118,8 +118,8 @@ def latency_parts(page: Page, facts: OutputFacts, runs: list[StagedRun]) -> list
 
 
 def failed_parts(facts: OutputFacts) -> list[str]:
-    parts = [note(f"{facts.failed_items:,} items failed when generated (a plain run leaves them be; "
-                  f"`onepiece run JOB --retry-failed` generates them again); {facts.missing_items:,} items are "
+    parts = [note(f"{facts.failed_items:,} item(s) failed when generated (a plain run leaves them be; "
+                  f"`onepiece run JOB --retry-failed` generates them again); {facts.missing_items:,} item(s) are "
                   "missing (not generated yet, or lost with a kill: a run of the same job resumes them).")]
     if facts.failures:
         rows = [[f"{f.start}..{f.stop - 1}" if f.stop - f.start > 1 else str(f.start), f.run, f.stage,

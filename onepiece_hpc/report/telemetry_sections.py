@@ -15,7 +15,7 @@ from onepiece_hpc.report.timeline import MAX_BARS, Intervals, activity_grid, hea
 from onepiece_hpc.store.items import as_text
 from onepiece_hpc.store.telemetry import LIVE_EVERY_S
 
-NO_STAGED_RUN = ("no staged run recorded: this output was written in one process (--monolithic) or its telemetry "
+NO_STAGED_RUN = ("No staged run recorded: this output was written in one process (--monolithic) or its telemetry "
                  "record is missing, so there is no rank timeline, stage use, memory or backlog to show; a staged "
                  "run (onepiece run JOB -n N) records them")
 

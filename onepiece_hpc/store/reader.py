@@ -158,7 +158,8 @@ class OutputView:
 # -- opening -----------------------------------------------------------------------------------------
 def _format_version(attrs: dict, path: Path) -> int:
     if attrs.get("format") != s.FORMAT:
-        raise UserError(f"{path} is an HDF5 file but not an onepiece output (no format attribute)")
+        raise UserError(f"{path} is an HDF5 file but not an onepiece output (no format attribute); fix: give the "
+                        "path of an output that onepiece run (or merge) wrote")
     try:
         version = int(attrs.get("format_version", 0))
     except (TypeError, ValueError):
