@@ -4,6 +4,7 @@ and whether each decoded; a full-page screenshot is kept. No network is reached 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -31,7 +32,11 @@ def browser_missing() -> str | None:
         import playwright  # noqa: F401
     except ImportError:
         return "the Python package playwright is not installed (pip install playwright)"
-    if not CHROMIUM.exists() and shutil.which("apt-get"):
+    for refresh in (False, True):  # a fresh machine may have no package lists yet
+        if CHROMIUM.exists() or not shutil.which("apt-get") or os.geteuid() != 0:
+            break
+        if refresh:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600, check=False)
         subprocess.run(["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", "chromium"],
                        capture_output=True, timeout=900, check=False)
     if not CHROMIUM.exists():

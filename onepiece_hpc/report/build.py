@@ -13,10 +13,11 @@ import numpy as np
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.report import sections
 from onepiece_hpc.report.contact_sheet import MAX_THUMBS, contact_sheet, pick_evenly
-from onepiece_hpc.report.output_data import read_output_facts
+from onepiece_hpc.report.output_data import IN_PROGRESS, read_output_facts
 from onepiece_hpc.report.page import Page, note
 from onepiece_hpc.report.telemetry_data import MAX_SECTIONS, staged_runs
 from onepiece_hpc.report.telemetry_sections import NO_STAGED_RUN, telemetry_parts
+from onepiece_hpc.store.telemetry import LIVE_EVERY_S, LIVE_FIRST_S
 
 SUFFIX = ".report.html"
 
@@ -24,6 +25,18 @@ SUFFIX = ".report.html"
 def default_target(output: Path) -> Path:
     """OUT.h5 -> OUT.report.html beside it."""
     return output.with_name(output.stem + SUFFIX)
+
+
+def _no_telemetry(kind: str, state: str, shards: int) -> str:
+    """Why there is no rank timeline to draw."""
+    if kind == "merged":
+        return (f"No staged run recorded in any of the {shards} shards: they ran in one process each (--monolithic, "
+                "a sweep's usual task), so there is no rank timeline")
+    if state == IN_PROGRESS:
+        return (f"No telemetry record yet. A staged run writes its first live copy {LIVE_FIRST_S:.0f} s after it "
+                f"starts and replaces it every {LIVE_EVERY_S:.0f} s: make the report again in a while. (A run in "
+                "one process, --monolithic, records none.)")
+    return NO_STAGED_RUN
 
 
 def render_report(output: Path) -> str:
@@ -39,9 +52,7 @@ def render_report(output: Path) -> str:
     page.section("latency", "Item latency").extend(sections.latency_parts(page, facts, found.runs))
     telemetry = page.section("telemetry", "Ranks and stages")
     if not found.runs:
-        telemetry.append(note(NO_STAGED_RUN if not found.shards_without or view.kind != "merged" else
-                              f"No staged run recorded in any of the {found.shards_without} shards: they ran in "
-                              "one process each (--monolithic, a sweep's usual task), so there is no rank timeline"))
+        telemetry.append(note(_no_telemetry(view.kind, facts.state, found.shards_without)))
     else:
         if found.shards_with > len(found.runs) or (view.kind == "merged" and found.shards_without):
             telemetry.append(note(f"{found.shards_with} shard(s) recorded a staged run, {found.shards_without} did "

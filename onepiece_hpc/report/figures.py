@@ -57,11 +57,11 @@ def throughput_figure(series: Throughput, moves_unix: list[float] | None = None)
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
-    middle = _unix_to_datetimes((series.edges[:-1] + series.edges[1:]) / 2)
-    fig.add_trace(go.Scatter(x=middle, y=series.items_per_s, mode="lines", line_shape="hvh", name="items/s",
-                             line_color="#1f77b4"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=middle, y=series.work_per_s, mode="lines", line_shape="hvh", name="work/s (MP-fwd/s)",
-                             line_color="#e6550d"), row=2, col=1)
+    edges = _unix_to_datetimes(series.edges)  # a step a bin, from its start to its end
+    fig.add_trace(go.Scatter(x=edges, y=np.r_[series.items_per_s, series.items_per_s[-1:]], mode="lines",
+                             line_shape="hv", name="items/s", line_color="#1f77b4"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=edges, y=np.r_[series.work_per_s, series.work_per_s[-1:]], mode="lines",
+                             line_shape="hv", name="work/s (MP-fwd/s)", line_color="#e6550d"), row=2, col=1)
     for number, (lo, hi, items, work) in enumerate(series.sessions):
         span = _unix_to_datetimes(np.array([lo, hi]))
         for row, value, colour in ((1, items, "#08306b"), (2, work, "#7f2704")):
@@ -110,7 +110,8 @@ def timeline_figure(bars: Bars | None, grid: Grid | None, stages: list[str], mov
                 x=bars.end[mine] - bars.start[mine], base=bars.start[mine], y=np.array(names, dtype=object)[mine],
                 orientation="h", name=label, marker=dict(color=colours[label], line_width=0),
                 customdata=np.c_[bars.start[mine], bars.end[mine]],
-                hovertemplate=f"%{{y}}: {label}<br>%{{customdata[0]:.1f}} s to %{{customdata[1]:.1f}} s<extra></extra>"))
+                hovertemplate=f"%{{y}}: {label}<br>%{{customdata[0]:.1f}} s to %{{customdata[1]:.1f}} s"
+                              "<extra></extra>"))
         rows = len(set(names))
     if len(moves):
         fig.add_trace(go.Scatter(

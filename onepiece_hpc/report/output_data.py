@@ -23,6 +23,7 @@ from onepiece_hpc.store.reader import OutputView
 from onepiece_hpc.store.safe_read import HDF5_ERRORS, damaged_error, read_dataset, short, text
 
 MISSING_SHOWN = 10  # missing items named by key and prompt
+FAILURES_NAMED = 20  # failed units whose first item is named by its prompt
 WORK_FIELDS = ["steps", "guidance", "height", "width", "frames"]
 
 COMPLETE, IN_PROGRESS, STOPPED = "complete", "in progress", "stopped"
@@ -64,6 +65,7 @@ class OutputFacts:
     failed_items: int
     missing_items: int                 # neither done nor failed
     missing: list[MissingItem] = field(default_factory=list)
+    failed_named: list[MissingItem] = field(default_factory=list)  # the first item of each of the first failures
     read_at: float = field(default_factory=time.time)
 
     @property
@@ -133,11 +135,10 @@ def _segment_rows(file, seg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return done, rows_work(rows), committed
 
 
-def _missing_named(view: OutputView, done: np.ndarray, failed: np.ndarray) -> list[MissingItem]:
-    """The first MISSING_SHOWN items neither done nor failed, with key and prompt where a data file holds them."""
-    first = np.flatnonzero(~done & ~failed)[:MISSING_SHOWN]
+def _named(view: OutputView, indices) -> list[MissingItem]:
+    """Items with their key and prompt where a data file holds them (their rows are written when it is created)."""
     named = []
-    for index in first:
+    for index in indices:
         seg = next(seg for seg in view.segments if seg.start <= index < seg.start + seg.count)
         file = seg.open()
         if file is None:
@@ -184,8 +185,11 @@ def read_output_facts(view: OutputView) -> OutputFacts:
     return OutputFacts(
         path=view.path, kind=view.kind, attrs=dict(view.attrs), provenance=dict(view.provenance),
         runs=list(view.runs), progress=whole, state=state, shards=shard_rows, commit_times=times[order],
-        commit_work=work[order], done_mask=acc.done_mask, work_estimated=estimated, failures=failures, failed_items=int(failed.sum()),
-        missing_items=int((~acc.done_mask & ~failed).sum()), missing=_missing_named(view, acc.done_mask, failed))
+        commit_work=work[order], done_mask=acc.done_mask, work_estimated=estimated, failures=failures,
+        failed_items=int(failed.sum()),
+        missing_items=int((~acc.done_mask & ~failed).sum()),
+        missing=_named(view, np.flatnonzero(~acc.done_mask & ~failed)[:MISSING_SHOWN]),
+        failed_named=_named(view, [f.start for f in failures[:FAILURES_NAMED]]))
 
 
 def iso_to_unix(value: str) -> float | None:

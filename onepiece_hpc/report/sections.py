@@ -9,14 +9,13 @@ import numpy as np
 
 from onepiece_hpc.report import figures
 from onepiece_hpc.report.contact_sheet import Thumbnail
-from onepiece_hpc.report.output_data import IN_PROGRESS, OutputFacts, iso_to_unix
+from onepiece_hpc.report.output_data import COMPLETE, FAILURES_NAMED, IN_PROGRESS, OutputFacts, iso_to_unix
 from onepiece_hpc.report.page import Page, esc, note, table
 from onepiece_hpc.report.series import commit_gaps, throughput, unit_latency
 from onepiece_hpc.report.telemetry_data import StagedRun
 from onepiece_hpc.slurm.status import format_eta
 
 SHARDS_LISTED = 50   # shards in the table (the figure has them all)
-FAILURES_LISTED = 20
 
 
 def _rate(value: float | None, unit: str) -> str:
@@ -27,9 +26,12 @@ def header(facts: OutputFacts) -> str:
     p = facts.progress
     state = facts.state
     share = p.work_share if p.work_total > 0 else (p.items_done / p.items_total if p.items_total else 0.0)
-    eta = "" if p.complete else f", ETA {format_eta(p.eta_s)}"
+    eta = f", ETA {format_eta(p.eta_s)}" if state == IN_PROGRESS else ""
     estimated = " (the work of items in data files not created yet is estimated)" if facts.work_estimated else ""
-    return (f"<h1>{esc(facts.job_name or facts.path.name)}<span class=\"badge {state.replace(' ', '-')}\">"
+    title = facts.job_name or facts.path.name
+    if facts.kind == "merged":
+        title = f"{facts.path.parent.name or title} (merged, {len(facts.shards)} shards)"
+    return (f"<h1>{esc(title)}<span class=\"badge {state.replace(' ', '-')}\">"
             f"{esc(state)}</span></h1><div class=\"path\">{esc(facts.path)} ({esc(facts.kind)})</div>"
             f"<div class=\"bar\" title=\"work done\"><div style=\"width:{100 * min(share, 1.0):.2f}%\"></div></div>"
             f"<div class=\"facts\">{p.items_done:,} of {p.items_total:,} items done, {100 * share:.1f}% of the work"
@@ -44,7 +46,10 @@ def progress_parts(page: Page, facts: OutputFacts) -> list[str]:
             "than a small image); the rate is over the latest commits and the ETA is the work left over that rate, "
             "as `onepiece status` shows them.")
     if facts.state == IN_PROGRESS:
-        lead += " A run is writing this output now: reload the report (run `onepiece report` again) to update it."
+        lead += " A run is writing this output now: run `onepiece report` again to update this page."
+    elif facts.state != COMPLETE:
+        lead += (" No run is writing it now (no writer holds its lock), so there is no ETA: run the job again "
+                 "(`onepiece run`, or `onepiece submit` / `sweep` under Slurm) to resume it where it stopped.")
     parts = [note(lead)]
     if len(facts.shards) > 1:
         labels = [shard.label for shard in facts.shards]
@@ -56,7 +61,7 @@ def progress_parts(page: Page, facts: OutputFacts) -> list[str]:
                                  "(`onepiece status`, its Slurm log).", "shards"))
         rows = [[s.label, s.state, f"{s.progress.items_done}/{s.progress.items_total}",
                  f"{100 * s.progress.work_share:.1f}%", _rate(s.progress.rate_items_per_s, "items"),
-                 "-" if s.progress.complete else format_eta(s.progress.eta_s)] for s in facts.shards[:SHARDS_LISTED]]
+                 format_eta(s.progress.eta_s) if s.state == IN_PROGRESS else "-"] for s in facts.shards[:SHARDS_LISTED]]
         parts.append(table(["shard", "state", "items", "work done", "rate", "ETA"], rows, numeric={2, 3}))
         if len(facts.shards) > SHARDS_LISTED:
             parts.append(note(f"... and {len(facts.shards) - SHARDS_LISTED} more shards (the figure shows all)."))
@@ -122,11 +127,14 @@ def failed_parts(facts: OutputFacts) -> list[str]:
                   f"`onepiece run JOB --retry-failed` generates them again); {facts.missing_items:,} item(s) are "
                   "missing (not generated yet, or lost with a kill: a run of the same job resumes them).")]
     if facts.failures:
-        rows = [[f"{f.start}..{f.stop - 1}" if f.stop - f.start > 1 else str(f.start), f.run, f.stage,
-                 f.rank, f.at, (f.error.splitlines() or [""])[0][:300]] for f in facts.failures[:FAILURES_LISTED]]
-        parts.append("<h3>Failed units</h3>" + table(["items", "run", "stage", "rank", "at", "error"], rows))
-        if len(facts.failures) > FAILURES_LISTED:
-            parts.append(note(f"... and {len(facts.failures) - FAILURES_LISTED} more failed units "
+        prompts = {item.index: item.prompt for item in facts.failed_named}
+        rows = [[f"{f.start}..{f.stop - 1}" if f.stop - f.start > 1 else str(f.start), prompts.get(f.start, "")[:120],
+                 f.run, f.stage, f.rank, _short_time(f.at), (f.error.splitlines() or [""])[0][:300]]
+                for f in facts.failures[:FAILURES_NAMED]]
+        parts.append("<h3>Failed units</h3>" + table(["items", "prompt (first item)", "run", "stage", "rank", "at",
+                                                      "error"], rows, nowrap={0, 5}))
+        if len(facts.failures) > FAILURES_NAMED:
+            parts.append(note(f"... and {len(facts.failures) - FAILURES_NAMED} more failed units "
                               "(`onepiece inspect --json` lists them all)."))
     if facts.missing:
         rows = [[m.index, m.key[:16] + ("..." if len(m.key) > 16 else "") if m.key else "(data file not created yet)",

@@ -14,6 +14,7 @@ from onepiece_hpc.store.items import as_text
 MAX_BINS = 200       # bins of a series over time
 MAX_LINES = 24       # ranks drawn one line each; more are drawn as per-stage bands
 HISTOGRAM_BINS = 40
+COMMITS_A_BIN = 4    # commits a throughput bin holds on average in the stretch of most commits
 
 
 def _bin_count(span: float, step: float) -> int:
@@ -34,13 +35,8 @@ def throughput(times: np.ndarray, work: np.ndarray, windows: list[tuple[float, f
     times, work = np.asarray(times, dtype=float), np.asarray(work, dtype=float)
     if times.size < 2 or times[-1] <= times[0]:
         return None
-    span = times[-1] - times[0]
-    bins = _bin_count(span, max(span / MAX_BINS, 1.0))
-    edges = np.linspace(times[0], times[-1], bins + 1)
-    width = np.diff(edges)
-    counts, _ = np.histogram(times, edges)
-    done, _ = np.histogram(times, edges, weights=work)
     sessions = []
+    step, most = float("inf"), 0  # the bin width: COMMITS_A_BIN commits a bin in the stretch of most commits
     for lo, hi in _stretches(windows, times):
         inside = (times >= lo) & (times <= hi)
         picked, picked_work = times[inside], work[inside]
@@ -48,6 +44,16 @@ def throughput(times: np.ndarray, work: np.ndarray, windows: list[tuple[float, f
             length = picked[-1] - picked[0]
             sessions.append((float(picked[0]), float(picked[-1]), (picked.size - 1) / length,
                              float(picked_work[1:].sum() / length)))
+            if picked.size > most:
+                step, most = length * COMMITS_A_BIN / picked.size, picked.size
+    span = times[-1] - times[0]
+    if step == float("inf"):
+        step = span * COMMITS_A_BIN / times.size
+    bins = int(np.clip(np.ceil(span / max(step, 1.0)), 1, MAX_BINS))
+    edges = np.linspace(times[0], times[-1], bins + 1)
+    width = np.diff(edges)
+    counts, _ = np.histogram(times, edges)
+    done, _ = np.histogram(times, edges, weights=work)
     return Throughput(edges, counts / width, done / width, sessions)
 
 

@@ -69,13 +69,14 @@ def _latest(runs: list[RunTelemetry]) -> RunTelemetry | None:
 def staged_runs(view: OutputView) -> TelemetryFound:
     """The latest record of the output, or of each shard of a merged view (the first MAX_SECTIONS drawn)."""
     if view.kind == s.KIND_MERGED:
-        places = [(str(src["path"]), [Path(s.data_folder((view.path.parent / str(src["path"])).resolve()))
-                                      / s.TELEMETRY_DIR], None) for src in view.sources]
+        sources = [(str(src["path"]), (view.path.parent / str(src["path"])).resolve()) for src in view.sources]
+        # a format-3 source keeps its records beside it, a format-2 one inside it
+        places = [(label, [Path(s.data_folder(path)) / s.TELEMETRY_DIR], path) for label, path in sources]
     else:
         places = [("", view.telemetry_dirs, view.path if view.kind == "format-2" else None)]
     found, without, beyond = [], 0, 0
     for label, folders, index in places:
-        if len(found) == MAX_SECTIONS and index is None:  # only counted: reading them would be wasted
+        if len(found) == MAX_SECTIONS:  # only counted: reading them would be wasted
             has = any(folder.is_dir() and any(folder.glob("run-*.h5")) for folder in folders)
             beyond += has
             without += not has

@@ -11,7 +11,14 @@ from onepiece_hpc.report import figures
 from onepiece_hpc.report.page import Page, esc, note, table
 from onepiece_hpc.report.series import backlog_lines, memory_lines, stage_use
 from onepiece_hpc.report.telemetry_data import StagedRun
-from onepiece_hpc.report.timeline import MAX_BARS, Intervals, activity_grid, heartbeat_intervals, merged_bars, needs_grid
+from onepiece_hpc.report.timeline import (
+    MAX_BARS,
+    Intervals,
+    activity_grid,
+    heartbeat_intervals,
+    merged_bars,
+    needs_grid,
+)
 from onepiece_hpc.store.items import as_text
 from onepiece_hpc.store.telemetry import LIVE_EVERY_S
 
@@ -61,7 +68,7 @@ def _timeline(page: Page, run: StagedRun, spans: Intervals, stages: list[str], n
 
 
 def _moves_table(run: StagedRun) -> str:
-    moves = run.record.moves
+    moves = np.sort(run.record.moves, order="t") if len(run.record.moves) else run.record.moves
     if not len(moves):
         policy = run.record.attrs.get("policy", "static")
         return note(f"The Node Manager moved no rank in this run (policy {policy}).")
@@ -108,8 +115,8 @@ def telemetry_parts(page: Page, run: StagedRun, number: int) -> list[str]:
                    "Memory of the ranks of each stage over the run: the line is their mean, the shaded band their "
                    "lowest to highest (too many ranks for a line each). ")
         caption += "A step up at a move is the new stage's components loading; a steady climb is a leak."
-        parts.append(page.figure(figures.lines_figure(memory, "MiB", colours if many else None, from_zero=False), caption,
-                                 f"memory-{name}"))
+        fig = figures.lines_figure(memory, "MiB", colours if many else None, from_zero=False)
+        parts.append(page.figure(fig, caption, f"memory-{name}"))
     backlog = backlog_lines(run.record.samples, stages)
     if backlog is not None:
         caption = ("Units each stage has queued in the next stage's rings, summed over its ranks (each rank's mean "
