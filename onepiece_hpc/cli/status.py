@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -134,6 +135,6 @@ def _watch(outputs: list[Path], every: float) -> None:
         click.echo(f"  items {together.done}/{together.total} done{share}")
         return
     try:
-        watch(output, every, environment.is_interactive(click.get_text_stream("stdout")), click.echo, first)
+        watch(output, every, environment.is_interactive(sys.stdout), click.echo, first)
     except KeyboardInterrupt:
         return
