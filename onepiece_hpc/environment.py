@@ -41,3 +41,10 @@ def slurm_job() -> tuple[str, int]:
     except ValueError:
         restarts = 0
     return job, restarts
+
+
+def metrics_discovery_dir() -> Path | None:
+    """ONEPIECE_METRICS_DISCOVERY_DIR: where a run with a metrics port writes its Prometheus
+    service-discovery entry when the job file names no metrics.discovery_dir (docs/monitoring.md)."""
+    value = os.environ.get("ONEPIECE_METRICS_DISCOVERY_DIR", "").strip()
+    return Path(value).absolute() if value else None

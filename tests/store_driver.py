@@ -77,7 +77,8 @@ def run(job_file: Path, output: Path, pause_at: int = -1, go: Path = Path("")) -
         ranks = np.array([(1, "h", "encode", 1, 0.1, 0.2, 0.0, 1.0, 0.5, 10.0, "to 0 shm")], dtype=RANK_DTYPE)
         samples = np.array([(0.0, 1, "serving", "encode", 0, 1, 0.1, 0.2, 0.0, 0, 10.0)], dtype=SAMPLE_DTYPE)
         stages = np.array([("encode", 1, 1, 0.5, 0.5, 0.0, 0.1, 10.0)], dtype=STAGE_DTYPE)
-        writer.record_telemetry(ranks, samples, stages, np.empty(0, dtype=MOVE_DTYPE), {"policy": "static"})
+        writer.record_telemetry({"ranks": ranks, "samples": samples, "stages": stages,
+                                 "moves": np.empty(0, dtype=MOVE_DTYPE)}, {"policy": "static"})
         status = "completed"
     finally:
         writer.close(status)

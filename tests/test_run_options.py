@@ -41,7 +41,8 @@ def _rank_fields() -> st.SearchStrategy[RunOptions]:
         elif option.kind is Path:
             base = paths
         elif option.kind is int:
-            base = st.integers(int(option.spec.low or -10**6), int(option.spec.high or 10**6))
+            base = st.integers(int(option.spec.low if option.spec.low is not None else -10**6),
+                               int(option.spec.high if option.spec.high is not None else 10**6))
         elif option.kind is float:
             base = st.floats(option.spec.low if option.spec.low is not None else -1e9,
                              option.spec.high if option.spec.high is not None else 1e9, allow_nan=False)

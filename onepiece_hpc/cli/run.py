@@ -58,8 +58,8 @@ def run(ctx: click.Context, **values) -> None:
         _run_staged(prepared, replace(options, progress="bar" if interactive else "lines"))
         return
 
-    def progress(total: int, done: int) -> ProgressReporter:
-        return ProgressReporter(total, done, prepared.job.name, sys.stderr, interactive)
+    def progress(meter) -> ProgressReporter:
+        return ProgressReporter(meter, prepared.job.name, sys.stderr, interactive)
 
     if options.gpu_memory_gib is not None and prepared.placement.device.type == "cuda":
         from onepiece_hpc.runtime.gpus import take_gpu

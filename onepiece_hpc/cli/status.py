@@ -83,9 +83,11 @@ def status(target: str | None, as_json: bool, watch: bool, every: float) -> None
     info = {
         "job_id": job_id, "state": state, "task_states": counts,
         "tasks": [{"task": t.task, "state": t.state, "elapsed": t.elapsed, "detail": t.detail} for t in tasks],
-        "items_done": together.done, "items_total": together.total, "complete": together.complete,
-        "rate_items_per_s": together.rate, "eta_s": together.eta_s if state not in ("PENDING",) else None,
-        "outputs": [{"file": str(p), "items_done": e.done if e else 0, "items_total": e.total if e else None}
+        "items_done": together.items_done, "items_total": together.items_total, "complete": together.complete,
+        "work_done": together.work_done, "work_total": together.work_total,
+        "rate_items_per_s": together.rate_items_per_s, "rate_work_per_s": together.rate_work_per_s,
+        "eta_s": together.eta_s if state not in ("PENDING",) else None,
+        "outputs": [{"file": str(p), "items_done": e.items_done if e else 0, "items_total": e.items_total if e else None}
                     for p, e in zip(outputs, each)],
         "notes": notes,
     }
@@ -94,15 +96,15 @@ def status(target: str | None, as_json: bool, watch: bool, every: float) -> None
         return
     spread = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if len(tasks) > 1 else ""
     click.echo(f"job {job_id or '?'}: {state}" + (f" ({len(tasks)} tasks: {spread})" if spread else ""))
-    share = f" ({together.done / together.total:.0%})" if together.total else ""
-    rate = f", {together.rate:.2f} items/s" if together.rate else ""
+    share = f" ({together.work_share:.0%} of the work)" if together.items_total else ""
+    rate = f", {together.rate_items_per_s:.2f} items/s" if together.rate_items_per_s else ""
     eta = f", ETA {format_eta(info['eta_s'])}" if not together.complete and state == "RUNNING" else ""
-    click.echo(f"  items {together.done}/{together.total} done{share}{rate}{eta}")
+    click.echo(f"  items {together.items_done}/{together.items_total} done{share}{rate}{eta}")
     by_task = {t.task: t for t in tasks}
     for number, (path, each_progress) in enumerate(zip(outputs, each)):
         task = f"{record.job_id}_{number}" if record is not None and record.kind == "array" and len(outputs) > 1 else job_id
         line = by_task.get(task)
-        where = f"{each_progress.done}/{each_progress.total}" if each_progress else "not started"
+        where = f"{each_progress.items_done}/{each_progress.items_total}" if each_progress else "not started"
         click.echo(f"  {task or '-'}  {line.state if line else '?':<10} {where:>11}  {path}")
     for note in notes:
         click.echo(f"  note: {note}")

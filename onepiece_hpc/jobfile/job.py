@@ -96,6 +96,14 @@ class StoreFields(_Strict):
     sync_interval_s: float = Field(1.0, gt=0, le=3600)
 
 
+class MetricsFields(_Strict):
+    """Live metrics of a staged run (docs/monitoring.md): rank 0 serves Prometheus's text format
+    on `port` (0: any free port) and writes a service-discovery entry into `discovery_dir`."""
+
+    port: int | None = Field(None, ge=0, le=65_535)
+    discovery_dir: str | None = Field(None, min_length=1)
+
+
 class SlurmFields(_Strict):
     """How `onepiece submit` asks Slurm for resources. Every value here reaches an #SBATCH line,
     so each is held to a pattern with no spaces, quotes or line breaks; `extra` options go to
@@ -147,6 +155,7 @@ class JobFields(_Strict):
     description: str = ""
     slurm: SlurmFields = SlurmFields()
     store: StoreFields = StoreFields()
+    metrics: MetricsFields = MetricsFields()
 
 
 class WorkflowJobFields(JobFields):
@@ -307,6 +316,8 @@ class Job:
     field_lines: dict[str, int]
     slurm: SlurmFields = SlurmFields()
     store: StoreFields = StoreFields()
+    metrics_port: int | None = None           # metrics.port
+    metrics_discovery_dir: Path | None = None  # metrics.discovery_dir, absolute
     #: a workflow's steps, in order (empty for a job of one model); `model` then describes the
     #: chain, and steps, guidance, height, width and frames are the last step's (its outputs are the job's)
     workflow: tuple[WorkflowStep, ...] = ()

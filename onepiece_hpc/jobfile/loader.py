@@ -198,5 +198,8 @@ def load_job(path: Path, problems: list[str], with_prompts: bool = True) -> Job 
         field_lines=dict(doc.lines),
         slurm=fields.slurm,
         store=fields.store,
+        metrics_port=fields.metrics.port,
+        metrics_discovery_dir=(resolve_path(base, fields.metrics.discovery_dir)
+                               if fields.metrics.discovery_dir else None),
         workflow=workflow,
     )

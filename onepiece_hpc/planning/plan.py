@@ -113,6 +113,22 @@ class Plan:
     def unit_sizes(self) -> np.ndarray:
         return np.diff(self.bounds)
 
+    def param_work(self) -> np.ndarray:
+        """The work of one item of each params (planning/work.py), indexed by params id."""
+        from onepiece_hpc.planning.work import item_work
+
+        p = self.params
+        return item_work([x.steps for x in p], [x.guidance for x in p], [x.height for x in p],
+                         [x.width for x in p], [x.frames for x in p])
+
+    def work_of(self, mask: np.ndarray | None = None) -> float:
+        """The work of the items where `mask` (a bool per item) is set, or of every item."""
+        ids = self.table.param_ids if mask is None else self.table.param_ids[np.asarray(mask, dtype=bool)]
+        return float(np.bincount(ids, minlength=len(self.params)) @ self.param_work())
+
+    def unit_work(self, unit: Unit) -> float:
+        return float(unit.size * self.param_work()[int(self.table.param_ids[unit.start])])
+
     def pending_units(self, done: np.ndarray) -> np.ndarray:
         """The units with an item not `done` (a bool per item), in order (int64 unit indices)."""
         if not self.unit_count:

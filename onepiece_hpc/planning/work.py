@@ -7,11 +7,14 @@ mixes them). A job of equal items gets the item-count ETA back; a job whose rema
 longer videos or more steps gets an ETA that knows it.
 
 The rate is taken over the latest RATE_WINDOW commits, and the ETA is the work left over that
-rate. The bar, `onepiece status`, the metrics and the report all call `work_progress`.
+rate. The bar, `onepiece status`, the metrics and the report all call `work_progress` (a run's
+bar and rank 0's live snapshot through `WorkMeter`).
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,21 +56,46 @@ class WorkProgress:
 
 
 def work_progress(items_done: int, items_total: int, work_done: float, work_total: float,
-                  commit_times: np.ndarray, commit_work: np.ndarray) -> WorkProgress:
-    """Progress from totals and the latest commits: their times (any clock, one for all) and the
-    work of each; both are cut to the latest RATE_WINDOW by time."""
+                  commit_times: np.ndarray, commit_work: np.ndarray, commit_items: np.ndarray | None = None
+                  ) -> WorkProgress:
+    """Progress from totals and the latest commits: their times (any clock, one for all), the
+    work of each and its items (1 each if not given); cut to the latest RATE_WINDOW by time."""
     times = np.asarray(commit_times, dtype=float)
     work = np.asarray(commit_work, dtype=float)
+    items = np.ones(times.size) if commit_items is None else np.asarray(commit_items, dtype=float)
     order = np.argsort(times, kind="stable")[-RATE_WINDOW:]
-    times, work = times[order], work[order]
+    times, work, items = times[order], work[order], items[order]
     rate_items = rate_work = None
     if times.size >= 2 and times[-1] > times[0]:
         span = times[-1] - times[0]
-        rate_items = float((times.size - 1) / span)
-        rate_work = float(work[1:].sum() / span)  # the first commit opens the window
+        rate_items = float(items[1:].sum() / span)  # the first commit opens the window
+        rate_work = float(work[1:].sum() / span)
     left = max(work_total - work_done, 0.0)
     if items_done >= items_total:
         eta = 0.0
     else:
         eta = left / rate_work if rate_work else None
     return WorkProgress(items_done, items_total, float(work_done), float(work_total), rate_items, rate_work, eta)
+
+
+class WorkMeter:
+    """Progress as commits come in (a run's bar, rank 0's live snapshot): totals, what was done
+    before this run, and the latest RATE_WINDOW commits on `clock`."""
+
+    def __init__(self, items_total: int, work_total: float, items_done: int = 0, work_done: float = 0.0,
+                 clock=time.monotonic) -> None:
+        self.items_total, self.work_total = items_total, float(work_total)
+        self.items_done, self.work_done = items_done, float(work_done)
+        self._clock = clock
+        self._latest: deque[tuple[float, float, int]] = deque(maxlen=RATE_WINDOW)
+
+    def add(self, items: int, work: float) -> None:
+        """`items` more done (committed, or failed for this run), of `work` megapixel-forwards."""
+        self.items_done += items
+        self.work_done += work
+        self._latest.append((self._clock(), float(work), items))
+
+    def progress(self) -> WorkProgress:
+        rows = np.array(self._latest, dtype=float).reshape(-1, 3)
+        return work_progress(self.items_done, self.items_total, self.work_done, self.work_total,
+                             rows[:, 0], rows[:, 1], rows[:, 2])

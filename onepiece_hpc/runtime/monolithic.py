@@ -27,6 +27,7 @@ from onepiece_hpc.runtime.phases import load_offloaded, run_phase
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.planning.plan import Plan, Unit
+from onepiece_hpc.planning.work import WorkMeter
 from onepiece_hpc.store.items import PlanItems
 from onepiece_hpc.store.journal import FailedUnit
 from onepiece_hpc.store.output import OutputWriter
@@ -59,7 +60,7 @@ def unit_input(plan: Plan, unit: Unit) -> UnitInput:
     )
 
 
-def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressReporter] | None = None,
+def run_monolithic(prepared: Prepared, progress: Callable[[WorkMeter], ProgressReporter] | None = None,
                    retry_failed: bool = False, phase: int | None = None) -> RunSummary:
     """Run every unit neither done nor failed (with `retry_failed`: every failed unit) through
     every stage of the model's topology and commit it; raises StageFailed when the stage itself fails.
@@ -82,7 +83,8 @@ def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressRe
                    if len(pending) else {})
         budget = FailureBudget()
         failed_units = 0
-        with progress(len(plan.items), len(plan.items) - int(wanted.sum())) if progress else nullcontext() as reporter:
+        meter = WorkMeter(len(plan.items), plan.work_of(), len(plan.items) - int(wanted.sum()), plan.work_of(~wanted))
+        with progress(meter) if progress else nullcontext() as reporter:
             indices = pending.tolist()
             for first in range(0, len(indices), phase or 1):
                 group = [plan.unit(index) for index in indices[first:first + (phase or 1)]]
@@ -95,12 +97,13 @@ def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressRe
                         log.warning("%s failed: %s", failure.where, failure.error)
                         budget.failed(failure, again=bool(failed_before[unit.start:unit.stop].any()))
                         failed_units += 1
+                        _advance(meter, reporter, plan, unit, int(wanted[unit.start:unit.stop].sum()))
                         if reporter:
-                            reporter.advance(int(wanted[unit.start:unit.stop].sum()))
                             reporter.note(f"{failed_units} unit(s) failed")
                         continue
                     outputs = {name: outcome.tensors[name].numpy() for name in prepared.layout.tensors}
-                    _commit(unit, outputs, outcome.seconds, writer, spent, reporter)
+                    count = _commit(unit, outputs, outcome.seconds, writer, spent)
+                    _advance(meter, reporter, plan, unit, count)
                     _record(writer, budget.succeeded())
             _record(writer, budget.finish())
         status = "completed"
@@ -117,15 +120,21 @@ def run_monolithic(prepared: Prepared, progress: Callable[[int, int], ProgressRe
 
 
 def _commit(unit: Unit, outputs: dict[str, np.ndarray], seconds: list[float], writer: OutputWriter,
-            spent: dict[str, float], reporter: ProgressReporter | None) -> None:
+            spent: dict[str, float]) -> int:
     t0 = time.perf_counter()
     per_item = np.array(seconds) / unit.size
     count = writer.commit(unit.start, outputs, np.tile(per_item, (unit.size, 1)))
     seconds.append(time.perf_counter() - t0)
     for name, value in zip(spent, seconds):
         spent[name] += value
+    return count
+
+
+def _advance(meter: WorkMeter, reporter: ProgressReporter | None, plan, unit: Unit, items: int) -> None:
+    """`items` of `unit` are done (committed, or failed this run)."""
+    meter.add(items, plan.unit_work(unit) * items / unit.size)
     if reporter:
-        reporter.advance(count)
+        reporter.refresh()
 
 
 def _record(writer: OutputWriter, failures: list[UnitFailure]) -> None:

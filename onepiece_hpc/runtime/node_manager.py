@@ -13,8 +13,10 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 from onepiece_hpc.planning.layout import StageLayout
+from onepiece_hpc.planning.work import WorkMeter
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
 from onepiece_hpc.runtime.cost_model import CostModel
 from onepiece_hpc.runtime.drain import Drain
@@ -22,6 +24,7 @@ from onepiece_hpc.runtime.interrupts import Terminated
 from onepiece_hpc.runtime.liveness import Liveness, Verdict
 from onepiece_hpc.runtime.manager.commit import Committer
 from onepiece_hpc.runtime.manager.dispatch import Dispatcher
+from onepiece_hpc.runtime.manager.live import LiveBook
 from onepiece_hpc.runtime.manager.moves import Moves, initial_routes
 from onepiece_hpc.runtime.manager.outcome import JobFailed, StagedSummary
 from onepiece_hpc.runtime.manager.record import record_telemetry
@@ -38,14 +41,20 @@ from onepiece_hpc.runtime.telemetry import Telemetry
 from onepiece_hpc.runtime.watch import LoopWatch
 from onepiece_hpc.store.items import PlanItems
 from onepiece_hpc.store.output import OutputWriter
+from onepiece_hpc.store.telemetry import LIVE_EVERY_S, LIVE_FIRST_S
 from onepiece_hpc.transport import WaitPolicy
 from onepiece_hpc.transport.connect import Channels
+
+if TYPE_CHECKING:
+    from onepiece_hpc.observe.live import LiveSnapshot
+    from onepiece_hpc.observe.publish import LivePublisher
 
 __all__ = ["JobFailed", "NodeManager", "StagedSummary", "initial_routes"]
 
 log = logging.getLogger(__name__)
 
 LIVENESS_EVERY_S = 0.2
+PUBLISH_EVERY_S = 1.0  # a live snapshot to the publisher (metrics, live JSON) at most this often
 
 
 class NodeManager:
@@ -54,7 +63,8 @@ class NodeManager:
     def __init__(self, prepared: Prepared, layout: StageLayout, channels: Channels, control: ControlPlane,
                  peers: list[RankInfo], policy: WaitPolicy, heartbeat_timeout_s: float, mode: str, *,
                  on_blocked: Callable[[Verdict, float], None], retry_failed: bool = False,
-                 heartbeat_s: float = 1.0, pulse: PulseListener | None = None) -> None:
+                 heartbeat_s: float = 1.0, pulse: PulseListener | None = None,
+                 publisher: LivePublisher | None = None) -> None:
         self.prepared, self.layout, self.control, self.policy = prepared, layout, control, policy
         self.peers = peers
         self.mode = mode
@@ -73,8 +83,10 @@ class NodeManager:
         self.units: UnitBook | None = None        # from here on, set as the run opens its output
         self.dispatch: Dispatcher | None = None
         self.commits: Committer | None = None
+        self.live: LiveBook | None = None
+        self.publisher = publisher  # where live snapshots go (observe/publish.py); None: nowhere
 
-    def run(self, progress: Callable[[int, int], ProgressReporter] | None = None) -> StagedSummary:
+    def run(self, progress: Callable[[WorkMeter], ProgressReporter] | None = None) -> StagedSummary:
         plan = self.prepared.plan
         writer = OutputWriter.open(self.prepared.output, PlanItems(plan), self.prepared.layout, self.prepared.provenance,
                                    mode=self.mode, settings=self.prepared.store, run=self.prepared.run_info(self.mode))
@@ -86,9 +98,9 @@ class NodeManager:
             pending = writer.pending_mask(self.retry_failed)
             self.units = UnitBook(plan.unit_count, plan.pending_units(~pending))
             self.dispatch = Dispatcher(plan, self.units)
-            self.commits = Committer(writer, self.prepared, self._sources, self.units, self.costs, pending)
-            with progress(len(plan.items), len(plan.items) - int(pending.sum())) if progress \
-                    else nullcontext() as reporter:
+            self.live = LiveBook(plan, self.telemetry, pending, str(self.prepared.output))
+            self.commits = Committer(writer, self.prepared, self._sources, self.units, self.costs, pending, self.live)
+            with progress(self.live.meter) if progress else nullcontext() as reporter:
                 self._serve(writer, reporter)
             status = "preempted" if self.units.unfinished else "completed"
             if status == "completed":
@@ -98,8 +110,7 @@ class NodeManager:
             raise
         finally:
             self.watch.stop()
-            record_telemetry(writer, self.telemetry, self.peers, self.moves.done,
-                             {"layout": self.layout.describe(), "mode": self.mode, "policy": self.settings.name})
+            self._record(writer)
             writer.close(status)
         return StagedSummary(status=status, items_total=len(plan.items),
                              items_done=already + writer.committed_this_run,
@@ -111,7 +122,8 @@ class NodeManager:
     def _serve(self, writer: OutputWriter, reporter: ProgressReporter | None) -> None:
         """Until every unit is committed (or a drain is over): messages, commits, liveness, moves."""
         pause = self.policy.first_sleep_s
-        next_liveness = 0.0
+        next_liveness = next_publish = 0.0
+        next_record = time.monotonic() + LIVE_FIRST_S  # early, then every LIVE_EVERY_S
         next_decision = time.monotonic() + self.settings.interval_s
         while self.units.unfinished and not self.drain.over(self.units.in_flight):
             self.watch.tick()
@@ -124,6 +136,13 @@ class NodeManager:
                 writer.sync_if_due()
                 if reporter:
                     reporter.note(self.telemetry.busy_note())
+                    reporter.refresh()
+            if now >= next_publish:
+                next_publish = now + PUBLISH_EVERY_S
+                self._publish()
+            if now >= next_record:
+                next_record = now + LIVE_EVERY_S
+                self._record(writer, live=True)
             if self.liveness.settled(now):
                 raise self._stopped()
             if now >= next_decision:
@@ -137,6 +156,23 @@ class NodeManager:
         self.dispatch.close()
         self._broadcast(Shutdown("drained" if self.units.unfinished else "every unit is committed"))
         self._await_finished()
+
+    def snapshot(self, phase: str) -> LiveSnapshot | None:
+        """The run as it stands (observe/live.py); None before the run opened its output."""
+        if self.live is None:
+            return None
+        return self.live.snapshot(phase, self.units, self.peers, self.moves.done)
+
+    def _publish(self) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(self.snapshot("draining" if self.drain.is_set() else "running"))
+
+    def _record(self, writer: OutputWriter, live: bool = False) -> None:
+        """The run's telemetry: a live copy while it goes on, the final record as it closes."""
+        units = self.live.unit_rows() if self.live is not None else None
+        record_telemetry(writer, self.telemetry, self.peers, self.moves.done, units,
+                         {"layout": self.layout.describe(), "mode": self.mode, "policy": self.settings.name},
+                         live=live)
 
     def _decide(self) -> None:
         if self.settings.name != "static" and self.costs.ready and not self.drain.is_set():
@@ -168,6 +204,8 @@ class NodeManager:
         for source, message in arrived:
             if isinstance(message, WorkRequest):
                 grant = self.dispatch.answer(self.moves.serves_first(source), self.drain.is_set())
+                if grant.unit >= 0:
+                    self.live.dispatched(grant.unit)
                 self.control.send(source, grant, TAG_TO_WORKER)
             elif isinstance(message, Heartbeat):
                 self.telemetry.record(message)

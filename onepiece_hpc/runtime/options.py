@@ -81,6 +81,9 @@ class RunOptions:
                                        "GPU at a time, the others in page-locked host memory, for a GPU that "
                                        "can't hold the whole pipeline (same outputs).", scope=Scope.RUN, low=1,
                                  high=4096)
+    metrics_port: int | None = _option(None, "Rank 0 serves Prometheus metrics on this port (0: any free port) "
+                                             "and writes a service-discovery entry (docs/monitoring.md); "
+                                             "overrides the job file's metrics.port.", low=0, high=65_535)
     retry_failed: bool = _option(False, "Generate only the items that failed in earlier runs (a plain run leaves "
                                         "them be).")
     heartbeat: float = _option(1.0, "Seconds between a stage rank's heartbeats.", scope=Scope.RANK)

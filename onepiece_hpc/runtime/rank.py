@@ -129,12 +129,26 @@ def report_failed(args: RunOptions, message: str, lost_hosts: tuple[str, ...] = 
     write_report(args.report, {"status": "failed", "error": message, "lost_hosts": list(lost_hosts)})
 
 
+def open_publisher(prepared, args: RunOptions):
+    """Where rank 0's live snapshots go (observe/publish.py): the live JSON beside the output, and
+    the metrics endpoint with its service-discovery entry when a port is given (--metrics-port, or
+    the job file's metrics.port; the directory from metrics.discovery_dir or the environment)."""
+    from onepiece_hpc.observe.publish import LivePublisher
+
+    job = prepared.job
+    port = args.metrics_port if args.metrics_port is not None else job.metrics_port
+    discovery = job.metrics_discovery_dir or environment.metrics_discovery_dir()
+    slurm_id, _ = environment.slurm_job()
+    labels = {"job_name": job.name, "output": str(prepared.output), "slurm_job": slurm_id}
+    return LivePublisher.open(output=prepared.output, metrics_port=port, discovery_dir=discovery, labels=labels)
+
+
 def serve_manager(prepared, layout, channels, control, peers, policy, args, drain: Drain,
                   pulse: PulseListener | None = None) -> str:
     interactive = args.progress == "bar" or (args.progress == "auto" and environment.is_interactive(sys.stderr))
 
-    def progress(total: int, done: int) -> ProgressReporter:
-        return ProgressReporter(total, done, prepared.job.name, sys.stderr, interactive)
+    def progress(meter) -> ProgressReporter:
+        return ProgressReporter(meter, prepared.job.name, sys.stderr, interactive)
 
     def blocked(verdict: Verdict, blocked_s: float) -> None:  # from the watch's thread: the loop can't
         try:
@@ -144,14 +158,17 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args, drai
         finally:
             leave_now(ExitCode.FAILED, control.comm.Abort)
 
+    publisher = None  # wired once observe/publish.py lands
     manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
                           mode=f"{args.mode} -n {len(peers)}", on_blocked=blocked, retry_failed=args.retry_failed,
-                          heartbeat_s=args.heartbeat, pulse=pulse)
+                          heartbeat_s=args.heartbeat, pulse=pulse, publisher=publisher)
     manager.drain = drain
     try:
         summary = manager.run(progress)
     finally:
         shield(args.drain_signal)  # a Python handler would be reset to "die" as the interpreter exits
+        if publisher is not None:
+            publisher.close(manager.snapshot("finished"))
     if summary.status == PREEMPTED:
         print(explain(drain, summary.items_total - summary.items_done, summary.committed_now), file=sys.stderr)
     print(f"{prepared.output}: {summary.items_done}/{summary.items_total} items done "

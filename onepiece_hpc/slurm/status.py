@@ -2,7 +2,8 @@
 
 Parsing and arithmetic are pure; `job_tasks` and `output_progress` do the I/O. The rate is
 taken over the last RATE_WINDOW commits of all the job's outputs together (so an array's rate
-is the whole array's), and the ETA is what is missing divided by that rate.
+is the whole array's), and the ETA is the work left (steps, guidance and size of every item
+not done, planning/work.py) over the work rate of those commits.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from onepiece_hpc.errors import UserError
+from onepiece_hpc.planning.work import RATE_WINDOW, WorkProgress, work_progress
 from onepiece_hpc.slurm.commands import SlurmCommandError, run_slurm
 
-RATE_WINDOW = 200
 #: the state a job shows when its tasks differ: the first of these that any task is in
 STATE_ORDER = ("RUNNING", "COMPLETING", "REQUEUED", "PENDING", "SUSPENDED", "PREEMPTED", "FAILED",
                "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "CANCELLED", "COMPLETED")
@@ -80,26 +81,10 @@ def overall_state(tasks: list[TaskState]) -> str:
     return next((s for s in STATE_ORDER if s in states), sorted(states)[0] if states else "UNKNOWN")
 
 
-@dataclass(frozen=True)
-class Progress:
-    done: int
-    total: int
-    rate: float | None  # items/s over the latest commits
-    eta_s: float | None
-
-    @property
-    def complete(self) -> bool:
-        return self.total > 0 and self.done == self.total
-
-
-def progress(done: int, latest_commits: np.ndarray, total: int) -> Progress:
-    """Done count, commit rate over the latest commits (their times, sorted), and the time left at that rate."""
-    times = np.asarray(latest_commits, dtype=float)[-RATE_WINDOW:]
-    rate = None
-    if times.size >= 2 and times[-1] > times[0]:
-        rate = float((times.size - 1) / (times[-1] - times[0]))
-    eta = 0.0 if done == total else ((total - done) / rate if rate else None)
-    return Progress(done, total, rate, eta)
+def progress(done: int, total: int, work_done: float, work_total: float, times: np.ndarray,
+             work: np.ndarray) -> WorkProgress:
+    """Done counts, and the rate and ETA from the latest commits' times and work (planning/work.py)."""
+    return work_progress(done, total, work_done, work_total, times, work)
 
 
 def job_tasks(job_id: str) -> tuple[list[TaskState], list[str]]:
@@ -123,26 +108,32 @@ def job_tasks(job_id: str) -> tuple[list[TaskState], list[str]]:
     return combine(live, history), notes
 
 
-def output_progress(paths: list[Path], totals: list[int | None]) -> tuple[Progress, list[Progress | None]]:
-    """Progress of each output (None where it is not there yet) and of all of them together."""
+def output_progress(paths: list[Path], totals: list[int | None]) -> tuple[WorkProgress, list[WorkProgress | None]]:
+    """Progress of each output (None where it is not there yet) and of all of them together; an
+    output not created yet counts its expected items at the mean work of the others'."""
     from onepiece_hpc.store.reader import open_output
-    from onepiece_hpc.store.summary import latest_commits
+    from onepiece_hpc.store.summary import work_commits
 
-    each: list[Progress | None] = []
-    done_all, times_all, total = 0, np.empty(0), 0
+    each: list[WorkProgress | None] = []
+    done_all, total_all, work_done, work_total, missing = 0, 0, 0.0, 0.0, 0
+    times_all, work_all = np.empty(0), np.empty(0)
     for path, expected in zip(paths, totals):
         if not Path(path).exists():
             each.append(None)
-            total += expected or 0
+            missing += expected or 0
             continue
         with open_output(Path(path)) as view:
-            done, times = latest_commits(view, RATE_WINDOW)
-            items = view.items_total
-        each.append(progress(done, times, items))
-        done_all += done
-        times_all = np.sort(np.concatenate([times_all, times]))[-RATE_WINDOW:]
-        total += items
-    return progress(done_all, times_all, total), each
+            got = work_commits(view, RATE_WINDOW)
+        each.append(progress(got["items_done"], got["items_total"], got["work_done"], got["work_total"],
+                             got["times"], got["work"]))
+        done_all += got["items_done"]
+        total_all += got["items_total"]
+        work_done += got["work_done"]
+        work_total += got["work_total"]
+        times_all, work_all = np.concatenate([times_all, got["times"]]), np.concatenate([work_all, got["work"]])
+    if missing:
+        work_total += (work_total / total_all if total_all else 1.0) * missing
+    return progress(done_all, total_all + missing, work_done, work_total, times_all, work_all), each
 
 
 def format_eta(seconds: float | None) -> str:

@@ -45,7 +45,6 @@ from onepiece_hpc.store.files import (
     no_space_error,
     publish,
     temporary_path,
-    write_new,
 )
 from onepiece_hpc.store.index import (
     DEFAULT_FILE_BYTES,
@@ -62,7 +61,7 @@ from onepiece_hpc.store.lock import WriterLock, myself
 from onepiece_hpc.store.preflight import check_space, remove_orphans, warn_changes
 from onepiece_hpc.store.provenance import Provenance, RunInfo, now_iso
 from onepiece_hpc.store.reader import StoreReader
-from onepiece_hpc.store.telemetry import write_telemetry
+from onepiece_hpc.store.telemetry import save_record
 
 log = logging.getLogger(__name__)
 
@@ -382,17 +381,10 @@ class OutputWriter:
         return file
 
     # -- the run's records -------------------------------------------------------------------------
-    def record_telemetry(self, ranks: np.ndarray, samples: np.ndarray, stages: np.ndarray, moves: np.ndarray,
-                         attrs: dict) -> None:
-        """Store this run's telemetry in its own file (a kill or a full disk can't touch the outputs)."""
-        folder = self._folder / s.TELEMETRY_DIR
-        target = folder / s.TELEMETRY_FILE.format(self._run)
-        try:
-            folder.mkdir(exist_ok=True)
-            write_new(target, lambda tmp: write_telemetry(tmp, ranks, samples, stages, moves,
-                                                          {**attrs, "run": self._run}))
-        except (OSError, UserError, AlreadyThere) as err:
-            log.warning("%s: this run's telemetry was not saved (%s); the outputs are not affected", self.path, err)
+    def record_telemetry(self, tables: dict[str, np.ndarray], attrs: dict, live: bool = False) -> None:
+        """Store this run's telemetry in its own file (a kill or a full disk can't touch the outputs);
+        `live`: the copy replaced while the run goes on (store/telemetry.py)."""
+        save_record(self._folder / s.TELEMETRY_DIR, self._run, tables, attrs, live, str(self.path))
 
     def close(self, status: str) -> None:
         """Sync everything, record how the run ended, release the lock. Safe to call twice."""

@@ -54,6 +54,35 @@ def latest_commits(view: OutputView, keep: int) -> tuple[int, np.ndarray]:
     return done_total, latest
 
 
+def work_commits(view: OutputView, keep: int) -> dict:
+    """Progress in work (planning/work.py) read off the file: items and work done, the work of
+    every item, and the latest `keep` commits' times and work. Items of data files not created
+    yet are counted at the mean work of those that are (their params are in the plan alone)."""
+    from onepiece_hpc.planning.work import rows_work
+
+    done_total, work_done, work_known, known = 0, 0.0, 0.0, 0
+    times, work = np.empty(0), np.empty(0)
+    for seg, file in view.each():
+        if file is None:
+            continue
+        rows = read_dataset(file, s.ITEMS, seg.path)
+        each = rows_work(rows)
+        done = read_dataset(file, s.DONE, seg.path).astype(bool)[:len(each)]
+        at = read_dataset(file, s.COMMITTED_AT, seg.path)[:len(each)]
+        done_total += int(done.sum())
+        work_done += float(each[done].sum())
+        work_known += float(each.sum())
+        known += len(each)
+        finite = done & np.isfinite(at)
+        times, work = np.concatenate([times, at[finite]]), np.concatenate([work, each[finite]])
+        order = np.argsort(times, kind="stable")[-keep:]
+        times, work = times[order], work[order]
+    total = view.items_total
+    work_total = work_known + (work_known / known * (total - known) if known else 0.0)
+    return {"items_done": done_total, "items_total": total, "work_done": work_done, "work_total": work_total,
+            "times": times, "work": work}
+
+
 def _failed_summary(view: OutputView) -> tuple[int, list[dict]]:
     """Items failed and not done since, and the records of their units (store/failed.py)."""
     if not view.failures:

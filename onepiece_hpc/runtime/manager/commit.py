@@ -16,6 +16,7 @@ import numpy as np
 
 from onepiece_hpc.runtime.cost_model import CostModel
 from onepiece_hpc.runtime.failures import FailureBudget, StageFailed, UnitFailure
+from onepiece_hpc.runtime.manager.live import LiveBook
 from onepiece_hpc.runtime.manager.outcome import JobFailed
 from onepiece_hpc.runtime.manager.units import UnitBook
 from onepiece_hpc.runtime.messages import UnitFailed
@@ -30,9 +31,9 @@ class Committer:
     """Rank 0's side of the last stage's rings, and the failure budget of this run's units."""
 
     def __init__(self, writer: OutputWriter, prepared: Prepared, sources: list, units: UnitBook, costs: CostModel,
-                 pending: np.ndarray) -> None:
+                 pending: np.ndarray, live: LiveBook) -> None:
         self.writer, self.plan, self.layout, self.output = writer, prepared.plan, prepared.layout, prepared.output
-        self.units, self.costs = units, costs
+        self.units, self.costs, self.live = units, costs, live
         self.sources = sources              # (rank, consumer) of each ring whose outputs commit
         self.pending = pending                       # items this run generates
         self.failed_before = writer.failed_mask()    # items that failed in an earlier run
@@ -55,9 +56,10 @@ class Committer:
                 count = self.writer.commit(unit.start, message.tensors,
                                            np.tile(seconds, (unit.size, 1)))
             self.costs.observe(unit.index, timings)
+            self.live.committed(unit.index, count)
             self.record_failures(self.budget.succeeded())
             if reporter:
-                reporter.advance(count)
+                reporter.refresh()
         return moved
 
     def unit_failed(self, failed: UnitFailed, reporter: ProgressReporter | None) -> None:
@@ -72,8 +74,9 @@ class Committer:
                                again=bool(self.failed_before[unit.start:unit.stop].any()))
         except StageFailed as err:
             raise JobFailed(f"{err} Finished items are kept in {self.output}") from None
+        self.live.failed(unit.index, int(self.pending[unit.start:unit.stop].sum()))
         if reporter:
-            reporter.advance(int(self.pending[unit.start:unit.stop].sum()))
+            reporter.refresh()
             reporter.note(f"{self.failed_units} unit(s) failed")
 
     def finish(self) -> None:

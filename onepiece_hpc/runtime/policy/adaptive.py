@@ -86,7 +86,7 @@ def adaptive(view: PolicyInput, settings: AdaptiveSettings = AdaptiveSettings())
         return []
     saved, target, new_rate, cost = best
     limit = max(1, int(settings.max_move_share * view.ranks))
-    reason = (f"rates {now_rate:.3g} -> {new_rate:.3g} units/s over the last {units} units "
+    reason = (f"rebalance: rates {now_rate:.3g} -> {new_rate:.3g} units/s over the last {units} units "
               f"(saves {saved:.1f} s, move costs {cost:.1f} s)")
     return plan_moves(view, target, limit, reason)
 
@@ -111,7 +111,7 @@ def oracle(view: PolicyInput) -> list[Move]:
     costs = [q.head(1)[1] for q in view.queues]
     caps = [q.units for q in view.queues]
     target = fitting_split(costs, caps, view)
-    return plan_moves(view, target, view.ranks, "best split for the current phase")
+    return plan_moves(view, target, view.ranks, "phase: best split for the current phase")
 
 
 def static(view: PolicyInput) -> list[Move]:
