@@ -95,6 +95,26 @@ def test_the_discovery_entry_appears_with_the_first_snapshot_and_goes_at_close(o
     assert list(folder.iterdir()) == []
 
 
+def test_the_runs_own_names_for_the_labels_set_the_entrys_labels(output, tmp_path):
+    folder = tmp_path / "sd"
+    given = {"job_name": "from-rank-0", "output": "/given/out.h5", "slurm_job": "77"}
+    publisher = LivePublisher.open(output, None, folder, given, bind_host="127.0.0.1")
+    publisher.publish(snapshot())
+    entry = wait_for(lambda: list(folder.glob("*.json")))
+    labels = json.loads(entry[0].read_text(encoding="utf-8"))[0]["labels"]
+    assert labels == {"onepiece_job": "from-rank-0", "onepiece_output": "/given/out.h5", "onepiece_slurm_job": "77",
+                      "onepiece_host": socket.gethostname(), "__onepiece_pid": str(os.getpid())}
+    publisher.close(None)  # a run that never opened its output has no last snapshot
+    publisher.close(None)
+    assert list(folder.iterdir()) == []
+
+
+def test_a_run_that_never_made_a_snapshot_leaves_nothing(output, tmp_path):
+    publisher = LivePublisher.open(output, 0, tmp_path / "sd", {}, bind_host="127.0.0.1")
+    publisher.close(None)
+    assert list((tmp_path / "sd").iterdir()) == [] and read_live(output) is None
+
+
 def test_live_json_follows_the_run_and_ends_finished(output):
     publisher = LivePublisher.open(output, None, None, {}, live_every_s=0.1)
     assert publisher.endpoint == ""

@@ -90,7 +90,7 @@ def test_an_output_without_a_live_snapshot_shows_its_progress_once(tmp_path):
     result = invoke("status", tmp_path / "out/t.h5", "--watch", "--every", "0.1")
     assert result.code == 0, result.err
     assert result.out.startswith("no live snapshot for ")
-    assert "items 2/2 done (100%)" in result.out
+    assert "items 2/2 done (100% of the work)" in result.out
 
 
 def test_an_output_not_there_yet_is_said_to_be_so(tmp_path):

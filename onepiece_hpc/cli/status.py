@@ -133,8 +133,8 @@ def _watch(outputs: list[Path], every: float) -> None:
             click.echo("  the output does not exist yet")
             return
         together, _ = output_progress([output], [None])
-        share = f" ({together.done / together.total:.0%})" if together.total else ""
-        click.echo(f"  items {together.done}/{together.total} done{share}")
+        share = f" ({together.work_share:.0%} of the work)" if together.items_total else ""
+        click.echo(f"  items {together.items_done}/{together.items_total} done{share}")
         return
     try:
         watch(output, every, environment.is_interactive(sys.stdout), click.echo, first)

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 PREFIX = "onepiece-"
+#: the caller's names for the entry's own labels (a snapshot's field names)
+OWN_LABELS = {"job_name": "onepiece_job", "output": "onepiece_output", "slurm_job": "onepiece_slurm_job",
+              "host": "onepiece_host"}
 
 
 def entry_name(output: str, slurm_job: str, host: str) -> str:
@@ -34,19 +37,23 @@ def entry_name(output: str, slurm_job: str, host: str) -> str:
     return f"{PREFIX}{owner}-{digest}.json"
 
 
-def check_labels(labels: dict[str, str]) -> None:
-    """Extra target labels must be valid Prometheus label names that Prometheus does not reserve."""
+def entry_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The caller's labels as the entry's: `job_name`, `output`, `slurm_job` and `host` set the
+    entry's own `onepiece_*` labels; any other must be a Prometheus label name that Prometheus does
+    not reserve, and is added as it is."""
+    named = {OWN_LABELS.get(name, name): str(value) for name, value in labels.items()}
     problems = [f"metrics label {name!r}: not a Prometheus label name; fix: use letters, digits and "
                 "underscores, not starting with a digit or with two underscores"
                 for name in labels if not LABEL_NAME.fullmatch(name) or name.startswith("__")]
     if problems:
         raise UserError(problems)
+    return named
 
 
 def target_labels(output: str, job_name: str, slurm_job: str, host: str, pid: int,
                   extra: dict[str, str]) -> dict[str, str]:
-    """The entry's labels. `__onepiece_pid` is dropped by Prometheus after relabelling; it is there
-    to tell a stale entry from a live one."""
+    """The entry's labels; `extra` (from `entry_labels`) has the last word. `__onepiece_pid` is
+    dropped by Prometheus after relabelling; it is there to tell a stale entry from a live one."""
     return {"onepiece_job": job_name, "onepiece_output": output, "onepiece_slurm_job": slurm_job,
             "onepiece_host": host, **extra, "__onepiece_pid": str(pid)}
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.observe.discovery import DiscoveryEntry, check_labels, entry_name, target_labels
+from onepiece_hpc.observe.discovery import DiscoveryEntry, entry_labels, entry_name, target_labels
 from onepiece_hpc.observe.live import LiveSnapshot
 from onepiece_hpc.observe.live_file import LiveRecord, live_path, write_live
 from onepiece_hpc.observe.server import MetricsServer
@@ -52,6 +52,7 @@ class LivePublisher:
         self._every = live_every_s
         self._live_path = live_path(output)
         self._failing: set[str] = set()  # what failed last time, so it is logged once until it works
+        self._closed = False
         self._wake, self._closing = threading.Event(), threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="onepiece-live", daemon=True)
         self._writer.start()
@@ -62,15 +63,16 @@ class LivePublisher:
     def open(cls, output: Path, metrics_port: int | None, discovery_dir: Path | None,
              labels: dict[str, str], *, bind_host: str = "", advertise_host: str | None = None,
              live_every_s: float = LIVE_EVERY_S) -> LivePublisher:
-        """Start publishing for `output`. Raises UserError for a port that is taken or not allowed,
-        a discovery folder that can't be written, or a bad label name."""
+        """Start publishing for `output`. `labels` go on the discovery entry: `job_name`, `output`,
+        `slurm_job` and `host` set its `onepiece_*` labels (else they come from the snapshots),
+        others are added as they are. Raises UserError for a port that is taken or not allowed, a
+        discovery folder that can't be written, or a bad label name."""
         output = Path(output).absolute()
         if metrics_port is not None and (isinstance(metrics_port, bool) or not isinstance(metrics_port, int)
                                          or not 0 <= metrics_port <= 65535):
             raise UserError(f"metrics port {metrics_port!r}: not a TCP port; fix: give 1 to 65535, or 0 for any "
                             "free port")
-        labels = dict(labels)
-        check_labels(labels)
+        labels = entry_labels(labels)
         entry = None
         if discovery_dir is not None:
             from onepiece_hpc.environment import slurm_job
@@ -98,18 +100,30 @@ class LivePublisher:
         except Exception:  # noqa: BLE001 (publishing must never stop the run)
             log.exception("publishing the live snapshot failed")
 
-    def close(self, final_snapshot: LiveSnapshot, wait_for_scrape_s: float = 0.0) -> None:
-        """Publish the last snapshot (phase "finished"), wait up to `wait_for_scrape_s` for one more
-        scrape so Prometheus holds the final numbers, then stop the endpoint and remove the entry."""
-        if final_snapshot.phase != "finished":
-            final_snapshot = dataclasses.replace(final_snapshot, phase="finished")
-        self._latest = final_snapshot
+    def close(self, final_snapshot: LiveSnapshot | None, wait_for_scrape_s: float = 0.0) -> None:
+        """Publish the last snapshot (phase "finished"; None: a run that never opened its output has
+        none), wait up to `wait_for_scrape_s` for one more scrape so Prometheus holds the final
+        numbers, then stop the endpoint and remove the entry. Never raises (it runs as a run ends,
+        maybe on its way out with an error of its own); a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._close(final_snapshot, wait_for_scrape_s)
+        except Exception:  # noqa: BLE001
+            log.exception("closing the live publisher failed")
+
+    def _close(self, final_snapshot: LiveSnapshot | None, wait_for_scrape_s: float) -> None:
+        if final_snapshot is not None:
+            if final_snapshot.phase != "finished":
+                final_snapshot = dataclasses.replace(final_snapshot, phase="finished")
+            self._latest = final_snapshot
         self._closing.set()
         self._wake.set()
         self._writer.join(timeout=30)
         final_at = time.monotonic()
         self._flush()
-        if self._server is not None:
+        if self._server is not None and final_snapshot is not None:
             deadline = final_at + wait_for_scrape_s
             while self._server.last_scrape < final_at and time.monotonic() < deadline:
                 time.sleep(0.05)
