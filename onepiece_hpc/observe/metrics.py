@@ -26,22 +26,29 @@ MEBIBYTE = 1024 * 1024
 
 @dataclass
 class Family:
-    """One metric: its name, type, help text and samples (label pairs, value)."""
+    """One metric: its name, type, help text and samples (a rendered label set, value)."""
 
     name: str
     kind: str  # "gauge" or "counter"
     help: str
-    samples: list[tuple[tuple[tuple[str, str], ...], float]] = field(default_factory=list)
+    samples: list[tuple[str, float]] = field(default_factory=list)
 
-    def add(self, value: float | None, **labels: object) -> None:
-        """A sample; an unknown value (None or NaN) is left out."""
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+    def add(self, value: float | None, labels: str = "") -> None:
+        """A sample with labels from `label_set`; an unknown value (None or NaN) is left out."""
+        if value is None or value != value:  # NaN is the one value unequal to itself
             return
-        self.samples.append((tuple((key, str(val)) for key, val in labels.items()), float(value)))
+        self.samples.append((labels, float(value)))
+
+
+def label_set(**labels: object) -> str:
+    """`{name="value",...}`, values escaped; rendered once and shared by a rank's or a stage's samples."""
+    return "{" + ",".join(f'{key}="{escape_label_value(str(value))}"' for key, value in labels.items()) + "}"
 
 
 def escape_label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
 
 
 def escape_help(text: str) -> str:
@@ -49,11 +56,13 @@ def escape_help(text: str) -> str:
 
 
 def format_value(value: float) -> str:
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    return repr(value)
 
 
 def render(families: Iterable[Family]) -> str:
@@ -64,10 +73,8 @@ def render(families: Iterable[Family]) -> str:
             continue
         lines.append(f"# HELP {family.name} {escape_help(family.help)}")
         lines.append(f"# TYPE {family.name} {family.kind}")
-        for labels, value in family.samples:
-            pairs = ",".join(f'{key}="{escape_label_value(val)}"' for key, val in labels)
-            lines.append(f"{family.name}{{{pairs}}} {format_value(value)}" if pairs
-                         else f"{family.name} {format_value(value)}")
+        name = family.name
+        lines.extend(f"{name}{labels} {format_value(value)}" for labels, value in family.samples)
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -79,10 +86,10 @@ def exposition(snapshot: LiveSnapshot, now: float) -> str:
 def families(snapshot: LiveSnapshot, now: float) -> Iterator[Family]:
     s = snapshot
     yield _one("onepiece_job_info", "gauge", "The job this target runs (always 1): its name, output file and "
-               "Slurm job id.", 1, job_name=s.job_name, output=s.output, slurm_job=s.slurm_job)
+               "Slurm job id.", 1, label_set(job_name=s.job_name, output=s.output, slurm_job=s.slurm_job))
     phase = Family("onepiece_phase", "gauge", "1 for the run's phase (running, draining, finished), 0 for the others.")
     for name in PHASES:
-        phase.add(1 if s.phase == name else 0, phase=name)
+        phase.add(1 if s.phase == name else 0, label_set(phase=name))
     yield phase
     yield _one("onepiece_snapshot_timestamp_seconds", "gauge", "Unix time when rank 0 made the snapshot.",
                s.unix_time)
@@ -106,7 +113,7 @@ def families(snapshot: LiveSnapshot, now: float) -> Iterator[Family]:
     yield _one("onepiece_moves_total", "counter", "Ranks moved from one stage to another this run.", s.moves)
     by_reason = Family("onepiece_moves_by_reason_total", "counter", "Ranks moved this run, by the policy's reason.")
     for reason, count in sorted(s.moves_by_reason.items()):
-        by_reason.add(count, reason=reason)
+        by_reason.add(count, label_set(reason=reason))
     yield by_reason
     yield from _stage_families(s)
     yield from _rank_families(s)
@@ -120,11 +127,12 @@ def _stage_families(s: LiveSnapshot) -> Iterator[Family]:
     backlog = Family("onepiece_stage_backlog_units", "gauge", "Units waiting for the stage: undispatched for "
                      "the first stage, queued in its rings after.")
     for stage in s.stages:
-        ranks.add(stage.ranks, stage=stage.stage)
-        units.add(stage.units_done, stage=stage.stage)
-        busy.add(stage.busy_share, stage=stage.stage)
-        service.add(stage.mean_service_s, stage=stage.stage)
-        backlog.add(stage.backlog, stage=stage.stage)
+        labels = label_set(stage=stage.stage)
+        ranks.add(stage.ranks, labels)
+        units.add(stage.units_done, labels)
+        busy.add(stage.busy_share, labels)
+        service.add(stage.mean_service_s, labels)
+        backlog.add(stage.backlog, labels)
     yield from (ranks, units, busy, service, backlog)
 
 
@@ -136,14 +144,15 @@ def _rank_families(s: LiveSnapshot) -> Iterator[Family]:
     peak = Family("onepiece_rank_peak_memory_bytes", "gauge", "The rank's peak memory this run.")
     units = Family("onepiece_rank_units_done_total", "counter", "Units the rank has finished this run.")
     for rank in s.ranks:
-        info.add(1, rank=rank.rank, host=rank.host, stage=rank.stage, state=rank.state, gpu=rank.gpu)
-        memory.add(rank.memory_mb * MEBIBYTE, rank=rank.rank, host=rank.host)
-        peak.add(rank.peak_memory_mb * MEBIBYTE, rank=rank.rank, host=rank.host)
-        units.add(rank.units_done, rank=rank.rank, host=rank.host)
+        info.add(1, label_set(rank=rank.rank, host=rank.host, stage=rank.stage, state=rank.state, gpu=rank.gpu))
+        labels = label_set(rank=rank.rank, host=rank.host)
+        memory.add(rank.memory_mb * MEBIBYTE, labels)
+        peak.add(rank.peak_memory_mb * MEBIBYTE, labels)
+        units.add(rank.units_done, labels)
     yield from (info, memory, peak, units)
 
 
-def _one(name: str, kind: str, help_text: str, value: float | None, **labels: object) -> Family:
+def _one(name: str, kind: str, help_text: str, value: float | None, labels: str = "") -> Family:
     family = Family(name, kind, help_text)
-    family.add(value, **labels)
+    family.add(value, labels)
     return family

@@ -8,9 +8,9 @@
 discovery folder alone means any free port: Prometheus learns the port from the entry), and checks
 the discovery folder can be written. `publish` only swaps in the latest snapshot: the endpoint
 renders it when scraped, and a writer thread publishes the files (the discovery entry once the
-first snapshot names the job, `<output>.d/live.json` at most every LIVE_EVERY_S), so a slow shared
-filesystem never holds rank 0's loop. File errors are logged, once until they clear, and the run
-goes on.
+first snapshot names the job, `<output>.d/live.json` at most every LIVE_EVERY_S, less often when
+writing takes more than WRITE_SHARE of the time), so a slow shared filesystem never holds rank
+0's loop. File errors are logged, once until they clear, and the run goes on.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from onepiece_hpc.observe.server import MetricsServer
 log = logging.getLogger(__name__)
 
 LIVE_EVERY_S = 2.0
+#: the files may take at most this share of the time: a snapshot of thousands of ranks takes a
+#: while to write as JSON, and the writer thread shares the interpreter with rank 0's loop
+WRITE_SHARE = 0.05
 ANY_INTERFACE = ("", "0.0.0.0")
 
 
@@ -133,11 +136,14 @@ class LivePublisher:
             self._server.stop()
 
     def _write_loop(self) -> None:
+        pause = self._every
         while not self._closing.is_set():
-            self._wake.wait(self._every)
+            self._wake.wait(pause)
             self._wake.clear()
             if not self._closing.is_set():
+                started = time.monotonic()
                 self._flush()
+                pause = max(self._every, (time.monotonic() - started) / WRITE_SHARE)
 
     def _flush(self) -> None:
         snapshot = self._latest
