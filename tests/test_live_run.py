@@ -58,3 +58,19 @@ def test_a_staged_run_publishes_its_metrics_and_the_watch_follows_it(tmp_path):
     assert list(discovery.iterdir()) == []
     record = read_live(Path(output))
     assert record.snapshot.phase == "finished" and record.snapshot.items_done == ITEMS
+
+
+def test_a_taken_metrics_port_is_refused_before_any_rank_starts(tmp_path):
+    import socket
+
+    from support import run_cli
+
+    job = write_job(tmp_path, ["one prompt"])
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("run", job, "-n", "4", "--metrics-port", str(port), timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"port {port} is already in use" in done.stderr and "fix:" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out" / "t.h5").exists()

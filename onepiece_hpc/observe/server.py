@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,20 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def check_port(port: int, host: str = "") -> None:
+    """UserError now if `port` can't be listened on (taken, or privileged), before any rank starts;
+    0 (any free port) always can."""
+    if port == 0:
+        return
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((host, port))
+    except OSError as err:
+        raise UserError(_bind_problem(host, port, err)) from None
+    finally:
+        probe.close()
 
 
 def _bind_problem(host: str, port: int, err: OSError) -> str:
