@@ -54,6 +54,11 @@ def run(ctx: click.Context, **values) -> None:
     if options.ranks is not None:
         if options.fabric == "cuda-ipc":
             _check_cuda_ipc(prepared)
+        port = options.metrics_port if options.metrics_port is not None else prepared.job.metrics_port
+        if port is not None:  # a taken port is said before any rank starts
+            from onepiece_hpc.observe.server import check_port
+
+            check_port(port)
         # the ranks' stderr is a pipe: tell them how to show progress
         _run_staged(prepared, replace(options, progress="bar" if interactive else "lines"))
         return

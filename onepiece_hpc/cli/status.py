@@ -1,8 +1,10 @@
-"""`onepiece status`: a Slurm job's (or array's) state with the progress of its outputs."""
+"""`onepiece status`: a Slurm job's (or array's) state with the progress of its outputs; with
+--watch, one running output followed live (observe/watch.py)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -48,15 +50,24 @@ def _job_file(record, output: Path) -> Path:
 @click.command()
 @click.argument("target", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def status(target: str | None, as_json: bool) -> None:
+@click.option("--watch", is_flag=True, help="Follow the running job live until it finishes (Ctrl-C to stop).")
+@click.option("--every", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="S",
+              help="With --watch: seconds between refreshes.")
+def status(target: str | None, as_json: bool, watch: bool, every: float) -> None:
     """Show TARGET's Slurm state and progress (done/total, rate, ETA).
 
     TARGET is a job id (an array's id covers all its tasks), an output .h5 file, or nothing for
-    the latest submission.
+    the latest submission. With --watch, the live view of one running output: items, work, rate,
+    ETA, each stage's ranks, busy share, backlog and service time, moves, failures and memory.
     """
     from onepiece_hpc.slurm.status import format_eta, job_tasks, output_progress, overall_state
 
     record, job_id, outputs = _record_and_outputs(target)
+    if watch:
+        if as_json:
+            raise UserError("--json and --watch: choose one (--json prints once, --watch follows the run)")
+        _watch(outputs, every)
+        return
     tasks, notes = job_tasks(job_id) if job_id else ([], [])
     if job_id and record is None:
         notes.append(f"no submission record for job {job_id} (not submitted with onepiece submit or sweep "
@@ -103,3 +114,29 @@ def _expected(record, output: Path) -> int | None:
     from onepiece_hpc.slurm.status import expected_items
 
     return expected_items(_job_file(record, output))
+
+
+def _watch(outputs: list[Path], every: float) -> None:
+    from onepiece_hpc.observe.watch import sight, watch
+    from onepiece_hpc.slurm.status import output_progress
+
+    if len(outputs) != 1:
+        listed = ", ".join(str(p) for p in outputs[:4]) + (", ..." if len(outputs) > 4 else "")
+        raise UserError(f"--watch follows one output, and this target has {len(outputs)} ({listed or 'none'}); "
+                        "fix: give one output .h5 file, or an array task id such as 1234_5")
+    output = outputs[0]
+    first = sight(output)
+    if first is None:
+        click.echo(f"no live snapshot for {output} (the run finished before live snapshots, ran monolithic, "
+                   "or has not started): its progress from the file")
+        if not output.exists():
+            click.echo("  the output does not exist yet")
+            return
+        together, _ = output_progress([output], [None])
+        share = f" ({together.work_share:.0%} of the work)" if together.items_total else ""
+        click.echo(f"  items {together.items_done}/{together.items_total} done{share}")
+        return
+    try:
+        watch(output, every, environment.is_interactive(sys.stdout), click.echo, first)
+    except KeyboardInterrupt:
+        return

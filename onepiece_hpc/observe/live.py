@@ -10,7 +10,8 @@ out, no torch, MPI or HDF5.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,27 @@ class LiveSnapshot:
     ranks: tuple[RankLive, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), allow_nan=True)
+        """Strict JSON: a figure not known yet (nan) is null."""
+        data = {**vars(self), "stages": [_plain(s) for s in self.stages], "ranks": [_plain(r) for r in self.ranks]}
+        return json.dumps(_plain_dict(data), allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> LiveSnapshot:
         data = json.loads(text)
-        data["stages"] = tuple(StageLive(**row) for row in data.get("stages", ()))
-        data["ranks"] = tuple(RankLive(**row) for row in data.get("ranks", ()))
+        data["stages"] = tuple(StageLive(**_nan_back(row, StageLive)) for row in data.get("stages", ()))
+        data["ranks"] = tuple(RankLive(**_nan_back(row, RankLive)) for row in data.get("ranks", ()))
         return cls(**data)
+
+
+def _plain(row) -> dict:
+    return _plain_dict(vars(row))
+
+
+def _plain_dict(data: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}
+
+
+def _nan_back(row: dict, kind) -> dict:
+    """A stage's or rank's float fields that were nan (null in JSON) are nan again."""
+    floats = {f.name for f in fields(kind) if f.type in ("float", float)}
+    return {k: (math.nan if v is None and k in floats else v) for k, v in row.items()}

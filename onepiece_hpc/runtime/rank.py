@@ -131,8 +131,9 @@ def report_failed(args: RunOptions, message: str, lost_hosts: tuple[str, ...] = 
 
 def open_publisher(prepared, args: RunOptions):
     """Where rank 0's live snapshots go (observe/publish.py): the live JSON beside the output, and
-    the metrics endpoint with its service-discovery entry when a port is given (--metrics-port, or
-    the job file's metrics.port; the directory from metrics.discovery_dir or the environment)."""
+    the metrics endpoint when a port is given (--metrics-port, or the job file's metrics.port) or
+    a discovery directory is (metrics.discovery_dir, or ONEPIECE_METRICS_DISCOVERY_DIR: then on a
+    free port), with its service-discovery entry there."""
     from onepiece_hpc.observe.publish import LivePublisher
 
     job = prepared.job
@@ -158,7 +159,7 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args, drai
         finally:
             leave_now(ExitCode.FAILED, control.comm.Abort)
 
-    publisher = None  # wired once observe/publish.py lands
+    publisher = open_publisher(prepared, args)
     manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
                           mode=f"{args.mode} -n {len(peers)}", on_blocked=blocked, retry_failed=args.retry_failed,
                           heartbeat_s=args.heartbeat, pulse=pulse, publisher=publisher)
@@ -167,8 +168,7 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args, drai
         summary = manager.run(progress)
     finally:
         shield(args.drain_signal)  # a Python handler would be reset to "die" as the interpreter exits
-        if publisher is not None:
-            publisher.close(manager.snapshot("finished"))
+        publisher.close(manager.snapshot("finished"))
     if summary.status == PREEMPTED:
         print(explain(drain, summary.items_total - summary.items_done, summary.committed_now), file=sys.stderr)
     print(f"{prepared.output}: {summary.items_done}/{summary.items_total} items done "

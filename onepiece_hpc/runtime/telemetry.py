@@ -72,12 +72,18 @@ class Telemetry:
 
 
 def summary_table(rows: list[StageSummary]) -> str:
+    """The end-of-run table; a share or figure with nothing to measure (a stage no rank serves at
+    the end) shows as '-'."""
     width = max([8, *(len(r.stage) for r in rows)])
     header = f"{'stage':<{width}} {'ranks':>5} {'units':>6} {'busy':>6} {'wait':>6} {'send':>6} {'mean s/unit':>12} {'peak MiB':>9}"
     lines = [header, "-" * len(header)]
+
+    def shown(value: float, form: str, size: int) -> str:
+        return f"{value:>{size}{form}}" if value == value else f"{'-':>{size}}"
     for r in rows:
-        lines.append(f"{r.stage:<{width}} {r.ranks:>5} {r.units:>6} {r.busy_share:>6.0%} {r.wait_share:>6.0%} "
-                     f"{r.send_share:>6.0%} {r.mean_service_s:>12.4f} {r.peak_memory_mb:>9.0f}")
+        lines.append(f"{r.stage:<{width}} {r.ranks:>5} {r.units:>6} {shown(r.busy_share, '.0%', 6)} "
+                     f"{shown(r.wait_share, '.0%', 6)} {shown(r.send_share, '.0%', 6)} "
+                     f"{shown(r.mean_service_s, '.4f', 12)} {shown(r.peak_memory_mb, '.0f', 9)}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,87 @@
+"""`onepiece bench phased`: one GPU, the plain pipeline loop (resident, and with diffusers'
+offloads under a cap) against our stages in phases, each mode in a process of its own, measured
+in the same call; the table gives each against the best plain figure (onepiece_hpc/bench/phased.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from onepiece_hpc.errors import UserError
+
+PLAIN = ("resident", "capped-resident", "model-offload", "group-offload")
+
+
+def parse_modes(text: str) -> list[tuple[str, int]]:
+    """'resident:8 phased:8' -> [('resident', 8), ('phased', 8)]."""
+    from onepiece_hpc.bench.phased import MODES
+
+    chosen = []
+    for word in text.split():
+        mode, _, items = word.partition(":")
+        if mode not in (*MODES, "capped-resident") or not items.isdigit() or int(items) < 1:
+            raise UserError(f"--modes: {word!r} is not MODE:ITEMS; fix: MODE is one of "
+                            f"{', '.join((*MODES, 'capped-resident'))} and ITEMS a count, e.g. 'resident:8 phased:8'")
+        chosen.append((mode, int(items)))
+    return chosen
+
+
+@click.command("phased")
+@click.argument("job", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--modes", default="resident:8 phased:8 group-offload:4", show_default=True,
+              help="MODE:ITEMS words: resident (no cap), capped-resident (the plain call under the cap), "
+                   "model-offload, group-offload, phased.")
+@click.option("--gpu-memory-gib", "cap", type=click.FloatRange(1.0), default=None,
+              help="The cap of every mode but resident (torch's memory fraction).")
+@click.option("--phase", type=click.IntRange(1, 4096), default=8, show_default=True,
+              help="Units a stage runs before the next takes the GPU.")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep each mode's JSON record and log in this folder.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(10.0), default=1800.0, show_default=True,
+              help="Seconds a mode may take before it is stopped and reported as not run.")
+def bench_phased(job: Path, modes: str, cap: float | None, phase: int, results: Path | None,
+                 timeout_s: float) -> None:
+    """Seconds per output of JOB's first items on one GPU, five ways (see docs/gpus.md)."""
+    chosen = parse_modes(modes)
+    if results is not None:
+        results.mkdir(parents=True, exist_ok=True)
+    records = []
+    for mode, items in chosen:
+        argv = [sys.executable, "-m", "onepiece_hpc.bench.phased", str(job), "--items", str(items),
+                "--mode", "resident" if mode == "capped-resident" else mode, "--phase", str(phase)]
+        if cap is not None and mode != "resident":
+            argv += ["--gpu-memory-gib", str(cap)]
+        click.echo(f"{mode}: {items} items ...", err=True)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+            line = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else ""
+            log = done.stdout + done.stderr
+        except subprocess.TimeoutExpired as late:
+            line, log = "", f"stopped after {timeout_s:.0f} s\n{late.stderr or ''}"
+        if results is not None:
+            (results / f"{job.stem}-{mode}.log").write_text(str(log), encoding="utf-8")
+        if not line:
+            click.echo(f"{mode}: did not finish (exit {getattr(done, 'returncode', '?')}); "
+                       f"last lines:\n{str(log)[-800:]}", err=True)
+            continue
+        record = {**json.loads(line), "label": mode}
+        records.append(record)
+        if results is not None:
+            (results / f"{job.stem}-{mode}.json").write_text(line + "\n", encoding="utf-8")
+    click.echo(table(records))
+
+
+def table(records: list[dict]) -> str:
+    """Seconds per output of each mode, and each against the best plain mode of the same call."""
+    plain = [r["s_per_output"] for r in records if r["label"] in PLAIN]
+    best = min(plain) if plain else None
+    lines = [f"{'mode':<16} {'items':>5} {'s/output':>9} {'peak GiB':>9} {'vs best plain':>13}"]
+    for r in records:
+        ratio = f"{r['s_per_output'] / best:.3f}x" if best else "-"
+        peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else "-"
+        lines.append(f"{r['label']:<16} {r['items']:>5} {r['s_per_output']:>9.3f} {peak:>9} {ratio:>13}")
+    return "\n".join(lines)
