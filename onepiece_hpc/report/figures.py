@@ -116,7 +116,7 @@ def timeline_figure(bars: Bars | None, grid: Grid | None, stages: list[str], mov
     if len(moves):
         fig.add_trace(go.Scatter(
             x=moves["t"], y=[_row_name(int(rank), grid) for rank in moves["rank"]], mode="markers",
-            marker=dict(symbol="triangle-right", size=13, color="#d62728", line=dict(width=1, color="white")),
+            marker=dict(symbol="triangle-right", size=14, color="#ffd92f", line=dict(width=1.5, color="#111111")),
             name="move ordered",
             text=[f"{_text(m['source'])} -> {_text(m['target'])}: {_text(m['reason'])}" for m in moves],
             hovertemplate="%{y} at %{x:.1f} s: %{text}<extra></extra>"))

@@ -57,7 +57,7 @@ def _timeline(page: Page, run: StagedRun, spans: Intervals, stages: list[str], n
            "(moving data into the next stage's rings, including waiting for a free slot), palest waiting (for "
            "input or for rank 0); black is a rank draining its old stage for a move, grey a rank loading a "
            "stage's components (at the start, or the second half of a move). "
-           "Red triangles are the Node Manager's move orders (hover for the reason). A stage whose ranks are all "
+           "Yellow triangles are the Node Manager's move orders (hover for the reason). A stage whose ranks are all "
            "full colour is the bottleneck; long pale stretches are idle GPUs.")
     if grid is not None:
         how += (f" This run has more than {MAX_BARS} such bars, so it is drawn as a grid: each cell is the class "
