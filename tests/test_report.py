@@ -283,7 +283,10 @@ def test_a_huge_run_is_drawn_as_a_small_grid(monolithic, tmp_path):
     bars = timeline.merged_bars(spans)
     assert timeline.needs_grid(bars)
     grid = timeline.activity_grid(spans)
-    assert grid.cells.shape == (timeline.MAX_ROWS, timeline.MAX_BINS)
+    assert grid.cells.shape == (timeline.MAX_ROWS, 4)  # bins no shorter than a heartbeat
+    assert (grid.cells >= 0).all()  # every rank was heard in every bin
+    fine = timeline.activity_grid(timeline.heartbeat_intervals(_huge_samples(1000, 400)))
+    assert fine.cells.shape == (timeline.MAX_ROWS, timeline.MAX_BINS) and (fine.cells >= 0).all()
     assert grid.row_ranks[0] == (1, 50) and grid.row_ranks[-1] == (9951, 10_000)
     assert (grid.cells >= 0).any() and set(grid.labels) <= {f"{s} {a}" for s in ("encode", "denoise", "decode")
                                                             for a in timeline.ACTIVITIES}

@@ -36,7 +36,7 @@ def _stages_of(run: StagedRun) -> list[str]:
 
 def _meta(run: StagedRun) -> str:
     attrs = run.record.attrs
-    parts = [f"policy {attrs.get('policy', 'static')}", f"mode {attrs.get('mode', '?')}"]
+    parts = [f"policy {attrs.get('policy', 'static')}"] + ([f"mode {attrs['mode']}"] if attrs.get("mode") else [])
     if attrs.get("layout"):
         parts.append(f"starting layout: {attrs['layout']}")
     if run.started_unix is not None:

@@ -4,8 +4,8 @@ A heartbeat carries the rank's running totals of busy, waiting and sending secon
 interval since its previous heartbeat is classed by which of the three grew most, or as moving
 (draining or loading for another stage) by the rank's state. Consecutive intervals of one class
 and stage become one bar. A run with more bars than MAX_BARS is shown as a grid instead: ranks
-in at most MAX_ROWS rows (neighbouring ranks grouped), time in at most MAX_BINS bins, each cell
-the class that took most of its time, so 10^4 ranks over days still draw as one small image.
+in at most MAX_ROWS rows (neighbouring ranks grouped), time in at most MAX_BINS bins (none
+shorter than a heartbeat interval), each cell the class that took most of its time, so 10^4 ranks over days still draw as one small image.
 """
 
 from __future__ import annotations
@@ -119,22 +119,28 @@ class Grid:
 
 
 def activity_grid(spans: Intervals, max_rows: int = MAX_ROWS, max_bins: int = MAX_BINS) -> Grid:
-    """The class that took most of each (group of ranks, time bin), weighed by interval length."""
-    ranks = np.unique(spans.rank)
+    """The class that took most of each (group of ranks, time bin), weighed by the time of each interval
+    inside the bin; bins are no shorter than a typical heartbeat interval."""
+    ranks, rank_at = np.unique(spans.rank, return_inverse=True)
     per_row = max(1, -(-len(ranks) // max_rows))
-    row_of_rank = {int(r): i // per_row for i, r in enumerate(ranks)}
     rows = -(-len(ranks) // per_row)
     row_ranks = [(int(ranks[i * per_row]), int(ranks[min((i + 1) * per_row, len(ranks)) - 1])) for i in range(rows)]
     keep = spans.activity != ENDED
-    labels_all = spans.labels()[keep].astype(str)
-    labels, codes = np.unique(labels_all, return_inverse=True)
+    labels, codes = np.unique(spans.labels()[keep].astype(str), return_inverse=True)
+    start, end, row = spans.start[keep], spans.end[keep], rank_at[keep] // per_row
     lo, hi = float(spans.start.min()), float(spans.end.max())
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, max_bins + 1)
-    middle = (spans.start[keep] + spans.end[keep]) / 2
-    bins = np.clip(np.searchsorted(edges, middle, side="right") - 1, 0, max_bins - 1)
-    row = np.array([row_of_rank[int(r)] for r in spans.rank[keep]], dtype=int)
-    weight = np.zeros((rows, max_bins, max(len(labels), 1)))
-    np.add.at(weight, (row, bins, codes), spans.end[keep] - spans.start[keep] + 1e-9)
+    typical = float(np.median(end - start)) if len(start) else 1.0
+    count = int(np.clip(np.ceil((hi - lo) / max(typical, 1e-9)), 1, max_bins))
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, count + 1)
+    first = np.clip(np.searchsorted(edges, start, side="right") - 1, 0, count - 1)
+    last = np.clip(np.searchsorted(edges, end, side="left") - 1, first, count - 1)
+    # one entry per (interval, bin it overlaps): at most ranks x bins + intervals, as a rank's intervals are disjoint
+    spread = last - first + 1
+    which = np.repeat(np.arange(len(start)), spread)
+    bin_of = first[which] + (np.arange(len(which)) - np.repeat(np.cumsum(spread) - spread, spread))
+    overlap = np.minimum(end[which], edges[bin_of + 1]) - np.maximum(start[which], edges[bin_of])
+    weight = np.zeros((rows, count, max(len(labels), 1)))
+    np.add.at(weight, (row[which], bin_of, codes[which]), np.maximum(overlap, 0.0) + 1e-9)
     cells = np.where(weight.sum(axis=2) > 0, weight.argmax(axis=2), -1)
     return Grid(row_ranks, edges, [str(label) for label in labels], cells)
 
