@@ -44,9 +44,6 @@ class InboundRings:
     def __iter__(self) -> Iterator[tuple[int, Consumer]]:
         return iter(list(self._rings.items()))
 
-    def __len__(self) -> int:
-        return len(self._rings)
-
     def receive(self, rank: int, consumer: Consumer) -> ReceivedMessage | None:
         """The ring's next message, or None (none yet, or the ring is cut off now)."""
         try:
