@@ -7,13 +7,20 @@ and the ranks that talk to them fail at once with transport errors that blame no
 a first failure is not reported at once: rank 0 waits a moment (SETTLE_S) for others, and longer
 (up to `suspect_window_s`) while ranks that were not heard from since the failure remain; those
 still silent then are the cause. A host whose every rank is dead is named as the lost host.
+
+Rank 0's own calls meet a lost host too (a credit written back to a producer there, a control
+message sent to it): such a transport error is not the verdict but a question for it, asked the
+same way (`unreachable`): it counts as a first failure that blames the peer, and the verdict
+names the lost host when the peer stays silent, or the error itself when the peer is heard from
+again. A rank counts as heard from since a failure only from `late_s` after it: its heartbeat
+sent before the failure may be read from MPI's queue a moment after it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from onepiece_hpc.runtime.messages import Failure
@@ -26,6 +33,9 @@ SUSPECT_HEARTBEATS = 3  # ...or, while some ranks are silent since it, this many
 
 #: the error of a rank found dead (by rank 0, not by the rank itself); names start with it
 DIED = "rank died: "
+#: the stage of a failure of rank 0's own (a call of its loop met a dead peer)
+MANAGER = "manager"
+IN_FLIGHT_SHOWN = 8  # the verdict names this many units in flight, then counts the rest
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,11 @@ class Liveness:
     def suspect_window_s(self) -> float:
         return SETTLE_S + SUSPECT_HEARTBEATS * self.heartbeat_s
 
+    @property
+    def late_s(self) -> float:
+        """How long after a failure a rank heard from may still have spoken before it (half a beat)."""
+        return self.heartbeat_s / 2
+
     def heard_at(self, rank: int) -> float:
         """When `rank` was last heard from: its last heartbeat or pulse (the start before either)."""
         seen = self.telemetry.seen_at.get(rank, self.telemetry.started)
@@ -74,6 +89,16 @@ class Liveness:
         self.failures.append(failure)
         if self.first_failure_at is None:
             self.first_failure_at = time.monotonic()
+
+    def unreachable(self, error: str, peer: int = -1) -> bool:
+        """A call of rank 0's own met a dead peer (`error`, blaming rank `peer`; -1: none named):
+        recorded as rank 0's failure, once a peer (True the first time), for the verdict to tell
+        whether the peer's host is lost (see the module's docstring)."""
+        if any(f.rank == self.peers[0].rank and f.peer == peer for f in self.failures):
+            return False
+        self.fail(Failure(rank=self.peers[0].rank, host=self.peers[0].host, stage=MANAGER, unit=-1, error=error,
+                          peer=peer))
+        return True
 
     def _accounted(self, rank: int) -> bool:
         return rank in self.finished or any(f.rank == rank for f in self.failures)
@@ -102,8 +127,8 @@ class Liveness:
         """Ranks not heard from since the first failure (none before one)."""
         if self.first_failure_at is None:
             return []
-        return [p for p in self.peers[1:] if not self._accounted(p.rank)
-                and self.heard_at(p.rank) < self.first_failure_at]
+        since = self.first_failure_at + self.late_s
+        return [p for p in self.peers[1:] if not self._accounted(p.rank) and self.heard_at(p.rank) < since]
 
     def settled(self, now: float | None = None) -> bool:
         """True once the failures so far are the whole story (see the module's docstring)."""
@@ -113,15 +138,17 @@ class Liveness:
         return waited >= self.suspect_window_s or (waited >= SETTLE_S and not self.suspects())
 
     def verdict(self, where: Callable[[int], tuple[str, int]], describe_unit: Callable[[int], str],
-                output: str) -> Verdict:
-        """The one message: the lost host or the rank that failed first on its own, then the rest."""
+                output: str, in_flight: Sequence[int] = ()) -> Verdict:
+        """The one message: the lost host or the rank that failed first on its own, then the rest,
+        the units in flight (`in_flight`: dispatched, not committed) and how to resume."""
         waited = time.monotonic() - (self.first_failure_at or time.monotonic())
         for peer in self.suspects() if waited >= self.suspect_window_s else ():
             silent = self.silent_for(peer.rank)
             self._dead(peer, where, f"no heartbeat for {silent:.0f} s, since before another rank failed, "
                                     "while every live rank was heard from")
         lost = self._lost_hosts()
-        tail = f". Finished items are kept in {output}; run the same command again to resume"
+        tail = _in_flight(in_flight, describe_unit) + \
+            f". Finished items are kept in {output}; run the same command again to resume"
         if lost:
             dead = [f for f in self.failures if f.host in lost and f.error.startswith(DIED)]
             parts = []
@@ -143,6 +170,11 @@ class Liveness:
         root = ordered[0]
         others = [f"rank {f.rank}" for f in ordered[1:]]
         also = f"; also failed after it: {', '.join(others)}" if others else ""
+        if root.rank == self.peers[0].rank:  # rank 0's own call failed; the peer it blames was heard from since
+            blamed_peer = next((p for p in self.peers if p.rank == root.peer), None)
+            heard = (f" (rank {root.peer} was heard from since, so its host lives: check the link between "
+                     f"{root.host} and {blamed_peer.host})" if blamed_peer else "")
+            return Verdict(f"rank {root.rank} (Node Manager) on {root.host}: {root.error}{heard}{also}{tail}")
         return Verdict(f"rank {root.rank} on {root.host}, stage {root.stage}, {describe_unit(root.unit)}: "
                        f"{root.error}{also}{tail}")
 
@@ -163,3 +195,12 @@ class Liveness:
         if blamed:
             lost = [h for h in lost if h in blamed or all(r in self.timed_out for r in hosts[h])]
         return sorted(lost)
+
+
+def _in_flight(units: Sequence[int], describe_unit: Callable[[int], str]) -> str:
+    """'. Units in flight ...' for the verdict ('' when none): what a resume runs again."""
+    if not len(units):
+        return ""
+    shown = ", ".join(describe_unit(int(unit)) for unit in units[:IN_FLIGHT_SHOWN])
+    more = f" and {len(units) - IN_FLIGHT_SHOWN} more" if len(units) > IN_FLIGHT_SHOWN else ""
+    return f". Units in flight, not committed: {shown}{more}"

@@ -4,7 +4,9 @@ between stages when its policy says a move pays for itself.
 The loop is a table of contents; each role lives in a room of its own (runtime/manager/):
 dispatch, commit, moves, the units' states and the telemetry record. Liveness (which ranks live,
 and the one message that names why a run stopped) is runtime/liveness.py, watched from a thread
-(runtime/watch.py) in case the loop itself is blocked.
+(runtime/watch.py) in case the loop itself is blocked. A call of the loop's own that meets a
+peer it can't reach (a ring's credit, a control message) is a question for liveness, never the
+run's error by itself: the verdict names the lost host, or the error once the peer is heard again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from onepiece_hpc.runtime.cost_model import CostModel
 from onepiece_hpc.runtime.drain import Drain
 from onepiece_hpc.runtime.interrupts import Terminated
 from onepiece_hpc.runtime.liveness import Liveness, Verdict
-from onepiece_hpc.runtime.manager.commit import Committer
+from onepiece_hpc.runtime.manager.commit import Committer, InboundRings
 from onepiece_hpc.runtime.manager.dispatch import Dispatcher
 from onepiece_hpc.runtime.manager.live import LiveBook
 from onepiece_hpc.runtime.manager.moves import Moves, initial_routes
@@ -44,6 +46,7 @@ from onepiece_hpc.store.output import OutputWriter
 from onepiece_hpc.store.telemetry import LIVE_EVERY_S, LIVE_FIRST_S
 from onepiece_hpc.transport import WaitPolicy
 from onepiece_hpc.transport.connect import Channels
+from onepiece_hpc.transport.errors import PeerUnreachable
 
 if TYPE_CHECKING:
     from onepiece_hpc.observe.live import LiveSnapshot
@@ -75,9 +78,9 @@ class NodeManager:
         self.watch = LoopWatch(self.liveness, self._verdict, self._check_liveness, on_blocked)
         self.costs = CostModel(prepared.plan, layout.topology)
         self.moves = Moves(layout, self.settings, make_policy(self.settings), self.telemetry, peers,
-                           send=lambda rank, message: self.control.send(rank, message, TAG_TO_WORKER),
-                           broadcast=self._broadcast)
-        self._sources = [(rank, ch.consumer) for rank, ch in channels.inbound.items()]  # ranks whose outputs commit
+                           send=self._send, broadcast=self._broadcast)
+        # the rings whose outputs commit; one whose producer can't be reached is liveness's question
+        self._sources = InboundRings({rank: ch.consumer for rank, ch in channels.inbound.items()}, self._unreachable)
         self.retry_failed = retry_failed
         self.drain = Drain()  # set by rank 0's drain signal: finish what is dispatched, until its deadline
         self.units: UnitBook | None = None        # from here on, set as the run opens its output
@@ -180,7 +183,7 @@ class NodeManager:
 
     def _broadcast(self, message) -> None:
         for peer in self.peers[1:]:
-            self.control.send(peer.rank, message, TAG_TO_WORKER)
+            self._send(peer.rank, message)
 
     def _await_finished(self) -> None:
         """Collect every rank's last heartbeat and Finished note, so the telemetry is whole."""
@@ -200,13 +203,17 @@ class NodeManager:
 
     def _handle_control(self, reporter: ProgressReporter | None = None) -> bool:
         """Every control message that has arrived, each to the room it is for."""
-        arrived = self.control.poll(TAG_TO_MANAGER)
+        try:
+            arrived = self.control.poll(TAG_TO_MANAGER)
+        except PeerUnreachable as err:
+            self._unreachable(err)
+            return False
         for source, message in arrived:
             if isinstance(message, WorkRequest):
                 grant = self.dispatch.answer(self.moves.serves_first(source), self.drain.is_set())
                 if grant.unit >= 0:
                     self.live.dispatched(grant.unit)
-                self.control.send(source, grant, TAG_TO_WORKER)
+                self._send(source, grant)
             elif isinstance(message, Heartbeat):
                 self.telemetry.record(message)
             elif isinstance(message, MoveDone):
@@ -224,6 +231,21 @@ class NodeManager:
     def _check_liveness(self) -> None:
         self.liveness.check(self._where)
 
+    def _send(self, rank: int, message) -> None:
+        """A control message to a stage rank; one it can't reach is liveness's question."""
+        try:
+            self.control.send(rank, message, TAG_TO_WORKER)
+        except PeerUnreachable as err:
+            self._unreachable(err)
+
+    def _unreachable(self, err: PeerUnreachable) -> None:
+        """A call of the loop met a peer it can't reach. Not the run's error yet: liveness waits, as
+        after any first failure, and its verdict ends the run (`_stopped`), naming the lost host, or
+        this error where the peer is heard from again."""
+        peer = err.peer.rank if err.peer is not None else -1
+        if self.liveness.unreachable(f"{type(err).__name__}: {err}", peer):
+            log.warning("rank 0: %s; waiting for liveness to tell whether the rank and its host live", err)
+
     def _where(self, rank: int) -> tuple[str, int]:
         """The stage a rank serves (and where it is moving to) and the unit in its hands, as last heard."""
         beat = self.telemetry.latest.get(rank)
@@ -237,7 +259,8 @@ class NodeManager:
         return f"unit {unit} (items {items.start}..{items.stop - 1})"
 
     def _verdict(self) -> Verdict:
-        return self.liveness.verdict(self._where, self._describe_unit, str(self.prepared.output))
+        in_flight = self.units.flying() if self.units is not None else ()
+        return self.liveness.verdict(self._where, self._describe_unit, str(self.prepared.output), in_flight)
 
     def _stopped(self) -> JobFailed:
         if not self.liveness.claim_verdict():  # the watch found the loop blocked and ends the job

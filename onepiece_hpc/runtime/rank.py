@@ -233,7 +233,7 @@ def run_rank(args: RunOptions, comm, drain: Drain | None = None) -> str:
               if rank != NODE_MANAGER and rank0.pulse_port else None)
     policy = WaitPolicy(timeout_s=args.wait_timeout)
     with deadline("creating the control plane (MPI_Comm_dup)", limit, mine):
-        control = ControlPlane(comm, policy)
+        control = ControlPlane(comm, policy, peers)
     prepared, summary = _set_up(args, comm, control, peers, mine)
     layout = plan_layout(prepared.job, size, prepared.model.adapter.topology)
     with deadline("placing the ranks on devices (a collective of each node's ranks)", limit, mine):

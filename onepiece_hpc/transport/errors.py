@@ -30,12 +30,20 @@ class PeerDied(TransportError):
 
 
 class PeerUnreachable(TransportError):
-    """A write to the peer's memory failed in the fabric (its host died, its link is down);
-    `peer` is blamed, so that rank 0 can tell the lost host from the ranks that talked to it."""
+    """A call that needs a peer failed in the fabric or the MPI library (a host died, a link is
+    down): a write to the peer's memory, a message sent to it, a poll. `peer` is the rank the call
+    was for, where it names one (None for a poll of any), so that rank 0 can tell the lost host
+    from the ranks that talked to it."""
 
-    def __init__(self, message: str, peer: PeerInfo) -> None:
+    def __init__(self, message: str, peer: PeerInfo | None = None) -> None:
         super().__init__(message)
         self.peer = peer
+
+
+def mpi_reason(err: Exception) -> str:
+    """The cause an MPI error gives, for a message of ours: MPICH's stack of lines ends with it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 class CorruptMessage(TransportError):

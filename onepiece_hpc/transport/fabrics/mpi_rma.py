@@ -6,6 +6,10 @@ messages. Writers hold a shared lock on all targets for the fabric's life (MPI_W
 and order the stamp after the payload with MPI_Win_flush. Readers call MPI_Win_sync before
 polling (the memory-model barrier of the unified model) and poke the progress engine, which
 some MPI builds need at the target for Puts to land.
+
+An MPI error is never let out raw: it is PeerUnreachable (which rank 0 turns into a liveness
+question), naming the peer a write was for (a poll of this rank's own ring blames nobody), with
+MPI's own last line as the reason.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 from mpi4py import MPI
 
 from onepiece_hpc.transport.arena import Arena, ArenaFull
-from onepiece_hpc.transport.errors import PeerInfo, PeerUnreachable, SetupError
+from onepiece_hpc.transport.errors import PeerInfo, PeerUnreachable, SetupError, mpi_reason
 from onepiece_hpc.transport.fabrics.base import FabricKind, field
 
 DEFAULT_ARENA_BYTES = 256 * 1024 * 1024
@@ -25,8 +29,9 @@ DEFAULT_ARENA_BYTES = 256 * 1024 * 1024
 class RmaRegion:
     """An extent of this rank's window."""
 
-    def __init__(self, fabric: RmaFabric, offset: int, nbytes: int) -> None:
+    def __init__(self, fabric: RmaFabric, offset: int, nbytes: int, peer: PeerInfo) -> None:
         self._fabric = fabric
+        self._peer = peer
         self.offset = offset
         self.nbytes = nbytes
         self._buffer = fabric.memory[offset: offset + nbytes]
@@ -38,7 +43,11 @@ class RmaRegion:
         return self._buffer
 
     def sync(self) -> None:
-        self._fabric.progress()
+        try:
+            self._fabric.progress()
+        except MPI.Exception as err:
+            raise PeerUnreachable(f"polling the ring from {self._peer.describe()} failed in the MPI library "
+                                  f"({mpi_reason(err)}): a rank's host died or its link is down") from None
 
     def descriptor(self) -> dict[str, object]:
         return {"offset": self.offset, "nbytes": self.nbytes}
@@ -77,9 +86,7 @@ class RmaPeerRegion:
             raise self._unreachable(err) from None
 
     def _unreachable(self, err: MPI.Exception) -> PeerUnreachable:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(err).__name__  # MPICH's stack ends with the cause
-        return PeerUnreachable(f"{self._peer.describe()} can't be reached over mpi-rma ({reason}); its host "
+        return PeerUnreachable(f"{self._peer.describe()} can't be reached over mpi-rma ({mpi_reason(err)}); its host "
                                "died or its link is down", self._peer)
 
     def close(self) -> None:
@@ -110,7 +117,7 @@ class RmaFabric:
             raise SetupError(f"the mpi-rma window of this rank cannot hold a {nbytes}-byte region "
                              f"for {peer.describe()} ({err}); build the fabric with a larger "
                              "arena_bytes or use fewer/smaller slots") from err
-        return RmaRegion(self, offset, nbytes)
+        return RmaRegion(self, offset, nbytes, peer)
 
     def attach_region(self, descriptor: Mapping[str, object], peer: PeerInfo) -> RmaPeerRegion:
         offset = int(field(descriptor, "offset", int, peer))
