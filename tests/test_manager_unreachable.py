@@ -117,6 +117,7 @@ def run_rank_0(job, tmp_path, model_cache, cluster: Cluster, ring: Ring | None =
     manager = NodeManager(prepared, layout, channels, cluster, cluster.peers, WaitPolicy(timeout_s=30.0), TIMEOUT_S,
                           mode="test", on_blocked=lambda verdict, blocked: watched.append((verdict, blocked)),
                           heartbeat_s=HEARTBEAT_S, pulse=cluster.pulse)
+    cluster.killed_at = time.monotonic() + KILL_AFTER_S  # from here: preparing the job may take a while under load
     with pytest.raises(JobFailed) as failed:
         manager.run()
     return failed.value, time.monotonic() - cluster.killed_at, watched
