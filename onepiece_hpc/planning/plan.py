@@ -8,6 +8,8 @@ rank gets a PlanSummary, and each unit's prompts and seeds with its work.
 
 from __future__ import annotations
 
+import functools
+
 import binascii
 import hashlib
 import json
@@ -115,6 +117,10 @@ class Plan:
 
     def param_work(self) -> np.ndarray:
         """The work of one item of each params (planning/work.py), indexed by params id."""
+        return self._param_work
+
+    @functools.cached_property
+    def _param_work(self) -> np.ndarray:  # once a plan: rank 0 asks at every commit
         from onepiece_hpc.planning.work import item_work
 
         p = self.params
