@@ -8,9 +8,8 @@ rank gets a PlanSummary, and each unit's prompts and seeds with its work.
 
 from __future__ import annotations
 
-import functools
-
 import binascii
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
