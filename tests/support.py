@@ -173,3 +173,27 @@ def tamper(output: Path, items: list[int], *, done: int | None = None, pixels: i
                 f["done"][item - seg.start] = done
             if pixels is not None:
                 f[view.dataset][item - seg.start] = pixels
+
+
+def hold_the_interpreter(seconds: int) -> None:
+    """A C call that keeps the GIL for `seconds`, as an HDF5 flush to a stalled file system does:
+    no other thread of this process runs meanwhile."""
+    import ctypes
+
+    ctypes.PyDLL(None).sleep(seconds)
+
+
+@contextmanager
+def pulsing(listener, ranks: list[int], every_s: float = 0.05):
+    """`ranks` pulse to `listener` from another process (one the test's holds don't stop)."""
+    code = ("import time; from onepiece_hpc.runtime.pulse import PulseSender\n"
+            f"for rank in {list(ranks)!r}:\n"
+            f"    PulseSender(rank, 'localhost', {listener.port}, bytes.fromhex({listener.token.hex()!r}), "
+            f"{every_s}).start()\n"
+            "time.sleep(120)\n")
+    sender = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        yield sender
+    finally:
+        sender.kill()
+        sender.wait(timeout=30)

@@ -127,3 +127,27 @@ def test_pulses_tell_a_live_host_blocked_in_mpi_from_the_lost_one():
     assert verdict.lost_hosts == ("h3",)
     assert verdict.message.startswith("host h3 is lost: every rank on it died at once (ranks 4 (denoise), 5 (decode)")
     assert "silent too" not in verdict.message and "h2" not in verdict.message
+
+
+def test_a_rank_0_held_by_a_call_that_keeps_the_interpreter_finds_nobody_dead_for_it():
+    """An HDF5 flush to a stalled file system holds the GIL, the pulse listener's thread with it,
+    for longer than the heartbeat timeout. Whichever of rank 0's threads runs first after it, no
+    live rank is found dead for the hold; a rank that stopped pulsing still is."""
+    from onepiece_hpc.runtime.pulse import PulseListener
+    from support import hold_the_interpreter, pulsing
+
+    live = _liveness({1: 100.0, 2: 100.0, 3: 100.0, 4: 100.0, 5: 100.0}, timeout_s=1.5)
+    live.pulse = PulseListener.open("localhost")
+    try:
+        with pulsing(live.pulse, [1, 2, 3, 4, 5]):
+            while len(live.pulse.heard_at) < 5:
+                time.sleep(0.05)
+            for _ in range(3):
+                hold_the_interpreter(2)
+                live.check(_where)
+                assert live.failures == [], live.failures
+        time.sleep(2.5)
+        live.check(_where)
+    finally:
+        live.pulse.close()
+    assert sorted(f.rank for f in live.failures) == [1, 2, 3, 4, 5]  # stopped pulsing: found dead

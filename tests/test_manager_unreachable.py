@@ -40,7 +40,7 @@ class Cluster:
     def __init__(self, hosts: list[str], dying: set[int], requests: int = 3) -> None:
         self.peers = [RankInfo(rank, host, os.getpid()) for rank, host in enumerate(hosts)]
         self.dying = dying
-        self.pulse = SimpleNamespace(heard_at={})
+        self.pulse = SimpleNamespace(heard_at={}, listened_until=time.monotonic)
         self.killed_at = time.monotonic() + KILL_AFTER_S
         self.failed_at: float | None = None  # when rank 0's first call to a dead rank failed
         self.requests = requests             # the encode rank asks for this many units

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from onepiece_hpc.runtime.pulse import PACKET, PulseListener, PulseSender
+from support import hold_the_interpreter, pulsing
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,6 +52,21 @@ def test_pulses_of_another_run_and_stray_datagrams_are_dropped(listener):
     time.sleep(0.3)
     stranger.close()
     assert set(listener.heard_at) == {6}
+
+
+def test_a_listener_held_with_its_process_blames_nobody_and_reads_what_waited(listener):
+    """While a call holds the interpreter, the listener can't read: the pulses of a live rank
+    (another process) wait in its socket. Whichever thread runs first after the hold, the rank is
+    not silent for it: silence counts up to when the listener last read its socket, and the
+    listener reads what waited as soon as it runs."""
+    with pulsing(listener, [3]):
+        _wait_heard(listener, 3, 30.0)
+        for _ in range(3):
+            hold_the_interpreter(2)
+            assert listener.listened_until() - listener.heard_at[3] < 1.0
+        held_until = time.monotonic()
+        time.sleep(0.5)
+        assert listener.heard_at[3] > held_until and listener.listened_until() > held_until
 
 
 def test_a_rank_whose_rank_0_has_no_address_goes_on_without_pulses(caplog):

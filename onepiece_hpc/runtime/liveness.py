@@ -78,7 +78,10 @@ class Liveness:
         return seen
 
     def silent_for(self, rank: int) -> float:
-        return time.monotonic() - self.heard_at(rank)
+        """How long `rank` has not been heard from, up to when its pulses were last all read (a
+        listener held by a call that keeps the interpreter has heard nothing: runtime/pulse.py)."""
+        until = time.monotonic() if self.pulse is None else min(time.monotonic(), self.pulse.listened_until())
+        return max(0.0, until - self.heard_at(rank))
 
     def claim_verdict(self) -> bool:
         """True for the one caller that gives the verdict (rank 0's main loop, or its watch when the

@@ -8,6 +8,12 @@ interval, from a thread of its own, to rank 0's host. Rank 0 hears them on a thr
 so a main loop blocked in a call to a dead peer does not stop it knowing who lives
 (runtime/watch.py acts then).
 
+A call that holds the interpreter (an HDF5 flush to a stalled file system does: h5py keeps the
+GIL through it) stops the listener too, while the datagrams wait in its socket. Silence is
+therefore measured up to when the listener last emptied its socket (`listened_until`), not up to
+now: a listener that could not listen blames nobody, and once it runs again it reads what
+waited before anyone judges.
+
 Rank 0 draws a random token per run; a datagram without it (another job's, a stray) is dropped,
 and nothing received is ever decoded beyond three fixed-size integers. Where a pulse can't be set
 up (rank 0's host name has no address, a socket is refused), liveness rests on the heartbeats
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import select
 import socket
 import struct
 import threading
@@ -46,6 +53,7 @@ class PulseListener:
         self.token = token
         self.port = sock.getsockname()[1]
         self.heard_at: dict[int, float] = {}  # rank -> monotonic time of its last pulse
+        self._emptied_at = time.monotonic()  # when the socket was last read to the end
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="pulse listener", daemon=True)
 
@@ -65,19 +73,29 @@ class PulseListener:
         listener._thread.start()
         return listener
 
+    def listened_until(self) -> float:
+        """The monotonic time up to which every pulse sent has been read (now, if the listener
+        has stopped): what a rank's silence is measured against."""
+        return self._emptied_at if self._thread.is_alive() else time.monotonic()
+
     def _listen(self) -> None:
         while not self._stop.is_set():
             try:
-                data = self._sock.recv(64)
+                self._take(self._sock.recv(64))
+                while select.select([self._sock], [], [], 0)[0]:  # whatever waited: read it all
+                    self._take(self._sock.recv(64))
             except TimeoutError:
-                continue
-            except OSError:
+                pass
+            except (OSError, ValueError):
                 return  # closed
-            if len(data) != PACKET.size:
-                continue
-            token, rank, _ = PACKET.unpack(data)
-            if secrets.compare_digest(token, self.token):
-                self.heard_at[rank] = time.monotonic()
+            self._emptied_at = time.monotonic()
+
+    def _take(self, data: bytes) -> None:
+        if len(data) != PACKET.size:
+            return
+        token, rank, _ = PACKET.unpack(data)
+        if secrets.compare_digest(token, self.token):
+            self.heard_at[rank] = time.monotonic()
 
     def close(self) -> None:
         self._stop.set()

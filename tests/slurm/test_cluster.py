@@ -222,7 +222,7 @@ def test_the_drain_signal_with_requeue_chain_hands_over_to_a_successor_job(slurm
     said = wait_until(lambda: re.search(r"submitted job (\d+) to resume once job", log.read_text()), "the successor")
     successor = said.group(1)
     wait_gone(first)
-    wait_gone(successor)
+    wait_gone(successor, 240)  # the rest of the job, after the first has ended
     assert log_says(log, "rank 0: SIGUSR2: draining")
     assert_drained_then_completed_once(output, reference)
     assert [run["slurm_job"] for run in runs_of(output)] == [first, successor]

@@ -190,7 +190,8 @@ def test_a_cut_link_ends_the_job_within_the_heartbeat_deadline(hosts, tmp_path, 
     heartbeat timeout (10 s here) and ends the job; it is never left hanging. "blocked": rank 0's
     main loop is held in its commits when the link goes (strace delays each of its pwrites by
     30 s, as a stalled file system would, or a call to the dead host that never returns), so its
-    watch must name the host and end the job."""
+    watch must name the host and end the job, and name no live host: when the held call keeps the
+    interpreter, the pulses of the live ranks wait unread for as long."""
     job = write_job(tmp_path, 16, steps=24, quick=2, slurm=", heartbeat_timeout: 10")
     job_id, log = submit(job)
     nodes = nodes_of(job_id)
@@ -206,7 +207,7 @@ def test_a_cut_link_ends_the_job_within_the_heartbeat_deadline(hosts, tmp_path, 
     hosts.script("cut", victim)
     cut_at = time.monotonic()
     try:
-        wait_until(lambda: log_says(log, f"host {victim} is lost"), f"rank 0 to name the cut-off host {victim}", 60)
+        wait_until(lambda: log_says(log, f"host {victim} is lost"), f"rank 0 to name the cut-off host {victim}", 90)
         named_after = time.monotonic() - cut_at
         wait_until(lambda: squeue_state(job_id) != "RUNNING", "the job to stop running", 90)
     finally:
@@ -221,7 +222,10 @@ def test_a_cut_link_ends_the_job_within_the_heartbeat_deadline(hosts, tmp_path, 
                      r"no heartbeat for", text), text[-3000:]
     assert lost_hosts_named(text) == [victim], text[-3000:]  # the live hosts blocked talking to it are not
     assert "silent too" not in text, text[-3000:]  # their ranks still pulse
-    assert named_after < 10 + 15, f"named {named_after:.0f} s after the cut"
+    # a held pwrite inside an HDF5 call that keeps the GIL (a flush, a close) stops every thread of
+    # rank 0, its watch too, until it returns: then the watch acts at once (runtime/pulse.py)
+    held_s = 30 if rank_0 == "blocked" else 0
+    assert named_after < 10 + held_s + 15, f"named {named_after:.0f} s after the cut"
     assert 2 <= done_count(output) < 16
 
 
