@@ -16,4 +16,4 @@ export PATH="$PWD/.venv/bin:$PATH"
 # Two workers side by side: most tests wait on ranks, Slurm and timers more than they compute, so
 # two cores take the suite in about half the time. A cluster's tests stay in one worker
 # (tests/slurm/conftest.py). `-n 0` (after these) runs it in one process.
-exec python -m pytest -n 2 --dist loadgroup "$@"
+exec python -m pytest -n 2 --dist loadgroup --durations=30 "$@"

@@ -79,7 +79,8 @@ def test_status_reports_work_and_its_eta_from_the_file(tmp_path):
 def test_a_staged_run_keeps_a_live_record_while_it_goes_and_a_units_table(tmp_path):
     from onepiece_hpc.store.telemetry import read_runs
 
-    job = write_job(tmp_path, [f"prompt {i}" for i in range(24)],
+    # 96 units: about 16 s of work on an idle machine, well past the first live copy (5 s in)
+    job = write_job(tmp_path, [f"prompt {i}" for i in range(96)],
                     params="{steps: 12, guidance: 5.0, height: 64, width: 64}")
     output = tmp_path / "out" / "t.h5"
     folder = output.parent / "t.h5.d" / "telemetry"
@@ -93,7 +94,7 @@ def test_a_staged_run_keeps_a_live_record_while_it_goes_and_a_units_table(tmp_pa
     record = telemetry_of(output)
     assert not record.live and record.attrs["started_unix"] > 1.7e9
     units = record.units
-    assert sorted(units["unit"].tolist()) == list(range(24))
+    assert sorted(units["unit"].tolist()) == list(range(96))
     assert np.all(units["committed_t"] > units["dispatched_t"])
     assert np.all(units["dispatched_t"] >= 0)
 

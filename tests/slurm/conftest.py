@@ -24,12 +24,13 @@ def pytest_collection_modifyitems(config, items) -> None:
     """The suite runs tests side by side (pytest-xdist, --dist loadgroup): the tests of one cluster
     run in one worker, one after the other, so that each cluster is started once and no two tests
     change the same cluster at once. The one-host and the multi-host cluster use different ports
-    and run beside each other."""
-    here = Path(__file__).parent
+    and run beside each other; tests that use neither (fake Slurm commands) go wherever."""
     for item in items:
-        path = Path(str(item.fspath))
-        if path.parent == here:
-            item.add_marker(pytest.mark.xdist_group("slurm-hosts" if path.name == "test_hosts.py" else "slurm"))
+        used = set(getattr(item, "fixturenames", ()))
+        if used & {"hosts", "hosts_cluster"}:
+            item.add_marker(pytest.mark.xdist_group("slurm-hosts"))
+        elif "slurm_cluster" in used:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 def _skip_reason() -> str | None:
