@@ -9,7 +9,6 @@ is gone, the watch says so and ends; from another host it can only say how old t
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 import urllib.error
@@ -21,6 +20,7 @@ from pathlib import Path
 from onepiece_hpc.observe.live import LiveSnapshot
 from onepiece_hpc.observe.live_file import live_path, read_live
 from onepiece_hpc.observe.view import STAGE_COLUMNS, duration, plain_lines, stage_rows, summary
+from onepiece_hpc.processes import process_alive
 
 ENDPOINT_TIMEOUT_S = 1.0
 OLD_AFTER_S = 30.0  # a running snapshot older than this gets a note
@@ -48,16 +48,6 @@ def from_endpoint(endpoint: str) -> LiveSnapshot | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sight(output: Path, now: Callable[[], float] = time.time) -> Sighting | None:
     """The newest snapshot of `output`'s run, or None when it has no live.json."""
     record = read_live(output)
@@ -73,7 +63,7 @@ def sight(output: Path, now: Callable[[], float] = time.time) -> Sighting | None
     if source == record.endpoint:
         return Sighting(snapshot, source, "", False)
     here = record.host == socket.gethostname()
-    if here and record.pid > 0 and not _pid_alive(record.pid):
+    if here and record.pid > 0 and not process_alive(record.pid):
         return Sighting(snapshot, source, f"rank 0 (pid {record.pid} on {record.host}) is gone without a final "
                         "snapshot: the run was killed or crashed; these are its last numbers", True)
     age = now() - snapshot.unix_time

@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from onepiece_hpc.runtime.messages import Failure
-from onepiece_hpc.runtime.peers import RankInfo, process_alive
+from onepiece_hpc.processes import process_alive
+from onepiece_hpc.runtime.peers import RankInfo
 from onepiece_hpc.runtime.pulse import PulseListener
 from onepiece_hpc.runtime.telemetry import Telemetry
 

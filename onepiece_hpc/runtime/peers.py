@@ -9,6 +9,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from onepiece_hpc.processes import process_alive
+
 PEER_RECORD_BYTES = 512  # fixed-size JSON record a rank contributes to the exchange
 
 
@@ -39,18 +41,6 @@ def exchange_peers(comm, mine: RankInfo) -> list[RankInfo]:
     return [RankInfo(rank=int(r["rank"]), host=str(r["host"]), pid=int(r["pid"]),
                      pulse_port=int(r.get("pulse_port", 0)), pulse_token=str(r.get("pulse_token", "")))
             for r in records]
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process of this host runs (a zombie, killed but not yet reaped, counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    except OSError:
-        return True
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X")
 
 
 #: a rank that rank 0 will end (its error reached rank 0, or rank 0 stopped the job) waits this long

@@ -24,7 +24,8 @@ from onepiece_hpc.errors import UserError
 from onepiece_hpc.exit_codes import ExitCode
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
 from onepiece_hpc.runtime.messages import SetupReport, SetupVerdict
-from onepiece_hpc.runtime.peers import RankInfo, await_abort, process_alive
+from onepiece_hpc.processes import process_alive
+from onepiece_hpc.runtime.peers import RankInfo, await_abort
 from onepiece_hpc.runtime.prepare import Prepared, execution_tag
 from onepiece_hpc.planning.plan import PlanSummary
 

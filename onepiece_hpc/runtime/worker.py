@@ -34,7 +34,8 @@ from onepiece_hpc.runtime.messages import (
     Failure, Finished, Heartbeat, MoveDone, MoveOrder, RankState, Routes, Shutdown, UnitFailed, WorkGrant,
     WorkRequest,
 )
-from onepiece_hpc.runtime.peers import RankInfo, await_abort, process_alive, resident_mb
+from onepiece_hpc.processes import process_alive
+from onepiece_hpc.runtime.peers import RankInfo, await_abort, resident_mb
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.rank_state import Counters, RankLife, WorkSupply
 from onepiece_hpc.runtime.stage_runners import StageRunners

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from onepiece_hpc.processes import process_alive
 from onepiece_hpc.transport.errors import PeerDied, PeerInfo, SetupError
 from onepiece_hpc.transport.fabrics.base import FabricKind, field
 from onepiece_hpc.transport.ring import CREDIT_REGION_BYTES, DeviceBytes
@@ -52,21 +53,6 @@ def _unlink(name: str) -> None:
         pass
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this node exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (FileNotFoundError, IndexError):
-        return os.path.exists(f"/proc/{pid}")
-
-
 def sweep_leftovers() -> list[str]:
     """Remove this user's `onepiece-*` segments whose owner process is gone; return their names."""
     removed = []
@@ -77,7 +63,7 @@ def sweep_leftovers() -> list[str]:
     uid = os.geteuid()
     for name in names:
         match = _NAME.match(name)
-        if not match or pid_alive(int(match.group(1))):
+        if not match or process_alive(int(match.group(1))):
             continue
         try:
             if os.stat(os.path.join(SHM_DIR, name)).st_uid != uid:
@@ -235,7 +221,7 @@ class ShmFabric:
 
     def liveness(self, peer: PeerInfo) -> Callable[[], None] | None:
         def check() -> None:
-            if not pid_alive(peer.pid):
+            if not process_alive(peer.pid):
                 raise PeerDied(f"{peer.describe()} has exited (its process is gone); the channel "
                                "cannot complete: see that rank's log for why it died")
         return check
