@@ -16,7 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from onepiece_hpc.observe.live import LiveSnapshot
 from onepiece_hpc.observe.live_file import live_path, read_live
-from support import running, wait_until, write_job
+from onepiece_hpc.store.reader import view_of
+from onepiece_hpc.store.telemetry import latest_run
+from support import done_count, invoke, running, wait_until, write_job
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.mpi]
 
@@ -42,7 +44,10 @@ def test_a_staged_run_publishes_its_metrics_and_the_watch_follows_it(tmp_path):
         endpoint = f"http://{target['targets'][0]}"
         samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                    for f in text_string_to_metric_families(_get(f"{endpoint}/metrics")) for s in f.samples}
+        committed_after_scrape = done_count(output)  # the snapshot was made before this read
         assert samples[("onepiece_items_planned", ())] == ITEMS
+        assert samples[("onepiece_items_done_total", ())] <= committed_after_scrape
+        assert sum(v for (name, _), v in samples.items() if name == "onepiece_stage_ranks") == 3  # -n 4: rank 0 manages
         assert {dict(labels).get("stage") for name, labels in samples if name == "onepiece_stage_ranks"} \
             == {"encode", "denoise", "decode"}
         snapshot = LiveSnapshot.from_json(_get(f"{endpoint}/snapshot.json"))
@@ -58,6 +63,15 @@ def test_a_staged_run_publishes_its_metrics_and_the_watch_follows_it(tmp_path):
     assert list(discovery.iterdir()) == []
     record = read_live(Path(output))
     assert record.snapshot.phase == "finished" and record.snapshot.items_done == ITEMS
+    # the numbers served while it ran, against the finished output
+    status = json.loads(invoke("status", output, "--json").out)
+    assert status["items_done"] == ITEMS == done_count(output)
+    assert samples[("onepiece_work_planned_megapixel_forwards", ())] == pytest.approx(status["work_total"])
+    assert samples[("onepiece_work_done_megapixel_forwards_total", ())] <= status["work_done"] + 1e-9
+    assert record.snapshot.work_done == pytest.approx(status["work_done"])
+    failed = json.loads(invoke("inspect", output, "--json").out)["items_failed"]
+    assert samples[("onepiece_items_failed_total", ())] == 0 == failed
+    assert record.snapshot.moves == len(latest_run(view_of(output)).moves)
 
 
 def test_a_taken_metrics_port_is_refused_before_any_rank_starts(tmp_path):
