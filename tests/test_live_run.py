@@ -47,7 +47,6 @@ def test_a_staged_run_publishes_its_metrics_and_the_watch_follows_it(tmp_path):
         committed_after_scrape = done_count(output)  # the snapshot was made before this read
         assert samples[("onepiece_items_planned", ())] == ITEMS
         assert samples[("onepiece_items_done_total", ())] <= committed_after_scrape
-        assert sum(v for (name, _), v in samples.items() if name == "onepiece_stage_ranks") == 3  # -n 4: rank 0 manages
         assert {dict(labels).get("stage") for name, labels in samples if name == "onepiece_stage_ranks"} \
             == {"encode", "denoise", "decode"}
         snapshot = LiveSnapshot.from_json(_get(f"{endpoint}/snapshot.json"))
