@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +143,36 @@ def write_png(path: Path, height: int = 48, width: int = 40, shift: int = 0) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.astype("uint8")).save(path)
     return path
+
+
+def undecodable_png(path: Path) -> Path:
+    """A PNG whose chunks (and their CRCs) are sound but whose pixel data is not a zlib stream: it passes the
+    job's checks (Pillow's verify) and fails when the encode stage decodes it."""
+    raw = write_png(path).read_bytes()
+    at = raw.index(b"IDAT") - 4
+    length = struct.unpack(">I", raw[at:at + 4])[0]
+    data = bytes(b ^ 0x5A if 2 <= k < length - 4 else b for k, b in enumerate(raw[at + 8:at + 8 + length]))
+    crc = struct.pack(">I", zlib.crc32(b"IDAT" + data) & 0xFFFFFFFF)
+    path.write_bytes(raw[:at + 8] + data + crc + raw[at + 12 + length:])
+    return path
+
+
+def rank_pids(marker: str) -> dict[int, int]:
+    """rank -> pid of the running ranks whose command line mentions `marker`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"onepiece_hpc.runtime.rank_main" in cmdline and marker.encode() in b" ".join(cmdline):
+            for var in environ:
+                if var.startswith((b"PMI_RANK=", b"OMPI_COMM_WORLD_RANK=")):
+                    found[int(var.split(b"=")[1])] = int(entry.name)
+    return found
 
 
 def runs_of(output: Path) -> list[dict]:

@@ -9,17 +9,17 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from support import builtin_model, invoke, run_cli, running, runs_of, tamper, wait_until, write_job, write_png
+from support import (
+    builtin_model, invoke, run_cli, running, runs_of, tamper, undecodable_png, wait_until, write_job, write_png,
+)
 
 VIDEO = "{steps: 2, height: 32, width: 32, frames: 9}"
 STRACE = shutil.which("strace")
@@ -33,18 +33,6 @@ def _i2v_job(folder: Path, count: int, images: dict[int, str] | None = None, mic
              for i in range(count)]
     return write_job(folder, lines, prompt_file="p.jsonl", prompts="p.jsonl", model="builtin:tiny-wan-i2v",
                      params=VIDEO, microbatch=str(microbatch))
-
-
-def _undecodable_png(path: Path) -> Path:
-    """A PNG whose chunks (and their CRCs) are sound but whose pixel data is not a zlib stream: it passes the
-    job's checks (Pillow's verify) and fails when the encode stage decodes it."""
-    raw = write_png(path).read_bytes()
-    at = raw.index(b"IDAT") - 4
-    length = struct.unpack(">I", raw[at:at + 4])[0]
-    data = bytes(b ^ 0x5A if 2 <= k < length - 4 else b for k, b in enumerate(raw[at + 8:at + 8 + length]))
-    crc = struct.pack(">I", zlib.crc32(b"IDAT" + data) & 0xFFFFFFFF)
-    path.write_bytes(raw[:at + 8] + data + crc + raw[at + 12 + length:])
-    return path
 
 
 def _done(output: Path) -> np.ndarray:
@@ -67,7 +55,7 @@ def _inspect(output: Path) -> dict:
 @pytest.mark.slow
 def test_an_image_that_fails_to_decode_fails_only_its_item(tmp_path):
     job = _i2v_job(tmp_path, 20, {12: "broken.png"})
-    _undecodable_png(tmp_path / "broken.png")
+    undecodable_png(tmp_path / "broken.png")
     output = tmp_path / "out/t.h5"
 
     result = run_cli("run", job, "--monolithic")
@@ -145,7 +133,7 @@ def test_retry_failed_generates_only_the_failed_items_bit_identical(tmp_path, mo
 
 def test_a_unit_fails_as_a_whole_and_the_other_units_keep_their_bits(tmp_path):
     job = _i2v_job(tmp_path / "job", 6, {2: "broken.png", 3: "broken.png"}, microbatch=2)  # units 0-1, 2-3, 4-5
-    _undecodable_png(tmp_path / "job/broken.png")
+    undecodable_png(tmp_path / "job/broken.png")
     result = invoke("run", job, "--monolithic")
     assert result.code == 4, result.err
     assert "2 item(s) failed" in result.err
@@ -192,7 +180,7 @@ def test_staged_one_bad_image_in_twenty_gives_nineteen_outputs_exit_4_and_a_retr
     image is still broken) failed; every output equals the one-process run's."""
     folder = tmp_path / "job"
     job = _i2v_job(folder, 20, {12: "broken.png", 19: "late.png"})
-    _undecodable_png(folder / "broken.png")
+    undecodable_png(folder / "broken.png")
     late = write_png(folder / "late.png", shift=5)
     output = folder / "out/t.h5"
     with running("run", job, "-n", "4", "--wait-timeout", "120") as proc:
@@ -215,7 +203,7 @@ def test_staged_one_bad_image_in_twenty_gives_nineteen_outputs_exit_4_and_a_retr
     assert [(f["start"], f["stop"]) for f in _inspect(output)["failed"]] == [(12, 13)]
 
     reference = _i2v_job(tmp_path / "reference", 20, {12: "broken.png", 19: "late.png"})
-    _undecodable_png(tmp_path / "reference/broken.png")
+    undecodable_png(tmp_path / "reference/broken.png")
     write_png(tmp_path / "reference/late.png", shift=5)
     assert invoke("run", reference, "--monolithic").code == 4
     np.testing.assert_array_equal(_videos(output), _videos(tmp_path / "reference/out/t.h5"))

@@ -20,6 +20,7 @@ from support import (
     builtin_model, done_count, error_lines, invoke, leaked_segments, run_cli, running, runs_of, shm_segments, tamper,
     telemetry_of, wait_until, write_job, write_png,
 )
+from support import rank_pids as _rank_pids
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 
@@ -117,24 +118,6 @@ def test_too_many_stage_ranks_is_refused_before_start(tmp_path):
     assert result.code == 2
     assert "7 stage ranks" in result.err and "-n 8" in result.err
     assert not (tmp_path / "out").exists()
-
-
-def _rank_pids(marker: str) -> dict[int, int]:
-    """rank -> pid of the running ranks whose command line mentions `marker`."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"onepiece_hpc.runtime.rank_main" in cmdline and marker.encode() in b" ".join(cmdline):
-            for var in environ:
-                if var.startswith((b"PMI_RANK=", b"OMPI_COMM_WORLD_RANK=")):
-                    found[int(var.split(b"=")[1])] = int(entry.name)
-    return found
 
 
 INTERRUPTED = [f"interrupted run item {i}" for i in range(40)]

@@ -37,9 +37,9 @@ def run(ctx: click.Context, **values) -> None:
     options = RunOptions.from_values(values)
     if options.monolithic == (options.ranks is not None):
         raise UserError("say how to run the job: --monolithic (one process) or -n N (staged, N MPI ranks)")
-    if options.phases is not None and options.ranks is not None:
-        raise UserError("--phases runs the stages of one process in turn: use it with --monolithic "
-                        "(a staged run's ranks each hold one stage already)")
+    if options.phases is not None and options.policy not in (None, "static"):
+        raise UserError(f"--phases moves no ranks (the ranks of a GPU take turns on it), so --policy "
+                        f"{options.policy} can't apply; fix: leave --policy out, or run without --phases")
     from onepiece_hpc.runtime.quiet import quiet_libraries
 
     quiet_libraries(ctx.obj["verbose"])
@@ -84,6 +84,21 @@ def run(ctx: click.Context, **values) -> None:
     _exit_if_failed(prepared, list(summary.failures), summary.items_failed, _retry_command(options))
 
 
+def _check_phase_chains(prepared, layout) -> None:
+    """Refuse a run in phases whose layout can't give each GPU one rank of every stage."""
+    chains = layout.chains()
+    if prepared.placement.device.type != "cuda":
+        return
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if len(chains) != gpus:
+        stages = ", ".join(f"{stage}: {gpus}" for stage in layout.topology.names)
+        raise UserError(f"--phases runs one rank of every stage on each GPU, but the layout has {len(chains)} "
+                        f"rank(s) a stage for {gpus} GPU(s); fix: stages: {{{stages}}} in "
+                        f"{prepared.job.source} and -n {1 + gpus * len(layout.topology)}")
+
+
 def _check_cuda_ipc(prepared) -> None:
     """Refuse --fabric cuda-ipc before any rank starts where it can't work."""
     if prepared.placement.device.type != "cuda":
@@ -103,7 +118,9 @@ def _run_staged(prepared, options: RunOptions) -> None:
     from onepiece_hpc.planning.layout import plan_layout
     from onepiece_hpc.runtime.launch import launch, stopped_exit_code
 
-    plan_layout(prepared.job, options.ranks, prepared.model.adapter.topology)
+    layout = plan_layout(prepared.job, options.ranks, prepared.model.adapter.topology)
+    if options.phases is not None:
+        _check_phase_chains(prepared, layout)
     try:
         report = launch(options, as_root=os.geteuid() == 0)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP: the ranks are stopped by now

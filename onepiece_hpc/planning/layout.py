@@ -42,6 +42,20 @@ class StageLayout:
     def describe(self) -> str:
         return ", ".join(f"{stage} {len(r)} (ranks {_span(r)})" for stage, r in self.ranks.items())
 
+    def chains(self) -> tuple[tuple[int, ...], ...]:
+        """For a run in phases: chain c is the c-th rank of every stage, in the pipeline's order
+        (one GPU's ranks, which take turns on it). Refuses a layout whose stages have different
+        rank counts: each chain needs one rank of every stage."""
+        counts = {stage: len(ranks) for stage, ranks in self.ranks.items()}
+        if len(set(counts.values())) != 1:
+            chains = min(counts.values())
+            asked = ", ".join(f"{stage} {count}" for stage, count in counts.items())
+            even = ", ".join(f"{stage}: {chains}" for stage in counts)
+            raise UserError(f"--phases runs one rank of every stage on each GPU, taking turns, but the layout has "
+                            f"{asked}; fix: stages {{{even}}} with -n {1 + chains * len(counts)} (one chain of "
+                            "stages a GPU), or run without --phases")
+        return tuple(zip(*self.ranks.values()))
+
 
 def _span(ranks: tuple[int, ...]) -> str:
     return f"{ranks[0]}" if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]}"

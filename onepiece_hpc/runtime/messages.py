@@ -63,6 +63,7 @@ class Heartbeat:
     stage_time_s: list[float]    # seconds spent serving each stage
     memory_limit_mb: float = 0.0  # the most GPU memory this rank may take (0: no limit known, e.g. CPU)
     gpu: int = -1                 # the node-local GPU this rank runs on (-1: none)
+    weights_s: float = 0.0        # seconds moving its stage's weights in and out between phases
     links: str = ""               # the fabric of each of its channels (Channels.links); first heartbeat only
 
 
@@ -121,6 +122,27 @@ class MoveDone:
 
 
 @dataclass(frozen=True)
+class PhaseTurn:
+    """Node Manager -> rank of a phased run: the GPU is yours for `units` units (a first stage asks
+    for up to that many; a later one runs that many from its ring); 0: load your stage (and warm
+    it up) and give the GPU back."""
+
+    units: int
+
+
+@dataclass(frozen=True)
+class TurnDone:
+    """Rank -> Node Manager: its turn is over and its weights are back in host memory; `passed`
+    units went on to the next stage, `failed` could not be run, moving the weights in and out
+    took `weights_s`."""
+
+    rank: int
+    passed: int
+    failed: int
+    weights_s: float
+
+
+@dataclass(frozen=True)
 class SetupReport:
     """Stage rank -> Node Manager, once, before serving: set-up went well ("ok") or not
     ("user-error", "error", with the error), and what must agree across ranks (JSON)."""
@@ -157,7 +179,8 @@ class Finished:
 
 
 MESSAGES = {cls.__name__: cls for cls in (WorkRequest, WorkGrant, Heartbeat, Failure, Finished, Routes, MoveOrder,
-                                          MoveDone, Shutdown, SetupReport, SetupVerdict, UnitFailed)}
+                                          MoveDone, Shutdown, SetupReport, SetupVerdict, UnitFailed, PhaseTurn,
+                                          TurnDone)}
 _CHECKS = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),

@@ -30,9 +30,10 @@ from onepiece_hpc.runtime.manager.live import LiveBook
 from onepiece_hpc.runtime.manager.moves import Moves, initial_routes
 from onepiece_hpc.runtime.manager.outcome import JobFailed, StagedSummary
 from onepiece_hpc.runtime.manager.record import record_telemetry
+from onepiece_hpc.runtime.manager.turns import PhaseTurns
 from onepiece_hpc.runtime.manager.units import UnitBook
 from onepiece_hpc.runtime.messages import (
-    Failure, Finished, Heartbeat, MoveDone, Shutdown, UnitFailed, WorkRequest,
+    Failure, Finished, Heartbeat, MoveDone, Shutdown, TurnDone, UnitFailed, WorkRequest,
 )
 from onepiece_hpc.runtime.peers import RankInfo
 from onepiece_hpc.runtime.policy import make_policy
@@ -67,7 +68,7 @@ class NodeManager:
                  peers: list[RankInfo], policy: WaitPolicy, heartbeat_timeout_s: float, mode: str, *,
                  on_blocked: Callable[[Verdict, float], None], retry_failed: bool = False,
                  heartbeat_s: float = 1.0, pulse: PulseListener | None = None,
-                 publisher: LivePublisher | None = None) -> None:
+                 publisher: LivePublisher | None = None, phase: int | None = None) -> None:
         self.prepared, self.layout, self.control, self.policy = prepared, layout, control, policy
         self.peers = peers
         self.mode = mode
@@ -88,6 +89,8 @@ class NodeManager:
         self.commits: Committer | None = None
         self.live: LiveBook | None = None
         self.publisher = publisher  # where live snapshots go (observe/publish.py); None: nowhere
+        # a run in phases: whose turn it is on each GPU (runtime/manager/turns.py)
+        self.turns = PhaseTurns(layout.chains(), phase, self._send) if phase else None
 
     def run(self, progress: Callable[[WorkMeter], ProgressReporter] | None = None) -> StagedSummary:
         plan = self.prepared.plan
@@ -119,7 +122,9 @@ class NodeManager:
                              items_done=already + writer.committed_this_run,
                              committed_now=writer.committed_this_run, seconds=time.monotonic() - started,
                              moves=len(self.moves.done), stages=self.telemetry.stage_summaries(),
-                             items_failed=int(writer.failed_mask().sum()), failures=tuple(writer.failures()))
+                             items_failed=int(writer.failed_mask().sum()), failures=tuple(writer.failures()),
+                             phase_turns=self.turns.totals.turns if self.turns else 0,
+                             weights_s=self.turns.totals.weights_s if self.turns else 0.0)
 
     # -- the loop ----------------------------------------------------------------------------
     def _serve(self, writer: OutputWriter, reporter: ProgressReporter | None) -> None:
@@ -132,6 +137,8 @@ class NodeManager:
             self.watch.tick()
             moved = self._handle_control(reporter)
             moved |= self.commits.commit_arrivals(reporter)
+            if self.turns is not None:
+                self.turns.give(new_work=bool(self.units.planned) and not self.drain.is_set())
             now = time.monotonic()
             if now >= next_liveness:
                 next_liveness = now + LIVENESS_EVERY_S
@@ -218,6 +225,8 @@ class NodeManager:
                 self.telemetry.record(message)
             elif isinstance(message, MoveDone):
                 self.moves.arrived(message)
+            elif isinstance(message, TurnDone):
+                self.turns.done(message)
             elif isinstance(message, UnitFailed):
                 self.commits.unit_failed(message, reporter)
             elif isinstance(message, Failure):

@@ -79,8 +79,8 @@ class RunOptions:
                                              "before it calls it dead.", low=5.0, high=86_400.0)
     phases: int | None = _option(None, "Run the stages in phases of this many units: one stage's weights on the "
                                        "GPU at a time, the others in page-locked host memory, for a GPU that "
-                                       "can't hold the whole pipeline (same outputs).", scope=Scope.RUN, low=1,
-                                 high=4096)
+                                       "can't hold the whole pipeline (same outputs). Staged: one rank of every "
+                                       "stage a GPU, taking turns (no rank moves).", low=1, high=4096)
     metrics_port: int | None = _option(None, "Rank 0 serves Prometheus metrics on this port (0: any free port) "
                                              "and writes a service-discovery entry (docs/monitoring.md); "
                                              "overrides the job file's metrics.port.", low=0, high=65_535)

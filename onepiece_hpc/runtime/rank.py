@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import tempfile
 from dataclasses import asdict, replace
@@ -32,6 +33,7 @@ from onepiece_hpc.runtime.status import RankStatus, StatusFile
 from onepiece_hpc.runtime.progress import ProgressReporter
 from onepiece_hpc.runtime.telemetry import summary_table
 from onepiece_hpc.runtime.tensors import SEEDS, wire_spec
+from onepiece_hpc.runtime.phased_worker import PhasedStageWorker
 from onepiece_hpc.runtime.worker import StageWorker
 from onepiece_hpc.planning.plan import PlanSummary
 from onepiece_hpc.transport import DType, TensorSpec, WaitPolicy, slot_bytes_for
@@ -57,19 +59,34 @@ def with_policy(prepared: Prepared, name: str | None) -> Prepared:
     return replace(prepared, job=job, plan=replace(prepared.plan, job=job) if prepared.plan else None)
 
 
+def run_policy(args: RunOptions) -> str | None:
+    """The policy the run uses: --policy, else the job file's; a run in phases moves no ranks (its
+    GPUs' turns are its moves), so it is static."""
+    return "static" if args.phases else args.policy
+
+
 def channel_plan(prepared: Prepared, summary: PlanSummary, layout, rank: int, size: int,
-                 slots: int) -> tuple[list[Outbound], list[int]]:
+                 slots: int, phase: int | None = None) -> tuple[list[Outbound], list[int]]:
     """Which channels this rank opens. A static job wires each stage to the next; an elastic one
     wires every stage rank to every other (any rank may serve any stage after a move) and to
-    rank 0, with slots sized for the largest message a rank of any stage sends there."""
+    rank 0, with slots sized for the largest message a rank of any stage sends there. A run in
+    phases wires each rank to the next of its chain only, with room for a whole turn's units
+    between stages (the next stage runs them in its own turn)."""
     elastic = prepared.job.policy.name != "static"
     workers = list(range(1, size))
     if rank == NODE_MANAGER:
         return [], (workers if elastic else list(layout.ranks[layout.topology.last]))
     stage = layout.stage_of(rank)
 
-    def ring(peer: int, room: int) -> Outbound:
-        return Outbound(peer, slots=slots, slot_bytes=room, integrity=IntegrityChoice.AUTO)
+    def ring(peer: int, room: int, count: int = slots) -> Outbound:
+        return Outbound(peer, slots=count, slot_bytes=room, integrity=IntegrityChoice.AUTO)
+
+    if phase is not None:
+        chain = next(c for c in layout.chains() if rank in c)
+        at = chain.index(rank)
+        to = [ring(chain[at + 1], slot_bytes(prepared, summary, stage), max(slots, phase))] if at + 1 < len(chain) \
+            else [ring(NODE_MANAGER, slot_bytes(prepared, summary, stage))]
+        return to, [chain[at - 1]] if at else []
 
     if not elastic:
         room = slot_bytes(prepared, summary, stage)
@@ -80,11 +97,14 @@ def channel_plan(prepared: Prepared, summary: PlanSummary, layout, rank: int, si
             others)
 
 
-def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -> Prepared:
+def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
+                chains: tuple[tuple[int, ...], ...] | None = None) -> Prepared:
     """One stage rank per GPU (rank 0 stays on the CPU); on CPU, fix the thread count.
     `gpu_memory_gib` caps what torch may allocate on each GPU, split evenly between the ranks
-    that share it. Every rank takes part in the node's collectives, whatever its device, so that
-    ranks that see different devices never wait for each other here."""
+    that share it; in a run in phases (`chains`), whose ranks of a GPU take turns on it, each
+    may take the whole cap in its turn, and each GPU must hold exactly one chain. Every rank
+    takes part in the collectives, whatever its device, so that ranks that see different devices
+    never wait for each other here."""
     from mpi4py import MPI
 
     placement = prepared.placement
@@ -95,6 +115,11 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -
     index = -1 if manager or not cuda else gpu_index(node.Get_rank(), holds_manager, torch.cuda.device_count())
     sharing = node.allgather(index).count(index)  # ranks on this GPU split its memory cap
     node.Free()
+    if chains is not None:
+        places = comm.allgather((socket.gethostname(), index))
+        if cuda:
+            check_chain_gpus(chains, places)
+        sharing = 1
     if not cuda:
         torch.set_num_threads(prepared.job.cpu_threads)
         return prepared
@@ -102,6 +127,19 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None) -
         return replace(prepared, placement=replace(placement, device=torch.device("cpu")))
     return replace(prepared, placement=replace(placement, device=take_gpu(index, gpu_memory_gib, sharing),
                                                memory_limit_mb=memory_share_mb(index, gpu_memory_gib, sharing)))
+
+
+def check_chain_gpus(chains: tuple[tuple[int, ...], ...], places: list[tuple[str, int]]) -> None:
+    """Each chain of a run in phases on one GPU of one host, and no GPU with two chains: the
+    turns are per chain, so two chains on a GPU would hold it at once."""
+    gpus = [{places[rank] for rank in chain} for chain in chains]
+    split = next((chain for chain, held in zip(chains, gpus) if len(held) > 1), None)
+    held = [next(iter(g)) for g in gpus if len(g) == 1]
+    if split is not None or len(set(held)) < len(held):
+        where = ", ".join(f"rank {r} on {places[r][0]} GPU {places[r][1]}" for chain in chains for r in chain)
+        raise UserError(f"--phases needs each GPU to run one rank of every stage (a chain), but the ranks sit as "
+                        f"{where}; fix: on one node of G GPUs, G ranks a stage (stages: {{encode: G, ...}}, -n with "
+                        "1 + G ranks a stage); to use several nodes, run a job (or an array task) a node")
 
 
 def write_report(path: Path | None, report: dict) -> None:
@@ -162,7 +200,7 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args, drai
     publisher = open_publisher(prepared, args)
     manager = NodeManager(prepared, layout, channels, control, peers, policy, args.heartbeat_timeout,
                           mode=f"{args.mode} -n {len(peers)}", on_blocked=blocked, retry_failed=args.retry_failed,
-                          heartbeat_s=args.heartbeat, pulse=pulse, publisher=publisher)
+                          heartbeat_s=args.heartbeat, pulse=pulse, publisher=publisher, phase=args.phases)
     manager.drain = drain
     try:
         summary = manager.run(progress)
@@ -176,6 +214,9 @@ def serve_manager(prepared, layout, channels, control, peers, policy, args, drai
     print(summary_table(summary.stages))
     if summary.moves:
         print(f"{summary.moves} rank moves (see /telemetry/run<N>/moves in the output)")
+    if summary.phase_turns:
+        print(f"in phases of {args.phases} units: {summary.phase_turns} turns, "
+              f"{summary.weights_s:.1f} s moving weights in and out")
     if summary.items_failed:
         for line in failed_items_summary(prepared.plan, list(summary.failures), summary.items_failed):
             print(line, file=sys.stderr)
@@ -197,8 +238,10 @@ def _set_up(args: RunOptions, comm, control: ControlPlane, peers, mine) -> tuple
     if mine.rank == NODE_MANAGER:
         try:
             check_thread_level(MPI)
-            prepared = with_policy(prepare(args.job, args.output, environment.cache_dir()), args.policy)
+            prepared = with_policy(prepare(args.job, args.output, environment.cache_dir()), run_policy(args))
             layout = plan_layout(prepared.job, size, prepared.model.adapter.topology)
+            if args.phases:
+                layout.chains()  # a layout that can't run in phases is refused here, naming the fix
         except BaseException as err:
             stop_stage_ranks(control, peers, "rank 0's set-up failed", getattr(err, "exit_code", 1))
             raise
@@ -207,7 +250,7 @@ def _set_up(args: RunOptions, comm, control: ControlPlane, peers, mine) -> tuple
 
     def checks() -> tuple[Prepared, dict[str, str]]:
         check_thread_level(MPI)
-        prepared = with_policy(prepare(args.job, args.output, environment.cache_dir(), plan=False), args.policy)
+        prepared = with_policy(prepare(args.job, args.output, environment.cache_dir(), plan=False), run_policy(args))
         return prepared, agreement(prepared, plan_layout(prepared.job, size, prepared.model.adapter.topology).describe(), size)
 
     return stage_setup(control, peers, mine, args.wait_timeout, checks)
@@ -236,15 +279,16 @@ def run_rank(args: RunOptions, comm, drain: Drain | None = None) -> str:
         control = ControlPlane(comm, policy, peers)
     prepared, summary = _set_up(args, comm, control, peers, mine)
     layout = plan_layout(prepared.job, size, prepared.model.adapter.topology)
+    chains = layout.chains() if args.phases else None
     with deadline("placing the ranks on devices (a collective of each node's ranks)", limit, mine):
-        prepared = bind_device(prepared, comm, args.gpu_memory_gib)
+        prepared = bind_device(prepared, comm, args.gpu_memory_gib, chains)
     stage = layout.stage_of(rank)
     status = (StatusFile(args.status_dir, RankStatus(rank, mine.host, mine.pid, stage or "manager"))
               if args.status_dir else None)
     gpu = prepared.placement.device if prepared.placement.device.type == "cuda" else None
     with deadline("opening the transport (every rank builds its fabrics together)", limit, mine):
         fabrics = build_fabrics(comm, FabricChoice(args.fabric), gpu=gpu)
-    outbound, inbound = channel_plan(prepared, summary, layout, rank, size, args.ring_slots)
+    outbound, inbound = channel_plan(prepared, summary, layout, rank, size, args.ring_slots, args.phases)
     with deadline("opening the channels between stages", limit + 30.0, mine):
         channels = open_channels(comm, fabrics, outbound=outbound, inbound=inbound,
                                  choice=FabricChoice(args.fabric), policy=policy, timeout_s=args.wait_timeout)
@@ -252,8 +296,10 @@ def run_rank(args: RunOptions, comm, drain: Drain | None = None) -> str:
     if rank == NODE_MANAGER:
         outcome = serve_manager(prepared, layout, channels, control, peers, policy, args, drain or Drain(), pulse)
     else:
-        StageWorker(mine, stage, prepared, summary, initial_routes(layout), channels, control, peers, policy,
-                    args.heartbeat, status, warm_up=args.warm_up).run()
+        worker, extra = ((PhasedStageWorker, {"chain": next(c for c in chains if rank in c)}) if chains
+                         else (StageWorker, {}))
+        worker(mine, stage, prepared, summary, initial_routes(layout), channels, control, peers, policy,
+               args.heartbeat, status, warm_up=args.warm_up, **extra).run()
     channels.close(policy, timeout_s=args.wait_timeout)
     close_fabrics(fabrics)
     control.close()

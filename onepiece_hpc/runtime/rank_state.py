@@ -130,6 +130,7 @@ class Counters:
     wait_s: float = 0.0
     send_s: float = 0.0
     load_s: float = 0.0
+    weights_s: float = 0.0  # moving the stage's weights in and out between phases
     started: float = field(default_factory=time.monotonic)
     serving_since: float | None = None
     stage_busy_s: list[float] = field(default_factory=list)

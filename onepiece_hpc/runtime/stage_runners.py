@@ -40,6 +40,14 @@ class StageRunners:
         if self.on_gpu:
             torch.cuda.reset_peak_memory_stats()  # from here the rank's peak is its new stage's
 
+    def rest(self, stage: str) -> float:
+        """Between phases: `stage`'s weights back to their host copy and the GPU's blocks to the
+        device, for the next rank of the GPU (the peak is kept: the stage is the same). Returns the
+        seconds it took."""
+        started = time.monotonic()
+        self._runners[stage].offload()
+        return time.monotonic() - started
+
     def run(self, stage: str, request: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         outputs = self._runners[stage](request, inputs)
         if self.on_gpu:

@@ -31,8 +31,8 @@ from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlP
 from onepiece_hpc.runtime.failures import describe
 from onepiece_hpc.planning.layout import NODE_MANAGER
 from onepiece_hpc.runtime.messages import (
-    Failure, Finished, Heartbeat, MoveDone, MoveOrder, RankState, Routes, Shutdown, UnitFailed, WorkGrant,
-    WorkRequest,
+    Failure, Finished, Heartbeat, MoveDone, MoveOrder, PhaseTurn, RankState, Routes, Shutdown, UnitFailed,
+    WorkGrant, WorkRequest,
 )
 from onepiece_hpc.processes import process_alive
 from onepiece_hpc.runtime.peers import RankInfo, await_abort, resident_mb
@@ -92,6 +92,7 @@ class StageWorker:
         self.runners = StageRunners(prepared, summary)
         self.carry: deque[tuple[UnitInput, dict[str, torch.Tensor], list[float]]] = deque()
         self.shutdown = False              # rank 0 said every unit is committed (or the run drains)
+        self.turns: deque[PhaseTurn] = deque()  # a phased run's turns on the GPU (runtime/phased_worker.py)
         self._next = 0
         self._stop = threading.Event()
 
@@ -100,9 +101,7 @@ class StageWorker:
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         try:
-            self.counters.load_s = self.runners.load(self.stage)
-            if self.warm_up:
-                self.counters.load_s += self.runners.warm_up(self.stage, self.topology.before(self.stage))
+            self._load()
             self.life.serve()
             self.counters.serving_since = time.monotonic()
             self.counters.enter(self.stage, None)
@@ -136,6 +135,12 @@ class StageWorker:
         self.control.send(NODE_MANAGER, self.heartbeat(), TAG_TO_MANAGER)
         self.control.send(NODE_MANAGER, Finished(self.me.rank, self.counters.units_done), TAG_TO_MANAGER)
 
+    def _load(self) -> None:
+        """Bring this rank's stage in (and warm it up) before it serves."""
+        self.counters.load_s = self.runners.load(self.stage)
+        if self.warm_up:
+            self.counters.load_s += self.runners.warm_up(self.stage, self.topology.before(self.stage))
+
     def _report(self, err: Exception) -> bool:
         """Tell the Node Manager; False if that failed too (the caller then ends the job itself)."""
         peer = getattr(err, "peer", None)
@@ -163,6 +168,8 @@ class StageWorker:
                     self.status.update(moving_to=message.to)
             elif isinstance(message, Shutdown):
                 self.shutdown = True
+            elif isinstance(message, PhaseTurn):
+                self.turns.append(message)
         return bool(arrived)
 
     def _known(self, stage: str) -> str:
@@ -202,12 +209,17 @@ class StageWorker:
         found = self._receive_any()
         if found is None:
             return False
-        sender, message = found
+        self._serve_message(*found)
+        return True
+
+    def _serve_message(self, sender: int, message) -> bool | None:
+        """Run the unit of a ring message: True if it was passed on, False if it failed; None for
+        a fence."""
         with message:
             meta = json.loads(message.meta)
             if "fence" in meta:
                 self.life.fenced(int(meta["fence"]), sender)
-                return True
+                return None
             expected = self.topology.before(self.stage)
             if meta.get("stage") != expected:
                 raise ProtocolError(f"rank {self.me.rank} ({self.stage}) got a {meta.get('stage')} output "
@@ -216,8 +228,7 @@ class StageWorker:
             seeds = tuple(inputs.pop(SEEDS).tolist())
             request = UnitInput(unit=message.unit_id, items=tuple(message.item_ids), prompts=(), negative_prompts=(),
                                 seeds=seeds, params=self.summary.params[int(meta["params"])])
-            self._run_unit(request, inputs, meta["timings"])
-        return True
+            return self._run_unit(request, inputs, meta["timings"])
 
     def _granted(self, grant: WorkGrant) -> UnitInput:
         """A granted unit's input, as the Node Manager sent it (a stage rank holds no plan)."""
@@ -235,7 +246,8 @@ class StageWorker:
                 return rank, message
         return None
 
-    def _run_unit(self, request: UnitInput, inputs: dict[str, torch.Tensor], timings: list[float]) -> None:
+    def _run_unit(self, request: UnitInput, inputs: dict[str, torch.Tensor], timings: list[float]) -> bool:
+        """Run `request` through this rank's stage and pass it on; False if the unit failed."""
         self.counters.unit = request.unit
         if self.status:
             self.status.update(request.unit)
@@ -244,7 +256,7 @@ class StageWorker:
             outputs = self.runners.run(self.stage, request, inputs)
         except Exception as err:  # this unit's failure, not the rank's: say so and serve the next one
             self._unit_failed(request, err)
-            return
+            return False
         seconds = time.monotonic() - t0
         self.counters.ran(self.stage, seconds)
         timings = [*timings, seconds]
@@ -255,6 +267,7 @@ class StageWorker:
             self._pass_on(request, outputs, timings)
         self.counters.units_done += 1
         self.counters.unit = -1
+        return True
 
     def _unit_failed(self, request: UnitInput, err: Exception) -> None:
         """Report a unit the stage could not run; the Node Manager records its items as failed (or
@@ -353,4 +366,4 @@ class StageWorker:
                          elapsed_s=elapsed, load_s=c.load_s, backlog=sum(p.in_flight for p in downstream),
                          memory_mb=memory, stage_busy_s=list(c.stage_busy_s), stage_units=list(c.stage_units),
                          stage_time_s=times, memory_limit_mb=self.prepared.placement.memory_limit_mb,
-                         gpu=self._gpu, links=self._take_links())
+                         gpu=self._gpu, links=self._take_links(), weights_s=c.weights_s)

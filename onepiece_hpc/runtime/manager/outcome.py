@@ -26,3 +26,5 @@ class StagedSummary:
     stages: list[StageSummary]
     items_failed: int = 0  # items of the output that failed and are not done, after this run
     failures: tuple = ()   # their units' records (store.journal.FailedUnit), in item order
+    phase_turns: int = 0   # a run in phases: turns its ranks took on their GPUs
+    weights_s: float = 0.0  # and the seconds they spent moving weights in and out, summed
