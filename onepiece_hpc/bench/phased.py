@@ -14,7 +14,11 @@ Modes:
 - `phased`: our stages in phases of K units: every stage's weights wait in page-locked host
   memory; a phase brings one stage's weights in (one DMA copy), runs K units through it, and
   gives the GPU to the next stage, so the weights cross once per K units instead of once per
-  unit. The units' intermediate tensors stay where the stage left them.
+  unit. The units' intermediate tensors stay where the stage left them;
+- `staged-phased`: the same in the staged runtime (`onepiece run -n N --phases K`): one rank a
+  stage on the GPU, taking turns on it as rank 0 gives them (runtime/manager/turns.py), each
+  rank warmed up before it serves, outputs committed to HDF5 by rank 0. Its window runs from
+  the moment the last rank was ready to the last commit.
 
 Every mode runs one unit first, off the clock (kernel choice, workspaces, first copies), then
 times the rest; outputs are kept in memory, not written, in every mode alike.
@@ -27,7 +31,7 @@ import json
 import time
 from pathlib import Path
 
-MODES = ("resident", "model-offload", "group-offload", "phased")
+MODES = ("resident", "model-offload", "group-offload", "phased", "staged-phased")
 
 
 def phased_units(runners: dict, requests: list, phase: int, device) -> dict[str, float]:
@@ -43,6 +47,46 @@ def phased_units(runners: dict, requests: list, phase: int, device) -> dict[str,
             for stage, spent in zip(runners, outcome.seconds):
                 seconds[stage] += spent
     return {"restore": times.restore_s, "offload": times.offload_s, **seconds}
+
+
+def staged_phased(job: Path, items: int, phase: int, gpu_memory_gib: float | None, folder: Path) -> dict:
+    """The job's first `items` prompts through the staged runtime in phases on GPU 0: s/output
+    over the window from the last rank's readiness to the end, the turns and their weight moves,
+    each rank's peak."""
+    import os
+    import sys
+
+    from onepiece_hpc.bench.pipeline_gpu import GpuBench, _job_copy
+    from onepiece_hpc.environment import cache_dir
+    from onepiece_hpc.errors import UserError
+    from onepiece_hpc.runtime.launch import launch
+    from onepiece_hpc.runtime.options import RunOptions
+    from onepiece_hpc.runtime.prepare import prepare
+    from onepiece_hpc.store.reader import open_output
+    from onepiece_hpc.store.telemetry import latest_run
+
+    stages = prepare(job, None, cache_dir(), plan=False).model.adapter.topology.names
+    bench = GpuBench(job=job, stages=stages, gpus=1, stage_ranks=(1,) * len(stages), gpu_memory_gib=gpu_memory_gib,
+                     offload=(), batches=(1,), policies=("static",), as_root=os.geteuid() == 0, items=items)
+    copy = _job_copy(bench, folder, 1, "staged-phased")
+    output = folder / "staged-phased.h5"
+    options = RunOptions(job=copy, ranks=1 + len(stages), output=output, phases=phase, warm_up=True,
+                         gpu_memory_gib=gpu_memory_gib)
+    started = time.perf_counter()
+    report = launch(options, bench.as_root, rank_stdout=sys.stderr, env=bench.env)
+    if report["status"] != "completed":
+        raise UserError(f"the staged run in phases failed: {report.get('error', report)}")
+    with open_output(output) as view:
+        rows = latest_run(view).ranks
+    rows = rows[rows["rank"] > 0]
+    window = float(rows["elapsed_s"].min())
+    summary = report["summary"]
+    return {"wall_s": window, "items": int(summary["committed_now"]), "phase": phase,
+            "launch_to_end_s": time.perf_counter() - started, "load_s": float(rows["load_s"].max()),
+            "turns": summary["phase_turns"], "weights_s": summary["weights_s"],
+            "peak_gib_per_rank": [float(m) / 1024 for m in rows["peak_memory_mb"]],
+            "peak_gib": float(rows["peak_memory_mb"].max()) / 1024,
+            "stages": summary["stages"]}
 
 
 def _plain_pipeline(prepared, placement, mode: str):
@@ -76,6 +120,18 @@ def main(argv: list[str] | None = None) -> None:
     from onepiece_hpc.runtime.quiet import quiet_libraries
 
     quiet_libraries()
+    if args.mode == "staged-phased":  # ranks of their own: this process stays off the GPU
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="staged-phased-") as folder:
+            record = {"mode": args.mode, "job": str(args.job), "gpu_memory_gib": args.gpu_memory_gib,
+                      **staged_phased(args.job, args.items, args.phase, args.gpu_memory_gib, Path(folder))}
+        record["s_per_output"] = record["wall_s"] / record["items"]
+        line = json.dumps(record)
+        print(line, flush=True)
+        if args.json is not None:
+            args.json.write_text(line + "\n", encoding="utf-8")
+        return
     import torch
 
     from onepiece_hpc import environment
