@@ -127,10 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             record = {"mode": args.mode, "job": str(args.job), "gpu_memory_gib": args.gpu_memory_gib,
                       **staged_phased(args.job, args.items, args.phase, args.gpu_memory_gib, Path(folder))}
         record["s_per_output"] = record["wall_s"] / record["items"]
-        line = json.dumps(record)
-        print(line, flush=True)
-        if args.json is not None:
-            args.json.write_text(line + "\n", encoding="utf-8")
+        _emit(record, args.json)
         return
     import torch
 
@@ -179,10 +176,15 @@ def main(argv: list[str] | None = None) -> None:
     wall = now() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     record.update(wall_s=wall, s_per_output=wall / record["items"], peak_gib=peak)
+    _emit(record, args.json)
+
+
+def _emit(record: dict, json_path: Path | None) -> None:
+    """The mode's record as one JSON line on stdout (the bench reads the last), and in `json_path`."""
     line = json.dumps(record)
     print(line, flush=True)
-    if args.json is not None:
-        args.json.write_text(line + "\n", encoding="utf-8")
+    if json_path is not None:
+        json_path.write_text(line + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

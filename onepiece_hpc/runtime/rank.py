@@ -66,11 +66,12 @@ def run_policy(args: RunOptions) -> str | None:
 
 
 def channel_plan(prepared: Prepared, summary: PlanSummary, layout, rank: int, size: int,
-                 slots: int, phase: int | None = None) -> tuple[list[Outbound], list[int]]:
+                 slots: int, phase: int | None = None, chain: tuple[int, ...] | None = None
+                 ) -> tuple[list[Outbound], list[int]]:
     """Which channels this rank opens. A static job wires each stage to the next; an elastic one
     wires every stage rank to every other (any rank may serve any stage after a move) and to
     rank 0, with slots sized for the largest message a rank of any stage sends there. A run in
-    phases wires each rank to the next of its chain only, with room for a whole turn's units
+    phases wires each rank to the next of its `chain` only, with room for a whole turn's units
     between stages (the next stage runs them in its own turn)."""
     elastic = prepared.job.policy.name != "static"
     workers = list(range(1, size))
@@ -81,8 +82,7 @@ def channel_plan(prepared: Prepared, summary: PlanSummary, layout, rank: int, si
     def ring(peer: int, room: int, count: int = slots) -> Outbound:
         return Outbound(peer, slots=count, slot_bytes=room, integrity=IntegrityChoice.AUTO)
 
-    if phase is not None:
-        chain = next(c for c in layout.chains() if rank in c)
+    if chain is not None:
         at = chain.index(rank)
         to = [ring(chain[at + 1], slot_bytes(prepared, summary, stage), max(slots, phase))] if at + 1 < len(chain) \
             else [ring(NODE_MANAGER, slot_bytes(prepared, summary, stage))]
@@ -116,9 +116,8 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
     sharing = node.allgather(index).count(index)  # ranks on this GPU split its memory cap
     node.Free()
     if chains is not None:
-        places = comm.allgather((socket.gethostname(), index))
         if cuda:
-            check_chain_gpus(chains, places)
+            check_chain_gpus(chains, comm.allgather((socket.gethostname(), index)))
         sharing = 1
     if not cuda:
         torch.set_num_threads(prepared.job.cpu_threads)
@@ -132,10 +131,8 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
 def check_chain_gpus(chains: tuple[tuple[int, ...], ...], places: list[tuple[str, int]]) -> None:
     """Each chain of a run in phases on one GPU of one host, and no GPU with two chains: the
     turns are per chain, so two chains on a GPU would hold it at once."""
-    gpus = [{places[rank] for rank in chain} for chain in chains]
-    split = next((chain for chain, held in zip(chains, gpus) if len(held) > 1), None)
-    held = [next(iter(g)) for g in gpus if len(g) == 1]
-    if split is not None or len(set(held)) < len(held):
+    held = [{places[rank] for rank in chain} for chain in chains]
+    if any(len(gpus) > 1 for gpus in held) or len(set().union(*held)) < len(chains):
         where = ", ".join(f"rank {r} on {places[r][0]} GPU {places[r][1]}" for chain in chains for r in chain)
         raise UserError(f"--phases needs each GPU to run one rank of every stage (a chain), but the ranks sit as "
                         f"{where}; fix: on one node of G GPUs, G ranks a stage (stages: {{encode: G, ...}}, -n with "
@@ -280,6 +277,7 @@ def run_rank(args: RunOptions, comm, drain: Drain | None = None) -> str:
     prepared, summary = _set_up(args, comm, control, peers, mine)
     layout = plan_layout(prepared.job, size, prepared.model.adapter.topology)
     chains = layout.chains() if args.phases else None
+    chain = next((c for c in chains if rank in c), None) if chains else None  # this rank's; rank 0 has none
     with deadline("placing the ranks on devices (a collective of each node's ranks)", limit, mine):
         prepared = bind_device(prepared, comm, args.gpu_memory_gib, chains)
     stage = layout.stage_of(rank)
@@ -288,7 +286,7 @@ def run_rank(args: RunOptions, comm, drain: Drain | None = None) -> str:
     gpu = prepared.placement.device if prepared.placement.device.type == "cuda" else None
     with deadline("opening the transport (every rank builds its fabrics together)", limit, mine):
         fabrics = build_fabrics(comm, FabricChoice(args.fabric), gpu=gpu)
-    outbound, inbound = channel_plan(prepared, summary, layout, rank, size, args.ring_slots, args.phases)
+    outbound, inbound = channel_plan(prepared, summary, layout, rank, size, args.ring_slots, args.phases, chain)
     with deadline("opening the channels between stages", limit + 30.0, mine):
         channels = open_channels(comm, fabrics, outbound=outbound, inbound=inbound,
                                  choice=FabricChoice(args.fabric), policy=policy, timeout_s=args.wait_timeout)
@@ -296,8 +294,7 @@ def run_rank(args: RunOptions, comm, drain: Drain | None = None) -> str:
     if rank == NODE_MANAGER:
         outcome = serve_manager(prepared, layout, channels, control, peers, policy, args, drain or Drain(), pulse)
     else:
-        worker, extra = ((PhasedStageWorker, {"chain": next(c for c in chains if rank in c)}) if chains
-                         else (StageWorker, {}))
+        worker, extra = (PhasedStageWorker, {"chain": chain}) if chain else (StageWorker, {})
         worker(mine, stage, prepared, summary, initial_routes(layout), channels, control, peers, policy,
                args.heartbeat, status, warm_up=args.warm_up, **extra).run()
     channels.close(policy, timeout_s=args.wait_timeout)
