@@ -157,6 +157,20 @@ def undecodable_png(path: Path) -> Path:
     return path
 
 
+TINY_VIDEO = "{steps: 2, height: 32, width: 32, frames: 9}"  # the params of a tiny video job
+
+
+def i2v_job(folder: Path, count: int, images: dict[int, str] | None = None, microbatch: int = 1) -> Path:
+    """An image-to-video job of `count` items, all from one conditioning image but those in `images`."""
+    import json
+
+    write_png(folder / "frame.png")
+    lines = [json.dumps({"prompt": f"a fox number {i}", "image": (images or {}).get(i, "frame.png")})
+             for i in range(count)]
+    return write_job(folder, lines, prompt_file="p.jsonl", prompts="p.jsonl", model="builtin:tiny-wan-i2v",
+                     params=TINY_VIDEO, microbatch=str(microbatch))
+
+
 def rank_pids(marker: str) -> dict[int, int]:
     """rank -> pid of the running ranks whose command line mentions `marker`."""
     found = {}

@@ -18,23 +18,14 @@ import numpy as np
 import pytest
 
 from support import (
-    builtin_model, invoke, run_cli, running, runs_of, tamper, undecodable_png, wait_until, write_job, write_png,
+    builtin_model, i2v_job, invoke, run_cli, running, runs_of, tamper, undecodable_png, wait_until, write_job,
+    write_png,
 )
 
-VIDEO = "{steps: 2, height: 32, width: 32, frames: 9}"
 STRACE = shutil.which("strace")
 
 
 # -- jobs ------------------------------------------------------------------------------------------
-def _i2v_job(folder: Path, count: int, images: dict[int, str] | None = None, microbatch: int = 1) -> Path:
-    """An image-to-video job of `count` items, all from one conditioning image but those in `images`."""
-    write_png(folder / "frame.png")
-    lines = [json.dumps({"prompt": f"a fox number {i}", "image": (images or {}).get(i, "frame.png")})
-             for i in range(count)]
-    return write_job(folder, lines, prompt_file="p.jsonl", prompts="p.jsonl", model="builtin:tiny-wan-i2v",
-                     params=VIDEO, microbatch=str(microbatch))
-
-
 def _done(output: Path) -> np.ndarray:
     with h5py.File(output, "r") as f:
         return f["done"][...].astype(bool)
@@ -54,7 +45,7 @@ def _inspect(output: Path) -> dict:
 # -- the reference path ----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_an_image_that_fails_to_decode_fails_only_its_item(tmp_path):
-    job = _i2v_job(tmp_path, 20, {12: "broken.png"})
+    job = i2v_job(tmp_path, 20, {12: "broken.png"})
     undecodable_png(tmp_path / "broken.png")
     output = tmp_path / "out/t.h5"
 
@@ -94,7 +85,7 @@ def test_retry_failed_generates_only_the_failed_items_bit_identical(tmp_path, mo
     shared file system during a long job); once it is back, --retry-failed makes exactly that item."""
     import onepiece_hpc.runtime.prepare as preparing
 
-    job = _i2v_job(tmp_path / "job", 20, {12: "frame-12.png"})
+    job = i2v_job(tmp_path / "job", 20, {12: "frame-12.png"})
     image = write_png(tmp_path / "job/frame-12.png", shift=3)
     kept = tmp_path / "kept.png"
     planned = preparing.prepare
@@ -124,7 +115,7 @@ def test_retry_failed_generates_only_the_failed_items_bit_identical(tmp_path, mo
 
     rest = invoke("run", job, "--monolithic")
     assert rest.code == 0 and "(1 this run" in rest.out
-    clean = _i2v_job(tmp_path / "clean", 20, {12: "frame-12.png"})
+    clean = i2v_job(tmp_path / "clean", 20, {12: "frame-12.png"})
     write_png(tmp_path / "clean/frame-12.png", shift=3)
     assert invoke("run", clean, "--monolithic").code == 0
     np.testing.assert_array_equal(_videos(output), _videos(tmp_path / "clean/out/t.h5"))
@@ -132,7 +123,7 @@ def test_retry_failed_generates_only_the_failed_items_bit_identical(tmp_path, mo
 
 
 def test_a_unit_fails_as_a_whole_and_the_other_units_keep_their_bits(tmp_path):
-    job = _i2v_job(tmp_path / "job", 6, {2: "broken.png", 3: "broken.png"}, microbatch=2)  # units 0-1, 2-3, 4-5
+    job = i2v_job(tmp_path / "job", 6, {2: "broken.png", 3: "broken.png"}, microbatch=2)  # units 0-1, 2-3, 4-5
     undecodable_png(tmp_path / "job/broken.png")
     result = invoke("run", job, "--monolithic")
     assert result.code == 4, result.err
@@ -143,7 +134,7 @@ def test_a_unit_fails_as_a_whole_and_the_other_units_keep_their_bits(tmp_path):
     [failure] = _inspect(output)["failed"]
     assert (failure["start"], failure["stop"]) == (2, 4)
 
-    clean = _i2v_job(tmp_path / "clean", 6, microbatch=2)
+    clean = i2v_job(tmp_path / "clean", 6, microbatch=2)
     assert invoke("run", clean, "--monolithic").code == 0
     ours, theirs = _videos(output), _videos(tmp_path / "clean/out/t.h5")
     np.testing.assert_array_equal(ours[[0, 1, 4, 5]], theirs[[0, 1, 4, 5]])
@@ -179,7 +170,7 @@ def test_staged_one_bad_image_in_twenty_gives_nineteen_outputs_exit_4_and_a_retr
     the encode rank that hit them, goes on, exits 4; --retry-failed makes item 19 and leaves 12 (its
     image is still broken) failed; every output equals the one-process run's."""
     folder = tmp_path / "job"
-    job = _i2v_job(folder, 20, {12: "broken.png", 19: "late.png"})
+    job = i2v_job(folder, 20, {12: "broken.png", 19: "late.png"})
     undecodable_png(folder / "broken.png")
     late = write_png(folder / "late.png", shift=5)
     output = folder / "out/t.h5"
@@ -202,7 +193,7 @@ def test_staged_one_bad_image_in_twenty_gives_nineteen_outputs_exit_4_and_a_retr
     assert _done(output).tolist() == [i != 12 for i in range(20)]
     assert [(f["start"], f["stop"]) for f in _inspect(output)["failed"]] == [(12, 13)]
 
-    reference = _i2v_job(tmp_path / "reference", 20, {12: "broken.png", 19: "late.png"})
+    reference = i2v_job(tmp_path / "reference", 20, {12: "broken.png", 19: "late.png"})
     undecodable_png(tmp_path / "reference/broken.png")
     write_png(tmp_path / "reference/late.png", shift=5)
     assert invoke("run", reference, "--monolithic").code == 4

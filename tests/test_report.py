@@ -26,7 +26,9 @@ from onepiece_hpc.store import journal
 from onepiece_hpc.store.reader import view_of
 from onepiece_hpc.store.telemetry import SAMPLE_DTYPE, STAGE_DTYPE, UNIT_DTYPE, write_telemetry
 from report_browser import browser_missing, check_page
-from support import REPO, done_count, invoke, rank_pids, running, tamper, wait_until, write_job
+from support import (
+    REPO, done_count, i2v_job, invoke, rank_pids, running, tamper, undecodable_png, wait_until, write_job,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -362,10 +364,8 @@ def test_thumbnails_are_picked_evenly():
 
 @pytest.mark.slow
 def test_a_video_output_with_a_failed_item_shows_gifs_and_the_failure(tmp_path):
-    from test_item_failures import _i2v_job, _undecodable_png
-
-    job = _i2v_job(tmp_path, 3, {1: "broken.png"})
-    _undecodable_png(tmp_path / "broken.png")
+    job = i2v_job(tmp_path, 3, {1: "broken.png"})
+    undecodable_png(tmp_path / "broken.png")
     assert invoke("run", job, "--monolithic").code == 4
     html = write_report(tmp_path / "out/t.h5", tmp_path / "video.html")
     text = html.read_text()
