@@ -40,14 +40,11 @@ def run(ctx: click.Context, **values) -> None:
     if options.phases is not None and options.policy not in (None, "static"):
         raise UserError(f"--phases moves no ranks (the ranks of a GPU take turns on it), so --policy "
                         f"{options.policy} can't apply; fix: leave --policy out, or run without --phases")
-    from onepiece_hpc.runtime.quiet import quiet_libraries
-
-    quiet_libraries(ctx.obj["verbose"])
-    from onepiece_hpc.runtime.failures import StageFailed
-    from onepiece_hpc.runtime.interrupts import exit_code, interrupt_on_sigterm
-    from onepiece_hpc.runtime.monolithic import run_monolithic  # torch and diffusers: import on use
     from onepiece_hpc.runtime.prepare import prepare
-    from onepiece_hpc.runtime.progress import ProgressReporter
+    from onepiece_hpc.runtime.quiet import quiet_environment, quiet_libraries
+
+    # a staged run's models load in its ranks, not here: this process need not import the libraries
+    (quiet_libraries if options.monolithic else quiet_environment)(ctx.obj["verbose"])
     # a staged run is checked here (job file, model, device) and planned by its rank 0 alone
     prepared = prepare(options.job, options.output, environment.cache_dir(), plan=options.monolithic)
     interactive = environment.is_interactive(sys.stderr)
@@ -62,6 +59,11 @@ def run(ctx: click.Context, **values) -> None:
         # the ranks' stderr is a pipe: tell them how to show progress
         _run_staged(prepared, replace(options, progress="bar" if interactive else "lines"))
         return
+
+    from onepiece_hpc.runtime.failures import StageFailed
+    from onepiece_hpc.runtime.interrupts import exit_code, interrupt_on_sigterm
+    from onepiece_hpc.runtime.monolithic import run_monolithic  # torch and diffusers: import on use
+    from onepiece_hpc.runtime.progress import ProgressReporter
 
     def progress(meter) -> ProgressReporter:
         return ProgressReporter(meter, prepared.job.name, sys.stderr, interactive)

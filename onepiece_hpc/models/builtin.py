@@ -2,43 +2,48 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from onepiece_hpc.models.folders import publish_folder
-from onepiece_hpc.models.pixart import tiny as tiny_pixart
-from onepiece_hpc.models.sdxl import tiny as tiny_sdxl
-from onepiece_hpc.models.stable_diffusion import tiny as tiny_sd
-from onepiece_hpc.models.wan import tiny as tiny_wan
 
 log = logging.getLogger(__name__)
 
 BUILTIN_SEED = 20261122
-#: bump a model's version when its builder changes, so caches built earlier are not reused
-BUILTINS: dict[str, tuple[int, Callable]] = {
-    "tiny-sd": (1, tiny_sd.build),
-    "tiny-pixart": (1, tiny_pixart.build),
-    "tiny-sdxl": (1, tiny_sdxl.build),
-    "tiny-wan-t2v": (1, tiny_wan.build_t2v),
-    "tiny-wan-i2v": (1, tiny_wan.build_i2v),
-    "tiny-wan22-t2v": (1, tiny_wan.build_wan22_t2v),
-    "tiny-wan22-i2v": (1, tiny_wan.build_wan22_i2v),
+#: name -> (version, "module:builder"). Bump a model's version when its builder changes, so caches
+#: built earlier are not reused. Builders are imported only to build: importing every family's
+#: diffusers and transformers classes costs each rank seconds it would spend on a model it never uses.
+BUILTINS: dict[str, tuple[int, str]] = {
+    "tiny-sd": (1, "onepiece_hpc.models.stable_diffusion.tiny:build"),
+    "tiny-pixart": (1, "onepiece_hpc.models.pixart.tiny:build"),
+    "tiny-sdxl": (1, "onepiece_hpc.models.sdxl.tiny:build"),
+    "tiny-wan-t2v": (1, "onepiece_hpc.models.wan.tiny:build_t2v"),
+    "tiny-wan-i2v": (1, "onepiece_hpc.models.wan.tiny:build_i2v"),
+    "tiny-wan22-t2v": (1, "onepiece_hpc.models.wan.tiny:build_wan22_t2v"),
+    "tiny-wan22-i2v": (1, "onepiece_hpc.models.wan.tiny:build_wan22_i2v"),
 }
+
+
+def builder(name: str) -> Callable:
+    """The function that builds built-in model `name` (its module is imported here)."""
+    module, function = BUILTINS[name][1].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def builtin_folder(name: str, cache: Path) -> Path:
     """The pipeline folder of built-in model `name`, building and saving it on first use."""
-    version, build = BUILTINS[name]
+    version = BUILTINS[name][0]
     folder = cache / "models" / f"{name}-v{version}"
 
     def save(staging: Path) -> None:
+        import torch
+
         log.info("building built-in model %s into %s", name, folder)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(BUILTIN_SEED)
-            pipeline = build()
+            pipeline = builder(name)()
         pipeline.save_pretrained(staging, safe_serialization=True)
 
     return publish_folder(folder, save)
@@ -52,8 +57,6 @@ RANDOM_VERSION = 1
 
 def real_size_builders() -> dict[str, Callable]:
     """Every `builtin:random:NAME` architecture, by NAME."""
-    import importlib
-
     builders: dict[str, Callable] = {}
     for module in REAL_SIZE_FAMILIES:
         builders.update(importlib.import_module(module).BUILDERS)

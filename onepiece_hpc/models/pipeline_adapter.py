@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline
 
 from onepiece_hpc.models.base import (
     LoadedStage, ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, read_config,
@@ -17,6 +18,9 @@ from onepiece_hpc.models.base import (
 from onepiece_hpc.models.random_weights import build_pipeline, is_random
 from onepiece_hpc.jobfile.job import GenParams
 from onepiece_hpc.topology import DENOISE, ENCODE
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -89,9 +93,17 @@ class PlainCall:
 class DiffusersPipelineAdapter(ModelAdapter):
     """A pipeline with a text encoder, a latent denoiser and an AutoencoderKL-style VAE."""
 
-    pipeline_class: type[DiffusionPipeline]
+    #: the diffusers class this adapter loads, by name: diffusers is imported only when a stage
+    #: loads, so ranks that plan, write or check a job never pay for it
+    pipeline_class_name: str
     denoiser: str  # "unet" or "transformer"
     text_components: tuple[str, ...] = ("text_encoder", "tokenizer")
+
+    @property
+    def pipeline_class(self) -> type[DiffusionPipeline]:
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class_name)
 
     def components(self, stage: str) -> tuple[str, ...]:
         if stage == ENCODE:

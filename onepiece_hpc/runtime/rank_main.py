@@ -21,7 +21,7 @@ from onepiece_hpc.exit_codes import ExitCode
 from onepiece_hpc.runtime.drain import drained_exit_code, listen, shield
 from onepiece_hpc.runtime.interrupts import exit_code
 from onepiece_hpc.runtime.options import RunOptions
-from onepiece_hpc.runtime.quiet import quiet_libraries
+from onepiece_hpc.runtime.quiet import quiet_environment
 
 NODE_MANAGER = 0
 FINALIZE_DEADLINE_S = 60.0  # how long a rank that finished gives MPI_Finalize
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     from onepiece_hpc.runtime.lifeline import watch_launcher
     watch_launcher(os.environ, manager=rank == NODE_MANAGER)  # a rank of `onepiece run -n N` ends with it
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
-    quiet_libraries()
+    quiet_environment()  # the libraries are quieted in full where a stage loads (runtime/stage_runners.py)
     from onepiece_hpc.runtime.node_manager import JobFailed
     from onepiece_hpc.runtime.rank import ITEMS_FAILED, report_failed, run_rank, write_report
     from onepiece_hpc.runtime.setup import SetupFailed, SetupStopped

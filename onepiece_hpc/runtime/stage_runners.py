@@ -16,6 +16,7 @@ import torch
 from onepiece_hpc.models.base import StageRunner, UnitInput
 from onepiece_hpc.planning.plan import PlanSummary
 from onepiece_hpc.runtime.prepare import Prepared
+from onepiece_hpc.runtime.quiet import quiet_libraries
 
 
 class StageRunners:
@@ -31,6 +32,7 @@ class StageRunners:
         if stage in self._runners:
             self._runners[stage].restore()
         else:
+            quiet_libraries()
             self._runners[stage] = self.prepared.model.adapter.load(stage, self.prepared.placement)
         return time.monotonic() - started
 

@@ -35,17 +35,12 @@ class Provenance:
 
 def collect(job_file: str, job_path: str, model_ref: str, model_identity: str, model_config_hash: str,
             pipeline_class: str) -> Provenance:
-    import diffusers
-    import torch
-    import transformers
-
-    from onepiece_hpc import __version__
-
+    versions = software_versions()
     return Provenance(
-        job_file=job_file, job_path=job_path, package_version=__version__, model_ref=model_ref,
+        job_file=job_file, job_path=job_path, package_version=versions["onepiece"], model_ref=model_ref,
         model_identity=model_identity, model_config_hash=model_config_hash, pipeline_class=pipeline_class,
-        torch_version=torch.__version__, diffusers_version=diffusers.__version__,
-        transformers_version=transformers.__version__, python_version=platform.python_version(),
+        torch_version=versions["torch"], diffusers_version=versions["diffusers"],
+        transformers_version=versions["transformers"], python_version=versions["python"],
         host=socket.gethostname(), created_at=now_iso(),
     )
 
@@ -66,16 +61,14 @@ BIT_RELEVANT = ("torch", "diffusers", "transformers", "numpy", "cuda", "cudnn", 
 
 
 def software_versions() -> dict[str, str]:
-    import diffusers
-    import numpy
-    import torch
-    import transformers
+    """The versions of what makes the bits, read from the installed packages' metadata: importing
+    diffusers and transformers for their version would cost every rank seconds."""
+    from importlib.metadata import version
 
     from onepiece_hpc import __version__
 
-    return {"onepiece": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
+    packages = ("torch", "diffusers", "transformers", "numpy")
+    return {"onepiece": __version__, **{name: version(name) for name in packages}, "python": platform.python_version()}
 
 
 def hardware_of(device_type: str, cpu_threads: int) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from diffusers import PixArtAlphaPipeline
 
 from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter
@@ -16,15 +15,13 @@ SIGMA_MAX_SEQUENCE = 300
 
 class PixArtAdapter(DiffusersPipelineAdapter):
     pipeline_classes = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
-    pipeline_class = PixArtAlphaPipeline
+    pipeline_class_name = "PixArtAlphaPipeline"
     denoiser = "transformer"
 
     def __init__(self, folder, index) -> None:
         super().__init__(folder, index)
         if index.get("_class_name") == "PixArtSigmaPipeline":
-            from diffusers import PixArtSigmaPipeline
-
-            self.pipeline_class = PixArtSigmaPipeline
+            self.pipeline_class_name = "PixArtSigmaPipeline"
             self.max_sequence = SIGMA_MAX_SEQUENCE
         else:
             self.max_sequence = ALPHA_MAX_SEQUENCE

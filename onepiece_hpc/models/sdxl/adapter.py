@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from diffusers import StableDiffusionXLPipeline
 
 from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
@@ -12,7 +11,7 @@ from onepiece_hpc.jobfile.job import GenParams
 
 class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
     pipeline_classes = ("StableDiffusionXLPipeline",)
-    pipeline_class = StableDiffusionXLPipeline
+    pipeline_class_name = "StableDiffusionXLPipeline"
     denoiser = "unet"
     text_components = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from diffusers import StableDiffusionPipeline
 
 from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter
@@ -12,7 +11,7 @@ from onepiece_hpc.jobfile.job import GenParams
 
 class StableDiffusionAdapter(DiffusersPipelineAdapter):
     pipeline_classes = ("StableDiffusionPipeline",)
-    pipeline_class = StableDiffusionPipeline
+    pipeline_class_name = "StableDiffusionPipeline"
     denoiser = "unet"
 
     def uses_guidance(self, params: GenParams) -> bool:

@@ -16,10 +16,9 @@ from __future__ import annotations
 import inspect
 import math
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import DiffusionPipeline, WanImageToVideoPipeline, WanPipeline
-from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from onepiece_hpc.errors import UserError
@@ -32,6 +31,9 @@ from onepiece_hpc.models.wan.scheduler_state import check_scheduler, state_specs
 from onepiece_hpc.jobfile.images import open_condition_image
 from onepiece_hpc.jobfile.job import GenParams
 from onepiece_hpc.topology import DECODE, ENCODE, Topology
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 #: the pipelines' max_sequence_length: prompt embeddings are padded to this many tokens
 MAX_SEQUENCE = 512
@@ -79,7 +81,7 @@ class WanAdapter(DiffusersPipelineAdapter):
     """WanPipeline: text to video (Wan2.1, and Wan2.2 A14B with its two experts as two stages)."""
 
     pipeline_classes = ("WanPipeline",)
-    pipeline_class = WanPipeline
+    pipeline_class_name = "WanPipeline"
     denoiser = "transformer"
     output_kind = "video"
     frame_rate = FRAME_RATE
@@ -229,7 +231,7 @@ class WanImageToVideoAdapter(WanAdapter):
     frame's CLIP image tokens and its VAE latent; Wan2.2 I2V A14B (no image encoder) to the latent alone."""
 
     pipeline_classes = ("WanImageToVideoPipeline",)
-    pipeline_class = WanImageToVideoPipeline
+    pipeline_class_name = "WanImageToVideoPipeline"
     needs_image = True
     begin_at_zero = False
     encode_components = ("text_encoder", "tokenizer", "image_encoder", "image_processor", "vae")
@@ -313,6 +315,8 @@ class WanImageToVideoAdapter(WanAdapter):
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """WanImageToVideoPipeline's denoising loop (its __call__ insists on re-encoding the raw image)."""
+        from diffusers.utils.torch_utils import randn_tensor
+
         params, device = unit.params, placement.device
         shape = self.latent_spec(params, len(unit.items), torch.float32).shape
         latents = randn_tensor(shape, generator=unit.generators(), device=device, dtype=torch.float32)

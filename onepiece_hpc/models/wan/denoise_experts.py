@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from onepiece_hpc.models.base import UnitInput
 from onepiece_hpc.models.wan.scheduler_state import capture, restore
@@ -79,6 +78,8 @@ def high_expert(pipe, unit: UnitInput, inputs: dict[str, torch.Tensor], device: 
     scheduler.set_timesteps(params.steps, device=device)
     if begin_at_zero:  # WanPipeline sets it; WanImageToVideoPipeline lets the first step find it
         scheduler.set_begin_index(0)
+    from diffusers.utils.torch_utils import randn_tensor  # here: a rank that never denoises need not import diffusers
+
     latents = randn_tensor(shape, generator=unit.generators(), device=device, dtype=torch.float32)
     timesteps = scheduler.timesteps
     split = boundary_split(timesteps, _boundary(pipe))
