@@ -17,9 +17,12 @@ import yaml
 
 from onepiece_hpc.bench.gpu_layout import (
     StageCost,
+    TIE,
+    batch_window,
     candidate_layouts,
     choose_layout,
     evaluate,
+    fits,
     parse_offload,
     parse_stage_ranks,
     ranks_per_gpu,
@@ -176,11 +179,29 @@ def test_the_layout_puts_the_big_denoiser_alone_on_its_gpus_and_pairs_the_small_
     assert evaluate((1, 3, 2), WAN14B, 4, 40 * GIB) is None  # the second decode rank would join a denoise rank
 
 
-def test_the_layout_balances_shared_gpus_and_prefers_fewer_ranks_on_a_near_tie():
-    wan13 = (StageCost(0.052, 13 * GIB), StageCost(2.50, 5.8 * GIB), StageCost(2.36, 6 * GIB))
-    layout = choose_layout(wan13, gpus=4, gpu_memory_mb=134 * GIB)
-    assert layout.stage_ranks == (1, 2, 2) and layout.efficiency > 0.95
-    assert choose_layout(wan13, gpus=1, gpu_memory_mb=134 * GIB).stage_ranks == (1, 1, 1)
+WAN13 = (StageCost(0.052, 13 * GIB), StageCost(2.50, 5.8 * GIB), StageCost(2.36, 6 * GIB))
+SDXL = (StageCost(0.0118, 1.6 * GIB), StageCost(1.084, 6.3 * GIB), StageCost(0.091, 8.2 * GIB))  # batch 4, H200
+
+
+@pytest.mark.parametrize("costs, batch", [(WAN13, 1), (SDXL, 4)], ids=["wan-1.3b", "sdxl"])
+@pytest.mark.parametrize("gpus", [2, 4])
+def test_where_memory_allows_every_gpu_runs_the_bottleneck_stage_and_the_batch_keeps_them_busy(costs, batch, gpus):
+    # 1,2,2 on four GPUs left two GPUs running denoise alone and one decode alone: a stage a little
+    # slower in the pipeline than alone (the 1.3B decode: 2.70 against 2.55 s) idled the others
+    layout = choose_layout(costs, gpus=gpus, gpu_memory_mb=134 * GIB, batch=batch)
+    bottleneck = max(range(3), key=lambda stage: costs[stage].seconds_per_item)
+    assert all(any(stage == bottleneck for stage, _ in ranks) for ranks in ranks_per_gpu(layout.stage_ranks, gpus))
+    assert layout.batch.efficiency > 0.95
+    assert choose_layout(costs, gpus=1, gpu_memory_mb=134 * GIB, batch=batch).stage_ranks == (1, 1, 1)
+    units = layout.batch.units
+    assert batch_window(layout.stage_ranks, costs, gpus, units, batch) <= (
+        batch_window((1, 2, 2), costs, gpus, units, batch) * (1 + TIE))
+
+
+def test_memory_split_by_need_fits_a_small_stage_beside_a_big_one():
+    assert not fits((1, 3, 2), WAN14B, 4, 40 * GIB)  # an even 20 GiB can't hold the 30 GiB denoiser
+    assert fits((1, 3, 2), WAN14B, 4, 40 * GIB, split="need")  # 30.3 + 4.7 GiB can
+    assert not fits((1, 4, 1), WAN14B, 4, 40 * GIB, split="need")  # 12.8 + 30.3 GiB can't
 
 
 def test_layouts_are_enumerated_for_as_many_stages_as_the_model_has():
@@ -191,7 +212,7 @@ def test_layouts_are_enumerated_for_as_many_stages_as_the_model_has():
     # Wan2.2's two denoisers (high and low noise) each get the GPUs their share of the work asks for
     wan22 = (StageCost(0.05, 13 * GIB), StageCost(2.4, 30 * GIB), StageCost(2.4, 30 * GIB), StageCost(2.4, 6 * GIB))
     layout = choose_layout(wan22, gpus=4, gpu_memory_mb=64 * GIB)
-    assert len(layout.stage_ranks) == 4 and layout.stage_ranks[1] == layout.stage_ranks[2]
+    assert len(layout.stage_ranks) == 4 and min(layout.stage_ranks[1:3]) >= 2
 
 
 @pytest.mark.parametrize("stages", [CLASSIC.names, POSTERIZED.names, ("encode", "denoise_high", "denoise_low", "decode")])

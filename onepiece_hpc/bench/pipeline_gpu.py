@@ -33,7 +33,8 @@ from pathlib import Path
 
 import yaml
 
-from onepiece_hpc.bench.gpu_layout import GpuLayout, StageCost, choose_layout, evaluate
+from onepiece_hpc.bench.gpu_layout import LONG_BATCH, GpuLayout, StageCost, choose_layout, evaluate
+from onepiece_hpc.bench.shared_gpus import simulate_batch
 from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb
@@ -156,16 +157,21 @@ def plan_stage_ranks(bench: GpuBench, profile: dict, batch: int, gpu_memory_mb: 
     """The bench with its stage ranks (given, or the best fitting layout for the profile) and the
     layout model's prediction, to set beside the measurement."""
     costs = stage_costs(profile, batch, bench.stages)
+    units = -(-bench.items // batch) if bench.items else None  # None: a long batch
     how = "given"
     if bench.stage_ranks is None:
-        chosen = choose_layout(costs, bench.gpus, gpu_memory_mb)
+        chosen = choose_layout(costs, bench.gpus, gpu_memory_mb, units=units, batch=batch)
         bench, how = replace(bench, stage_ranks=chosen.stage_ranks), "chosen from the profile"
     busiest = evaluate(bench.layout, costs, bench.gpus, gpu_memory_mb)
     model = {"stage_ranks": list(bench.layout), "how": how, "gpu_memory_mb": gpu_memory_mb, "fits": busiest is not None}
     if busiest is not None:
         predicted = GpuLayout(bench.layout, busiest, bench.gpus, sum(c.seconds_per_item for c in costs))
+        run = simulate_batch(bench.layout, [c.seconds_per_item * batch for c in costs], bench.gpus,
+                             units or LONG_BATCH * bench.gpus)
         model.update(predicted_gpu_s_per_output=predicted.gpu_s_per_output,
-                     predicted_efficiency=predicted.efficiency)
+                     predicted_efficiency=predicted.efficiency,
+                     predicted_batch={"units": run.units, "gpu_s_per_output": run.gpu_s_per_unit / batch,
+                                      "efficiency": run.efficiency})
     return bench, model
 
 

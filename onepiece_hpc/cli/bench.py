@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from onepiece_hpc.cli.bench_layouts import bench_layouts
 from onepiece_hpc.cli.bench_phased import bench_phased
 from onepiece_hpc.cli.bench_pipeline import bench_pipeline_cmd
 from onepiece_hpc.cli.bench_transport import bench_transport
@@ -23,3 +24,4 @@ bench.add_command(bench_writer_cmd)
 bench.add_command(bench_store)
 bench.add_command(bench_startup)
 bench.add_command(bench_phased)
+bench.add_command(bench_layouts)
