@@ -34,7 +34,11 @@ def _rank_fields() -> st.SearchStrategy[RunOptions]:
     for option in OPTIONS:
         if Scope.RANK not in option.scope:
             continue
-        if option.spec.choices:
+        if option.name == "stage_memory":  # STAGE=GIB,...: its own form, read by RunOptions.stage_memory_gib
+            base = st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,15}", fullmatch=True),
+                                   st.floats(0.5, 1000.0), min_size=1, max_size=4).map(
+                lambda needs: ",".join(f"{stage}={gib!r}" for stage, gib in needs.items()))
+        elif option.spec.choices:
             base = st.sampled_from(option.spec.choices)
         elif option.kind is bool:
             base = st.booleans()

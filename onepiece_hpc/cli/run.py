@@ -120,9 +120,13 @@ def _run_staged(prepared, options: RunOptions) -> None:
     from onepiece_hpc.planning.layout import plan_layout
     from onepiece_hpc.runtime.launch import launch, stopped_exit_code
 
+    from onepiece_hpc.runtime.gpus import check_stage_memory
+
     layout = plan_layout(prepared.job, options.ranks, prepared.model.adapter.topology)
     if options.phases is not None:
         _check_phase_chains(prepared, layout)
+    check_stage_memory(options.stage_memory_gib(), layout.topology.names, prepared.placement.device.type,
+                       options.phases)
     try:
         report = launch(options, as_root=os.geteuid() == 0)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP: the ranks are stopped by now

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from onepiece_hpc.errors import UserError
+
 if TYPE_CHECKING:
     from onepiece_hpc.models.base import Placement
     from onepiece_hpc.runtime.prepare import Prepared
@@ -21,15 +23,36 @@ def gpu_index(local_rank: int, holds_manager: bool, gpus: int) -> int:
 USABLE_SHARE = 0.95  # of an uncapped GPU's memory: CUDA contexts and the allocator's slack take the rest
 
 
-def take_gpu(index: int, memory_gib: float | None = None, sharing: int = 1) -> torch.device:
+def take_gpu(index: int, memory_gib: float | None = None, sharing: int = 1, share_mb: float | None = None
+             ) -> torch.device:
     """Make GPU `index` this process's device; with `memory_gib`, cap what torch may allocate on
-    it at that many GiB split between the `sharing` processes on the GPU."""
+    it at that many GiB split between the `sharing` processes on the GPU, or at `share_mb` (this
+    process's share by need, `shares_by_need`)."""
     torch.cuda.set_device(index)
-    if memory_gib is not None:
+    if share_mb is None and memory_gib is not None:
+        share_mb = memory_share_mb(index, memory_gib, sharing)
+    if share_mb is not None:
         total_mb = torch.cuda.get_device_properties(index).total_memory / 2**20
-        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_share_mb(index, memory_gib, sharing) / total_mb),
-                                                   index)
+        torch.cuda.set_per_process_memory_fraction(min(1.0, share_mb / total_mb), index)
     return torch.device("cuda", index)
+
+
+def shares_by_need(total_mb: float, stages: list[str], needs_gib: dict[str, float]) -> list[float]:
+    """The memory of one GPU split between its ranks (the stage of each, in `stages`) by need: a
+    rank of a stage in `needs_gib` gets that many GiB, and the others split what is left evenly;
+    where every rank's stage is named, what is left goes to them in proportion to their needs.
+    Refuses a GPU whose named needs don't fit, naming its ranks' stages and the fix."""
+    named = [needs_gib[stage] * 1024 for stage in stages if stage in needs_gib]
+    others = len(stages) - len(named)
+    left = total_mb - sum(named)
+    if left < 0 or (others and left <= 0):
+        asked = " + ".join(f"{stage} {needs_gib[stage]:g}" for stage in stages if stage in needs_gib)
+        raise UserError(f"--stage-memory asks {asked} GiB of a GPU whose ranks ({', '.join(stages)}) share "
+                        f"{total_mb / 1024:.1f} GiB{' and leaves nothing for the others' if left >= 0 else ''}; "
+                        "fix: lower the needs, raise --gpu-memory-gib, or give the GPU fewer ranks")
+    if not others:
+        return [needs_gib[stage] * 1024 * total_mb / sum(named) for stage in stages]
+    return [needs_gib[stage] * 1024 if stage in needs_gib else left / others for stage in stages]
 
 
 def memory_share_mb(index: int, memory_gib: float | None = None, sharing: int = 1) -> float:
@@ -39,6 +62,24 @@ def memory_share_mb(index: int, memory_gib: float | None = None, sharing: int = 
     if memory_gib is not None:
         return memory_gib * 1024 / sharing
     return USABLE_SHARE * torch.cuda.get_device_properties(index).total_memory / 2**20 / sharing
+
+
+def check_stage_memory(needs_gib: dict[str, float], stages: tuple[str, ...], device_type: str,
+                       phases: int | None) -> None:
+    """Refuse a --stage-memory that can't apply: a stage the model has not, a run on the CPU, or a
+    run in phases (whose ranks take the whole GPU in turn)."""
+    if not needs_gib:
+        return
+    unknown = [stage for stage in needs_gib if stage not in stages]
+    if unknown:
+        raise UserError(f"--stage-memory names {', '.join(repr(s) for s in unknown)}, which the job's model has "
+                        f"not; fix: name its stages ({', '.join(stages)})")
+    if device_type != "cuda":
+        raise UserError(f"--stage-memory splits GPU memory, but the job runs on {device_type}; fix: leave it out, "
+                        "or device: cuda")
+    if phases is not None:
+        raise UserError("--stage-memory splits a GPU between ranks that run at once, but with --phases each rank "
+                        "has the whole GPU in its turn; fix: leave one of them out")
 
 
 def place_rank(prepared: Prepared, node_rank: int, memory_gib: float | None) -> Placement:

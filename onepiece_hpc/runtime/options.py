@@ -71,6 +71,10 @@ class RunOptions:
     fabric: str = _option("auto", "How stage ranks pass tensors (auto: cuda-ipc between GPUs of a node, else shm "
                                   "on a node, else verbs or mpi-rma).", choices=FABRICS)
     gpu_memory_gib: float | None = _option(None, "Cap what each rank may allocate on its GPU, in GiB.", low=1.0)
+    stage_memory: str | None = _option(None, "Split each GPU's memory between its ranks by need, as "
+                                             "STAGE=GIB[,STAGE=GIB...] (e.g. decode=5): a rank of a named stage "
+                                             "gets that many GiB, the others share what is left evenly (default: "
+                                             "even shares).")
     ring_slots: int = _option(2, "Units in flight per channel.", low=1, high=64)
     policy: str | None = _option(None, "Override the job file's policy: static never moves ranks, adaptive moves "
                                        "them by load.", choices=POLICIES)
@@ -116,6 +120,25 @@ class RunOptions:
             problem = option.problem(value)
             if problem:
                 raise UserError(f"{option.label} {value!r}: {problem}")
+        self.stage_memory_gib()  # a malformed --stage-memory is refused here, naming the fix
+
+    def stage_memory_gib(self) -> dict[str, float]:
+        """--stage-memory as {stage: GiB} (empty without it)."""
+        if self.stage_memory is None:
+            return {}
+        needs: dict[str, float] = {}
+        for part in self.stage_memory.split(","):
+            stage, _, number = part.strip().partition("=")
+            try:
+                gib = float(number)
+            except ValueError:
+                gib = -1.0
+            if not stage.strip() or not gib > 0 or gib == float("inf") or stage.strip() in needs:
+                raise UserError(f"--stage-memory {self.stage_memory!r}: write STAGE=GIB for each stage once, "
+                                f"separated by commas, with GiB above 0 (e.g. decode=5,encode=13); {part.strip()!r} "
+                                "is not")
+            needs[stage.strip()] = gib
+        return needs
 
     def to_argv(self) -> list[str]:
         """A rank's arguments for these options: every RANK option that differs from its default,

@@ -18,7 +18,7 @@ from onepiece_hpc.exit_codes import ExitCode
 from onepiece_hpc.runtime.control import ControlPlane
 from onepiece_hpc.runtime.drain import PREEMPTED, Drain, drained_exit_code, explain, leave_now, run_outcome, shield
 from onepiece_hpc.runtime.failures import failed_items_summary
-from onepiece_hpc.runtime.gpus import gpu_index, memory_share_mb, take_gpu
+from onepiece_hpc.runtime.gpus import check_stage_memory, gpu_index, memory_share_mb, shares_by_need, take_gpu
 from onepiece_hpc.planning.layout import NODE_MANAGER, plan_layout
 from onepiece_hpc.runtime.liveness import Verdict
 from onepiece_hpc.runtime.node_manager import NodeManager, initial_routes
@@ -98,13 +98,14 @@ def channel_plan(prepared: Prepared, summary: PlanSummary, layout, rank: int, si
 
 
 def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
-                chains: tuple[tuple[int, ...], ...] | None = None) -> Prepared:
+                chains: tuple[tuple[int, ...], ...] | None = None, stage: str | None = None,
+                needs_gib: dict[str, float] | None = None) -> Prepared:
     """One stage rank per GPU (rank 0 stays on the CPU); on CPU, fix the thread count.
     `gpu_memory_gib` caps what torch may allocate on each GPU, split evenly between the ranks
-    that share it; in a run in phases (`chains`), whose ranks of a GPU take turns on it, each
-    may take the whole cap in its turn, and each GPU must hold exactly one chain. Every rank
-    takes part in the collectives, whatever its device, so that ranks that see different devices
-    never wait for each other here."""
+    that share it, or by their stages' `needs_gib` (`gpus.shares_by_need`); in a run in phases
+    (`chains`), whose ranks of a GPU take turns on it, each may take the whole cap in its turn,
+    and each GPU must hold exactly one chain. Every rank takes part in the collectives, whatever
+    its device, so that ranks that see different devices never wait for each other here."""
     from mpi4py import MPI
 
     placement = prepared.placement
@@ -113,8 +114,9 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
     manager = comm.Get_rank() == NODE_MANAGER
     holds_manager = node.allreduce(int(manager)) > 0
     index = -1 if manager or not cuda else gpu_index(node.Get_rank(), holds_manager, torch.cuda.device_count())
-    sharing = node.allgather(index).count(index)  # ranks on this GPU split its memory cap
+    beside = [s for i, s in node.allgather((index, stage)) if i == index]  # this GPU's ranks' stages, mine among them
     node.Free()
+    sharing = len(beside)
     if chains is not None:
         if cuda:
             check_chain_gpus(chains, comm.allgather((socket.gethostname(), index)))
@@ -124,8 +126,11 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
         return prepared
     if manager:
         return replace(prepared, placement=replace(placement, device=torch.device("cpu")))
-    return replace(prepared, placement=replace(placement, device=take_gpu(index, gpu_memory_gib, sharing),
-                                               memory_limit_mb=memory_share_mb(index, gpu_memory_gib, sharing)))
+    share, capped = memory_share_mb(index, gpu_memory_gib, sharing), gpu_memory_gib is not None
+    if needs_gib and chains is None:  # split by need, and held to it (uncapped, the usable memory is split)
+        share, capped = shares_by_need(memory_share_mb(index, gpu_memory_gib), beside, needs_gib)[beside.index(stage)], True
+    return replace(prepared, placement=replace(placement, device=take_gpu(index, share_mb=share if capped else None),
+                                               memory_limit_mb=share))
 
 
 def check_chain_gpus(chains: tuple[tuple[int, ...], ...], places: list[tuple[str, int]]) -> None:
@@ -239,6 +244,8 @@ def _set_up(args: RunOptions, comm, control: ControlPlane, peers, mine) -> tuple
             layout = plan_layout(prepared.job, size, prepared.model.adapter.topology)
             if args.phases:
                 layout.chains()  # a layout that can't run in phases is refused here, naming the fix
+            check_stage_memory(args.stage_memory_gib(), layout.topology.names, prepared.placement.device.type,
+                               args.phases)
         except BaseException as err:
             stop_stage_ranks(control, peers, "rank 0's set-up failed", getattr(err, "exit_code", 1))
             raise
@@ -278,9 +285,9 @@ def run_rank(args: RunOptions, comm, drain: Drain | None = None) -> str:
     layout = plan_layout(prepared.job, size, prepared.model.adapter.topology)
     chains = layout.chains() if args.phases else None
     chain = next((c for c in chains if rank in c), None) if chains else None  # this rank's; rank 0 has none
-    with deadline("placing the ranks on devices (a collective of each node's ranks)", limit, mine):
-        prepared = bind_device(prepared, comm, args.gpu_memory_gib, chains)
     stage = layout.stage_of(rank)
+    with deadline("placing the ranks on devices (a collective of each node's ranks)", limit, mine):
+        prepared = bind_device(prepared, comm, args.gpu_memory_gib, chains, stage, args.stage_memory_gib())
     status = (StatusFile(args.status_dir, RankStatus(rank, mine.host, mine.pid, stage or "manager"))
               if args.status_dir else None)
     gpu = prepared.placement.device if prepared.placement.device.type == "cuda" else None
