@@ -59,3 +59,12 @@ def test_run_refuses_it_before_any_rank_starts(tmp_path):
         refused = invoke("run", str(job), "-n", "4", *extra)
         assert refused.code == 2 and words in refused.err, refused.err
         assert not (tmp_path / "out").exists()
+
+
+def test_the_gpu_bench_gives_its_staged_runs_the_profiled_peaks_as_needs():
+    from onepiece_hpc.bench.gpu_layout import StageCost
+    from onepiece_hpc.bench.pipeline_gpu import stage_needs
+
+    needs = stage_needs(STAGES, (StageCost(0.05, 13 * GIB), StageCost(13.1, 30.3 * GIB), StageCost(2.4, 4.7 * GIB)))
+    assert needs == "encode=14.30,denoise=33.33,decode=5.17"
+    assert RunOptions(job="job.yaml", stage_memory=needs).stage_memory_gib()["decode"] == 5.17

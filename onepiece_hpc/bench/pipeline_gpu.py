@@ -59,6 +59,8 @@ class GpuBench:
     as_root: bool
     items: int | None = None                  # the job's first N prompts; None: all of them
     repeats: int = 2                          # timed runs per stage and batch in the profile
+    memory_split: str = "need"                # ranks sharing a GPU: "even" shares, or by the profile's peaks
+    stage_memory: str | None = None           # the staged runs' --stage-memory, set from the profile
 
     def __post_init__(self) -> None:
         if self.stage_ranks is not None and len(self.stage_ranks) != len(self.stages):
@@ -153,17 +155,29 @@ def stage_costs(profile: dict, batch: int, stages: tuple[str, ...]) -> tuple[Sta
     return tuple(cost(profile["stages"][name]) for name in stages)
 
 
+NEED_MARGIN = 1.1  # a stage's share by need: its profiled peak, plus room for the allocator's blocks
+
+
+def stage_needs(stages: tuple[str, ...], costs: tuple[StageCost, ...]) -> str:
+    """The staged runs' --stage-memory: each stage's profiled peak with `NEED_MARGIN`, in GiB."""
+    return ",".join(f"{stage}={cost.peak_memory_mb * NEED_MARGIN / 1024:.2f}" for stage, cost in zip(stages, costs))
+
+
 def plan_stage_ranks(bench: GpuBench, profile: dict, batch: int, gpu_memory_mb: float) -> tuple[GpuBench, dict]:
     """The bench with its stage ranks (given, or the best fitting layout for the profile) and the
     layout model's prediction, to set beside the measurement."""
     costs = stage_costs(profile, batch, bench.stages)
     units = -(-bench.items // batch) if bench.items else None  # None: a long batch
+    split = bench.memory_split
     how = "given"
     if bench.stage_ranks is None:
-        chosen = choose_layout(costs, bench.gpus, gpu_memory_mb, units=units, batch=batch)
+        chosen = choose_layout(costs, bench.gpus, gpu_memory_mb, units=units, batch=batch, split=split)
         bench, how = replace(bench, stage_ranks=chosen.stage_ranks), "chosen from the profile"
-    busiest = evaluate(bench.layout, costs, bench.gpus, gpu_memory_mb)
-    model = {"stage_ranks": list(bench.layout), "how": how, "gpu_memory_mb": gpu_memory_mb, "fits": busiest is not None}
+    if split == "need":
+        bench = replace(bench, stage_memory=stage_needs(bench.stages, costs))
+    busiest = evaluate(bench.layout, costs, bench.gpus, gpu_memory_mb, split)
+    model = {"stage_ranks": list(bench.layout), "how": how, "gpu_memory_mb": gpu_memory_mb, "fits": busiest is not None,
+             "memory_split": split, "stage_memory": bench.stage_memory}
     if busiest is not None:
         predicted = GpuLayout(bench.layout, busiest, bench.gpus, sum(c.seconds_per_item for c in costs))
         run = simulate_batch(bench.layout, [c.seconds_per_item * batch for c in costs], bench.gpus,
@@ -226,7 +240,7 @@ def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder:
     output = folder / f"staged-{policy}.h5"
     ranks = 1 + sum(bench.layout)
     options = RunOptions(job=job, ranks=ranks, output=output, policy=policy, warm_up=True,
-                         gpu_memory_gib=bench.gpu_memory_gib)
+                         gpu_memory_gib=bench.gpu_memory_gib, stage_memory=bench.stage_memory)
     report = launch(options, bench.as_root, rank_stdout=sys.stderr, env=bench.env)
     if report["status"] != "completed":
         raise UserError(f"the staged {policy} run failed: {report.get('error', report)}")

@@ -48,6 +48,9 @@ def _table(result: dict) -> str:
 @click.option("--repeats", type=click.IntRange(1), default=2, show_default=True,
               help="Timed runs per stage and batch size in the profile, after one warm-up (cuda).")
 @click_option("gpu_memory_gib", help="Cap every GPU at this many GiB (cuda; ranks sharing a GPU split it).")
+@click.option("--memory-split", type=click.Choice(["need", "even"]), default="need", show_default=True,
+              help="How ranks sharing a GPU split its memory in the staged runs (cuda): by each stage's peak in "
+                   "the profile (--stage-memory), or evenly.")
 @click.option("--offload", multiple=True, metavar="STAGE",
               help="A stage of the job's model (e.g. encode, denoise or decode) that the data-parallel baseline "
                    "keeps on the host between units (cuda); repeatable.")
@@ -58,7 +61,8 @@ def _table(result: dict) -> str:
               help="Folder for the JSON record of a cuda run.")
 def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, device: str, gpus: int | None,
                        stage_ranks: str | None, gpu_memory_gib: float | None, offload: tuple[str, ...],
-                       batches: str, policies: str, results: Path, items: int | None, repeats: int) -> None:
+                       batches: str, policies: str, results: Path, items: int | None, repeats: int,
+                       memory_split: str) -> None:
     """Staged runtime vs. monolithic data-parallel (every rank runs the whole pipeline on its share).
 
     On CPU: throughput, busy/moving/idle share of the allocated rank time, and peak memory per
@@ -74,7 +78,7 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
     quiet_libraries()
     if device == "cuda":
         _bench_gpu(job_file, gpus, stage_ranks, gpu_memory_gib, offload, batches, policies, results, as_json, items,
-                   repeats)
+                   repeats, memory_split)
         return
     from onepiece_hpc.bench.pipeline import bench_pipeline
     from onepiece_hpc.planning.layout import plan_layout
@@ -89,7 +93,7 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
 
 def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_memory_gib: float | None,
                offload: tuple[str, ...], batches: str, policies: str, results: Path, as_json: bool,
-               items: int | None, repeats: int) -> None:
+               items: int | None, repeats: int, memory_split: str) -> None:
     import sys
 
     import torch
@@ -122,7 +126,7 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
         raise UserError(f"--gpus {gpus}: only {visible} GPUs are visible here")
     bench = GpuBench(job=job_file, stages=stages, gpus=gpus, stage_ranks=layout, gpu_memory_gib=gpu_memory_gib,
                      offload=offloaded, batches=sizes, policies=chosen, as_root=os.geteuid() == 0, items=items,
-                     repeats=repeats)
+                     repeats=repeats, memory_split=memory_split)
     results.mkdir(parents=True, exist_ok=True)
 
     def keep(record: dict) -> None:
