@@ -25,11 +25,11 @@ def slurm_index_dir() -> Path:
     return cache_dir() / "slurm-jobs"
 
 
-def with_visible_gpus(count: int) -> dict[str, str]:
-    """This process's environment for a child that may see only the first `count` of the GPUs this
-    process sees (all of the machine's, or those CUDA_VISIBLE_DEVICES already names)."""
+def with_visible_gpus(count: int, first: int = 0) -> dict[str, str]:
+    """This process's environment for a child that may see only `count` of the GPUs this process
+    sees (all of the machine's, or those CUDA_VISIBLE_DEVICES already names), from the `first`-th on."""
     given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    chosen = given[:count] if given else [str(i) for i in range(count)]
+    chosen = given[first:first + count] if given else [str(i) for i in range(first, first + count)]
     return {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(chosen)}
 
 

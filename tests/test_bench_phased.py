@@ -29,3 +29,13 @@ def test_a_bad_mode_word_is_refused():
     assert parse_modes("capped-resident:3 phased:8") == [("capped-resident", 3), ("phased", 8)]
     done = run_cli("bench", "phased", REPO / "jobs" / "tiny.yaml", "--modes", "phased:0")
     assert done.returncode == 2 and "--modes: 'phased:0'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_on_several_gpus_each_gpu_runs_its_share_and_the_figure_is_gpu_seconds(tmp_path):
+    done = run_cli("bench", "phased", REPO / "jobs" / "tiny.yaml", "--modes", "resident:3", "--gpus", "2",
+                   "--results", tmp_path, timeout=360)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "tiny-resident.json").read_text())
+    assert record["gpus"] == 2 and [part["items"] for part in record["per_gpu"]] == [2, 2]  # 3 items: 2 a GPU
+    assert record["items"] == 4 and record["wall_s"] == max(part["wall_s"] for part in record["per_gpu"])
+    assert record["s_per_output"] == pytest.approx(2 * record["wall_s"] / 4)

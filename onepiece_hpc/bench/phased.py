@@ -49,10 +49,11 @@ def phased_units(runners: dict, requests: list, phase: int, device) -> dict[str,
     return {"restore": times.restore_s, "offload": times.offload_s, **seconds}
 
 
-def staged_phased(job: Path, items: int, phase: int, gpu_memory_gib: float | None, folder: Path) -> dict:
-    """The job's first `items` prompts through the staged runtime in phases on GPU 0: s/output
-    over the window from the last rank's readiness to the end, the turns and their weight moves,
-    each rank's peak."""
+def staged_phased(job: Path, items: int, phase: int, gpu_memory_gib: float | None, folder: Path,
+                  gpus: int = 1) -> dict:
+    """The job's first `items` prompts through the staged runtime in phases on `gpus` GPUs (a chain
+    of stages each): GPU-s/output over the window from the last rank's readiness to the end, the
+    turns and their weight moves, each rank's peak."""
     import os
     import sys
 
@@ -66,11 +67,12 @@ def staged_phased(job: Path, items: int, phase: int, gpu_memory_gib: float | Non
     from onepiece_hpc.store.telemetry import latest_run
 
     stages = prepare(job, None, cache_dir(), plan=False).model.adapter.topology.names
-    bench = GpuBench(job=job, stages=stages, gpus=1, stage_ranks=(1,) * len(stages), gpu_memory_gib=gpu_memory_gib,
-                     offload=(), batches=(1,), policies=("static",), as_root=os.geteuid() == 0, items=items)
+    bench = GpuBench(job=job, stages=stages, gpus=gpus, stage_ranks=(gpus,) * len(stages),
+                     gpu_memory_gib=gpu_memory_gib, offload=(), batches=(1,), policies=("static",),
+                     as_root=os.geteuid() == 0, items=items)
     copy = _job_copy(bench, folder, 1, "staged-phased")
     output = folder / "staged-phased.h5"
-    options = RunOptions(job=copy, ranks=1 + len(stages), output=output, phases=phase, warm_up=True,
+    options = RunOptions(job=copy, ranks=1 + gpus * len(stages), output=output, phases=phase, warm_up=True,
                          gpu_memory_gib=gpu_memory_gib)
     started = time.perf_counter()
     report = launch(options, bench.as_root, rank_stdout=sys.stderr, env=bench.env)
@@ -81,7 +83,7 @@ def staged_phased(job: Path, items: int, phase: int, gpu_memory_gib: float | Non
     rows = rows[rows["rank"] > 0]
     window = float(rows["elapsed_s"].min())
     summary = report["summary"]
-    return {"wall_s": window, "items": int(summary["committed_now"]), "phase": phase,
+    return {"wall_s": window, "items": int(summary["committed_now"]), "phase": phase, "gpus": gpus,
             "launch_to_end_s": time.perf_counter() - started, "load_s": float(rows["load_s"].max()),
             "turns": summary["phase_turns"], "weights_s": summary["weights_s"],
             "peak_gib_per_rank": [float(m) / 1024 for m in rows["peak_memory_mb"]],
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--phase", type=int, default=4, help="units a stage runs before the next takes the GPU")
     parser.add_argument("--gpu-memory-gib", type=float, default=None, help="cap torch's GPU memory")
     parser.add_argument("--json", type=Path, default=None, help="write the record here too")
+    parser.add_argument("--gpus", type=int, default=1, help="staged-phased: a chain of stage ranks on each of N GPUs")
     args = parser.parse_args(argv)
 
     from onepiece_hpc.runtime.quiet import quiet_libraries
@@ -125,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
 
         with tempfile.TemporaryDirectory(prefix="staged-phased-") as folder:
             record = {"mode": args.mode, "job": str(args.job), "gpu_memory_gib": args.gpu_memory_gib,
-                      **staged_phased(args.job, args.items, args.phase, args.gpu_memory_gib, Path(folder))}
-        record["s_per_output"] = record["wall_s"] / record["items"]
+                      **staged_phased(args.job, args.items, args.phase, args.gpu_memory_gib, Path(folder), args.gpus)}
+        record["s_per_output"] = args.gpus * record["wall_s"] / record["items"]  # GPU-seconds
         _emit(record, args.json)
         return
     import torch

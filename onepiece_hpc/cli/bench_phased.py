@@ -43,36 +43,72 @@ def parse_modes(text: str) -> list[tuple[str, int]]:
               help="Keep each mode's JSON record and log in this folder.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(10.0), default=1800.0, show_default=True,
               help="Seconds a mode may take before it is stopped and reported as not run.")
+@click.option("--gpus", type=click.IntRange(1), default=1, show_default=True,
+              help="GPUs of this node: each plain or one-process mode runs a process a GPU on its share of the "
+                   "items, staged-phased a chain of stage ranks a GPU; figures are GPU-seconds per output.")
 def bench_phased(job: Path, modes: str, cap: float | None, phase: int, results: Path | None,
-                 timeout_s: float) -> None:
-    """Seconds per output of JOB's first items on one GPU, five ways (see docs/gpus.md)."""
+                 timeout_s: float, gpus: int) -> None:
+    """GPU-seconds per output of JOB's first items on one GPU (or --gpus), five ways (see docs/gpus.md)."""
     chosen = parse_modes(modes)
     if results is not None:
         results.mkdir(parents=True, exist_ok=True)
     records = []
     for mode, items in chosen:
-        argv = [sys.executable, "-m", "onepiece_hpc.bench.phased", str(job), "--items", str(items),
-                "--mode", "resident" if mode == "capped-resident" else mode, "--phase", str(phase)]
-        if cap is not None and mode != "resident":
-            argv += ["--gpu-memory-gib", str(cap)]
-        click.echo(f"{mode}: {items} items ...", err=True)
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
-            line = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else ""
-            log = done.stdout + done.stderr
-        except subprocess.TimeoutExpired as late:
-            line, log = "", f"stopped after {timeout_s:.0f} s\n{late.stderr or ''}"
+        click.echo(f"{mode}: {items} items on {gpus} GPU(s) ...", err=True)
+        record, log, code = run_mode(job, mode, items, phase, cap, gpus, timeout_s)
         if results is not None:
-            (results / f"{job.stem}-{mode}.log").write_text(str(log), encoding="utf-8")
-        if not line:
-            click.echo(f"{mode}: did not finish (exit {getattr(done, 'returncode', '?')}); "
-                       f"last lines:\n{str(log)[-800:]}", err=True)
+            (results / f"{job.stem}-{mode}.log").write_text(log, encoding="utf-8")
+        if record is None:
+            click.echo(f"{mode}: did not finish (exit {code}); last lines:\n{log[-800:]}", err=True)
             continue
-        record = {**json.loads(line), "label": mode}
         records.append(record)
         if results is not None:
-            (results / f"{job.stem}-{mode}.json").write_text(line + "\n", encoding="utf-8")
+            (results / f"{job.stem}-{mode}.json").write_text(json.dumps(record) + "\n", encoding="utf-8")
     click.echo(table(records))
+
+
+def run_mode(job: Path, mode: str, items: int, phase: int, cap: float | None, gpus: int,
+             timeout_s: float) -> tuple[dict | None, str, int | str]:
+    """One mode, in processes of its own: staged-phased as one launch over `gpus` GPUs, any other as
+    a process a GPU, all at once, each on its share of the items (the job's first ones). Returns the
+    record (None if a process failed), the logs and the first failing exit code."""
+    from onepiece_hpc.environment import with_visible_gpus
+
+    argv = [sys.executable, "-m", "onepiece_hpc.bench.phased", str(job),
+            "--mode", "resident" if mode == "capped-resident" else mode, "--phase", str(phase)]
+    if cap is not None and mode != "resident":
+        argv += ["--gpu-memory-gib", str(cap)]
+    if mode == "staged-phased":
+        jobs = [([*argv, "--items", str(items), "--gpus", str(gpus)], with_visible_gpus(gpus))]
+    else:
+        share = -(-items // gpus)
+        jobs = [([*argv, "--items", str(share)], with_visible_gpus(1, gpu)) for gpu in range(gpus)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for command, env in jobs]
+    outs, code = [], 0
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            out, err = proc.communicate()
+            err = f"stopped after {timeout_s:.0f} s\n{err}"
+        outs.append((out, err))
+        code = code or proc.returncode
+    log = "".join(out + err for out, err in outs)
+    lines = [out.strip().splitlines()[-1] for out, _ in outs if out.strip()]
+    if code or len(lines) != len(procs):
+        return None, log, code or "none"
+    parts = [json.loads(line) for line in lines]
+    if len(parts) == 1:
+        return {**parts[0], "label": mode, "gpus": gpus}, log, 0
+    done = sum(part["items"] for part in parts)
+    window = max(part["wall_s"] for part in parts)  # every GPU is held until the last one ends
+    peaks = [part["peak_gib"] for part in parts if part.get("peak_gib") is not None]
+    return {**parts[0], "label": mode, "gpus": gpus, "items": done, "wall_s": window,
+            "s_per_output": gpus * window / done, "peak_gib": max(peaks) if peaks else None,
+            "per_gpu": parts}, log, 0
 
 
 def table(records: list[dict]) -> str:
