@@ -54,7 +54,9 @@ def test_a_staged_workflow_killed_midway_resumes_every_item_once(tmp_path, unint
 
 
 def test_a_one_process_workflow_killed_midway_resumes_every_item_once(tmp_path, uninterrupted):
-    job = workflow_job(tmp_path, PROMPTS)
+    # the one-process run takes about 1.5 s for the 12 items: its done flags are published every
+    # 50 ms instead of every second, so that the poll below sees some but not all of them
+    job = workflow_job(tmp_path, PROMPTS, extra="store: {sync_interval_s: 0.05}\n")
     output = tmp_path / "out/t.h5"
     with running("run", job, "--monolithic") as proc:
         wait_until(proc, lambda: 2 <= done_count(output) < len(PROMPTS) - 3, "a few committed items")
