@@ -33,8 +33,11 @@ def wait_gone(job_id: str, deadline_s: float = JOB_DEADLINE_S) -> None:
     end = time.monotonic() + deadline_s
     while squeue_state(job_id):
         if time.monotonic() > end:
+            shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30)
+            nodes = subprocess.run(["sinfo", "-N", "-h", "-o", "%N %T %E"], capture_output=True, text=True, timeout=30)
             subprocess.run(["scancel", job_id], timeout=30)
-            pytest.fail(f"job {job_id} still queued or running after {deadline_s:.0f} s")
+            pytest.fail(f"job {job_id} still queued or running after {deadline_s:.0f} s:\n{shown.stdout}"
+                        f"\nnodes:\n{nodes.stdout}")
         time.sleep(0.5)
 
 
