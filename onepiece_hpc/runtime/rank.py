@@ -27,7 +27,7 @@ from onepiece_hpc.runtime.peers import exchange_peers, me
 from onepiece_hpc.runtime.prepare import Prepared, prepare
 from onepiece_hpc.runtime.pulse import PulseListener, PulseSender
 from onepiece_hpc.runtime.setup import (
-    agreement, check_thread_level, deadline, manager_setup, stage_setup, stop_stage_ranks,
+    SetupStopped, agreement, check_thread_level, deadline, manager_setup, stage_setup, stop_stage_ranks,
 )
 from onepiece_hpc.runtime.status import RankStatus, StatusFile
 from onepiece_hpc.runtime.progress import ProgressReporter
@@ -102,7 +102,8 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
                 needs_gib: dict[str, float] | None = None) -> Prepared:
     """One stage rank per GPU (rank 0 stays on the CPU); on CPU, fix the thread count.
     `gpu_memory_gib` caps what torch may allocate on each GPU, split evenly between the ranks
-    that share it, or by their stages' `needs_gib` (`gpus.shares_by_need`); in a run in phases
+    that share it, or by their stages' `needs_gib` (`gpus.shares_by_need`: every rank checks
+    every GPU, so a GPU whose needs don't fit is refused on all ranks alike); in a run in phases
     (`chains`), whose ranks of a GPU take turns on it, each may take the whole cap in its turn,
     and each GPU must hold exactly one chain. Every rank takes part in the collectives, whatever
     its device, so that ranks that see different devices never wait for each other here."""
@@ -114,21 +115,26 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
     manager = comm.Get_rank() == NODE_MANAGER
     holds_manager = node.allreduce(int(manager)) > 0
     index = -1 if manager or not cuda else gpu_index(node.Get_rank(), holds_manager, torch.cuda.device_count())
-    beside = [s for i, s in node.allgather((index, stage)) if i == index]  # this GPU's ranks' stages, mine among them
     node.Free()
-    sharing = len(beside)
+    total = memory_share_mb(index, gpu_memory_gib) if index >= 0 else 0.0
+    places = comm.allgather((socket.gethostname(), index, stage, total))  # every rank's GPU, stage and memory
+    gpus = {(host, gpu): (room, [s for h, g, s, _ in places if (h, g) == (host, gpu)])
+            for host, gpu, _, room in places if gpu >= 0}
+    mine = places[comm.Get_rank()][:2]
     if chains is not None:
         if cuda:
-            check_chain_gpus(chains, comm.allgather((socket.gethostname(), index)))
-        sharing = 1
+            check_chain_gpus(chains, [place[:2] for place in places])
+    elif needs_gib and cuda:
+        shares = {gpu: shares_by_need(room, stages, needs_gib) for gpu, (room, stages) in gpus.items()}
     if not cuda:
         torch.set_num_threads(prepared.job.cpu_threads)
         return prepared
     if manager:
         return replace(prepared, placement=replace(placement, device=torch.device("cpu")))
-    share, capped = memory_share_mb(index, gpu_memory_gib, sharing), gpu_memory_gib is not None
+    room, stages = gpus[mine]
+    share, capped = (room if chains is not None else room / len(stages)), gpu_memory_gib is not None
     if needs_gib and chains is None:  # split by need, and held to it (uncapped, the usable memory is split)
-        share, capped = shares_by_need(memory_share_mb(index, gpu_memory_gib), beside, needs_gib)[beside.index(stage)], True
+        share, capped = shares[mine][stages.index(stage)], True
     return replace(prepared, placement=replace(placement, device=take_gpu(index, share_mb=share if capped else None),
                                                memory_limit_mb=share))
 
@@ -287,7 +293,12 @@ def run_rank(args: RunOptions, comm, drain: Drain | None = None) -> str:
     chain = next((c for c in chains if rank in c), None) if chains else None  # this rank's; rank 0 has none
     stage = layout.stage_of(rank)
     with deadline("placing the ranks on devices (a collective of each node's ranks)", limit, mine):
-        prepared = bind_device(prepared, comm, args.gpu_memory_gib, chains, stage, args.stage_memory_gib())
+        try:
+            prepared = bind_device(prepared, comm, args.gpu_memory_gib, chains, stage, args.stage_memory_gib())
+        except UserError as refused:  # found alike on every rank: rank 0 says it, the others wait for its abort
+            if rank == NODE_MANAGER:
+                raise
+            raise SetupStopped(refused.exit_code, peers[NODE_MANAGER], mine) from refused
     status = (StatusFile(args.status_dir, RankStatus(rank, mine.host, mine.pid, stage or "manager"))
               if args.status_dir else None)
     gpu = prepared.placement.device if prepared.placement.device.type == "cuda" else None
