@@ -1,6 +1,6 @@
 """Prompt text: one line is one item, and a character that other tools split lines on, that is
 invisible, or that can't be written as UTF-8 is refused naming file:line and the fix (see the rule
-in onepiece_hpc/jobfile/prompts.py). Validation only: `submit --dry-run` stops before any model."""
+in onepiece_hpc/jobfile/prompt_text.py). Validation only: `submit --dry-run` stops before any model."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from onepiece_hpc.topology import STAGE_NAME
 
 if TYPE_CHECKING:
-    from onepiece_hpc.jobfile.prompts import PromptTable
+    from onepiece_hpc.jobfile.prompt_table import PromptTable
 
 SEED_MAX = 2**63 - 1  # seeds are stored as int64 in HDF5 and fed to torch.Generator.manual_seed
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"

@@ -11,7 +11,9 @@ from pydantic import BaseModel, ValidationError
 
 from onepiece_hpc.jobfile.images import ImageReader
 from onepiece_hpc.jobfile.job import FIELD_HINTS, SEED_MAX, Job, JobFields, PolicySettings, WorkflowJobFields
-from onepiece_hpc.jobfile.prompts import PromptTable, empty_table, read_prompts, text_problem
+from onepiece_hpc.jobfile.prompt_table import PromptTable, empty_table
+from onepiece_hpc.jobfile.prompt_text import text_problem
+from onepiece_hpc.jobfile.prompts import read_prompts
 from onepiece_hpc.jobfile.workflow import describe, line_problems, workflow_steps
 from onepiece_hpc.jobfile.yaml_source import YamlDocument, parse_yaml
 

@@ -19,7 +19,8 @@ from collections.abc import Callable
 import numpy as np
 
 from onepiece_hpc.jobfile.job import JobFields, WorkflowJobFields, WorkflowStep
-from onepiece_hpc.jobfile.prompts import PromptTable, text_problem
+from onepiece_hpc.jobfile.prompt_table import PromptTable
+from onepiece_hpc.jobfile.prompt_text import text_problem
 
 #: a workflow item's prompt travels with its unit in a tensor of this many bytes
 MAX_PROMPT_BYTES = 4096
