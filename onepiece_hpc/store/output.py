@@ -1,6 +1,7 @@
 """Writing an output: create it, or resume it if it belongs to the same job; commit units.
 
-Exactly once rests on four rules (see store/schema.py for the layout):
+Exactly once rests on four rules (see store/schema.py for the layout; store/output_index.py
+creates a new output's index and tells another job's output apart):
 - the index is published with link(2), so an existing output is never replaced, and the
   writer holds the lock of store/lock.py, so one process writes an output at a time;
 - committed bytes reach stable storage before their done flags are written (group commit:
@@ -22,7 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -39,25 +40,12 @@ from onepiece_hpc.store.datafile import (
     read_offsets,
 )
 from onepiece_hpc.store.failed import failed_mask, still_failed
-from onepiece_hpc.store.files import (
-    AlreadyThere,
-    free_bytes,
-    no_space_error,
-    publish,
-    temporary_path,
-)
-from onepiece_hpc.store.index import (
-    DEFAULT_FILE_BYTES,
-    ItemDataset,
-    StoreLayout,
-    choose_items_per_file,
-    data_file_path,
-    new_store_id,
-    write_index,
-)
+from onepiece_hpc.store.files import AlreadyThere, free_bytes, no_space_error
+from onepiece_hpc.store.index import data_file_path
 from onepiece_hpc.store.items import ItemSource
 from onepiece_hpc.store.journal import FailedUnit, failed_record, recovered_record
 from onepiece_hpc.store.lock import WriterLock, myself
+from onepiece_hpc.store.output_index import OutputLayout, StoreSettings, create_index, describe_datasets, mismatch
 from onepiece_hpc.store.preflight import check_space, remove_orphans, warn_changes
 from onepiece_hpc.store.provenance import Provenance, RunInfo, now_iso
 from onepiece_hpc.store.reader import StoreReader
@@ -67,96 +55,6 @@ log = logging.getLogger(__name__)
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 MAX_ERROR_CHARS = 2000  # of a failed unit's error kept in the journal
-
-
-@dataclass(frozen=True)
-class OutputLayout:
-    """The shape of one item's output, e.g. (H, W, 3) for images, (T, H, W, 3) for video, and the
-    item's extra datasets (a workflow's kept intermediate outputs), each filled by the last
-    stage's tensor of its name."""
-
-    kind: str  # "image" | "video"
-    item_shape: tuple[int, ...]
-    frame_rate: int | None = None  # frames per second of a video
-    timing_columns: tuple[str, ...] = s.TIMING_STAGES  # the seconds each item spent in each stage, then the write
-    extras: tuple[ItemDataset, ...] = ()
-
-    @property
-    def dataset(self) -> str:
-        """The /outputs dataset, and the name of the decode stage's tensor that fills it."""
-        return s.OUTPUT_DATASETS[self.kind]
-
-    @property
-    def tensors(self) -> tuple[str, ...]:
-        """The last stage's tensors an item's commit takes: the outputs', then each extra's."""
-        return (self.dataset, *(extra.name for extra in self.extras))
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    """How a new output is laid out and how often commits are synced (the job file's `store:`)."""
-
-    file_bytes: int = DEFAULT_FILE_BYTES
-    sync_interval_s: float = 1.0
-
-
-def _index_attrs(items: ItemSource, provenance: Provenance, layout: OutputLayout) -> dict:
-    attrs = {"store_id": new_store_id(), "job_name": items.name, "job_fingerprint": items.fingerprint,
-             "model_identity": items.model_identity, "model_ref": provenance.model_ref,
-             "microbatch": items.microbatch, "execution": items.execution, "created_at": now_iso()}
-    if layout.frame_rate is not None:
-        attrs["frame_rate"] = layout.frame_rate
-    return attrs
-
-
-def _create_index(path: Path, items: ItemSource, layout: OutputLayout, provenance: Provenance,
-                  settings: StoreSettings) -> None:
-    """Publish a new index at `path`; if another process published one first, leave it be.
-
-    The data folder comes first: an index without its folder is then damage, never "nothing yet"."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Path(s.data_folder(path)).mkdir(exist_ok=True)
-    store = StoreLayout(len(items), 1, layout.kind, tuple(layout.item_shape), tuple(layout.timing_columns),
-                        tuple(layout.extras))
-    per_file = choose_items_per_file(len(items), store.item_bytes, settings.file_bytes)
-    store = replace(store, items_per_file=per_file)
-    with temporary_path(Path(s.data_folder(path)), ".index.") as tmp:  # in the data folder: its orphans are swept
-        try:
-            write_index(tmp, path, store, _index_attrs(items, provenance, layout), provenance.as_attrs())
-        except OSError as err:
-            if "No space" in str(err) or "errno = 28" in str(err):
-                raise no_space_error(path.parent, None) from None
-            raise
-        os.chmod(tmp, 0o644)
-        try:
-            publish(tmp, path)
-        except AlreadyThere:
-            pass  # another process published it first: it is checked like any existing output
-
-
-def _describe_datasets(extras: tuple[ItemDataset, ...]) -> str:
-    return ", ".join(f"/{d.path} ({'x'.join(map(str, d.item_shape))})" for d in extras) or "no other dataset"
-
-
-def _mismatch(reader: StoreReader, items: ItemSource) -> str | None:
-    """Why the output is not this job's, or None if it is."""
-    attrs, path = reader.attrs, reader.path
-    if attrs.get("job_fingerprint") == items.fingerprint:
-        return None
-    theirs = f"job '{attrs.get('job_name')}' with {attrs.get('items_total')} items"
-    if attrs.get("model_identity") != items.model_identity:
-        why = ("a different model (or the same model folder with other weights; of a workflow, any step's model "
-               "or params)")
-    elif int(attrs.get("items_total", -1)) != len(items):
-        why = f"{attrs.get('items_total')} items, this job has {len(items)}"
-    elif int(attrs.get("microbatch", -1)) != items.microbatch or attrs.get("execution") != items.execution:
-        why = (f"microbatch {attrs.get('microbatch')}, {attrs.get('execution')}; this job has microbatch "
-               f"{items.microbatch}, {items.execution} (both change the output bits)")
-    else:
-        first = reader.first_key_mismatch(items)
-        why = ("its items differ (prompt, seed or params)" if first is None else
-               f"item {first} differs (prompt, seed or params; {items.where(first)})")
-    return f"{path} holds the output of another job ({theirs}): {why}"
 
 
 class OutputWriter:
@@ -189,18 +87,18 @@ class OutputWriter:
         """Create the output, or resume it if it is this job's; refuse anything else (exit 2)."""
         run = run or RunInfo(mode=mode)
         if not path.exists():
-            _create_index(path, items, layout, provenance, settings)
+            create_index(path, items, layout, provenance, settings)
         try:
             reader = StoreReader.open_for_resume(path)
         except UserError as err:
             raise UserError(f"{err.render()}; nothing was changed") from None
-        problem = _mismatch(reader, items)
+        problem = mismatch(reader, items)
         if not problem and reader.layout.timing_columns != tuple(layout.timing_columns):
             problem = (f"{path} records the stages {', '.join(reader.layout.timing_columns[:-1])} and this job's "
                        f"pipeline has {', '.join(layout.timing_columns[:-1])}")
         if not problem and reader.layout.extras != tuple(layout.extras):
-            problem = (f"{path} holds {_describe_datasets(reader.layout.extras)} beside its outputs and this job "
-                       f"makes {_describe_datasets(layout.extras)} (a workflow step's keep: changed?)")
+            problem = (f"{path} holds {describe_datasets(reader.layout.extras)} beside its outputs and this job "
+                       f"makes {describe_datasets(layout.extras)} (a workflow step's keep: changed?)")
         if problem:
             raise UserError(f"{problem}; nothing was changed; fix: choose another output path (-o) "
                             "or move the old output away")
