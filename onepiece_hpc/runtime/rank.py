@@ -118,8 +118,10 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
     node.Free()
     total = memory_share_mb(index, gpu_memory_gib) if index >= 0 else 0.0
     places = comm.allgather((socket.gethostname(), index, stage, total))  # every rank's GPU, stage and memory
-    gpus = {(host, gpu): (room, [s for h, g, s, _ in places if (h, g) == (host, gpu)])
-            for host, gpu, _, room in places if gpu >= 0}
+    gpus: dict[tuple[str, int], tuple[float, list[str | None]]] = {}  # (host, GPU) -> its memory, its ranks' stages
+    for host, gpu, rank_stage, room in places:
+        if gpu >= 0:
+            gpus.setdefault((host, gpu), (room, []))[1].append(rank_stage)
     mine = places[comm.Get_rank()][:2]
     if chains is not None:
         if cuda:
