@@ -137,6 +137,9 @@ def _run_staged(prepared, options: RunOptions) -> None:
     if status == "completed" and report.get("items_failed"):  # rank 0 has named them
         click.echo(f"fix their cause, then generate them again: {_retry_command(options)}", err=True)
         sys.exit(ExitCode.ITEMS_FAILED)
+    said_by_rank_0 = report.get("error") if report.get("reported_by") != "launcher" else None
+    if said_by_rank_0:  # rank 0 leaves its one error line to this process (runtime/rank.py say_error)
+        click.echo(f"error: {said_by_rank_0}", err=True)
     if status == "refused":
         sys.exit(ExitCode.REFUSED)
     if status == "preempted":

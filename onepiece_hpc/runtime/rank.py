@@ -171,10 +171,19 @@ def write_report(path: Path | None, report: dict) -> None:
 ITEMS_FAILED = "items failed"
 
 
+def say_error(args: RunOptions, text: str) -> None:
+    """Rank 0's one error line, said before it ends the job. Under the local launcher (which
+    watches a status folder and reads the report) the launcher says it, from the report, once
+    every rank has ended: the MPI abort that follows this line can end the forwarding of this
+    process's stderr before the line gets out, and it did under load."""
+    if args.status_dir is None or args.report is None:
+        print(f"error: {text}", file=sys.stderr, flush=True)
+
+
 def report_failed(args: RunOptions, message: str, lost_hosts: tuple[str, ...] = ()) -> None:
     """Rank 0's one error line of a failed run, and its report (lost hosts for the batch script)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
     write_report(args.report, {"status": "failed", "error": message, "lost_hosts": list(lost_hosts)})
+    say_error(args, message)
 
 
 def open_publisher(prepared, args: RunOptions):
