@@ -211,11 +211,14 @@ if [ "$ntasks" != 1 ] && ! [[ "$rc" =~ ^($EXIT_DONE|$EXIT_REFUSED|$EXIT_DRAINED|
 fi
 
 lost_nodes() {  # this job's nodes that Slurm finds down, failing or not responding, and those rank 0 lost
+    # (never this script's own node: it runs here, and a slurmd slow to answer a ping under load
+    # shows its node as not responding)
     [ -n "${SLURM_JOB_NODELIST:-}" ] || return 0
     local mine
     mine="$(scontrol show hostnames "$SLURM_JOB_NODELIST" 2>/dev/null | paste -sd, -)" || mine=""
     {
-        sinfo -h -N -n "$SLURM_JOB_NODELIST" -o '%N %T' 2>/dev/null | awk '$2 ~ /down|fail|[*]$/ {print $1}'
+        sinfo -h -N -n "$SLURM_JOB_NODELIST" -o '%N %T' 2>/dev/null |
+            awk -v here="${SLURMD_NODENAME:-}" '$2 ~ /down|fail|[*]$/ && $1 != here {print $1}'
         tr ',' '\n' <<<"${reported_lost:-}" | grep -Fx -f <(tr ',' '\n' <<<"$mine") 2>/dev/null
     } | sort -u | paste -sd, - || true
 }
