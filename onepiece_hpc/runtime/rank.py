@@ -178,6 +178,32 @@ def say_error(args: RunOptions, text: str) -> None:
     process's stderr before the line gets out, and it did under load."""
     if args.status_dir is None or args.report is None:
         print(f"error: {text}", file=sys.stderr, flush=True)
+        wait_taken(sys.stderr)
+
+
+def wait_taken(stream, deadline_s: float = 2.0, grace_s: float = 0.2) -> None:
+    """Where `stream` is a pipe (to mpiexec's or srun's forwarder), wait until its reader has taken
+    what was written (FIONREAD: the bytes still in the pipe), at most `deadline_s`, then a moment
+    for the forwarder to pass it on: the abort that follows may end the forwarding."""
+    import array
+    import fcntl
+    import stat
+    import termios
+    import time
+
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        left, end = array.array("i", [0]), time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            fcntl.ioctl(fd, termios.FIONREAD, left, True)
+            if left[0] == 0:
+                break
+            time.sleep(0.01)
+        time.sleep(grace_s)
+    except (OSError, ValueError):
+        return
 
 
 def report_failed(args: RunOptions, message: str, lost_hosts: tuple[str, ...] = ()) -> None:
