@@ -85,7 +85,17 @@ def job_processes(job_id: str, task: int | None = None) -> list[int]:
             found.append(int(entry.name))
         elif task is not None and env.get("SLURM_PROCID") == str(task) and "onepiece_hpc.runtime.rank_main" in argv:
             found.append(int(entry.name))
+    if task is None:  # the script's $(...) subshells have its command line too: keep the script itself
+        found = [pid for pid in found if _parent(pid) not in found]
     return found
+
+
+def _parent(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return -1
+    return int(next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), -1))
 
 
 def accounting(job_id: str) -> str:
