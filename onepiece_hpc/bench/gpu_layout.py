@@ -59,6 +59,19 @@ class GpuLayout:
         return 0.0 if not self.busiest_gpu_s_per_item else self.floor / self.gpu_s_per_output
 
 
+def stage_costs(profile: dict, batch: int, stages: tuple[str, ...]) -> tuple[StageCost, ...]:
+    """Each of `stages`' seconds per item at `batch` (its best where it could not run that batch) and
+    peak memory, in the pipeline's order, from a stage profile (`onepiece bench pipeline`'s record)."""
+    def cost(stage: dict) -> StageCost:
+        return StageCost(stage["s_per_item"].get(str(batch), stage["best_s_per_item"]), stage["peak_memory_mb"])
+    return tuple(cost(profile["stages"][name]) for name in stages)
+
+
+def unit_seconds(costs: tuple[StageCost, ...], batch: int) -> list[float]:
+    """Each stage's seconds for a unit of `batch` items: what the batch model takes."""
+    return [c.seconds_per_item * batch for c in costs]
+
+
 def ranks_per_gpu(layout: tuple[int, ...], gpus: int) -> list[list[tuple[int, int]]]:
     """For each GPU, the (stage, ranks of that stage) of every rank it holds."""
     held: list[list[tuple[int, int]]] = [[] for _ in range(gpus)]
@@ -106,7 +119,7 @@ def batch_window(layout: tuple[int, ...], costs: tuple[StageCost, ...], gpus: in
                  batch: int = 1) -> float:
     """The worst simulated window of `units` units of `batch` items, over one stage at a time
     running `SLOWER` slower."""
-    return max(simulate_batch(layout, [c.seconds_per_item * batch for c in slowed(costs, stage)], gpus, units).window_s
+    return max(simulate_batch(layout, unit_seconds(slowed(costs, stage), batch), gpus, units).window_s
                for stage in range(len(costs)))
 
 
@@ -130,7 +143,8 @@ def choose_layout(costs: tuple[StageCost, ...], gpus: int, gpu_memory_mb: float,
     `SLOWER` slower, among those within `NEAR` of the best such steady load (which, splitting a stage's
     work evenly between its ranks, is pessimistic); fewer ranks on a near tie."""
     limit = max_ranks or 3 * gpus
-    fitting = [layout for layout in candidate_layouts(len(costs), limit) if fits(layout, costs, gpus, gpu_memory_mb, split)]
+    fitting = [layout for layout in candidate_layouts(len(costs), limit)
+               if fits(layout, costs, gpus, gpu_memory_mb, split)]
     if not fitting:
         needs = ", ".join(f"{c.peak_memory_mb / 1024:.1f}" for c in costs)
         raise UserError(f"no layout of up to {limit} stage ranks on {gpus} GPUs fits {gpu_memory_mb / 1024:.1f} GiB a "
@@ -144,7 +158,7 @@ def choose_layout(costs: tuple[StageCost, ...], gpus: int, gpu_memory_mb: float,
     shortest = min(windows.values())
     layout = min((layout for layout, window in windows.items() if window <= shortest * (1 + TIE)),
                  key=lambda layout: (sum(layout), windows[layout]))
-    run = simulate_batch(layout, [c.seconds_per_item * batch for c in costs], gpus, units)
+    run = simulate_batch(layout, unit_seconds(costs, batch), gpus, units)
     return GpuLayout(layout, evaluate(layout, costs, gpus, gpu_memory_mb, split), gpus,
                      sum(c.seconds_per_item for c in costs), run)
 

@@ -9,10 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from onepiece_hpc.bench.gpu_layout import StageCost, choose_layout
+from onepiece_hpc.bench.gpu_layout import StageCost, choose_layout, stage_costs, unit_seconds
 from onepiece_hpc.bench.shared_gpus import data_parallel, simulate_batch
 from onepiece_hpc.errors import UserError
-
 
 
 @dataclass(frozen=True)
@@ -53,12 +52,10 @@ def read_record(path: Path) -> dict:
     return record
 
 
-def _seconds(record: dict, batch: int) -> tuple[list[str], list[float], tuple[StageCost, ...]]:
-    stages = record["profile"]["stages"]
-    names = list(stages)
-    per_item = [stages[n]["s_per_item"].get(str(batch), stages[n]["best_s_per_item"]) for n in names]
-    costs = tuple(StageCost(s, stages[n]["peak_memory_mb"]) for s, n in zip(per_item, names))
-    return names, [s * batch for s in per_item], costs
+def _costs(record: dict, batch: int) -> tuple[StageCost, ...]:
+    """The record's stage profile at `batch`, in the profile's stage order."""
+    profile = record["profile"]
+    return stage_costs(profile, batch, tuple(profile["stages"]))
 
 
 def check_record(path: Path) -> tuple[list[RunCheck], Choice | None]:
@@ -71,20 +68,19 @@ def check_record(path: Path) -> tuple[list[RunCheck], Choice | None]:
     checks, staged = [], [run for run in record["runs"] if str(run.get("mode", "")).startswith("staged")]
     for run in staged:
         batch, layout = int(run["microbatch"]), tuple(run["stage_ranks"])
-        _, seconds, _ = _seconds(record, batch)
         units = -(-int(run["items"]) // batch)
-        predicted = simulate_batch(layout, seconds, gpus, units).gpu_s_per_unit / batch
+        run_model = simulate_batch(layout, unit_seconds(_costs(record, batch), batch), gpus, units)
+        predicted = run_model.gpu_s_per_unit / batch
         checks.append(RunCheck(name, run["mode"], gpus, int(run["items"]), layout, float(run["gpu_s_per_output"]),
                                predicted))
     dp = next((run for run in record["runs"] if "data-parallel" in str(run.get("mode", ""))), None)
     if not staged or dp is None:
         return checks, None
     batch, items = int(staged[0]["microbatch"]), int(staged[0]["items"])
-    _, _, costs = _seconds(record, batch)
     units = -(-items // batch)
-    chosen = choose_layout(costs, gpus, memory, units=units, batch=batch)
+    chosen = choose_layout(_costs(record, batch), gpus, memory, units=units, batch=batch)
     dp_batch = int(dp["microbatch"])
-    _, dp_seconds, _ = _seconds(record, dp_batch)
+    dp_seconds = unit_seconds(_costs(record, dp_batch), dp_batch)
     dp_model = data_parallel(dp_seconds, gpus, -(-int(dp["items"]) // dp_batch)).gpu_s_per_unit / dp_batch
     return checks, Choice(name, gpus, items, chosen.stage_ranks, chosen.batch.gpu_s_per_unit / batch,
                           chosen.batch.efficiency, dp_model, float(dp["gpu_s_per_output"]))

@@ -33,7 +33,9 @@ from pathlib import Path
 
 import yaml
 
-from onepiece_hpc.bench.gpu_layout import LONG_BATCH, GpuLayout, StageCost, choose_layout, evaluate
+from onepiece_hpc.bench.gpu_layout import (
+    LONG_BATCH, GpuLayout, StageCost, choose_layout, evaluate, stage_costs, unit_seconds,
+)
 from onepiece_hpc.bench.shared_gpus import simulate_batch
 from onepiece_hpc.environment import with_visible_gpus
 from onepiece_hpc.errors import UserError
@@ -147,14 +149,6 @@ def best_batches(profile: dict) -> tuple[int, int]:
     return int(whole), int(bottleneck["best_batch"])
 
 
-def stage_costs(profile: dict, batch: int, stages: tuple[str, ...]) -> tuple[StageCost, ...]:
-    """Each of `stages`' seconds per item at `batch` (its best where it could not run that batch) and
-    peak memory, in the pipeline's order."""
-    def cost(stage: dict) -> StageCost:
-        return StageCost(stage["s_per_item"].get(str(batch), stage["best_s_per_item"]), stage["peak_memory_mb"])
-    return tuple(cost(profile["stages"][name]) for name in stages)
-
-
 NEED_MARGIN = 1.1  # a stage's share by need: its profiled peak, plus room for the allocator's blocks
 
 
@@ -169,7 +163,7 @@ def plan_stage_ranks(bench: GpuBench, profile: dict, batch: int, gpu_memory_mb: 
     costs = stage_costs(profile, batch, bench.stages)
     units = -(-bench.items // batch) if bench.items else None  # None: a long batch
     split = bench.memory_split
-    how = "given"
+    how, chosen = "given", None
     if bench.stage_ranks is None:
         chosen = choose_layout(costs, bench.gpus, gpu_memory_mb, units=units, batch=batch, split=split)
         bench, how = replace(bench, stage_ranks=chosen.stage_ranks), "chosen from the profile"
@@ -180,8 +174,8 @@ def plan_stage_ranks(bench: GpuBench, profile: dict, batch: int, gpu_memory_mb: 
              "memory_split": split, "stage_memory": bench.stage_memory}
     if busiest is not None:
         predicted = GpuLayout(bench.layout, busiest, bench.gpus, sum(c.seconds_per_item for c in costs))
-        run = simulate_batch(bench.layout, [c.seconds_per_item * batch for c in costs], bench.gpus,
-                             units or LONG_BATCH * bench.gpus)
+        run = chosen.batch if chosen else simulate_batch(bench.layout, unit_seconds(costs, batch), bench.gpus,
+                                                         units or LONG_BATCH * bench.gpus)
         model.update(predicted_gpu_s_per_output=predicted.gpu_s_per_output,
                      predicted_efficiency=predicted.efficiency,
                      predicted_batch={"units": run.units, "gpu_s_per_output": run.gpu_s_per_unit / batch,

@@ -60,6 +60,7 @@ def simulate_batch(layout: Sequence[int], seconds: Sequence[float], gpus: int, u
     ranks_of = [[r for r, s in enumerate(stage_of) if s == stage] for stage in range(len(layout))]
     gpu_of = [gpu_index(r + 1, holds_manager=True, gpus=gpus) for r in range(len(stage_of))]  # rank 0 holds none
     last = len(layout) - 1
+    last_stage_first = sorted(range(len(stage_of)), key=lambda r: -stage_of[r])
     held = [0] * len(stage_of)            # units in a rank's ring, the one it works on included
     ready = [0] * len(stage_of)           # of those, units it has not started
     outbox = [False] * len(stage_of)      # a finished unit waiting for a slot downstream
@@ -116,7 +117,7 @@ def simulate_batch(layout: Sequence[int], seconds: Sequence[float], gpus: int, u
         moved = True
         while moved:
             moved = False
-            for r in sorted(range(len(stage_of)), key=lambda r: -stage_of[r]):
+            for r in last_stage_first:
                 if outbox[r] and hand_on(r):
                     moved = True
                     start(r)

@@ -98,9 +98,10 @@ def where_in(job: Job, path: str) -> str:
 
 
 def _size(job: Job, model: ModelSource, given: ModelParams, problems: list[str]) -> tuple[int, int] | None:
-    # a model's default size may come from its pipeline's signature (an import): ask only when needed
-    height, width = (given.height, given.width) if given.height and given.width else model.adapter.default_size()
-    height, width = given.height or height, given.width or width
+    height, width = given.height, given.width
+    if not (height and width):  # a model's default may come from its pipeline's signature: an import
+        default_h, default_w = model.adapter.default_size()
+        height, width = height or default_h, width or default_w
     multiple = model.adapter.size_multiple()
     ok = True
     for field, value in (("height", height), ("width", width)):

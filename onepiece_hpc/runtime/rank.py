@@ -206,10 +206,15 @@ def wait_taken(stream, deadline_s: float = 2.0, grace_s: float = 0.2) -> None:
         return
 
 
+def report_error(args: RunOptions, status: str, message: str, **more) -> None:
+    """Rank 0's report of a run it ends with an error ("failed" or "refused"), then its one error line."""
+    write_report(args.report, {"status": status, "error": message, **more})
+    say_error(args, message)
+
+
 def report_failed(args: RunOptions, message: str, lost_hosts: tuple[str, ...] = ()) -> None:
     """Rank 0's one error line of a failed run, and its report (lost hosts for the batch script)."""
-    write_report(args.report, {"status": "failed", "error": message, "lost_hosts": list(lost_hosts)})
-    say_error(args, message)
+    report_error(args, "failed", message, lost_hosts=list(lost_hosts))
 
 
 def open_publisher(prepared, args: RunOptions):

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
     quiet_environment()  # the libraries are quieted in full where a stage loads (runtime/stage_runners.py)
     from onepiece_hpc.runtime.node_manager import JobFailed
-    from onepiece_hpc.runtime.rank import ITEMS_FAILED, report_failed, run_rank, say_error, write_report
+    from onepiece_hpc.runtime.rank import ITEMS_FAILED, report_error, report_failed, run_rank, write_report
     from onepiece_hpc.runtime.setup import SetupFailed, SetupStopped
     from onepiece_hpc.runtime.worker import ManagerGone, ReportedFailure
 
@@ -87,9 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         code = err.exit_code
         text = err.render() if isinstance(err, UserError) else str(err)
         if rank == NODE_MANAGER:
-            write_report(args.report, {"status": "refused" if code == ExitCode.REFUSED else "failed",
-                                       "error": text})
-            say_error(args, text)
+            report_error(args, "refused" if code == ExitCode.REFUSED else "failed", text)
         else:  # found on this rank alone, after set-up: say so here, then end the job
             print(f"error: {where}: {text}", file=sys.stderr, flush=True)
         # the other ranks may already wait for work (a refusal found only here: the output is in use
@@ -121,9 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         comm.Abort(ExitCode.FAILED)
     except Exception as err:
         if rank == NODE_MANAGER:
-            text = f"rank 0 (Node Manager): {type(err).__name__}: {err}"
-            write_report(args.report, {"status": "failed", "error": text})
-            say_error(args, text)
+            report_error(args, "failed", f"rank 0 (Node Manager): {type(err).__name__}: {err}")
         else:
             print(f"error: {where}: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
         comm.Abort(ExitCode.FAILED)
