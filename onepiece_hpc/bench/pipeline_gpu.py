@@ -63,6 +63,7 @@ class GpuBench:
     repeats: int = 2                          # timed runs per stage and batch in the profile
     memory_split: str = "need"                # ranks sharing a GPU: "even" shares, or by the profile's peaks
     stage_memory: str | None = None           # the staged runs' --stage-memory, set from the profile
+    mps: bool = False                         # each staged run once more under MPS (onepiece run --mps)
 
     def __post_init__(self) -> None:
         if self.stage_ranks is not None and len(self.stage_ranks) != len(self.stages):
@@ -230,20 +231,21 @@ def run_data_parallel(bench: GpuBench, job: Path, microbatch: int, folder: Path)
                       write_s=sum(r["write_s"] for r in rows))
 
 
-def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder: Path) -> dict:
-    output = folder / f"staged-{policy}.h5"
+def run_staged(bench: GpuBench, job: Path, microbatch: int, policy: str, folder: Path, mps: bool = False) -> dict:
+    label = f"staged {policy}{' mps' if mps else ''}"
+    output = folder / f"{label.replace(' ', '-')}.h5"
     ranks = 1 + sum(bench.layout)
     options = RunOptions(job=job, ranks=ranks, output=output, policy=policy, warm_up=True,
-                         gpu_memory_gib=bench.gpu_memory_gib, stage_memory=bench.stage_memory)
+                         gpu_memory_gib=bench.gpu_memory_gib, stage_memory=bench.stage_memory, mps=mps)
     report = launch(options, bench.as_root, rank_stdout=sys.stderr, env=bench.env)
     if report["status"] != "completed":
-        raise UserError(f"the staged {policy} run failed: {report.get('error', report)}")
+        raise UserError(f"the {label} run failed: {report.get('error', report)}")
     with open_output(output) as view:
         record = latest_run(view)
     rows, moves = record.ranks, len(record.moves)
     stage_rows = rows[rows["rank"] > 0]
     window = float(stage_rows["elapsed_s"].min())  # from the moment the last rank was ready
-    return _summarise(f"staged {policy}", bench.gpus, int(report["summary"]["committed_now"]), window,
+    return _summarise(label, bench.gpus, int(report["summary"]["committed_now"]), window,
                       gpu_busy(stage_rows, bench.gpus, window), float(stage_rows["peak_memory_mb"].max()),
                       microbatch=microbatch, stage_ranks=list(bench.layout), moves=moves,
                       shares_gpus=sum(bench.layout) > bench.gpus,
@@ -286,6 +288,8 @@ def bench_pipeline_gpu(bench: GpuBench, command: list[str], keep: Callable[[dict
         for policy in bench.policies:
             job = _job_copy(bench, folder, staged_batch, f"staged-{policy}")
             add(run_staged(bench, job, staged_batch, policy, folder))
+            if bench.mps:
+                add(run_staged(bench, job, staged_batch, policy, folder, mps=True))
     return record
 
 

@@ -51,6 +51,9 @@ def _table(result: dict) -> str:
 @click.option("--memory-split", type=click.Choice(["need", "even"]), default="need", show_default=True,
               help="How ranks sharing a GPU split its memory in the staged runs (cuda): by each stage's peak in "
                    "the profile (--stage-memory), or evenly.")
+@click.option("--mps", is_flag=True,
+              help="Run each staged configuration once more under NVIDIA MPS (onepiece run --mps), in the same "
+                   "call (cuda).")
 @click.option("--offload", multiple=True, metavar="STAGE",
               help="A stage of the job's model (e.g. encode, denoise or decode) that the data-parallel baseline "
                    "keeps on the host between units (cuda); repeatable.")
@@ -62,7 +65,7 @@ def _table(result: dict) -> str:
 def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, device: str, gpus: int | None,
                        stage_ranks: str | None, gpu_memory_gib: float | None, offload: tuple[str, ...],
                        batches: str, policies: str, results: Path, items: int | None, repeats: int,
-                       memory_split: str) -> None:
+                       memory_split: str, mps: bool) -> None:
     """Staged runtime vs. monolithic data-parallel (every rank runs the whole pipeline on its share).
 
     On CPU: throughput, busy/moving/idle share of the allocated rank time, and peak memory per
@@ -78,7 +81,7 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
     quiet_libraries()
     if device == "cuda":
         _bench_gpu(job_file, gpus, stage_ranks, gpu_memory_gib, offload, batches, policies, results, as_json, items,
-                   repeats, memory_split)
+                   repeats, memory_split, mps)
         return
     from onepiece_hpc.bench.pipeline import bench_pipeline
     from onepiece_hpc.planning.layout import plan_layout
@@ -93,7 +96,7 @@ def bench_pipeline_cmd(job_file: Path, ranks: int, fabric: str, as_json: bool, d
 
 def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_memory_gib: float | None,
                offload: tuple[str, ...], batches: str, policies: str, results: Path, as_json: bool,
-               items: int | None, repeats: int, memory_split: str) -> None:
+               items: int | None, repeats: int, memory_split: str, mps: bool) -> None:
     import sys
 
     import torch
@@ -126,7 +129,7 @@ def _bench_gpu(job_file: Path, gpus: int | None, stage_ranks: str | None, gpu_me
         raise UserError(f"--gpus {gpus}: only {visible} GPUs are visible here")
     bench = GpuBench(job=job_file, stages=stages, gpus=gpus, stage_ranks=layout, gpu_memory_gib=gpu_memory_gib,
                      offload=offloaded, batches=sizes, policies=chosen, as_root=os.geteuid() == 0, items=items,
-                     repeats=repeats, memory_split=memory_split)
+                     repeats=repeats, memory_split=memory_split, mps=mps)
     results.mkdir(parents=True, exist_ok=True)
 
     def keep(record: dict) -> None:

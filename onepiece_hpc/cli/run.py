@@ -40,6 +40,9 @@ def run(ctx: click.Context, **values) -> None:
     if options.phases is not None and options.policy not in (None, "static"):
         raise UserError(f"--phases moves no ranks (the ranks of a GPU take turns on it), so --policy "
                         f"{options.policy} can't apply; fix: leave --policy out, or run without --phases")
+    if options.mps and options.monolithic:
+        raise UserError("--mps lets the ranks that share a GPU run their kernels at once; a --monolithic run is "
+                        "one process; fix: run staged (-n N) with --mps, or leave --mps out")
     from onepiece_hpc.runtime.prepare import prepare
     from onepiece_hpc.runtime.quiet import quiet_environment, quiet_libraries
 
@@ -51,6 +54,9 @@ def run(ctx: click.Context, **values) -> None:
     if options.ranks is not None:
         if options.fabric == "cuda-ipc":
             _check_cuda_ipc(prepared)
+        if options.mps and prepared.placement.device.type != "cuda":
+            raise UserError(f"--mps shares GPUs between ranks, but {prepared.job.source} runs on "
+                            f"{prepared.placement.device.type}; fix: device: cuda (on a GPU node), or leave --mps out")
         port = options.metrics_port if options.metrics_port is not None else prepared.job.metrics_port
         if port is not None:  # a taken port is said before any rank starts
             from onepiece_hpc.observe.server import check_port

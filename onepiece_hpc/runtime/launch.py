@@ -18,12 +18,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.exit_codes import after_signal
 from onepiece_hpc.runtime.lifeline import tie_to_this_process
+from onepiece_hpc.runtime.mps import gpu_sharing
 from onepiece_hpc.runtime.options import RunOptions
 from onepiece_hpc.runtime.status import RankStatus, read_statuses
 
@@ -88,13 +90,15 @@ def launch(options: RunOptions, as_root: bool, rank_stdout=None, env: dict[str, 
     if options.ranks is None:
         raise ValueError("launch needs options.ranks: how many ranks to start")
     launcher = find_mpiexec()
-    with tempfile.TemporaryDirectory(prefix="onepiece-run-") as scratch:
+    base = os.environ if env is None else env
+    with tempfile.TemporaryDirectory(prefix="onepiece-run-") as scratch, \
+            (gpu_sharing(base) if options.mps else nullcontext(dict(base))) as ranks_env:
         report_path = Path(scratch) / "report.json"
         status_dir = Path(scratch) / "status"
         status_dir.mkdir()
         each = replace(options, report=report_path, status_dir=status_dir, expect_ranks=options.ranks)
         program = [sys.executable, "-m", "onepiece_hpc.runtime.rank_main", *each.to_argv()]
-        tied = tie_to_this_process(os.environ if env is None else env)
+        tied = tie_to_this_process(ranks_env)
         proc = subprocess.Popen(launcher.command(options.ranks, program, as_root), start_new_session=True, env=tied,
                                 stdout=rank_stdout)
         first_dead: list[list[RankStatus]] = []

@@ -75,6 +75,9 @@ class RunOptions:
                                              "STAGE=GIB[,STAGE=GIB...] (e.g. decode=5): a rank of a named stage "
                                              "gets that many GiB, the others share what is left evenly (default: "
                                              "even shares).")
+    mps: bool = _option(False, "Run the ranks under NVIDIA MPS, so that the ranks sharing a GPU run their kernels "
+                               "at once instead of taking turns (a daemon of the run's own unless one runs already; "
+                               "docs/gpus.md).", scope=Scope.RUN)
     ring_slots: int = _option(2, "Units in flight per channel.", low=1, high=64)
     policy: str | None = _option(None, "Override the job file's policy: static never moves ranks, adaptive moves "
                                        "them by load.", choices=POLICIES)

@@ -4,7 +4,8 @@
 
 Runs the tiny job on GPUs in bfloat16: once in one process on one GPU, twice staged on up to
 two GPUs with the cuda-ipc fabric (rank 0 manages; encode and decode share GPU 0, denoise runs on
-GPU 1), and once more on one GPU. Every output must be bit-identical to the first: the same
+GPU 1), once staged on pinned shm, once staged under MPS (its own daemon, `--mps`), and once more
+on one GPU. Every output must be bit-identical to the first: the same
 job gives the same outputs run to run and whatever the placement. Exit code 0 when all agree.
 """
 
@@ -49,7 +50,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=Path, default=None, help="keep the outputs in this folder")
     parser.add_argument("--quick", action="store_true",
-                        help="microbatch 1 only: one GPU, staged on cuda-ipc, staged on pinned shm")
+                        help="microbatch 1 only: one GPU, staged on cuda-ipc, on pinned shm, under MPS")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no GPU visible: this smoke test runs on a GPU machine", file=sys.stderr)
@@ -67,10 +68,11 @@ def main() -> int:
             "staged, cuda-ipc": ["run", str(job), "-n", "4", "--fabric", "cuda-ipc"],
             "staged, cuda-ipc, again": ["run", str(job), "-n", "4", "--fabric", "cuda-ipc"],
             "staged, pinned shm": ["run", str(job), "-n", "4", "--fabric", "shm"],
+            "staged, under MPS": ["run", str(job), "-n", "4", "--mps"],
             "one GPU, again": ["run", str(job), "--monolithic"],
         }
         if args.quick:
-            runs = {label: runs[label] for label in ("one GPU", "staged, cuda-ipc", "staged, pinned shm")}
+            runs = {label: runs[label] for label in ("one GPU", "staged, cuda-ipc", "staged, pinned shm", "staged, under MPS")}
         reference = None
         for label, command in runs.items():
             output = folder / f"mb{microbatch}-{label.replace(' ', '').replace(',', '-')}.h5"
