@@ -4,7 +4,7 @@ NVIDIA's Multi-Process Service, instead of taking turns on the GPU.
 Without MPS, the CUDA contexts of the processes on one GPU are time-sliced: a rank's kernels run
 only in its slice, so a decode rank can't use what the denoiser leaves idle. Under MPS their
 kernels share the GPU as streams of one process do. On one H200 this took a staged Wan2.1-1.3B
-run from 1.05x to 0.98x its floor, past data-parallel (docs/gpus.md).
+run from 1.065x to 0.958x its floor, ahead of data-parallel (docs/gpus.md).
 
 If the environment already names a running MPS control daemon (the site's, or a Slurm prolog's,
 through CUDA_MPS_PIPE_DIRECTORY, or the default pipe folder), the ranks use it as it is. Otherwise
