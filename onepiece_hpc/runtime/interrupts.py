@@ -6,16 +6,45 @@ units in flight, up to a deadline, before it stops."""
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 
 from onepiece_hpc.exit_codes import after_signal
+
+#: how soon a stop that landed inside an import is sent again
+RETRY_S = 0.05
 
 
 class Terminated(KeyboardInterrupt):
     """The process was asked to stop with SIGTERM."""
 
 
+def inside_import(frame) -> bool:
+    """Whether the interrupted code runs under an import. An exception raised there can cross C++
+    (torch's pybind11 modules run Python while they initialise), and C++ then aborts the process
+    (SIGABRT) instead of stopping it."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def later_if_importing(signum: int, frame) -> bool:
+    """For a handler that raises: True if it must not raise here; the signal is then sent to this
+    process again shortly, until it lands outside the import."""
+    if not inside_import(frame):
+        return False
+    timer = threading.Timer(RETRY_S, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
+    return True
+
+
 def _raise(signum, frame) -> None:
+    if later_if_importing(signum, frame):
+        return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stop is under way: a second SIGTERM changes nothing
     raise Terminated()
 
