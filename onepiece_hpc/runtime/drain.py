@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 from onepiece_hpc.exit_codes import ExitCode
-from onepiece_hpc.runtime.interrupts import Terminated, later_if_importing
+from onepiece_hpc.runtime.interrupts import Terminated, outside_imports
 
 #: signals a job file may name as slurm.drain_signal
 DRAIN_SIGNALS = ("USR1", "USR2", "TERM")
@@ -147,11 +147,10 @@ def listen(drain_signal: str | None, drain_seconds: float) -> Drain:
         elif signum == signal.SIGTERM and drain.cause != name:
             on_stop(signum, frame)
 
+    @outside_imports
     def on_stop(signum, frame) -> None:
         name = signal.Signals(signum).name
         if not drain.is_set():
-            if later_if_importing(signum, frame):
-                return
             if signum == signal.SIGTERM:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stop is under way: a second one changes nothing
                 raise Terminated()

@@ -6,9 +6,11 @@ units in flight, up to a deadline, before it stops."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 from onepiece_hpc.exit_codes import after_signal
 
@@ -31,20 +33,22 @@ def inside_import(frame) -> bool:
     return False
 
 
-def later_if_importing(signum: int, frame) -> bool:
-    """For a handler that raises: True if it must not raise here; the signal is then sent to this
-    process again shortly, until it lands outside the import."""
-    if not inside_import(frame):
-        return False
-    timer = threading.Timer(RETRY_S, os.kill, (os.getpid(), signum))
-    timer.daemon = True
-    timer.start()
-    return True
+def outside_imports(handler: Callable[[int, object], None]) -> Callable[[int, object], None]:
+    """A signal handler that raises to stop the run, made to wait out an import: landing inside
+    one, the signal is sent to this process again shortly instead, until it lands outside."""
+    @functools.wraps(handler)
+    def handle(signum: int, frame) -> None:
+        if not inside_import(frame):
+            handler(signum, frame)
+            return
+        timer = threading.Timer(RETRY_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+    return handle
 
 
+@outside_imports
 def _raise(signum, frame) -> None:
-    if later_if_importing(signum, frame):
-        return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stop is under way: a second SIGTERM changes nothing
     raise Terminated()
 
