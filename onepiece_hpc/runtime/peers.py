@@ -48,15 +48,26 @@ def exchange_peers(comm, mine: RankInfo) -> list[RankInfo]:
 ABORT_WAIT_S = 15.0
 
 
-def await_abort(manager: RankInfo, me: RankInfo, wait_s: float = ABORT_WAIT_S) -> None:
+class ManagerGone(RuntimeError):
+    """The Node Manager's process ended: nobody is left to commit, so stop."""
+
+
+def manager_gone(manager: RankInfo, me: RankInfo) -> bool:
+    """Rank 0's process has ended (only seen from rank 0's host)."""
+    return manager.host == me.host and not process_alive(manager.pid)
+
+
+def await_abort(manager: RankInfo, me: RankInfo, wait_s: float = ABORT_WAIT_S) -> bool:
     """Wait for rank 0's abort to end this process; return if it has not come by the deadline, or
-    rank 0 (on this host) is gone, so that the caller ends itself. Leaving at once instead would
-    let the launcher, seeing a rank exit, kill rank 0 before it says why the job stops."""
+    rank 0 (on this host) is gone, so that the caller ends itself: True for the second. Leaving at
+    once instead would let the launcher, seeing a rank exit, kill rank 0 before it says why the
+    job stops."""
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
-        if manager.host == me.host and not process_alive(manager.pid):
-            return
+        if manager_gone(manager, me):
+            return True
         time.sleep(0.1)
+    return False
 
 
 def resident_mb() -> float:

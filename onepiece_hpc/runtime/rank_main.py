@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     from onepiece_hpc.runtime.node_manager import JobFailed
     from onepiece_hpc.runtime.rank import ITEMS_FAILED, report_error, report_failed, run_rank, write_report
     from onepiece_hpc.runtime.setup import SetupFailed, SetupStopped
-    from onepiece_hpc.runtime.worker import ManagerGone, ReportedFailure
+    from onepiece_hpc.runtime.peers import ManagerGone
+    from onepiece_hpc.runtime.worker import ReportedFailure
 
     where = f"rank {rank} on {socket.gethostname()}"
     # rank 0 drains on the drain signal or SIGTERM, its writer closing in order (runtime/drain.py);
@@ -104,18 +105,15 @@ def main(argv: list[str] | None = None) -> None:
             comm.Abort(exit_code(stop))
         os._exit(exit_code(stop))
     except ManagerGone as err:
-        # rank 0 is gone. If it wrote its report, it ended the job itself and said why (its abort
-        # reaches this rank a moment later): a second message would only bury its one. Else it
-        # ended without a word (killed, crashed), and this rank says so.
-        if args.report is None or not args.report.exists():
+        if not someone_else_names_the_end(args):
             print(f"error: {err}; stopping (rank 0's own message, if any, says why)", file=sys.stderr, flush=True)
         os._exit(ExitCode.FAILED)
     except ReportedFailure as failed:
         # this rank's error reached the Node Manager, which names it (with the root cause, if
         # another rank went first) and aborts the job; only if that doesn't come does this rank
         # say so itself and end the job
-        failed.await_abort()
-        print(f"error: {where}: {failed.cause} (rank 0 did not end the job)", file=sys.stderr, flush=True)
+        if not (failed.await_abort() and someone_else_names_the_end(args)):
+            print(f"error: {where}: {failed.cause} (rank 0 did not end the job)", file=sys.stderr, flush=True)
         comm.Abort(ExitCode.FAILED)
     except Exception as err:
         if rank == NODE_MANAGER:
@@ -124,6 +122,21 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {where}: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
         comm.Abort(ExitCode.FAILED)
     finalize_and_exit(MPI, code)
+
+
+def someone_else_names_the_end(args) -> bool:
+    """Whether a stage rank that found rank 0 gone should keep quiet: a second message would only
+    bury the one that names the cause.
+
+    - rank 0 wrote its report: it ended the job itself and said why (its abort reaches this rank
+      a moment later);
+    - the local launcher started the run (it keeps a status folder): it watches every rank's
+      process and names the first to end, which is rank 0 itself or the rank whose death made the
+      MPI runtime tear down the rest, rank 0 among them.
+
+    Otherwise (Slurm, a bare mpiexec) rank 0 ended without a word (killed, crashed) and nobody
+    else will say so."""
+    return args.status_dir is not None or (args.report is not None and args.report.exists())
 
 
 def finalize_and_exit(mpi, code: int, deadline_s: float = FINALIZE_DEADLINE_S) -> None:

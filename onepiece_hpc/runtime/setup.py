@@ -25,7 +25,7 @@ from onepiece_hpc.exit_codes import ExitCode
 from onepiece_hpc.runtime.control import TAG_TO_MANAGER, TAG_TO_WORKER, ControlPlane
 from onepiece_hpc.runtime.messages import SetupReport, SetupVerdict
 from onepiece_hpc.processes import process_alive
-from onepiece_hpc.runtime.peers import RankInfo, await_abort
+from onepiece_hpc.runtime.peers import ManagerGone, RankInfo, await_abort, manager_gone
 from onepiece_hpc.runtime.prepare import Prepared, execution_tag
 from onepiece_hpc.planning.plan import PlanSummary
 
@@ -113,7 +113,9 @@ def stage_setup(control: ControlPlane, peers: list[RankInfo], me: RankInfo, time
     """A stage rank's side: run `work` (its checks), report the outcome, and wait for rank 0's word.
 
     Returns the prepared job and the plan's summary; raises SetupStopped when rank 0 stops the job
-    (rank 0 says why). If rank 0 stays silent past the deadline, or ends, this rank says so itself.
+    (rank 0 says why), and ManagerGone when rank 0 ends first (the rank's caller decides who says
+    so). If rank 0 stays silent past the deadline, or ends after this rank's own checks failed,
+    this rank says so itself.
     """
     prepared, agreed, outcome, error, code = None, {}, "ok", "", 0
     try:
@@ -135,7 +137,9 @@ def stage_setup(control: ControlPlane, peers: list[RankInfo], me: RankInfo, time
             if not verdict.summary or prepared is None:  # (a failed rank is always told to stop)
                 raise SetupStopped(verdict.exit_code or code or 1, manager, me)
             return prepared, PlanSummary.from_json(json.loads(verdict.summary))
-        gone = manager.host == me.host and not process_alive(manager.pid)
+        gone = manager_gone(manager, me)
+        if gone and not error:
+            raise ManagerGone(f"rank {me.rank}: rank 0 (pid {manager.pid}) ended during set-up")
         if gone or time.monotonic() > end:
             why = (f"rank 0 (pid {manager.pid}) ended" if gone
                    else f"no word from rank 0 on {manager.host} within {timeout_s:.0f} s")

@@ -34,8 +34,7 @@ from onepiece_hpc.runtime.messages import (
     Failure, Finished, Heartbeat, MoveDone, MoveOrder, PhaseTurn, RankState, Routes, Shutdown, UnitFailed,
     WorkGrant, WorkRequest,
 )
-from onepiece_hpc.processes import process_alive
-from onepiece_hpc.runtime.peers import RankInfo, await_abort, resident_mb
+from onepiece_hpc.runtime.peers import ManagerGone, RankInfo, await_abort, manager_gone, resident_mb
 from onepiece_hpc.runtime.prepare import Prepared
 from onepiece_hpc.runtime.rank_state import Counters, RankLife, WorkSupply
 from onepiece_hpc.runtime.stage_runners import StageRunners
@@ -49,10 +48,6 @@ from onepiece_hpc.transport.connect import Channels
 log = logging.getLogger(__name__)
 
 
-class ManagerGone(RuntimeError):
-    """The Node Manager's process ended: nobody is left to commit, so stop."""
-
-
 class ReportedFailure(RuntimeError):
     """This rank failed and told the Node Manager, which aborts the job (and names the root cause)."""
 
@@ -60,9 +55,10 @@ class ReportedFailure(RuntimeError):
         super().__init__(cause)
         self.cause, self.manager, self.me = cause, manager, me
 
-    def await_abort(self) -> None:
-        """Wait for rank 0's abort (peers.await_abort); the caller ends the job if it never comes."""
-        await_abort(self.manager, self.me)
+    def await_abort(self) -> bool:
+        """Wait for rank 0's abort (peers.await_abort); the caller ends the job if it never comes.
+        True if rank 0 ended without aborting."""
+        return await_abort(self.manager, self.me)
 
 
 class ProtocolError(RuntimeError):
@@ -333,7 +329,7 @@ class StageWorker:
 
     # -- liveness and telemetry -----------------------------------------------------------------
     def _check_manager(self, what: str) -> None:
-        if self.manager.host == self.me.host and not process_alive(self.manager.pid):
+        if manager_gone(self.manager, self.me):
             raise ManagerGone(f"rank {self.me.rank}: the Node Manager (rank 0, pid {self.manager.pid}) "
                               f"ended while this rank waited for {what}")
 
