@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -37,8 +38,21 @@ def wait_gone(job_id: str, deadline_s: float = JOB_DEADLINE_S) -> None:
             nodes = subprocess.run(["sinfo", "-N", "-h", "-o", "%N %T %E"], capture_output=True, text=True, timeout=30)
             subprocess.run(["scancel", job_id], timeout=30)
             pytest.fail(f"job {job_id} still queued or running after {deadline_s:.0f} s:\n{shown.stdout}"
-                        f"\nnodes:\n{nodes.stdout}")
+                        f"\nnodes:\n{nodes.stdout}\n{_log_tail(shown.stdout)}")
         time.sleep(0.5)
+
+
+def _log_tail(shown: str, lines: int = 60) -> str:
+    """The last lines of the job's log, found from `scontrol show job`'s StdOut= (every run of a
+    requeued job appends to it), for a failure message."""
+    match = re.search(r"StdOut=(\S+)", shown)
+    if match is None:
+        return "(no log named)"
+    try:
+        text = Path(match.group(1)).read_text(errors="replace")
+    except OSError as err:
+        return f"(log {match.group(1)} unreadable: {err.strerror})"
+    return f"the job's log, last {lines} lines:\n" + "\n".join(text.splitlines()[-lines:])
 
 
 def wait_until(condition, what: str, deadline_s: float = JOB_DEADLINE_S, every: float = 0.2):
@@ -50,20 +64,42 @@ def wait_until(condition, what: str, deadline_s: float = JOB_DEADLINE_S, every: 
     return value
 
 
-def start_now(job_id: str) -> None:
+def start_now(job_id: str, deadline_s: float = JOB_DEADLINE_S) -> int:
     """Slurm holds a requeued job back for about two minutes (its begin time); let it start now.
+    Returns Slurm's restart count of the start that took.
 
     First wait for the node to be idle again: until slurmd has cleaned up the previous run, the
     job's old credential is still revoked there and a start fails ("Job credential revoked").
+    Then wait until the job's batch script runs here. A launch can still fail under load (slurmd
+    too busy to take it in time): Slurm then requeues the job itself, held back again, and this
+    lets it start once more.
     """
     def node_idle() -> bool:
         state = subprocess.run(["sinfo", "-h", "-n", "n1", "-o", "%T"], capture_output=True, text=True,
                                timeout=30).stdout.strip()
         return state == "idle"
 
-    wait_until(node_idle, "the node to be idle after the requeue", 90)
-    time.sleep(2.0)
-    subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, timeout=30)
+    end = time.monotonic() + deadline_s
+    while True:
+        restarts = _restarts(job_id)
+        wait_until(node_idle, "the node to be idle after the requeue", 90)
+        time.sleep(2.0)
+        subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, timeout=30)
+        while True:
+            if job_processes(job_id) or not squeue_state(job_id):
+                return restarts
+            if _restarts(job_id) > restarts:
+                break  # its launch failed and Slurm requeued it: start it again
+            if time.monotonic() > end:
+                shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30)
+                pytest.fail(f"job {job_id} did not start within {deadline_s:.0f} s:\n{shown.stdout}")
+            time.sleep(0.2)
+
+
+def _restarts(job_id: str) -> int:
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"Restarts=(\d+)", shown)
+    return int(match.group(1)) if match else 0
 
 
 def job_processes(job_id: str, task: int | None = None) -> list[int]:

@@ -203,10 +203,11 @@ def test_sigterm_alone_drains_requeues_once_and_the_requeued_job_finishes(slurm_
     wait_requeued(job_id, 90)
     log = tmp_path / "preempted.slurm" / f"{job_id}.log"
     assert log_says(log, "rank 0: SIGTERM: draining") and log_says(log, "requeueing job")
-    start_now(job_id)
+    restarts = start_now(job_id)  # 1, or more where Slurm requeued a launch that failed under load
     wait_gone(job_id)
+    assert log.read_text(errors="replace").count("requeueing job") == 1
     assert_drained_then_completed_once(output, reference)
-    assert [int(run["slurm_restart"]) for run in runs_of(output)] == [0, 1]
+    assert [int(run["slurm_restart"]) for run in runs_of(output)] == [0, restarts]
 
 
 def test_the_drain_signal_with_requeue_chain_hands_over_to_a_successor_job(slurm_cluster, staged_job, tmp_path):
