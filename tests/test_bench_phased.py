@@ -20,7 +20,16 @@ def test_the_bench_runs_each_mode_and_gives_ratios_against_the_plain_loop(tmp_pa
     assert rows["resident"][-1] == "1.000x" and rows["phased"][-1].endswith("x")
     phased = json.loads((tmp_path / "tiny-phased.json").read_text())
     assert phased["mode"] == "phased" and phased["items"] == 2 and phased["phase"] == 2
+    assert phased["warm_steps"] == phased["steps"]  # the unit off the clock is one of the job's
     assert (tmp_path / "tiny-resident.log").exists()
+
+
+def test_the_unit_off_the_clock_can_run_fewer_steps(tmp_path):
+    done = run_cli("bench", "phased", REPO / "jobs" / "tiny.yaml", "--modes", "resident:1", "--warm-steps", "1",
+                   "--results", tmp_path, timeout=360)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "tiny-resident.json").read_text())
+    assert record["warm_steps"] == 1 and record["steps"] > 1
 
 
 def test_a_bad_mode_word_is_refused():

@@ -46,8 +46,11 @@ def parse_modes(text: str) -> list[tuple[str, int]]:
 @click.option("--gpus", type=click.IntRange(1), default=1, show_default=True,
               help="GPUs of this node: each plain or one-process mode runs a process a GPU on its share of the "
                    "items, staged-phased a chain of stage ranks a GPU; figures are GPU-seconds per output.")
+@click.option("--warm-steps", type=click.IntRange(1), default=None,
+              help="Denoising steps of the unit each plain or one-process mode runs off the clock first "
+                   "(default: the job's): the same shapes, for cases whose one unit takes minutes.")
 def bench_phased(job: Path, modes: str, cap: float | None, phase: int, results: Path | None,
-                 timeout_s: float, gpus: int) -> None:
+                 timeout_s: float, gpus: int, warm_steps: int | None) -> None:
     """GPU-seconds per output of JOB's first items on one GPU (or --gpus), five ways (see docs/gpus.md)."""
     chosen = parse_modes(modes)
     if results is not None:
@@ -55,7 +58,7 @@ def bench_phased(job: Path, modes: str, cap: float | None, phase: int, results: 
     records = []
     for mode, items in chosen:
         click.echo(f"{mode}: {items} items on {gpus} GPU(s) ...", err=True)
-        record, log, code = run_mode(job, mode, items, phase, cap, gpus, timeout_s)
+        record, log, code = run_mode(job, mode, items, phase, cap, gpus, timeout_s, warm_steps)
         if results is not None:
             (results / f"{job.stem}-{mode}.log").write_text(log, encoding="utf-8")
         if record is None:
@@ -68,7 +71,7 @@ def bench_phased(job: Path, modes: str, cap: float | None, phase: int, results: 
 
 
 def run_mode(job: Path, mode: str, items: int, phase: int, cap: float | None, gpus: int,
-             timeout_s: float) -> tuple[dict | None, str, int | str]:
+             timeout_s: float, warm_steps: int | None = None) -> tuple[dict | None, str, int | str]:
     """One mode, in processes of its own: staged-phased as one launch over `gpus` GPUs, any other as
     a process a GPU, all at once, each on its share of the items (the job's first ones). Returns the
     record (None if a process failed), the logs and the first failing exit code."""
@@ -78,6 +81,8 @@ def run_mode(job: Path, mode: str, items: int, phase: int, cap: float | None, gp
             "--mode", "resident" if mode == "capped-resident" else mode, "--phase", str(phase)]
     if cap is not None and mode != "resident":
         argv += ["--gpu-memory-gib", str(cap)]
+    if warm_steps is not None and mode != "staged-phased":  # its ranks warm up on their own
+        argv += ["--warm-steps", str(warm_steps)]
     if mode == "staged-phased":
         jobs = [([*argv, "--items", str(items), "--gpus", str(gpus)], with_visible_gpus(gpus))]
     else:
