@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -34,17 +35,54 @@ def inside_import(frame) -> bool:
 
 
 def outside_imports(handler: Callable[[int, object], None]) -> Callable[[int, object], None]:
-    """A signal handler that raises to stop the run, made to wait out an import: landing inside
-    one, the signal is sent to this process again shortly instead, until it lands outside."""
+    """A signal handler that raises to stop the run, made to land where the stop can take effect:
+    - landing inside an import, the signal is sent to this process again shortly instead, until it
+      lands outside;
+    - raised where Python can't pass an exception on (a finalizer, a weakref callback, an atexit
+      function: Python prints "Exception ignored in ..." and goes on), the handler is put back and
+      the signal sent again, so that the stop is not lost (the handler may have set the signal to
+      be ignored before it raised)."""
     @functools.wraps(handler)
     def handle(signum: int, frame) -> None:
-        if not inside_import(frame):
-            handler(signum, frame)
+        if inside_import(frame):
+            _send_again(signum)
             return
-        timer = threading.Timer(RETRY_S, os.kill, (os.getpid(), signum))
-        timer.daemon = True
-        timer.start()
+        installed = signal.getsignal(signum)
+        try:
+            handler(signum, frame)
+        except BaseException as stop:
+            stop._onepiece_signal = (signum, installed)  # for on_unraisable, should Python swallow it
+            _catch_swallowed_stops()
+            raise
     return handle
+
+
+def _send_again(signum: int) -> None:
+    timer = threading.Timer(RETRY_S, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
+
+
+def _catch_swallowed_stops() -> None:
+    """Put a hook for exceptions Python can't raise in front of the one in place, once."""
+    if getattr(sys.unraisablehook, "_onepiece_stops", False):
+        return
+    previous = sys.unraisablehook
+
+    def on_unraisable(unraisable) -> None:
+        resend = getattr(unraisable.exc_value, "_onepiece_signal", None)
+        if resend is None:
+            previous(unraisable)
+            return
+        signum, installed = resend
+        try:
+            signal.signal(signum, installed)
+        except ValueError:  # not the main thread: the handler is still in place
+            pass
+        _send_again(signum)
+
+    on_unraisable._onepiece_stops = True
+    sys.unraisablehook = on_unraisable
 
 
 @outside_imports

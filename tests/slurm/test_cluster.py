@@ -270,11 +270,15 @@ def test_a_signal_before_the_run_starts_does_not_kill_the_script(slurm_cluster, 
     job_id = submit_job(planned, environment.slurm_index_dir())
     wait_until((tmp_path / "at-gate").exists, "the script to reach the --mpi detection", 90)
     shell = wait_until(lambda: job_processes(job_id), "the batch script's process")[0]
+    # what was signalled, for the message should the script not see it (seen once in the suite)
+    signalled = subprocess.run(["ps", "-o", "pid,ppid,stat,args", "--ppid", str(shell), "-p", str(shell)],
+                               capture_output=True, text=True, timeout=30).stdout
     os.kill(shell, signal.SIGUSR1)  # pending for the script before the command it waits on ends
     (tmp_path / "open").touch()
     wait_gone(job_id, 60)
     log = (tmp_path / "early.slurm" / f"{job_id}.log").read_text()
-    assert "got SIGUSR1 before the run started: not starting it" in log and "not requeued" in log
+    assert "got SIGUSR1 before the run started: not starting it" in log and "not requeued" in log, \
+        f"SIGUSR1 went to {shell}:\n{signalled}\nthe job's log:\n{log}"
     assert not (tmp_path / "early.h5").exists()
 
 
