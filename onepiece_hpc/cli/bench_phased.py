@@ -49,10 +49,15 @@ def parse_modes(text: str) -> list[tuple[str, int]]:
 @click.option("--warm-steps", type=click.IntRange(1), default=None,
               help="Denoising steps of the unit each plain or one-process mode runs off the clock first "
                    "(default: the job's): the same shapes, for cases whose one unit takes minutes.")
+@click.option("--compare", "earlier", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A JSON record of this job that an earlier call kept under --results (a mode too long to "
+                   "share a call): shown in the table marked as such, and counted in the best plain figure; "
+                   "repeatable.")
 def bench_phased(job: Path, modes: str, cap: float | None, phase: int, results: Path | None,
-                 timeout_s: float, gpus: int, warm_steps: int | None) -> None:
+                 timeout_s: float, gpus: int, warm_steps: int | None, earlier: tuple[Path, ...]) -> None:
     """GPU-seconds per output of JOB's first items on one GPU (or --gpus), five ways (see docs/gpus.md)."""
     chosen = parse_modes(modes)
+    compared = [earlier_record(path, job, cap) for path in earlier]  # refused before any mode runs
     if results is not None:
         results.mkdir(parents=True, exist_ok=True)
     records = []
@@ -67,7 +72,26 @@ def bench_phased(job: Path, modes: str, cap: float | None, phase: int, results: 
         records.append(record)
         if results is not None:
             (results / f"{job.stem}-{mode}.json").write_text(json.dumps(record) + "\n", encoding="utf-8")
-    click.echo(table(records))
+    click.echo(table(records, compared))
+
+
+def earlier_record(path: Path, job: Path, cap: float | None) -> dict:
+    """A record that an earlier call kept, checked to be of the same job and cap (else UserError)."""
+    fix = "fix: name a .json record that `onepiece bench phased --results` kept for this job"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as unreadable:
+        raise UserError(f"--compare {path}: not a readable record ({unreadable}); {fix}") from None
+    fields = {"label", "job", "items", "s_per_output"}
+    if not isinstance(record, dict) or not fields <= record.keys():
+        raise UserError(f"--compare {path}: not a record of `onepiece bench phased` (it needs the fields "
+                        f"{', '.join(sorted(fields))}); {fix}")
+    if Path(str(record["job"])).name != job.name:
+        raise UserError(f"--compare {path}: a record of {record['job']}, not of {job}; {fix}")
+    if record["label"] != "resident" and record.get("gpu_memory_gib") != cap:
+        raise UserError(f"--compare {path}: measured under a cap of {record.get('gpu_memory_gib')} GiB, this call's "
+                        f"is {cap} GiB; fix: compare records of the same --gpu-memory-gib")
+    return {**record, "earlier": path.name}
 
 
 def run_mode(job: Path, mode: str, items: int, phase: int, cap: float | None, gpus: int,
@@ -116,13 +140,17 @@ def run_mode(job: Path, mode: str, items: int, phase: int, cap: float | None, gp
             "per_gpu": parts}, log, 0
 
 
-def table(records: list[dict]) -> str:
-    """Seconds per output of each mode, and each against the best plain mode of the same call."""
-    plain = [r["s_per_output"] for r in records if r["label"] in PLAIN]
+def table(records: list[dict], earlier: list[dict] = ()) -> str:
+    """Seconds per output of each mode, and each against the best plain mode of the same call and
+    of the `earlier` records (marked * and named below the table)."""
+    rows = [*records, *earlier]
+    plain = [r["s_per_output"] for r in rows if r["label"] in PLAIN]
     best = min(plain) if plain else None
     lines = [f"{'mode':<16} {'items':>5} {'s/output':>9} {'peak GiB':>9} {'vs best plain':>13}"]
-    for r in records:
+    for r in rows:
         ratio = f"{r['s_per_output'] / best:.3f}x" if best else "-"
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else "-"
-        lines.append(f"{r['label']:<16} {r['items']:>5} {r['s_per_output']:>9.3f} {peak:>9} {ratio:>13}")
+        label = r["label"] + ("*" if "earlier" in r else "")
+        lines.append(f"{label:<16} {r['items']:>5} {r['s_per_output']:>9.3f} {peak:>9} {ratio:>13}")
+    lines += [f"* from an earlier call: {r['earlier']}" for r in earlier]
     return "\n".join(lines)
