@@ -52,7 +52,7 @@ def test_sigterm_during_an_import_stops_the_run_after_the_import(tmp_path):
 
 
 SWALLOWED = textwrap.dedent("""\
-    import gc, os, signal, sys, time, weakref
+    import os, signal, sys, time, weakref
     from onepiece_hpc.runtime.interrupts import Terminated, interrupt_on_sigterm
 
     def stop_in_here(*_):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -140,7 +141,7 @@ def run_mode(job: Path, mode: str, items: int, phase: int, cap: float | None, gp
             "per_gpu": parts}, log, 0
 
 
-def table(records: list[dict], earlier: list[dict] = ()) -> str:
+def table(records: Sequence[dict], earlier: Sequence[dict] = ()) -> str:
     """Seconds per output of each mode, and each against the best plain mode of the same call and
     of the `earlier` records (marked * and named below the table)."""
     rows = [*records, *earlier]

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 from onepiece_hpc.exit_codes import ExitCode
-from onepiece_hpc.runtime.interrupts import Terminated, outside_imports
+from onepiece_hpc.runtime.interrupts import Terminated, stop_handler
 
 #: signals a job file may name as slurm.drain_signal
 DRAIN_SIGNALS = ("USR1", "USR2", "TERM")
@@ -147,7 +147,7 @@ def listen(drain_signal: str | None, drain_seconds: float) -> Drain:
         elif signum == signal.SIGTERM and drain.cause != name:
             on_stop(signum, frame)
 
-    @outside_imports
+    @stop_handler
     def on_stop(signum, frame) -> None:
         name = signal.Signals(signum).name
         if not drain.is_set():

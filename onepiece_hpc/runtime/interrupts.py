@@ -34,7 +34,7 @@ def inside_import(frame) -> bool:
     return False
 
 
-def outside_imports(handler: Callable[[int, object], None]) -> Callable[[int, object], None]:
+def stop_handler(handler: Callable[[int, object], None]) -> Callable[[int, object], None]:
     """A signal handler that raises to stop the run, made to land where the stop can take effect:
     - landing inside an import, the signal is sent to this process again shortly instead, until it
       lands outside;
@@ -85,7 +85,7 @@ def _catch_swallowed_stops() -> None:
     sys.unraisablehook = on_unraisable
 
 
-@outside_imports
+@stop_handler
 def _raise(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the stop is under way: a second SIGTERM changes nothing
     raise Terminated()

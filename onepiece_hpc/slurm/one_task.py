@@ -19,7 +19,7 @@ from pathlib import Path
 
 from onepiece_hpc.exit_codes import ExitCode, after_signal
 from onepiece_hpc.runtime.drain import DRAIN_SIGNALS
-from onepiece_hpc.runtime.interrupts import Terminated, outside_imports
+from onepiece_hpc.runtime.interrupts import Terminated, stop_handler
 from onepiece_hpc.slurm.outcome import output_of, runs_of
 
 STOPPED = (after_signal(signal.SIGINT), after_signal(signal.SIGTERM))  # `onepiece run`'s exit codes after a stop
@@ -51,7 +51,7 @@ def run(job_file: str, output: str | None, drain_signal: str) -> int:
     """Run the job in this process; returns the exit code (3 or 5 after a drain, see above)."""
     stops: list[str] = []
 
-    @outside_imports  # raised inside torch's import, Drained would abort the process
+    @stop_handler  # raised inside torch's import, Drained would abort the process; swallowed, it would be lost
     def on_drain(signum, frame) -> None:
         stops.append(signal.Signals(signum).name)
         signal.signal(signum, signal.SIG_IGN)  # the stop is under way: the same signal again changes nothing
