@@ -3,7 +3,10 @@ pulses of its own run."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -73,3 +76,47 @@ def test_a_rank_whose_rank_0_has_no_address_goes_on_without_pulses(caplog):
     sender = PulseSender(2, "no-such-host.invalid", 9, b"\x01" * 8, every_s=0.05).start()
     sender.close()
     assert "no pulse to rank 0" in caplog.text
+
+
+class _RecordingListener(PulseListener):
+    """A listener that notes each time it says its socket is empty, with when it last heard rank 3
+    at that moment: the claims a watchdog may read, whenever it reads."""
+
+    claims: list[tuple[float, float | None]]
+
+    @property
+    def _emptied_at(self) -> float:
+        return self._claimed
+
+    @_emptied_at.setter
+    def _emptied_at(self, value: float) -> None:
+        self._claimed = value
+        self.__dict__.setdefault("claims", []).append((value, self.heard_at.get(3)))
+
+
+def test_pulses_that_come_while_a_timed_out_read_waits_for_the_interpreter_are_read():
+    """The listener's read times out while the rank is stopped; the interpreter is held as it
+    raises the timeout, and the rank pulses again meanwhile. The listener reads those pulses before
+    it says its socket is empty: it said so at once, and for a moment a live rank looked silent
+    for seconds (a watchdog that looked then would have named it lost)."""
+    listener = _RecordingListener.open(socket.gethostname())
+    assert listener is not None, "no UDP socket on this host's name"
+    try:
+        with pulsing(listener, [3]) as sender:
+            _wait_heard(listener, 3, 30.0)
+            sender.send_signal(signal.SIGSTOP)
+            time.sleep(0.3)
+            resume = subprocess.Popen([sys.executable, "-c", "import os, signal, time; time.sleep(1.2); "
+                                       f"os.kill({sender.pid}, signal.SIGCONT); print(time.monotonic())"],
+                                      stdout=subprocess.PIPE, text=True)
+            try:
+                hold_the_interpreter(2)  # the read's 0.5 s timeout ends in here; the rank resumes at 1.2 s
+                time.sleep(0.5)
+            finally:
+                sender.send_signal(signal.SIGCONT)
+                resumed_at = float(resume.communicate(timeout=30)[0])
+    finally:
+        listener.close()
+    after = [(at, heard) for at, heard in listener.claims if at > resumed_at + 0.2]  # a pulse or two since
+    assert after, listener.claims
+    assert all(heard is not None and at - heard < 1.0 for at, heard in after), (resumed_at, after)

@@ -81,14 +81,23 @@ class PulseListener:
     def _listen(self) -> None:
         while not self._stop.is_set():
             try:
-                self._take(self._sock.recv(64))
-                while select.select([self._sock], [], [], 0)[0]:  # whatever waited: read it all
+                try:
                     self._take(self._sock.recv(64))
-            except TimeoutError:
-                pass
+                except TimeoutError:  # raised once this thread had the interpreter again: pulses may wait
+                    pass
+                self._emptied_at = self._read_what_waited()
             except (OSError, ValueError):
                 return  # closed
-            self._emptied_at = time.monotonic()
+
+    def _read_what_waited(self) -> float:
+        """Read every pulse that waits; returns the time just before the look that found the socket
+        empty (not after it: a call holding the interpreter may keep this thread from reading the
+        clock for seconds, while pulses arrive)."""
+        while True:
+            looked_at = time.monotonic()
+            if not select.select([self._sock], [], [], 0)[0]:
+                return looked_at
+            self._take(self._sock.recv(64))
 
     def _take(self, data: bytes) -> None:
         if len(data) != PACKET.size:
