@@ -243,6 +243,16 @@ if [ "$ntasks" != 1 ] && [ "$rc" != "$EXIT_DONE" ] && [ "$rc" != "$EXIT_REFUSED"
     fi
 fi
 
+release_held() {  # let the held, requeued job go; a busy controller may fail a call: try again (a
+    # release of a job that is not held succeeds, so a call that failed after it took effect is harmless)
+    local pause
+    for pause in 0 1 2 4; do
+        sleep "$pause"
+        scontrol release "$SLURM_JOB_ID" && return 0
+    done
+    return 1
+}
+
 cancelled() {  # Slurm ends this job for another reason than its time limit (scancel): don't bring it back
     local state
     state="$(squeue -h -j "$SLURM_JOB_ID" -o '%T %r' 2>/dev/null)" || return 1
@@ -279,11 +289,14 @@ case "$rc" in
         case "$requeue" in
             scontrol)
                 say "stopped early; every finished item is committed; requeueing job $SLURM_JOB_ID to resume${exclude:+, without node(s) $exclude}"
+                # a requeue ends this job at once: Slurm sends SIGTERM to this script and to all it
+                # runs (SIGKILL after KillWait), and what follows the requeue must still run
+                trap '' TERM
                 if [ -n "$exclude" ]; then  # only a pending job takes ExcNodeList: requeue it held, then let it go
                     if scontrol requeuehold "$SLURM_JOB_ID"; then
                         scontrol update JobId="$SLURM_JOB_ID" ExcNodeList="$exclude" \
                             || say "could not keep node(s) $exclude out of the requeued job (see above)"
-                        scontrol release "$SLURM_JOB_ID" || say "scontrol release $SLURM_JOB_ID failed (see above); fix: release it by hand"
+                        release_held || say "scontrol release $SLURM_JOB_ID failed (see above), and the requeued job is held; fix: scontrol release $SLURM_JOB_ID"
                         exit "$EXIT_DRAINED"
                     fi
                 fi

@@ -225,6 +225,54 @@ def test_a_step_that_lost_a_node_names_it_and_the_job_comes_back_without_it(tmp_
     assert result.returncode == (137 if restarts else 3), result.stderr
 
 
+#: kill -TERM a process and everything under it, found by parent through /proc, as slurmd does
+#: (proctrack/linuxproc) to a job that is requeued
+KILL_TREE = """import os, signal, sys
+children = {}
+for entry in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        stat = open(f'/proc/{entry}/stat').read()
+    except OSError:
+        continue
+    children.setdefault(int(stat.rsplit(')', 1)[1].split()[1]), []).append(int(entry))
+todo = [int(sys.argv[1])]
+while todo:
+    pid = todo.pop()
+    todo += children.get(pid, [])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass
+"""
+
+
+def test_what_the_script_runs_after_requeueing_its_own_job_outlives_the_requeue(tmp_path):
+    """`scontrol requeuehold` of the script's own job makes Slurm send SIGTERM to the script and all
+    it runs, while the script has still to keep the lost node out and release the job: those calls
+    must not die of it (in the suite, the release did, and the job stayed held for good). The
+    controller is slow and fails the first release, as a busy one does: the script tries again."""
+    slurm = Slurm(tmp_path, "exit 137\n")
+    fake(slurm.bin, "sinfo", 'printf "h1 mixed\\nh2 mixed\\nh3 down*\\n"\n')
+    (tmp_path / "kill_tree.py").write_text(KILL_TREE)
+    note = f'echo "scontrol $*" >> {shlex.quote(str(slurm.calls))}'
+    fake(slurm.bin, "scontrol", 'case "$1 $2" in\n'
+                                 '  "show job") echo "JobId=1 Restarts=0 Requeue=1" ;;\n'
+                                 '  "show hostnames") printf "h1\\nh2\\nh3\\n" ;;\n'
+                                 f'  "requeuehold 1") {note}\n'
+                                 f'    (sleep 0.2; {shlex.quote(sys.executable)} kill_tree.py "$PPID") '
+                                 '</dev/null >/dev/null 2>&1 & ;;\n'
+                                 f'  "release 1") sleep 1; {note}\n'
+                                 '    [ -e released-once ] || { touch released-once; echo "controller busy" >&2; exit 1; } ;;\n'
+                                 f'  *) {note} ;;\nesac\n')
+    result = subprocess.run(["/bin/bash", str(script_file(tmp_path)), "--python", str(slurm.python), "--mpi", "pmi2",
+                             "job.yaml"], capture_output=True, text=True, timeout=60,
+                            env=slurm_env(6, [slurm.bin]) | {"SLURM_JOB_NODELIST": "h[1-3]"}, cwd=tmp_path)
+    assert slurm.called("scontrol") == ["requeuehold 1", "update JobId=1 ExcNodeList=h3", "release 1", "release 1"], \
+        result.stderr
+    assert result.returncode == 3, result.stderr
+    assert "got SIGTERM" not in result.stderr and "release 1 failed" not in result.stderr, result.stderr
+
+
 def test_a_run_with_failed_items_is_not_requeued_and_says_how_to_retry(tmp_path):
     slurm = Slurm(tmp_path, "exit 4\n")
     result = run_script(tmp_path, ["--python", str(slurm.python), "--mpi", "pmi2", "job.yaml"], 4, [slurm.bin])
