@@ -32,7 +32,7 @@ from onepiece_hpc.topology import CLASSIC
 
 from support import REPO, builtin_model, invoke, run_cli, runs_of, telemetry_of, write_job, write_png
 
-CPU = Placement(torch.device("cpu"), torch.float32)
+CPU = Placement("cpu", "float32")
 STAGES = ["encode", DENOISE_HIGH, DENOISE_LOW, "decode"]
 MODELS = ["tiny-wan22-t2v", "tiny-wan22-i2v"]
 #: five steps: two at or above the boundary (999, 923 of the shifted schedule) and three below, so
@@ -252,8 +252,8 @@ def _lines(count: int) -> str:
                    for i in range(count))
 
 
-def _job(folder: Path, model: str, count: int, **fields) -> Path:
-    params = f"steps: {STEPS}, guidance: 4.0, height: {SIZE}, width: {SIZE}, frames: {FRAMES}"
+def _job(folder: Path, model: str, count: int, steps: int = STEPS, **fields) -> Path:
+    params = f"steps: {steps}, guidance: 4.0, height: {SIZE}, width: {SIZE}, frames: {FRAMES}"
     if model.endswith("i2v"):
         write_png(folder / "first.png")
         params += ", image: first.png"
@@ -267,8 +267,8 @@ def _videos(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return f["outputs/videos"][...], f["items"][...]
 
 
-def _monolithic(folder: Path, model: str, count: int) -> np.ndarray:
-    result = invoke("run", _job(folder, model, count), "--monolithic")
+def _monolithic(folder: Path, model: str, count: int, steps: int = STEPS) -> np.ndarray:
+    result = invoke("run", _job(folder, model, count, steps), "--monolithic")
     assert result.code == 0, result.err
     return _videos(folder / "out/t.h5")[0]
 
@@ -308,9 +308,12 @@ def test_the_experts_on_separate_ranks_equal_the_one_process_run_and_the_plain_c
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_ranks_moving_between_the_experts_land_identical_outputs(tmp_path):
-    count = 16
-    reference = _monolithic(tmp_path / "mono", "tiny-wan22-t2v", count)
-    job = _job(tmp_path / "elastic", "tiny-wan22-t2v", count,
+    """Enough steps that the experts are the bottleneck whatever the load (at 5 steps the text
+    encoder was, under the suite's load, and no move was worth making): the second encode rank
+    moves to an expert, and the outputs are the one-process run's."""
+    count, steps = 16, 30
+    reference = _monolithic(tmp_path / "mono", "tiny-wan22-t2v", count, steps)
+    job = _job(tmp_path / "elastic", "tiny-wan22-t2v", count, steps,
                stages="{encode: 2, denoise_high: 1, denoise_low: 1, decode: 1}",
                policy="{name: adaptive, interval_s: 0.3, cooldown_s: 0.5, margin: 0.0}")
     proc = run_cli("run", job, "-n", "6", "--wait-timeout", "120", timeout=360)
@@ -320,7 +323,7 @@ def test_ranks_moving_between_the_experts_land_identical_outputs(tmp_path):
     np.testing.assert_array_equal(videos, reference)
     assert int(runs_of(output)[0]["items_committed"]) == count
     moves = telemetry_of(output).moves
-    assert len(moves) >= 1, proc.stdout
+    assert {m["target"].decode() for m in moves} & {DENOISE_HIGH, DENOISE_LOW}, (moves, proc.stdout)
     assert {m["source"].decode() for m in moves} | {m["target"].decode() for m in moves} <= set(STAGES)
 
 
