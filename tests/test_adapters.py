@@ -17,9 +17,19 @@ from onepiece_hpc.store.schema import OUTPUT_DATASETS
 
 from support import builtin_model, write_png
 
-CPU = Placement(torch.device("cpu"), torch.float32)
+CPU = Placement("cpu", "float32")
 MODELS = ["builtin:tiny-sd", "builtin:tiny-pixart", "builtin:tiny-sdxl", "builtin:tiny-wan-t2v",
           "builtin:tiny-wan-i2v"]
+
+
+def test_a_placement_is_names_and_gives_torchs_objects():
+    """Held by name (the launcher checks a job without torch), given as torch's objects."""
+    gpu = Placement(torch.device("cuda", 1), torch.bfloat16)  # torch's objects are taken too
+    assert (gpu.device_name, gpu.dtype_name, gpu.device_type) == ("cuda:1", "bfloat16", "cuda")
+    assert gpu.device == torch.device("cuda", 1) and gpu.dtype is torch.bfloat16
+    assert CPU == Placement(torch.device("cpu"), torch.float32) and CPU.dtype is torch.float32
+    moved = CPU.on(torch.device("cuda", 0), memory_limit_mb=512.0)
+    assert (moved.device_name, moved.dtype_name, moved.memory_limit_mb) == ("cuda:0", "float32", 512.0)
 
 
 def _params(adapter: ModelAdapter, guidance: float, folder) -> GenParams:

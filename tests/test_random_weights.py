@@ -10,7 +10,7 @@ from onepiece_hpc.models.source import WEIGHT_SUFFIXES, resolve_model
 from onepiece_hpc.models.stable_diffusion import tiny as tiny_sd
 from onepiece_hpc.jobfile.job import GenParams
 
-CPU = Placement(torch.device("cpu"), torch.float32)
+CPU = Placement("cpu", "float32")
 
 
 def _run_all_stages(source) -> torch.Tensor:

@@ -14,7 +14,7 @@ import json
 import resource
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -58,7 +58,7 @@ def start_baseline_rank(job: Path, gpu_memory_gib: float | None) -> BaselineRank
     comm = MPI.COMM_WORLD
     prepared = prepare(job, None, environment.cache_dir())
     placement = place_rank(prepared, comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank(), gpu_memory_gib)
-    return BaselineRank(comm, comm.Get_rank(), comm.Get_size(), prepared, placement, placement.device.type == "cuda")
+    return BaselineRank(comm, comm.Get_rank(), comm.Get_size(), prepared, placement, placement.device_type == "cuda")
 
 
 def start_one_device(job: Path, gpu_memory_gib: float | None = None):
@@ -72,11 +72,11 @@ def start_one_device(job: Path, gpu_memory_gib: float | None = None):
 
     prepared = prepare(job, None, environment.cache_dir())
     placement = prepared.placement
-    gpu = placement.device.type == "cuda"
+    gpu = placement.device_type == "cuda"
     if gpu:
         from onepiece_hpc.runtime.gpus import take_gpu
 
-        placement = replace(placement, device=take_gpu(0, gpu_memory_gib))
+        placement = placement.on(take_gpu(0, gpu_memory_gib))
     return prepared, placement, gpu
 
 

@@ -54,9 +54,9 @@ def run(ctx: click.Context, **values) -> None:
     if options.ranks is not None:
         if options.fabric == "cuda-ipc":
             _check_cuda_ipc(prepared)
-        if options.mps and prepared.placement.device.type != "cuda":
+        if options.mps and prepared.placement.device_type != "cuda":
             raise UserError(f"--mps shares GPUs between ranks, but {prepared.job.source} runs on "
-                            f"{prepared.placement.device.type}; fix: device: cuda (on a GPU node), or leave --mps out")
+                            f"{prepared.placement.device_type}; fix: device: cuda (on a GPU node), or leave --mps out")
         port = options.metrics_port if options.metrics_port is not None else prepared.job.metrics_port
         if port is not None:  # a taken port is said before any rank starts
             from onepiece_hpc.observe.server import check_port
@@ -74,7 +74,7 @@ def run(ctx: click.Context, **values) -> None:
     def progress(meter) -> ProgressReporter:
         return ProgressReporter(meter, prepared.job.name, sys.stderr, interactive)
 
-    if options.gpu_memory_gib is not None and prepared.placement.device.type == "cuda":
+    if options.gpu_memory_gib is not None and prepared.placement.device_type == "cuda":
         from onepiece_hpc.runtime.gpus import take_gpu
 
         take_gpu(prepared.placement.device.index or 0, options.gpu_memory_gib)
@@ -95,7 +95,7 @@ def run(ctx: click.Context, **values) -> None:
 def _check_phase_chains(prepared, layout) -> None:
     """Refuse a run in phases whose layout can't give each GPU one rank of every stage."""
     chains = layout.chains()
-    if prepared.placement.device.type != "cuda":
+    if prepared.placement.device_type != "cuda":
         return
     import torch
 
@@ -109,9 +109,9 @@ def _check_phase_chains(prepared, layout) -> None:
 
 def _check_cuda_ipc(prepared) -> None:
     """Refuse --fabric cuda-ipc before any rank starts where it can't work."""
-    if prepared.placement.device.type != "cuda":
+    if prepared.placement.device_type != "cuda":
         raise UserError(f"--fabric cuda-ipc passes tensors between GPUs, but {prepared.job.source} runs on "
-                        f"{prepared.placement.device.type}; fix: device: cuda (on a GPU node), or another --fabric")
+                        f"{prepared.placement.device_type}; fix: device: cuda (on a GPU node), or another --fabric")
     from onepiece_hpc.transport.fabrics.cuda_memory import ipc_available
 
     if not ipc_available():
@@ -131,7 +131,7 @@ def _run_staged(prepared, options: RunOptions) -> None:
     layout = plan_layout(prepared.job, options.ranks, prepared.model.adapter.topology)
     if options.phases is not None:
         _check_phase_chains(prepared, layout)
-    check_stage_memory(options.stage_memory_gib(), layout.topology.names, prepared.placement.device.type,
+    check_stage_memory(options.stage_memory_gib(), layout.topology.names, prepared.placement.device_type,
                        options.phases)
     try:
         report = launch(options, as_root=os.geteuid() == 0)

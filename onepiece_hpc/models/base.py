@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import abc
+import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from onepiece_hpc.jobfile.job import GenParams
 from onepiece_hpc.models.topologies import topology_for
 from onepiece_hpc.topology import Topology
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: a process that checks a job needs none
+    import torch
+
+
+def no_grad(method):
+    """`torch.no_grad()` around `method`, torch imported at the first call rather than with the
+    module: the adapters' modules are imported where jobs are only checked (the launcher)."""
+
+    @functools.wraps(method)
+    def without_grad(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return method(*args, **kwargs)
+
+    return without_grad
 
 
 @dataclass(frozen=True)
@@ -26,6 +43,8 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
+        import torch
+
         count = 1
         for dim in self.shape:
             count *= dim
@@ -45,6 +64,8 @@ class UnitInput:
 
     def generators(self) -> list[torch.Generator]:
         """One CPU generator per item, seeded with the item's own seed."""
+        import torch
+
         return [torch.Generator("cpu").manual_seed(seed) for seed in self.seeds]
 
 
@@ -85,6 +106,8 @@ class LoadedStage:
         return self._run(unit, inputs)
 
     def _tensors(self) -> list[torch.Tensor]:
+        import torch
+
         modules = [m for m in getattr(self._holder, "components", {}).values() if isinstance(m, torch.nn.Module)]
         return [t for m in modules for t in (*m.parameters(), *m.buffers())]
 
@@ -96,11 +119,15 @@ class LoadedStage:
             self._host = {id(t): t.data.to("cpu").pin_memory() for t in tensors}
         for tensor in tensors:
             tensor.data = self._host[id(tensor)]
+        import torch
+
         torch.cuda.empty_cache()
 
     def restore(self) -> None:
         if self._device.type == "cpu" or self._host is None:
             return
+        import torch
+
         for tensor in self._tensors():
             tensor.data = self._host[id(tensor)].to(self._device, non_blocking=True)
         torch.cuda.synchronize(self._device)
@@ -108,11 +135,36 @@ class LoadedStage:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where and in what precision a stage runs."""
+    """Where and in what precision a stage runs, by name: a process that only checks a job (the
+    launcher) needs no torch. `device` and `dtype` are torch's objects for the names."""
 
-    device: torch.device
-    dtype: torch.dtype
+    device_name: str  # "cpu", "cuda" or "cuda:N"
+    dtype_name: str  # "float32", "bfloat16" or "float16"
     memory_limit_mb: float = 0.0  # this process's share of its GPU's memory (0: no limit known)
+
+    def __post_init__(self) -> None:  # torch's objects are taken too: Placement(torch.device("cpu"), torch.float32)
+        object.__setattr__(self, "device_name", str(self.device_name))
+        object.__setattr__(self, "dtype_name", str(self.dtype_name).removeprefix("torch."))
+
+    @property
+    def device_type(self) -> str:
+        return self.device_name.partition(":")[0]
+
+    @property
+    def device(self) -> torch.device:
+        import torch
+
+        return torch.device(self.device_name)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+    def on(self, device: torch.device | str, **changes) -> Placement:
+        """The same placement on another device (and with `changes`)."""
+        return replace(self, device_name=str(device), **changes)
 
 
 def read_config(folder: Path, component: str) -> dict:
@@ -153,7 +205,8 @@ class ModelAdapter(abc.ABC):
 
     @abc.abstractmethod
     def output_specs(self, stage: str, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
-        """The tensors the stage emits for a unit of `batch` items."""
+        """The tensors the stage emits for a unit of `batch` items, in `dtype` where they follow the
+        job's (a torch dtype, or its name: the specs hold names)."""
 
     @abc.abstractmethod
     def size_multiple(self) -> int:

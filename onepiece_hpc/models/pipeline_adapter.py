@@ -10,16 +10,16 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from onepiece_hpc.models.base import (
-    LoadedStage, ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, read_config,
+    LoadedStage, ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, no_grad, read_config,
 )
 from onepiece_hpc.models.random_weights import build_pipeline, is_random
 from onepiece_hpc.jobfile.job import GenParams
 from onepiece_hpc.topology import DENOISE, ENCODE
 
 if TYPE_CHECKING:
+    import torch
     from diffusers import DiffusionPipeline
 
 
@@ -34,6 +34,8 @@ def pixels_to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     `to_uint8`, computed where the pixels are, so only the uint8 bytes cross to the host (a
     quarter of the float32 frames, and no pass of the host's CPU over them), into page-locked
     memory (a pageable copy of an 81-frame 480p video took 72 ms on an H200, a pinned one 2 ms)."""
+    import torch
+
     unit = (pixels * 0.5 + 0.5).clamp(0, 1)  # VaeImageProcessor.denormalize, op for op
     frames = unit.movedim(1, -1).contiguous().float().mul_(255).round_().to(torch.uint8)
     if not frames.is_cuda:
@@ -66,6 +68,8 @@ class PlainCall:
                         "decode": ended - marks["decoding"]}
 
     def _now(self) -> float:
+        import torch
+
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         return time.perf_counter()
@@ -152,6 +156,8 @@ class DiffusersPipelineAdapter(ModelAdapter):
         return self._load_components(set(self.components(stage)), placement)
 
     def _load_components(self, wanted: set[str], placement: Placement) -> DiffusionPipeline:
+        import torch
+
         if is_random(self.folder):
             pipe = build_pipeline(self.pipeline_class, self.folder, self.index, wanted, placement.device,
                                   placement.dtype)
@@ -210,7 +216,7 @@ class DiffusersPipelineAdapter(ModelAdapter):
                     width=params.width, generator=unit.generators(), output_type="latent", return_dict=False,
                     **on_device, **extra)[0]
 
-    @torch.no_grad()
+    @no_grad
     def decode(self, pipe: DiffusionPipeline, unit: UnitInput,
                inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         vae = pipe.vae

@@ -16,10 +16,13 @@ import logging
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from onepiece_hpc.models.folders import publish_folder
+
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
 #: the marker that makes a pipeline folder a random-weight one (its content enters the identity)
@@ -34,6 +37,7 @@ def is_random(folder: Path) -> bool:
 def write_config_folder(name: str, version: int, build: Callable, folder: Path) -> Path:
     """Write the configs of `build()`'s pipeline (built on the meta device: nothing is allocated)
     into `folder`, once (see `publish_folder`)."""
+    import torch
 
     def save(staging: Path) -> None:
         with torch.device("meta"):
@@ -74,6 +78,8 @@ def build_component(folder: Path, index: dict, component: str, device: torch.dev
                     dtype: torch.dtype):
     """One component: modules drawn at random on `device` in `dtype` (seeded by the component's
     name, so every rank that builds it gets the same weights); other parts read from files."""
+    import torch
+
     cls = _component_class(index, component)
     path = folder / component
     if not issubclass(cls, torch.nn.Module):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 from onepiece_hpc.errors import UserError
 
 if TYPE_CHECKING:
+    import torch
+
     from onepiece_hpc.models.base import Placement
     from onepiece_hpc.runtime.prepare import Prepared
 
@@ -28,6 +28,8 @@ def take_gpu(index: int, memory_gib: float | None = None, sharing: int = 1, shar
     """Make GPU `index` this process's device; with `memory_gib`, cap what torch may allocate on
     it at that many GiB split between the `sharing` processes on the GPU, or at `share_mb` (this
     process's share by need, `shares_by_need`)."""
+    import torch
+
     torch.cuda.set_device(index)
     if share_mb is None and memory_gib is not None:
         share_mb = memory_share_mb(index, memory_gib, sharing)
@@ -59,6 +61,8 @@ def memory_share_mb(index: int, memory_gib: float | None = None, sharing: int = 
     """The GPU memory a process may plan on: an even share, among the `sharing` processes on GPU
     `index`, of the cap where there is one, else of the GPU's usable memory. The cap `take_gpu`
     sets, and what the layout and the rank moves plan with."""
+    import torch
+
     if memory_gib is not None:
         return memory_gib * 1024 / sharing
     return USABLE_SHARE * torch.cuda.get_device_properties(index).total_memory / 2**20 / sharing
@@ -85,11 +89,11 @@ def check_stage_memory(needs_gib: dict[str, float], stages: tuple[str, ...], dev
 def place_rank(prepared: Prepared, node_rank: int, memory_gib: float | None) -> Placement:
     """The placement of a rank that runs the whole pipeline (the baselines): its node's GPUs in turn,
     none held by a Node Manager; on CPU, the job's thread count."""
-    from dataclasses import replace
+    import torch
 
     placement = prepared.placement
-    if placement.device.type != "cuda":
+    if placement.device_type != "cuda":
         torch.set_num_threads(prepared.job.cpu_threads)
         return placement
     index = gpu_index(node_rank, holds_manager=False, gpus=torch.cuda.device_count())
-    return replace(placement, device=take_gpu(index, memory_gib))
+    return placement.on(take_gpu(index, memory_gib))

@@ -66,7 +66,7 @@ def run_monolithic(prepared: Prepared, progress: Callable[[WorkMeter], ProgressR
     every stage of the model's topology and commit it; raises StageFailed when the stage itself fails.
     With `phase`, groups of that many units go through the stages one stage at a time."""
     plan, adapter, placement = prepared.plan, prepared.model.adapter, prepared.placement
-    if placement.device.type == "cpu":
+    if placement.device_type == "cpu":
         torch.set_num_threads(prepared.job.cpu_threads)
     writer = OutputWriter.open(prepared.output, PlanItems(plan), prepared.layout, prepared.provenance, mode="monolithic",
                                settings=prepared.store, run=prepared.run_info("monolithic"))

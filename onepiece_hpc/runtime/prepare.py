@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from onepiece_hpc.environment import slurm_job
 from onepiece_hpc.errors import UserError
@@ -28,6 +28,9 @@ from onepiece_hpc.store.provenance import (
     hardware_of,
     software_versions,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -56,24 +59,30 @@ class Prepared:
         """This run as the output's journal records it: how it started, what software and hardware it used."""
         job_id, restarts = slurm_job()
         return RunInfo(mode=mode, slurm_job=job_id, slurm_restart=restarts, software=software_versions(),
-                       hardware=hardware_of(self.placement.device.type, self.job.cpu_threads))
+                       hardware=hardware_of(self.placement.device_type, self.job.cpu_threads))
 
 
 def _placement(job: Job, problems: list[str]) -> Placement | None:
-    has_cuda = torch.cuda.is_available()
+    """The job's device and dtype; torch is asked only whether a GPU is visible (a CPU job, checked
+    by the launcher, imports no torch)."""
+    has_cuda = False
+    if job.device != "cpu":
+        import torch
+
+        has_cuda = torch.cuda.is_available()
     if job.device == "cuda" and not has_cuda:
         problems.append(f"{job.where('device')}: device is cuda but no GPU is visible; "
                         "fix: use device: auto or cpu, or run on a GPU node")
         return None
-    device = torch.device("cuda" if job.device == "cuda" or (job.device == "auto" and has_cuda) else "cpu")
-    dtype_name = job.dtype if job.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
-    return Placement(device=device, dtype=getattr(torch, dtype_name))
+    device = "cuda" if job.device == "cuda" or (job.device == "auto" and has_cuda) else "cpu"
+    dtype_name = job.dtype if job.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    return Placement(device_name=device, dtype_name=dtype_name)
 
 
 def execution_tag(job: Job, placement: Placement) -> str:
     """What, besides the items, decides the output bits: device type, dtype, CPU thread count."""
-    tag = f"{placement.device.type}/{str(placement.dtype).removeprefix('torch.')}"
-    return f"{tag}/threads={job.cpu_threads}" if placement.device.type == "cpu" else tag
+    tag = f"{placement.device_type}/{placement.dtype_name}"
+    return f"{tag}/threads={job.cpu_threads}" if placement.device_type == "cpu" else tag
 
 
 @dataclass(frozen=True)

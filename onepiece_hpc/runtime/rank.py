@@ -110,7 +110,7 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
     from mpi4py import MPI
 
     placement = prepared.placement
-    cuda = placement.device.type == "cuda"
+    cuda = placement.device_type == "cuda"
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     manager = comm.Get_rank() == NODE_MANAGER
     holds_manager = node.allreduce(int(manager)) > 0
@@ -132,13 +132,13 @@ def bind_device(prepared: Prepared, comm, gpu_memory_gib: float | None = None,
         torch.set_num_threads(prepared.job.cpu_threads)
         return prepared
     if manager:
-        return replace(prepared, placement=replace(placement, device=torch.device("cpu")))
+        return replace(prepared, placement=placement.on("cpu"))
     room, stages = gpus[mine]
     share, capped = (room if chains is not None else room / len(stages)), gpu_memory_gib is not None
     if needs_gib and chains is None:  # split by need, and held to it (uncapped, the usable memory is split)
         share, capped = shares[mine][stages.index(stage)], True
-    return replace(prepared, placement=replace(placement, device=take_gpu(index, share_mb=share if capped else None),
-                                               memory_limit_mb=share))
+    return replace(prepared, placement=placement.on(take_gpu(index, share_mb=share if capped else None),
+                                                    memory_limit_mb=share))
 
 
 def check_chain_gpus(chains: tuple[tuple[int, ...], ...], places: list[tuple[str, int]]) -> None:
@@ -292,7 +292,7 @@ def _set_up(args: RunOptions, comm, control: ControlPlane, peers, mine) -> tuple
             layout = plan_layout(prepared.job, size, prepared.model.adapter.topology)
             if args.phases:
                 layout.chains()  # a layout that can't run in phases is refused here, naming the fix
-            check_stage_memory(args.stage_memory_gib(), layout.topology.names, prepared.placement.device.type,
+            check_stage_memory(args.stage_memory_gib(), layout.topology.names, prepared.placement.device_type,
                                args.phases)
         except BaseException as err:
             stop_stage_ranks(control, peers, "rank 0's set-up failed", getattr(err, "exit_code", 1))
@@ -343,7 +343,7 @@ def run_rank(args: RunOptions, comm, drain: Drain | None = None) -> str:
             raise SetupStopped(refused.exit_code, peers[NODE_MANAGER], mine) from refused
     status = (StatusFile(args.status_dir, RankStatus(rank, mine.host, mine.pid, stage or "manager"))
               if args.status_dir else None)
-    gpu = prepared.placement.device if prepared.placement.device.type == "cuda" else None
+    gpu = prepared.placement.device if prepared.placement.device_type == "cuda" else None
     with deadline("opening the transport (every rank builds its fabrics together)", limit, mine):
         fabrics = build_fabrics(comm, FabricChoice(args.fabric), gpu=gpu)
     outbound, inbound = channel_plan(prepared, summary, layout, rank, size, args.ring_slots, args.phases, chain)

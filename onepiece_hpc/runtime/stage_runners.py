@@ -22,7 +22,7 @@ from onepiece_hpc.runtime.quiet import quiet_libraries
 class StageRunners:
     def __init__(self, prepared: Prepared, summary: PlanSummary) -> None:
         self.prepared, self.summary = prepared, summary
-        self.on_gpu = prepared.placement.device.type == "cuda"
+        self.on_gpu = prepared.placement.device_type == "cuda"
         self._runners: dict[str, StageRunner] = {}
 
     def load(self, stage: str) -> float:

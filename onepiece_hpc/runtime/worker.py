@@ -352,7 +352,7 @@ class StageWorker:
     def heartbeat(self) -> Heartbeat:
         c = self.counters
         elapsed = time.monotonic() - c.serving_since if c.serving_since else 0.0
-        memory = (torch.cuda.max_memory_allocated() / 2**20 if self.prepared.placement.device.type == "cuda"
+        memory = (torch.cuda.max_memory_allocated() / 2**20 if self.prepared.placement.device_type == "cuda"
                   else resident_mb())
         downstream = [self.producers[r] for r in self._downstream() if r in self.producers]
         state = self.life.state

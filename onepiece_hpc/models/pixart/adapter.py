@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
+from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, no_grad, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter
 from onepiece_hpc.jobfile.job import GenParams
+
+if TYPE_CHECKING:
+    import torch
 
 #: PixArt-alpha's default; PixArt-sigma uses 300 (set per folder below)
 ALPHA_MAX_SEQUENCE = 120
@@ -44,7 +47,7 @@ class PixArtAdapter(DiffusersPipelineAdapter):
                       TensorSpec("negative_prompt_attention_mask", (batch, self.max_sequence), "int64")]
         return tuple(specs)
 
-    @torch.no_grad()
+    @no_grad
     def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
         guided = self.uses_guidance(unit.params)
         embeds, mask, negative, negative_mask = pipe.encode_prompt(
@@ -56,7 +59,7 @@ class PixArtAdapter(DiffusersPipelineAdapter):
             out |= {"negative_prompt_embeds": negative, "negative_prompt_attention_mask": negative_mask}
         return out
 
-    @torch.no_grad()
+    @no_grad
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         latents = self.latents_of(pipe, placement, unit, inputs, negative_prompt=None, use_resolution_binning=False,

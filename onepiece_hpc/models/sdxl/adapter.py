@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
+from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, no_grad, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
 from onepiece_hpc.jobfile.job import GenParams
+
+if TYPE_CHECKING:
+    import torch
 
 
 class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
@@ -36,10 +39,12 @@ class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
                       TensorSpec("negative_pooled_prompt_embeds", (batch, pooled), name)]
         return tuple(specs)
 
-    @torch.no_grad()
+    @no_grad
     def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
         """Each item's own negative prompt; with force_zeros_for_empty_prompt an item without one
         gets zeros, as a pipeline call without negative_prompt gives, whatever its unit-mates have."""
+        import torch
+
         guided = self.uses_guidance(unit.params)
         empty = [row for row, text in enumerate(unit.negative_prompts) if not text]
         zeros = self.zeroes_empty_negatives()
@@ -58,15 +63,17 @@ class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
         out |= {"negative_prompt_embeds": negative, "negative_pooled_prompt_embeds": negative_pooled}
         return out
 
-    @torch.no_grad()
+    @no_grad
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"latents": self.latents_of(pipe, placement, unit, inputs)}
 
-    @torch.no_grad()
+    @no_grad
     def decode(self, pipe, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The pipeline's own decode: a force_upcast VAE runs in float32 when loaded in float16 (it
         overflows there), latents are denormalised by latents_mean/std when the VAE declares them."""
+        import torch
+
         vae = pipe.vae
         if vae.dtype == torch.float16 and vae.config.force_upcast:
             vae.to(torch.float32)  # the pipeline upcasts per call; this stage holds only the VAE, so once

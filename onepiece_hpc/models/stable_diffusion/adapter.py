@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, read_config
+from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, no_grad, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter
 from onepiece_hpc.jobfile.job import GenParams
+
+if TYPE_CHECKING:
+    import torch
 
 
 class StableDiffusionAdapter(DiffusersPipelineAdapter):
@@ -27,7 +30,7 @@ class StableDiffusionAdapter(DiffusersPipelineAdapter):
             specs.append(TensorSpec("negative_prompt_embeds", (batch, length, width), name))
         return tuple(specs)
 
-    @torch.no_grad()
+    @no_grad
     def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
         guided = self.uses_guidance(unit.params)
         positive, negative = pipe.encode_prompt(
@@ -38,7 +41,7 @@ class StableDiffusionAdapter(DiffusersPipelineAdapter):
             out["negative_prompt_embeds"] = negative
         return out
 
-    @torch.no_grad()
+    @no_grad
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"latents": self.latents_of(pipe, placement, unit, inputs)}

@@ -18,11 +18,12 @@ import math
 from functools import partial
 from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.models.base import LoadedStage, Placement, StageRunner, TensorSpec, UnitInput, read_config
+from onepiece_hpc.models.base import (
+    LoadedStage, Placement, StageRunner, TensorSpec, UnitInput, no_grad, read_config,
+)
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
 from onepiece_hpc.models.topologies import topology_for
 from onepiece_hpc.models.wan.denoise_experts import LATENTS, Conditioning, denoise_span, high_expert, low_expert
@@ -33,6 +34,7 @@ from onepiece_hpc.jobfile.job import GenParams
 from onepiece_hpc.topology import DECODE, ENCODE, Topology
 
 if TYPE_CHECKING:
+    import torch
     from diffusers import DiffusionPipeline
 
 #: the pipelines' max_sequence_length: prompt embeddings are padded to this many tokens
@@ -47,6 +49,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def latent_statistics(vae_config: dict, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, 1 / std) of the VAE's latents, shaped for (N, C, T, H, W), computed as the pipelines compute them."""
+    import torch
+
     shape = (1, vae_config["z_dim"], 1, 1, 1)
     mean = torch.tensor(vae_config["latents_mean"]).view(shape).to(device, dtype)
     inverse_std = 1.0 / torch.tensor(vae_config["latents_std"]).view(shape).to(device, dtype)
@@ -148,7 +152,7 @@ class WanAdapter(DiffusersPipelineAdapter):
         if stage == DECODE:
             return (TensorSpec("videos", (batch, params.frames, params.height, params.width, 3), "uint8"),)
         if stage == DENOISE_HIGH:  # the encode stage's tensors, the float32 latents and the scheduler's state
-            latents = self.latent_spec(params, batch, torch.float32)
+            latents = self.latent_spec(params, batch, "float32")
             scheduler = self.index["scheduler"][1]
             return (*self.encode_specs(params, batch, dtype), latents,
                     *state_specs(scheduler, read_config(self.folder, "scheduler"), latents.shape))
@@ -185,11 +189,11 @@ class WanAdapter(DiffusersPipelineAdapter):
             out["negative_prompt_embeds"] = negative
         return out
 
-    @torch.no_grad()
+    @no_grad
     def encode(self, pipe, placement: Placement, unit: UnitInput) -> dict[str, torch.Tensor]:
         return self.encode_text(pipe, placement, unit)
 
-    @torch.no_grad()
+    @no_grad
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         latents = self.latents_of(pipe, placement, unit, inputs, num_frames=unit.params.frames,
@@ -201,15 +205,17 @@ class WanAdapter(DiffusersPipelineAdapter):
         """What the denoiser sees beside the latents and the text (text to video: nothing)."""
         return Conditioning()
 
-    @torch.no_grad()
+    @no_grad
     def denoise_high(self, pipe, placement: Placement, unit: UnitInput,
                      inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Wan2.2's high-noise expert: the steps at or above the boundary."""
+        import torch
+
         shape = self.latent_spec(unit.params, len(unit.items), torch.float32).shape
         return high_expert(pipe, unit, inputs, placement.device, shape, self.begin_at_zero,
                            self.conditioning(shape, inputs, placement.device))
 
-    @torch.no_grad()
+    @no_grad
     def denoise_low(self, pipe, placement: Placement, unit: UnitInput,
                     inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Wan2.2's low-noise expert: the steps below the boundary, from where the high one stopped."""
@@ -217,7 +223,7 @@ class WanAdapter(DiffusersPipelineAdapter):
         latents = low_expert(pipe, unit, inputs, placement.device, self.conditioning(shape, inputs, placement.device))
         return {LATENTS: latents.to(placement.dtype)}
 
-    @torch.no_grad()
+    @no_grad
     def decode(self, pipe, unit: UnitInput, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         vae = pipe.vae
         latents = inputs["latents"].to(vae.device, vae.dtype)
@@ -271,11 +277,13 @@ class WanImageToVideoAdapter(WanAdapter):
             specs.append(TensorSpec("image_embeds", (batch, tokens, int(vision["hidden_size"])), _dtype_name(dtype)))
         return (*specs, TensorSpec("image_latents", condition.shape, condition.dtype))
 
-    @torch.no_grad()
+    @no_grad
     def encode(self, pipe, placement: Placement, unit: UnitInput,
                images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The unit's text, and its condition image (params.image), or each item's own (`images`)
         encoded one at a time, as one pipeline call an item would."""
+        import torch
+
         params, batch = unit.params, len(unit.items)
         pictures = ([open_condition_image(params.image)] if images is None
                     else [Image.fromarray(row.cpu().numpy()) for row in images])
@@ -300,6 +308,8 @@ class WanImageToVideoAdapter(WanAdapter):
         """The mask and the normalised image latent, as the pipeline concatenates them. The mask tells the
         denoiser which latent frames the image fixes: one channel per frame the VAE packs together,
         ones over the first latent frame, zeros after."""
+        import torch
+
         batch, _, frames, height, width = latents_shape
         mask = torch.zeros(batch, self.frame_step(), frames, height, width, device=device)
         mask[:, :, 0] = 1
@@ -311,10 +321,12 @@ class WanImageToVideoAdapter(WanAdapter):
                      device: torch.device) -> Conditioning:
         return Conditioning(self.condition(shape, inputs["image_latents"], device), inputs.get("image_embeds"))
 
-    @torch.no_grad()
+    @no_grad
     def denoise(self, pipe, placement: Placement, unit: UnitInput,
                 inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """WanImageToVideoPipeline's denoising loop (its __call__ insists on re-encoding the raw image)."""
+        import torch
+
         from diffusers.utils.torch_utils import randn_tensor
 
         params, device = unit.params, placement.device

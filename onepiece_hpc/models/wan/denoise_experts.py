@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-
-import torch
+from typing import TYPE_CHECKING
 
 from onepiece_hpc.models.base import UnitInput
 from onepiece_hpc.models.wan.scheduler_state import capture, restore
+
+if TYPE_CHECKING:
+    import torch
 
 LATENTS = "latents"
 
@@ -48,6 +50,8 @@ def denoise_span(transformer, scheduler, latents: torch.Tensor, timesteps: Seque
                  conditioning: Conditioning = Conditioning()) -> torch.Tensor:
     """The pipelines' steps over `timesteps` with one denoiser: latents (float32) in and out;
     `embeds` holds prompt_embeds (and negative_prompt_embeds when `guided`)."""
+    import torch
+
     dtype = transformer.dtype
     positive = embeds["prompt_embeds"].to(transformer.device, dtype)
     negative = embeds["negative_prompt_embeds"].to(transformer.device, dtype) if guided else None
@@ -74,6 +78,8 @@ def high_expert(pipe, unit: UnitInput, inputs: dict[str, torch.Tensor], device: 
     """The steps at or above the boundary with `pipe.transformer`, from the unit's own noise: the
     latents, the scheduler's state and (copied: they may live in a ring slot that is released
     before they are sent on) the encode stage's tensors, all that the low-noise stage needs."""
+    import torch
+
     params, scheduler = unit.params, pipe.scheduler
     scheduler.set_timesteps(params.steps, device=device)
     if begin_at_zero:  # WanPipeline sets it; WanImageToVideoPipeline lets the first step find it
@@ -93,6 +99,8 @@ def low_expert(pipe, unit: UnitInput, inputs: dict[str, torch.Tensor], device: t
                conditioning: Conditioning) -> torch.Tensor:
     """The steps below the boundary with `pipe.transformer_2`, from the high-noise stage's latents
     and scheduler state: the final latents (float32)."""
+    import torch
+
     params, scheduler = unit.params, pipe.scheduler
     scheduler.set_timesteps(params.steps, device=device)
     restore(scheduler, inputs, device)

@@ -17,16 +17,19 @@ step count first, then `restore`.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import TensorSpec
 
+if TYPE_CHECKING:
+    import torch
+
 UNIPC, EULER = "UniPCMultistepScheduler", "FlowMatchEulerDiscreteScheduler"
 SUPPORTED = (UNIPC, EULER)
 COUNTERS, HISTORY, LAST_SAMPLE = "scheduler_counters", "scheduler_history", "scheduler_last_sample"
-#: what a dtype code means (0: no tensor yet)
-DTYPES: tuple[torch.dtype | None, ...] = (None, torch.float32, torch.bfloat16, torch.float16)
+#: what a dtype code means, by torch dtype name (0: no tensor yet)
+DTYPES: tuple[str | None, ...] = (None, "float32", "bfloat16", "float16")
 NONE = -1  # an index that is not set yet
 #: UniPC's counters: step index, begin index, lower-order steps taken, the last step's order (0:
 #: none yet), the dtype codes of the history and of the last sample; then per history slot a
@@ -64,9 +67,10 @@ def state_specs(scheduler_class: str, config: dict, latent_shape: tuple[int, ...
 
 
 def _code(dtype: torch.dtype) -> int:
-    if dtype not in DTYPES:
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
         raise ValueError(f"a scheduler tensor of {dtype} can't travel as float32 without loss")
-    return DTYPES.index(dtype)
+    return DTYPES.index(name)
 
 
 def _index(value: int | None) -> int:
@@ -76,6 +80,8 @@ def _index(value: int | None) -> int:
 def capture(scheduler, sample: torch.Tensor) -> dict[str, torch.Tensor]:
     """The scheduler's state after the steps it has taken; `sample` is the loop's current latents
     (their shape and device size the tensors)."""
+    import torch
+
     name = type(scheduler).__name__
     indices = [_index(scheduler.step_index), _index(scheduler.begin_index)]
     if name == EULER:
@@ -103,6 +109,8 @@ def _set_index(value: int) -> int | None:
 def restore(scheduler, state: dict[str, torch.Tensor], device: torch.device) -> None:
     """Put the state `capture` emitted into `scheduler`, on whose `set_timesteps` (same step count)
     has just been called; the tensors are copied, so the ones given may be released after."""
+    import torch
+
     name = type(scheduler).__name__
     counters = [int(v) for v in state[COUNTERS].tolist()]
     scheduler._step_index, scheduler._begin_index = _set_index(counters[0]), _set_index(counters[1])
@@ -116,14 +124,13 @@ def restore(scheduler, state: dict[str, torch.Tensor], device: torch.device) -> 
     present = counters[UNIPC_FIXED:UNIPC_FIXED + order]
     has_timestep = counters[UNIPC_FIXED + order:UNIPC_FIXED + 2 * order]
     values = counters[UNIPC_FIXED + 2 * order:]
-    history = state[HISTORY]
-    scheduler.model_outputs = [
-        history[:, slot].to(device=device, dtype=DTYPES[history_code], copy=True) if present[slot] else None
-        for slot in range(order)]
+    history, history_dtype = state[HISTORY], getattr(torch, DTYPES[history_code] or "float32")
+    scheduler.model_outputs = [history[:, slot].to(device=device, dtype=history_dtype, copy=True) if present[slot]
+                               else None for slot in range(order)]
     scheduler.timestep_list = [scheduler.timesteps.new_tensor(value) if flag else None
                                for flag, value in zip(has_timestep, values)]
     scheduler.lower_order_nums = lower
     if this_order:
         scheduler.this_order = this_order
-    scheduler.last_sample = (state[LAST_SAMPLE].to(device=device, dtype=DTYPES[last_code], copy=True)
+    scheduler.last_sample = (state[LAST_SAMPLE].to(device=device, dtype=getattr(torch, DTYPES[last_code]), copy=True)
                              if last_code else None)

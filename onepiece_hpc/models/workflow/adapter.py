@@ -18,9 +18,9 @@ items record), each item's seed for that step (seeds.py), and its step's negativ
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.jobfile.job import GenParams
@@ -30,6 +30,9 @@ from onepiece_hpc.models.source import ModelSource
 from onepiece_hpc.models.workflow.seeds import step_seed
 from onepiece_hpc.models.workflow.topology import chain_topology
 from onepiece_hpc.topology import Topology
+
+if TYPE_CHECKING:
+    import torch
 
 #: the tensor that carries each item's prompt between a workflow's stages
 PROMPTS = "_prompts"
@@ -58,7 +61,7 @@ class Step:
     @property
     def output(self) -> str:
         """The name of the step's outputs' tensor."""
-        return self.output_spec(1, torch.float32).name
+        return self.output_spec(1, "float32").name
 
     @property
     def kept_name(self) -> str:
@@ -68,6 +71,8 @@ class Step:
 
 def encode_prompts(prompts: tuple[str, ...]) -> torch.Tensor:
     """(N, MAX_PROMPT_BYTES) uint8: each prompt's UTF-8, zero-padded (prompt text holds no NUL)."""
+    import torch
+
     rows = np.zeros((len(prompts), MAX_PROMPT_BYTES), dtype=np.uint8)
     for row, prompt in enumerate(prompts):
         raw = prompt.encode("utf-8")
