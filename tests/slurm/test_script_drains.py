@@ -204,6 +204,25 @@ def test_the_journal_tells_a_drain_with_progress_from_one_without():
     assert drained_exit(runs, "", 0) == 1
 
 
+def _scontrol_note(slurm: Slurm) -> str:
+    """The fake scontrol's line that notes its call."""
+    return f'echo "scontrol $*" >> {shlex.quote(str(slurm.calls))}'
+
+
+def _run_with_h3_down(tmp_path, slurm: Slurm, restarts: int = 0, cases: str = "") -> subprocess.CompletedProcess:
+    """The script of a 6-task job on h[1-3], run under fake Slurm commands where Slurm finds h3 down
+    and the job restarted `restarts` times; `cases`: more arms of the fake scontrol's `case`, before
+    the one that notes every other call."""
+    fake(slurm.bin, "sinfo", 'printf "h1 mixed\\nh2 mixed\\nh3 down*\\n"\n')
+    fake(slurm.bin, "scontrol", 'case "$1 $2" in\n'
+                                 f'  "show job") echo "JobId=1 Restarts={restarts} Requeue=1" ;;\n'
+                                 '  "show hostnames") printf "h1\\nh2\\nh3\\n" ;;\n'
+                                 f'{cases}  *) {_scontrol_note(slurm)} ;;\nesac\n')
+    return subprocess.run(["/bin/bash", str(script_file(tmp_path)), "--python", str(slurm.python), "--mpi", "pmi2",
+                           "job.yaml"], capture_output=True, text=True, timeout=60,
+                          env=slurm_env(6, [slurm.bin]) | {"SLURM_JOB_NODELIST": "h[1-3]"}, cwd=tmp_path)
+
+
 @pytest.mark.parametrize("restarts, requeued", [(1, []), (0, ["requeuehold 1", "update JobId=1 ExcNodeList=h3", "release 1"])],
                          ids=["slurm-requeues", "script-requeues-without-it"])
 def test_a_step_that_lost_a_node_names_it_and_the_job_comes_back_without_it(tmp_path, restarts, requeued):
@@ -211,15 +230,7 @@ def test_a_step_that_lost_a_node_names_it_and_the_job_comes_back_without_it(tmp_
     job already (node failure), the script names the node and does nothing more; if srun ended
     first, the script requeues the job itself, keeping the node out."""
     slurm = Slurm(tmp_path, "exit 137\n")
-    fake(slurm.bin, "sinfo", 'printf "h1 mixed\\nh2 mixed\\nh3 down*\\n"\n')
-    note = f'echo "scontrol $*" >> {shlex.quote(str(slurm.calls))}\n'
-    fake(slurm.bin, "scontrol", 'case "$1 $2" in\n'
-                                 f'  "show job") echo "JobId=1 Restarts={restarts} Requeue=1" ;;\n'
-                                 '  "show hostnames") printf "h1\\nh2\\nh3\\n" ;;\n'
-                                 f'  *) {note.strip()} ;;\nesac\n')
-    result = subprocess.run(["/bin/bash", str(script_file(tmp_path)), "--python", str(slurm.python), "--mpi", "pmi2",
-                             "job.yaml"], capture_output=True, text=True, timeout=60,
-                            env=slurm_env(6, [slurm.bin]) | {"SLURM_JOB_NODELIST": "h[1-3]"}, cwd=tmp_path)
+    result = _run_with_h3_down(tmp_path, slurm, restarts)
     assert "node(s) h3 of this job" in result.stderr, result.stderr
     assert slurm.called("scontrol") == requeued
     assert result.returncode == (137 if restarts else 3), result.stderr
@@ -252,21 +263,13 @@ def test_what_the_script_runs_after_requeueing_its_own_job_outlives_the_requeue(
     must not die of it (in the suite, the release did, and the job stayed held for good). The
     controller is slow and fails the first release, as a busy one does: the script tries again."""
     slurm = Slurm(tmp_path, "exit 137\n")
-    fake(slurm.bin, "sinfo", 'printf "h1 mixed\\nh2 mixed\\nh3 down*\\n"\n')
     (tmp_path / "kill_tree.py").write_text(KILL_TREE)
-    note = f'echo "scontrol $*" >> {shlex.quote(str(slurm.calls))}'
-    fake(slurm.bin, "scontrol", 'case "$1 $2" in\n'
-                                 '  "show job") echo "JobId=1 Restarts=0 Requeue=1" ;;\n'
-                                 '  "show hostnames") printf "h1\\nh2\\nh3\\n" ;;\n'
-                                 f'  "requeuehold 1") {note}\n'
-                                 f'    (sleep 0.2; {shlex.quote(sys.executable)} kill_tree.py "$PPID") '
-                                 '</dev/null >/dev/null 2>&1 & ;;\n'
-                                 f'  "release 1") sleep 1; {note}\n'
-                                 '    [ -e released-once ] || { touch released-once; echo "controller busy" >&2; exit 1; } ;;\n'
-                                 f'  *) {note} ;;\nesac\n')
-    result = subprocess.run(["/bin/bash", str(script_file(tmp_path)), "--python", str(slurm.python), "--mpi", "pmi2",
-                             "job.yaml"], capture_output=True, text=True, timeout=60,
-                            env=slurm_env(6, [slurm.bin]) | {"SLURM_JOB_NODELIST": "h[1-3]"}, cwd=tmp_path)
+    note = _scontrol_note(slurm)
+    result = _run_with_h3_down(tmp_path, slurm, cases=(
+        f'  "requeuehold 1") {note}\n'
+        f'    (sleep 0.2; {shlex.quote(sys.executable)} kill_tree.py "$PPID") </dev/null >/dev/null 2>&1 & ;;\n'
+        f'  "release 1") sleep 1; {note}\n'
+        '    [ -e released-once ] || { touch released-once; echo "controller busy" >&2; exit 1; } ;;\n'))
     assert slurm.called("scontrol") == ["requeuehold 1", "update JobId=1 ExcNodeList=h3", "release 1", "release 1"], \
         result.stderr
     assert result.returncode == 3, result.stderr
