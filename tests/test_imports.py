@@ -56,7 +56,7 @@ def test_a_stage_that_loads_imports_them(tmp_path, model_cache):
 
 def test_the_launcher_of_a_cpu_job_imports_no_torch(tmp_path, model_cache):
     """`onepiece run -n N` checks a job (its file, model, device, sizes and layout) before any rank
-    starts. On CPU that needs no torch, whose import costs each launch about 1.5 CPU-seconds: the
+    starts. On CPU that needs no torch, whose import cost each launch about a CPU-second: the
     launcher's imports, as `-X importtime` lists them, up to its refusal of a layout of too few
     ranks (the same checks come first in a run that starts), for every model family."""
     for name in ("tiny-sd", "tiny-sdxl", "tiny-wan-t2v", "tiny-wan-i2v"):
