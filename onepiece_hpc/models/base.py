@@ -19,6 +19,11 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: a process that ch
     import torch
 
 
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """A torch dtype's name ("float32"), or the name itself: what specs and placements hold."""
+    return str(dtype).removeprefix("torch.")
+
+
 def no_grad(method):
     """`torch.no_grad()` around `method`, torch imported at the first call rather than with the
     module: the adapters' modules are imported where jobs are only checked (the launcher)."""
@@ -144,19 +149,19 @@ class Placement:
 
     def __post_init__(self) -> None:  # torch's objects are taken too: Placement(torch.device("cpu"), torch.float32)
         object.__setattr__(self, "device_name", str(self.device_name))
-        object.__setattr__(self, "dtype_name", str(self.dtype_name).removeprefix("torch."))
+        object.__setattr__(self, "dtype_name", dtype_name(self.dtype_name))
 
     @property
     def device_type(self) -> str:
         return self.device_name.partition(":")[0]
 
-    @property
+    @functools.cached_property  # made once: the runners read it for every unit
     def device(self) -> torch.device:
         import torch
 
         return torch.device(self.device_name)
 
-    @property
+    @functools.cached_property
     def dtype(self) -> torch.dtype:
         import torch
 

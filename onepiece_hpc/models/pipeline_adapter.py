@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onepiece_hpc.models.base import (
-    LoadedStage, ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, no_grad, read_config,
+    LoadedStage, ModelAdapter, Placement, StageRunner, TensorSpec, UnitInput, dtype_name, no_grad, read_config,
 )
 from onepiece_hpc.models.random_weights import build_pipeline, is_random
 from onepiece_hpc.jobfile.job import GenParams
@@ -138,7 +138,7 @@ class DiffusersPipelineAdapter(ModelAdapter):
     def latent_spec(self, params: GenParams, batch: int, dtype: torch.dtype) -> TensorSpec:
         factor = self.vae_scale_factor()
         shape = (batch, self.latent_channels(), params.height // factor, params.width // factor)
-        return TensorSpec("latents", shape, str(dtype).removeprefix("torch."))
+        return TensorSpec("latents", shape, dtype_name(dtype))
 
     def output_specs(self, stage: str, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
         if stage == ENCODE:

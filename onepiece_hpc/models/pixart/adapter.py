@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, no_grad, read_config
+from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, dtype_name, no_grad, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter
 from onepiece_hpc.jobfile.job import GenParams
 
@@ -39,7 +39,7 @@ class PixArtAdapter(DiffusersPipelineAdapter):
 
     def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
         width = int(read_config(self.folder, "text_encoder").get("d_model", 4096))
-        name = str(dtype).removeprefix("torch.")
+        name = dtype_name(dtype)
         specs = [TensorSpec("prompt_embeds", (batch, self.max_sequence, width), name),
                  TensorSpec("prompt_attention_mask", (batch, self.max_sequence), "int64")]
         if self.uses_guidance(params):

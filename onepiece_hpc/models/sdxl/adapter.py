@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, no_grad, read_config
+from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, dtype_name, no_grad, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
 from onepiece_hpc.jobfile.job import GenParams
 
@@ -31,7 +31,7 @@ class StableDiffusionXLAdapter(DiffusersPipelineAdapter):
         first, second = read_config(self.folder, "text_encoder"), read_config(self.folder, "text_encoder_2")
         width = int(first.get("hidden_size", 768)) + int(second.get("hidden_size", 1280))
         pooled = int(second.get("projection_dim", 1280))
-        name = str(dtype).removeprefix("torch.")
+        name = dtype_name(dtype)
         specs = [TensorSpec("prompt_embeds", (batch, length, width), name),
                  TensorSpec("pooled_prompt_embeds", (batch, pooled), name)]
         if self.uses_guidance(params):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, no_grad, read_config
+from onepiece_hpc.models.base import Placement, TensorSpec, UnitInput, dtype_name, no_grad, read_config
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter
 from onepiece_hpc.jobfile.job import GenParams
 
@@ -24,7 +24,7 @@ class StableDiffusionAdapter(DiffusersPipelineAdapter):
     def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
         length = int(read_config(self.folder, "tokenizer").get("model_max_length", 77))
         width = int(read_config(self.folder, "text_encoder").get("hidden_size", 768))
-        name = str(dtype).removeprefix("torch.")
+        name = dtype_name(dtype)
         specs = [TensorSpec("prompt_embeds", (batch, length, width), name)]
         if self.uses_guidance(params):
             specs.append(TensorSpec("negative_prompt_embeds", (batch, length, width), name))

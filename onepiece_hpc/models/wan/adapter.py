@@ -22,7 +22,7 @@ from PIL import Image
 
 from onepiece_hpc.errors import UserError
 from onepiece_hpc.models.base import (
-    LoadedStage, Placement, StageRunner, TensorSpec, UnitInput, no_grad, read_config,
+    LoadedStage, Placement, StageRunner, TensorSpec, UnitInput, dtype_name, no_grad, read_config,
 )
 from onepiece_hpc.models.pipeline_adapter import DiffusersPipelineAdapter, pixels_to_uint8
 from onepiece_hpc.models.topologies import topology_for
@@ -41,10 +41,6 @@ if TYPE_CHECKING:
 MAX_SEQUENCE = 512
 #: Wan2.1 generates 16 frames a second
 FRAME_RATE = 16
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def latent_statistics(vae_config: dict, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,16 +132,16 @@ class WanAdapter(DiffusersPipelineAdapter):
         factor = self.vae_scale_factor()
         shape = (batch, self.latent_channels(), (params.frames - 1) // self.frame_step() + 1,
                  params.height // factor, params.width // factor)
-        return TensorSpec("latents", shape, _dtype_name(dtype))
+        return TensorSpec("latents", shape, dtype_name(dtype))
 
     def uses_guidance(self, params: GenParams) -> bool:
         return params.guidance > 1
 
     def encode_specs(self, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
         shape = (batch, MAX_SEQUENCE, int(read_config(self.folder, "text_encoder")["d_model"]))
-        specs = [TensorSpec("prompt_embeds", shape, _dtype_name(dtype))]
+        specs = [TensorSpec("prompt_embeds", shape, dtype_name(dtype))]
         if self.uses_guidance(params):
-            specs.append(TensorSpec("negative_prompt_embeds", shape, _dtype_name(dtype)))
+            specs.append(TensorSpec("negative_prompt_embeds", shape, dtype_name(dtype)))
         return tuple(specs)
 
     def output_specs(self, stage: str, params: GenParams, batch: int, dtype: torch.dtype) -> tuple[TensorSpec, ...]:
@@ -274,7 +270,7 @@ class WanImageToVideoAdapter(WanAdapter):
         if self.image_tokens():
             vision = read_config(self.folder, "image_encoder")
             tokens = (int(vision["image_size"]) // int(vision["patch_size"])) ** 2 + 1  # patches and the class token
-            specs.append(TensorSpec("image_embeds", (batch, tokens, int(vision["hidden_size"])), _dtype_name(dtype)))
+            specs.append(TensorSpec("image_embeds", (batch, tokens, int(vision["hidden_size"])), dtype_name(dtype)))
         return (*specs, TensorSpec("image_latents", condition.shape, condition.dtype))
 
     @no_grad

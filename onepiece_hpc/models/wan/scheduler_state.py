@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from onepiece_hpc.errors import UserError
-from onepiece_hpc.models.base import TensorSpec
+from onepiece_hpc.models.base import TensorSpec, dtype_name
 
 if TYPE_CHECKING:
     import torch
@@ -67,7 +67,7 @@ def state_specs(scheduler_class: str, config: dict, latent_shape: tuple[int, ...
 
 
 def _code(dtype: torch.dtype) -> int:
-    name = str(dtype).removeprefix("torch.")
+    name = dtype_name(dtype)
     if name not in DTYPES:
         raise ValueError(f"a scheduler tensor of {dtype} can't travel as float32 without loss")
     return DTYPES.index(name)
